@@ -1,0 +1,185 @@
+//! `meshrpc demo`: starts three real `meshrpc node` processes on free loopback ports, shows
+//! them calling each other in both directions, runs a short load, stops them with SIGTERM and
+//! prints a summary. Every child is killed if the demo fails part-way.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use meshrpc::{CallOptions, Client, ErrorKind, Peer, PeerSummary, RpcError};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::services::{ADD, CUBE, SQUARE};
+
+/// How long a node may take to start or the mesh to form.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
+struct NodeProcess {
+    name: String,
+    addr: String,
+    child: Child,
+}
+
+impl NodeProcess {
+    async fn spawn(name: &str, seeds: &[&NodeProcess]) -> anyhow::Result<NodeProcess> {
+        let exe = std::env::current_exe().context("cannot find the meshrpc executable")?;
+        let mut command = Command::new(exe);
+        command.args(["node", "--name", name, "--listen", "127.0.0.1:0"]);
+        for seed in seeds {
+            command.args(["--seed", &seed.addr]);
+        }
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        let mut child = command
+            .env("RUST_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_WITHIN, lines.next_line())
+            .await
+            .with_context(|| format!("node {name} did not start within {READY_WITHIN:?}"))??
+            .with_context(|| format!("node {name} exited before listening"))?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .with_context(|| format!("node {name} printed `{line}`"))?
+            .to_owned();
+        Ok(NodeProcess { name: name.to_owned(), addr, child })
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("node already exited")?;
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        let exit = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .with_context(|| format!("{} did not stop within 10 s of SIGTERM", self.name))??;
+        ensure!(exit.success(), "{} exited with {exit}", self.name);
+        Ok(())
+    }
+}
+
+pub async fn run(load: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("== starting three nodes on loopback (real processes) ==");
+    let n1 = NodeProcess::spawn("n1", &[]).await?;
+    let n2 = NodeProcess::spawn("n2", &[&n1]).await?;
+    let n3 = NodeProcess::spawn("n3", &[&n1, &n2]).await?;
+    for node in [&n1, &n2, &n3] {
+        println!("  {} listening on {}", node.name, node.addr);
+    }
+    let c1 = Client::connect(&n1.addr).await?;
+    let c2 = Client::connect(&n2.addr).await?;
+    let c3 = Client::connect(&n3.addr).await?;
+    for (node, client) in [(&n1, &c1), (&n2, &c2), (&n3, &c3)] {
+        wait_for_peers(client, 2).await.with_context(|| format!("{} never saw both peers", node.name))?;
+    }
+    println!("  mesh formed: every node has a link to the two others");
+
+    println!("\n== the seed's examples, from a client ==");
+    let sum = c1.invoke(ADD, (2, 3)).await?;
+    println!("  n1: add(2, 3) = {sum}");
+    let (square, cube) = (c2.invoke(SQUARE, 5).await?, c2.invoke(CUBE, 3).await?);
+    println!("  n2: The square of 5 is: {square}");
+    println!("  n2: The cube of 3 is: {cube}");
+    ensure!(sum == 5 && square == 25 && cube == 27, "wrong arithmetic");
+
+    println!("\n== nodes calling each other (fanout runs on a node and calls its peers) ==");
+    let from_n1 = fanout(&c1, "system.whoami", json!([])).await?;
+    println!("  n1 -> peers: system.whoami() = {from_n1}");
+    let from_n3 = fanout(&c3, "add", json!([20, 22])).await?;
+    println!("  n3 -> peers: add(20, 22) = {from_n3}");
+    ensure!(from_n3 == json!({"n1": 42, "n2": 42}), "fanout from n3 returned {from_n3}");
+
+    println!("\n== a stateful actor: 300 concurrent counter.incr(1) on n2, one at a time inside ==");
+    let incrs = (0..300).map(|_| c2.call::<i64>("counter.incr", 1i64));
+    for result in futures_util::future::join_all(incrs).await {
+        result?;
+    }
+    let count: i64 = c2.call("counter.get", ()).await?;
+    println!("  counter.get() = {count}");
+    ensure!(count == 300, "counter is {count}, expected 300");
+
+    println!("\n== failures are errors, not crashes ==");
+    show(c1.call::<Value>("nope", ()).await, ErrorKind::MethodNotFound)?;
+    show(c1.call::<i64>("add", ("two", 3)).await, ErrorKind::BadArguments)?;
+    show(c1.call::<()>("fail", "disk full").await, ErrorKind::Application)?;
+    show(c1.call::<()>("crash", ()).await, ErrorKind::Panicked)?;
+    let short = CallOptions::timeout(Duration::from_millis(200));
+    show(c1.call_with::<u64>("sleep", 5_000u64, short).await, ErrorKind::Timeout)?;
+    println!("  n1 still serves: add(1, 1) = {}", c1.invoke(ADD, (1, 1)).await?);
+
+    println!("\n== load: add(2, 3) from one client, 64 calls in flight, {load:?} ==");
+    let (calls, secs) = load_run(&c1, load).await?;
+    println!("  {calls} calls in {secs:.2} s = {:.0} calls/s", calls as f64 / secs);
+
+    for client in [c1, c2, c3] {
+        client.close().await;
+    }
+    println!("\n== stopping the nodes with SIGTERM ==");
+    for node in [n1, n2, n3] {
+        let name = node.name.clone();
+        node.stop().await?;
+        println!("  {name} stopped cleanly");
+    }
+    println!("\ndemo ok: 3 nodes, calls both ways, actor state, 5 error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn wait_for_peers(client: &Client, want: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let peers: Vec<PeerSummary> = client.call("system.peers", ()).await?;
+        if peers.len() >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("saw {} of {want} peers", peers.len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fanout(client: &Client, method: &str, args: Value) -> Result<Value, RpcError> {
+    client.call_json("fanout", &json!([method, args]), CallOptions::default()).await
+}
+
+fn show<T: std::fmt::Debug>(result: Result<T, RpcError>, want: ErrorKind) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() == want => {
+            println!("  {want}: {e}");
+            Ok(())
+        }
+        other => bail!("expected a {want} error, got {other:?}"),
+    }
+}
+
+async fn load_run(client: &Client, duration: Duration) -> anyhow::Result<(u64, f64)> {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            let peer: Peer = (**client).clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    peer.invoke(ADD, (2, 3)).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<(), RpcError>(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok((done.load(Ordering::Relaxed), start.elapsed().as_secs_f64()))
+}

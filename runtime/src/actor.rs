@@ -1,0 +1,200 @@
+//! Stateful services: an actor is a task that owns a value `S` and runs its methods one at a
+//! time with `&mut S`, fed by a bounded mailbox.
+//!
+//! [`ActorBuilder`] registers each method as `actor.method` in the node's table; a request for
+//! it is forwarded to the mailbox without waiting (a full mailbox answers `Overloaded`). The
+//! actor answers through the request's responder. A method that panics gets `Panicked` and the
+//! actor's state is rebuilt from its factory. The task stops when the node stops.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use crate::methods::Handler;
+use crate::serve::{decode_args, panic_message, Incoming, ServeCtx};
+use crate::ErrorKind;
+
+/// One method of an actor with state `S`, type-erased.
+trait ActorMethod<S>: Send + Sync + 'static {
+    /// Runs the method on `state` and answers; returns true if it panicked.
+    fn invoke(&self, state: &mut S, call: Incoming) -> bool;
+}
+
+struct TypedMethod<F, A, R, E> {
+    f: F,
+    _types: PhantomData<fn(A) -> Result<R, E>>,
+}
+
+impl<S, F, A, R, E> ActorMethod<S> for TypedMethod<F, A, R, E>
+where
+    F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    E: Display + 'static,
+{
+    fn invoke(&self, state: &mut S, call: Incoming) -> bool {
+        let Incoming { encoding, body, deadline, responder } = call;
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            responder.fail(ErrorKind::Timeout, "the call waited in the mailbox past its deadline");
+            return false;
+        }
+        let args = match decode_args::<A>(encoding, &body) {
+            Ok(args) => args,
+            Err(e) => {
+                responder.reply::<()>(Err(e));
+                return false;
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
+            Ok(Ok(value)) => responder.reply(Ok(&value)),
+            Ok(Err(e)) => responder.fail(ErrorKind::Application, e.to_string()),
+            Err(payload) => {
+                responder.fail(ErrorKind::Panicked, panic_message(&*payload));
+                return true;
+            }
+        }
+        false
+    }
+}
+
+struct Msg<S> {
+    method: Arc<dyn ActorMethod<S>>,
+    call: Incoming,
+}
+
+/// The handler registered for each actor method: forwards to the mailbox.
+struct Forward<S> {
+    actor: Arc<str>,
+    capacity: usize,
+    method: Arc<dyn ActorMethod<S>>,
+    mailbox: mpsc::Sender<Msg<S>>,
+}
+
+impl<S: Send + 'static> Handler for Forward<S> {
+    fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
+        let msg = Msg { method: self.method.clone(), call };
+        match self.mailbox.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                let message = format!("the mailbox of actor `{}` is full ({} messages)", self.actor, self.capacity);
+                msg.call.responder.fail(ErrorKind::Overloaded, message);
+            }
+            Err(TrySendError::Closed(msg)) => {
+                let message = format!("actor `{}` has stopped", self.actor);
+                msg.call.responder.fail(ErrorKind::Shutdown, message);
+            }
+        }
+    }
+}
+
+type Factory<S> = Arc<dyn Fn() -> S + Send + Sync>;
+
+/// Declares an actor's methods, then starts it with [`ActorBuilder::start`].
+pub struct ActorBuilder<S> {
+    ctx: ServeCtx,
+    name: String,
+    factory: Factory<S>,
+    mailbox: usize,
+    methods: Vec<(String, String, Arc<dyn ActorMethod<S>>)>,
+}
+
+impl<S: Send + 'static> ActorBuilder<S> {
+    pub(crate) fn new(ctx: ServeCtx, name: &str, mailbox: usize, factory: Factory<S>) -> Self {
+        ActorBuilder { ctx, name: name.to_owned(), factory, mailbox, methods: Vec::new() }
+    }
+
+    /// Adds a method `name.method` that cannot fail.
+    pub fn method<A, R, F>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> R + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.try_method(method, move |state: &mut S, args: A| Ok::<R, Infallible>(f(state, args)))
+    }
+
+    /// Adds a method `name.method` whose error becomes an `Application` error for the caller.
+    pub fn try_method<A, R, E, F>(mut self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: Display + 'static,
+    {
+        let typed = TypedMethod { f, _types: PhantomData };
+        self.methods.push((method.to_owned(), String::new(), Arc::new(typed)));
+        self
+    }
+
+    /// Sets the help text of the method added last.
+    pub fn help(mut self, text: &str) -> Self {
+        if let Some(last) = self.methods.last_mut() {
+            last.1 = text.to_owned();
+        }
+        self
+    }
+
+    /// Sets the mailbox capacity (default: the node's `mailbox` setting).
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity.max(1);
+        self
+    }
+
+    /// Spawns the actor and registers its methods.
+    pub fn start(self) {
+        let (tx, rx) = mpsc::channel(self.mailbox);
+        let actor: Arc<str> = self.name.as_str().into();
+        for (method, help, handler) in self.methods {
+            let name = format!("{}.{}", self.name, method);
+            let forward = Forward { actor: actor.clone(), capacity: self.mailbox, method: handler, mailbox: tx.clone() };
+            self.ctx.methods.insert(&name, Arc::new(forward));
+            self.ctx.methods.set_help(&name, &help);
+        }
+        let stop = self.ctx.stop.clone();
+        self.ctx.tasks.spawn(run(actor, self.factory, rx, stop));
+    }
+}
+
+async fn run<S: 'static>(
+    name: Arc<str>,
+    factory: Factory<S>,
+    mut mailbox: mpsc::Receiver<Msg<S>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let Some(mut state) = build(&name, &factory) else { return };
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            msg = mailbox.recv() => match msg { Some(msg) => msg, None => break },
+        };
+        if msg.method.invoke(&mut state, msg.call) {
+            warn!(actor = %name, "a method panicked; restarting the actor from its factory");
+            match build(&name, &factory) {
+                Some(fresh) => state = fresh,
+                None => break,
+            }
+        }
+    }
+    // Messages still queued are dropped here; their responders answer `Shutdown`.
+}
+
+fn build<S>(name: &str, factory: &Factory<S>) -> Option<S> {
+    match catch_unwind(AssertUnwindSafe(|| factory())) {
+        Ok(state) => Some(state),
+        Err(payload) => {
+            error!(actor = %name, panic = %panic_message(&*payload), "the actor's factory panicked; the actor stops");
+            None
+        }
+    }
+}
+

@@ -1,0 +1,204 @@
+//! The errors a caller can see. [`RpcError`] is what `call` returns; [`ErrorKind`] is its
+//! stable, wire-safe classification (the callee sends a kind and a message, the caller turns
+//! them back into an `RpcError` that names the method).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::RemoteError;
+
+/// The stable kind of a failed call: what logs, the CLI and other languages match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No method of that name is registered on the callee.
+    MethodNotFound,
+    /// The arguments did not decode as the method's argument type.
+    BadArguments,
+    /// The handler ran and returned its own error.
+    Application,
+    /// The handler panicked; the callee kept running.
+    Panicked,
+    /// No answer within the call's deadline.
+    Timeout,
+    /// The callee refused the call because a bound was reached (mailbox, in-flight limit).
+    Overloaded,
+    /// The peer could not be reached.
+    PeerUnavailable,
+    /// The connection closed before the answer arrived.
+    Disconnected,
+    /// The peer broke the protocol or sent something undecodable.
+    Protocol,
+    /// A frame exceeded the maximum frame size.
+    FrameTooLarge,
+    /// The node (caller's or callee's) is shutting down.
+    Shutdown,
+}
+
+impl ErrorKind {
+    /// The snake_case name printed by the CLI (`error: <kind>: <message>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::MethodNotFound => "method_not_found",
+            ErrorKind::BadArguments => "bad_arguments",
+            ErrorKind::Application => "application",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::PeerUnavailable => "peer_unavailable",
+            ErrorKind::Disconnected => "disconnected",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::FrameTooLarge => "frame_too_large",
+            ErrorKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The callee has no such method.
+    #[error("method `{method}` not found")]
+    MethodNotFound {
+        /// The name that was called.
+        method: String,
+    },
+    /// The arguments (or, on the caller's side, the result) did not fit the method's types.
+    #[error("bad arguments for `{method}`: {detail}")]
+    BadArguments {
+        /// The method called.
+        method: String,
+        /// What failed to decode.
+        detail: String,
+    },
+    /// The handler returned an error.
+    #[error("`{method}` failed: {message}")]
+    Application {
+        /// The method called.
+        method: String,
+        /// The handler's own message.
+        message: String,
+    },
+    /// The handler panicked; the callee is still serving.
+    #[error("`{method}` panicked: {message}")]
+    Panicked {
+        /// The method called.
+        method: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// No answer within the deadline.
+    #[error("`{method}` timed out after {after:?}")]
+    Timeout {
+        /// The method called.
+        method: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The callee refused the call to protect itself.
+    #[error("`{method}` refused, callee overloaded: {message}")]
+    Overloaded {
+        /// The method called.
+        method: String,
+        /// Which bound was reached.
+        message: String,
+    },
+    /// The peer could not be reached or is unknown.
+    #[error("peer {peer} unavailable: {reason}")]
+    PeerUnavailable {
+        /// The address or name asked for.
+        peer: String,
+        /// Why it could not be reached.
+        reason: String,
+    },
+    /// The connection closed while the call was pending.
+    #[error("connection to {peer} closed before `{method}` was answered")]
+    Disconnected {
+        /// The peer's name.
+        peer: String,
+        /// The method called.
+        method: String,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A frame would exceed the maximum frame size; nothing was sent.
+    #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The limit in force on this connection.
+        max: usize,
+    },
+    /// A node (this one or the callee) is shutting down.
+    #[error("node is shutting down: {0}")]
+    Shutdown(String),
+}
+
+impl RpcError {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RpcError::MethodNotFound { .. } => ErrorKind::MethodNotFound,
+            RpcError::BadArguments { .. } => ErrorKind::BadArguments,
+            RpcError::Application { .. } => ErrorKind::Application,
+            RpcError::Panicked { .. } => ErrorKind::Panicked,
+            RpcError::Timeout { .. } => ErrorKind::Timeout,
+            RpcError::Overloaded { .. } => ErrorKind::Overloaded,
+            RpcError::PeerUnavailable { .. } => ErrorKind::PeerUnavailable,
+            RpcError::Disconnected { .. } => ErrorKind::Disconnected,
+            RpcError::Protocol(_) => ErrorKind::Protocol,
+            RpcError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
+            RpcError::Shutdown(_) => ErrorKind::Shutdown,
+        }
+    }
+
+    /// Rebuilds the caller-side error from what the callee sent for `method`.
+    pub(crate) fn from_remote(method: &str, err: RemoteError, timeout: Duration) -> Self {
+        let method = method.to_owned();
+        let message = err.message;
+        match err.kind {
+            ErrorKind::MethodNotFound => RpcError::MethodNotFound { method },
+            ErrorKind::BadArguments => RpcError::BadArguments { method, detail: message },
+            ErrorKind::Application => RpcError::Application { method, message },
+            ErrorKind::Panicked => RpcError::Panicked { method, message },
+            ErrorKind::Timeout => RpcError::Timeout { method, after: timeout },
+            ErrorKind::Overloaded => RpcError::Overloaded { method, message },
+            ErrorKind::PeerUnavailable => RpcError::PeerUnavailable { peer: method, reason: message },
+            ErrorKind::Disconnected => RpcError::Disconnected { peer: message, method },
+            ErrorKind::Protocol => RpcError::Protocol(message),
+            ErrorKind::FrameTooLarge => RpcError::Protocol(format!("callee: {message}")),
+            ErrorKind::Shutdown => RpcError::Shutdown(message),
+        }
+    }
+
+    /// The message part without the kind, as the CLI prints it after `<kind>: `.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

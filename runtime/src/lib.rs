@@ -1,0 +1,43 @@
+//! meshrpc: every node is a tokio actor system that serves registered methods over framed
+//! TCP and calls its peers over the same links.
+//!
+//! ```text
+//! Node ──owns── root token + task tracker ──spawns── accept loop, seed loops
+//!   │                                                 │ handshake (transport)
+//!   ├── Methods (name → handler)                      ▼
+//!   ├── Peers (peer id → Connection) ◄──admission── new link
+//!   └── clients (plain callers' links)
+//! Connection = reader task + writer task + pending table (request id → oneshot)
+//!   reader: Response → pending waiter;  Request/Cast → serve::dispatch → handler
+//!   handler: sync fn (inline) | async fn (task) | actor method (mailbox → actor task)
+//!   handler answers through its Responder → writer queue → socket
+//! ```
+//!
+//! A call: [`Node::call`] finds or dials the [`Peer`], encodes header and arguments into one
+//! frame, registers the request id, queues the frame for the writer and awaits the reply
+//! under its deadline. The peer's reader decodes the header, finds the method, and the
+//! handler's responder queues the response frame; our reader matches it by id.
+//! docs/ARCHITECTURE.md draws this at length; docs/PROTOCOL.md gives the bytes.
+#![warn(missing_docs, unreachable_pub)]
+
+mod actor;
+mod builtins;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod methods;
+mod node;
+mod peers;
+mod serve;
+mod transport;
+pub mod wire;
+
+pub use actor::ActorBuilder;
+pub use builtins::PeerSummary;
+pub use client::{CallOptions, Client, Peer, PeerInfo, Target};
+pub use config::NodeConfig;
+pub use error::{ErrorKind, RpcError, StartError};
+pub use methods::{Method, Registered};
+pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
+pub use wire::NodeId;

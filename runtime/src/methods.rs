@@ -1,0 +1,186 @@
+//! The method table of a node: name → handler and help text. Owned by one node (never a
+//! static), written by registration, read by every incoming request.
+//!
+//! Three kinds of handlers implement [`Handler`]: plain synchronous functions (run inline on
+//! the connection's reader: keep them quick), async functions (one task per request, spawned
+//! through the node's tracker) and actor methods (forwarded to the actor's mailbox, see
+//! [`crate::actor`]). All of them decode the arguments as the request says (bincode or JSON)
+//! and catch panics, which become `Panicked` errors.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::serve::{decode_args, panic_message, Incoming, ServeCtx};
+use crate::wire::RemoteError;
+use crate::ErrorKind;
+
+/// Something that answers requests for one method name.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Starts handling `call`; the answer goes through `call.responder`, now or later.
+    fn invoke(&self, call: Incoming, ctx: &ServeCtx);
+}
+
+struct Entry {
+    handler: Arc<dyn Handler>,
+    help: String,
+}
+
+/// The method table; cheap to clone (all clones share one table).
+#[derive(Clone, Default)]
+pub(crate) struct Methods {
+    table: Arc<DashMap<String, Entry>>,
+}
+
+impl Methods {
+    pub(crate) fn insert(&self, name: &str, handler: Arc<dyn Handler>) {
+        self.table.insert(name.to_owned(), Entry { handler, help: String::new() });
+    }
+
+    pub(crate) fn set_help(&self, name: &str, help: &str) {
+        if let Some(mut entry) = self.table.get_mut(name) {
+            entry.help = help.to_owned();
+        }
+    }
+
+    pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
+        self.table.get(name).map(|entry| entry.handler.clone())
+    }
+
+    pub(crate) fn help(&self, name: &str) -> Option<String> {
+        self.table.get(name).map(|entry| entry.help.clone())
+    }
+
+    /// Every registered name, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.table.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+}
+
+/// A method's name together with its argument and result types, so that the server and its
+/// callers share one definition and a type mistake is a compile error:
+///
+/// ```
+/// use meshrpc::Method;
+/// pub const ADD: Method<(i64, i64), i64> = Method::new("add");
+/// ```
+pub struct Method<A, R> {
+    name: &'static str,
+    _types: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Method<A, R> {
+    /// Declares a method called `name` taking `A` and returning `R`.
+    pub const fn new(name: &'static str) -> Self {
+        Method { name, _types: PhantomData }
+    }
+
+    /// The method's registered name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> Clone for Method<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A, R> Copy for Method<A, R> {}
+
+/// Returned by registration, to attach the help text shown by `system.methodHelp`.
+pub struct Registered<'a> {
+    pub(crate) methods: &'a Methods,
+    pub(crate) name: String,
+}
+
+impl Registered<'_> {
+    /// Sets the method's help text.
+    pub fn help(self, text: &str) -> Self {
+        self.methods.set_help(&self.name, text);
+        self
+    }
+}
+
+/// A synchronous function returning `Result<R, E>`, run on the connection's reader.
+pub(crate) struct SyncFn<F, A, R, E> {
+    pub(crate) f: F,
+    pub(crate) _types: PhantomData<fn(A) -> Result<R, E>>,
+}
+
+impl<F, A, R, E> Handler for SyncFn<F, A, R, E>
+where
+    F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    E: Display + 'static,
+{
+    fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
+        let result = decode_args::<A>(call.encoding, &call.body).and_then(|args| {
+            match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
+                Err(p) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
+            }
+        });
+        call.responder.reply(result.as_ref().map_err(Clone::clone));
+    }
+}
+
+/// An async function returning `Result<R, E>`; each request runs as its own task.
+pub(crate) struct AsyncFn<F, A, Fut> {
+    pub(crate) f: F,
+    pub(crate) _types: PhantomData<fn(A) -> Fut>,
+}
+
+impl<F, A, Fut, R, E> Handler for AsyncFn<F, A, Fut>
+where
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Display + 'static,
+{
+    fn invoke(&self, call: Incoming, ctx: &ServeCtx) {
+        let Incoming { encoding, body, deadline, responder } = call;
+        let args = match decode_args::<A>(encoding, &body) {
+            Ok(args) => args,
+            Err(e) => return responder.reply::<()>(Err(e)),
+        };
+        let work = AssertUnwindSafe((self.f)(args)).catch_unwind();
+        let stop = ctx.stop.clone();
+        ctx.tasks.spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                // Dropping the responder answers `Shutdown`.
+                _ = stop.cancelled() => return,
+                outcome = run_until(deadline, work) => outcome,
+            };
+            let result = match outcome {
+                None => Err(RemoteError::new(ErrorKind::Timeout, "the handler outlived the caller's deadline")),
+                Some(Ok(Ok(value))) => Ok(value),
+                Some(Ok(Err(e))) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
+                Some(Err(p)) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
+            };
+            responder.reply(result.as_ref().map_err(Clone::clone));
+        });
+    }
+}
+
+/// Runs `work` until `deadline` (if any); `None` when the deadline passed first.
+async fn run_until<T>(deadline: Option<tokio::time::Instant>, work: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, work).await.ok(),
+        None => Some(work.await),
+    }
+}

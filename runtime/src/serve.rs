@@ -1,0 +1,193 @@
+//! The callee's side of a request: admission, lookup, and the [`Responder`] that guarantees
+//! every admitted request is answered exactly once.
+//!
+//! The connection reader calls [`dispatch`] for each request or cast; it never blocks the
+//! reader. Handlers (see [`crate::methods`]) get an [`Incoming`] and answer through its
+//! responder, which writes a ready-made response frame to the connection's writer queue.
+//! A responder dropped without answering (a handler task stopped at shutdown, an actor gone)
+//! answers `Shutdown` itself, so no caller waits for a reply that will never come.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::connection::Shared;
+use crate::methods::Methods;
+use crate::wire::{codec, CodecError, Encoding, FrameBuf, Header, RemoteError};
+use crate::ErrorKind;
+
+/// What the reader needs to serve requests; one per node (or client), cloned per connection.
+#[derive(Clone)]
+pub(crate) struct ServeCtx {
+    pub(crate) methods: Methods,
+    /// Every handler task is spawned here, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when running handlers must stop (after the shutdown grace).
+    pub(crate) stop: CancellationToken,
+    /// Set when the node starts shutting down: new requests are refused.
+    pub(crate) closing: Arc<AtomicBool>,
+    pub(crate) max_in_flight: usize,
+}
+
+/// One admitted request or cast, handed to its handler.
+pub(crate) struct Incoming {
+    pub(crate) encoding: Encoding,
+    pub(crate) body: Bytes,
+    /// When the caller stops waiting, if it said.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) responder: Responder,
+}
+
+/// Routes one request or cast to its handler, or answers it with an error at once.
+pub(crate) fn dispatch(
+    link: &Arc<Shared>,
+    ctx: &ServeCtx,
+    id: Option<u64>,
+    method: &str,
+    encoding: Encoding,
+    timeout_ms: Option<u64>,
+    body: Bytes,
+) {
+    let responder = Responder::new(link.clone(), id, encoding);
+    if ctx.closing.load(Ordering::Relaxed) {
+        return responder.fail(ErrorKind::Shutdown, "the callee is shutting down");
+    }
+    // `responder` already counts this request, hence `>`.
+    if link.inbound.load(Ordering::Relaxed) > ctx.max_in_flight {
+        let message = format!("more than {} requests in flight on this connection", ctx.max_in_flight);
+        return responder.fail(ErrorKind::Overloaded, message);
+    }
+    let Some(handler) = ctx.methods.handler(method) else {
+        return responder.fail(ErrorKind::MethodNotFound, format!("no method `{method}` is registered"));
+    };
+    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    handler.invoke(Incoming { encoding, body, deadline, responder }, ctx);
+}
+
+/// Answers one request exactly once; see the module doc for what happens on drop.
+pub(crate) struct Responder {
+    link: Arc<Shared>,
+    /// `None` for a cast: nothing is sent back.
+    id: Option<u64>,
+    encoding: Encoding,
+    answered: bool,
+}
+
+impl Responder {
+    fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
+        link.inbound.fetch_add(1, Ordering::Relaxed);
+        link.in_flight.fetch_add(1, Ordering::Relaxed);
+        Responder { link, id, encoding, answered: false }
+    }
+
+    /// Sends the handler's result.
+    pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
+        self.answered = true;
+        let result = result.and_then(|value| self.ok_frame(value));
+        self.send(result);
+    }
+
+    /// Sends an error.
+    pub(crate) fn fail(self, kind: ErrorKind, message: impl Into<String>) {
+        self.reply::<()>(Err(RemoteError::new(kind, message)));
+    }
+
+    fn ok_frame<R: Serialize + ?Sized>(&self, value: &R) -> Result<Bytes, RemoteError> {
+        let Some(id) = self.id else { return Ok(Bytes::new()) };
+        let header = Header::Response { id, outcome: Ok(self.encoding) };
+        let cannot_encode = |e: CodecError| RemoteError::new(ErrorKind::Protocol, format!("cannot encode the result: {e}"));
+        let mut frame = FrameBuf::new(&header).map_err(cannot_encode)?;
+        encode_body(self.encoding, value, frame.body_mut()).map_err(cannot_encode)?;
+        let max = self.link.max_frame;
+        frame.finish(max).map_err(|size| {
+            RemoteError::new(ErrorKind::FrameTooLarge, format!("the result takes {size} bytes, over the {max}-byte frame limit"))
+        })
+    }
+
+    fn send(&mut self, result: Result<Bytes, RemoteError>) {
+        self.link.inbound.fetch_sub(1, Ordering::Relaxed);
+        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(id) = self.id else {
+            if let Err(error) = result {
+                debug!(peer = %self.link.peer.name, %error, "cast failed");
+            }
+            return;
+        };
+        let frame = match result {
+            Ok(frame) => frame,
+            Err(mut error) => {
+                error.message.truncate(MAX_ERROR_MESSAGE);
+                let header = Header::Response { id, outcome: Err(error) };
+                match FrameBuf::new(&header).map(|f| f.finish(usize::MAX)) {
+                    Ok(Ok(frame)) => frame,
+                    _ => return, // unreachable for a truncated message; the caller times out
+                }
+            }
+        };
+        // A closed link has already failed the caller with `Disconnected`.
+        let _ = self.link.out_send(frame);
+    }
+}
+
+/// Error messages are cut to this many bytes so an error always fits a frame.
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answered = true;
+            let error = RemoteError::new(ErrorKind::Shutdown, "the handler was stopped before it answered");
+            self.send(Err(error));
+        }
+    }
+}
+
+/// Appends `value` to a frame body in `encoding`.
+pub(crate) fn encode_body<T: Serialize + ?Sized>(encoding: Encoding, value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+    match encoding {
+        Encoding::Bincode => codec::encode_into(value, buf),
+        Encoding::Json => codec::encode_json_into(value, buf),
+    }
+}
+
+/// Decodes a request's arguments; failures become `BadArguments` naming what did not fit.
+pub(crate) fn decode_args<A: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<A, RemoteError> {
+    let decoded = match encoding {
+        Encoding::Bincode => codec::decode_exact(body),
+        Encoding::Json => codec::decode_json_args(body),
+    };
+    decoded.map_err(|e| {
+        RemoteError::new(
+            ErrorKind::BadArguments,
+            format!("expected {}: {e}", std::any::type_name::<A>()),
+        )
+    })
+}
+
+/// Decodes a reply's result (the caller's side).
+pub(crate) fn decode_result<R: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<R, CodecError> {
+    match encoding {
+        Encoding::Bincode => codec::decode_exact(body),
+        Encoding::Json => codec::decode_json(body),
+    }
+}
+
+/// The text of a panic payload, for the `Panicked` error.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,152 @@
+//! Everything that crosses the wire, and how it becomes bytes (no IO here).
+//!
+//! A frame is a 4-byte big-endian length and that many bytes. The first frame each way is a
+//! handshake (`MAGIC`, version, then a [`Hello`] or [`HelloReply`]); every later frame is a
+//! bincode [`Header`] followed directly by its body, encoded as the header says. The body is
+//! never wrapped in a second length: the frame's length already bounds it. docs/PROTOCOL.md is
+//! the byte-level description of this module.
+
+pub(crate) mod codec;
+mod frame;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use codec::{CodecError, DECODE_LIMIT};
+pub(crate) use frame::{decode_frame, decode_handshake, encode_handshake, FrameBuf};
+
+/// The four bytes every handshake frame starts with.
+pub const MAGIC: [u8; 4] = *b"MRPC";
+/// The protocol version this build speaks; peers must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A node's identity for one run: random, new at every start.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    pub(crate) fn random() -> Self {
+        NodeId(rand::random())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+/// The first frame on a connection, sent by the side that dialed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's id for this run.
+    pub id: NodeId,
+    /// The sender's name (`meshrpc call` uses a name of its own, clients are not nodes).
+    pub name: String,
+    /// The address the sender can be dialed at; `None` for a plain client that only calls.
+    pub listen: Option<String>,
+    /// The largest frame the sender accepts; the other side never sends more.
+    pub max_frame: u32,
+}
+
+/// The acceptor's answer to a [`Hello`]: its own hello and whether it keeps the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The acceptor's identity.
+    pub hello: Hello,
+    /// Whether the connection is kept.
+    pub verdict: Verdict,
+}
+
+/// The acceptor's decision on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The connection is registered and may carry calls both ways.
+    Accept,
+    /// The acceptor already has a connection to the dialer, or is completing one that wins the
+    /// tie-break: the dialer should use that one.
+    Duplicate,
+    /// The connection is refused for the reason given.
+    Refuse(String),
+}
+
+/// How a body is encoded; a reply is encoded like its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// bincode 2, standard configuration: typed Rust callers.
+    Bincode,
+    /// JSON; arguments are a positional array: the CLI, other languages, gateways.
+    Json,
+}
+
+/// The header of every frame after the handshake; the body (if any) follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Header<'a> {
+    /// A call expecting a [`Header::Response`] with the same id; the arguments follow.
+    Request {
+        /// Chosen by the caller, unique among its calls in flight on this connection.
+        id: u64,
+        /// The registered method name.
+        method: Cow<'a, str>,
+        /// Time the caller will wait, in milliseconds, counted from when the frame was sent.
+        timeout_ms: Option<u64>,
+        /// How the arguments (and the reply) are encoded.
+        encoding: Encoding,
+    },
+    /// A one-way message: no reply, errors are only logged by the receiver. Arguments follow.
+    Cast {
+        /// The registered method name.
+        method: Cow<'a, str>,
+        /// How the arguments are encoded.
+        encoding: Encoding,
+    },
+    /// The answer to a request; on `Ok` the result follows in the given encoding.
+    Response {
+        /// The id of the request being answered.
+        id: u64,
+        /// Success with the result's encoding, or the error.
+        outcome: Result<Encoding, RemoteError>,
+    },
+    /// The caller no longer waits for this request.
+    Cancel {
+        /// The id of the abandoned request.
+        id: u64,
+    },
+    /// The sender closes the connection after this frame.
+    Goodbye {
+        /// Why, for the other side's log.
+        reason: Cow<'a, str>,
+    },
+}
+
+/// The error part of a response: the only error type that crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// What kind of failure; stable across versions.
+    pub kind: crate::ErrorKind,
+    /// Human-readable detail from the callee.
+    pub message: String,
+}
+
+impl RemoteError {
+    pub(crate) fn new(kind: crate::ErrorKind, message: impl Into<String>) -> Self {
+        RemoteError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}

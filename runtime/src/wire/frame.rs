@@ -1,0 +1,209 @@
+//! Building and splitting frame payloads: the header/body layout and the handshake layout.
+//! The 4-byte length prefix is written here for outgoing frames (so the writer only copies
+//! bytes) and stripped by tokio-util's length-delimited decoder for incoming ones.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec::{self, CodecError};
+use super::{Header, MAGIC, PROTOCOL_VERSION};
+
+/// An outgoing frame under construction: length placeholder, then header, then body.
+pub(crate) struct FrameBuf {
+    buf: BytesMut,
+}
+
+impl FrameBuf {
+    /// Starts a frame with `header`; append the body through [`FrameBuf::body_mut`].
+    pub(crate) fn new(header: &Header<'_>) -> Result<Self, CodecError> {
+        let mut buf = BytesMut::with_capacity(128);
+        buf.put_u32(0);
+        codec::encode_into(header, &mut buf)?;
+        Ok(FrameBuf { buf })
+    }
+
+    /// The buffer the body is appended to.
+    pub(crate) fn body_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Writes the length prefix and returns the bytes to send, or the payload size when it
+    /// exceeds `max_frame` (nothing is sent then).
+    pub(crate) fn finish(mut self, max_frame: usize) -> Result<Bytes, usize> {
+        let len = self.buf.len() - 4;
+        if len > max_frame || len > u32::MAX as usize {
+            return Err(len);
+        }
+        self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(self.buf.freeze())
+    }
+}
+
+/// Splits an incoming payload (length prefix already removed) into header and body.
+pub(crate) fn decode_frame(payload: BytesMut) -> Result<(Header<'static>, Bytes), CodecError> {
+    let (header, used) = codec::decode_prefix::<Header<'static>>(&payload)?;
+    let body = payload.freeze().split_off(used);
+    Ok((header, body))
+}
+
+/// Why a handshake frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("not a meshrpc peer: bad magic {0:02x?}")]
+    BadMagic(Vec<u8>),
+    #[error("protocol version mismatch: peer speaks {peer}, this node speaks {ours}")]
+    Version { peer: u16, ours: u16 },
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+}
+
+/// A handshake frame, with its length prefix: `MAGIC`, version (u16 BE), bincode(`msg`).
+pub(crate) fn encode_handshake<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(0);
+    buf.put_slice(&MAGIC);
+    buf.put_u16(PROTOCOL_VERSION);
+    codec::encode_into(msg, &mut buf)?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Checks magic and version before decoding anything else, so a mismatch is reported as such
+/// even when the rest of the frame is in a layout this build does not know.
+pub(crate) fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HandshakeError> {
+    if payload.len() < 6 {
+        return Err(HandshakeError::Malformed(format!(
+            "{} bytes is too short for a handshake",
+            payload.len()
+        )));
+    }
+    if payload[..4] != MAGIC {
+        return Err(HandshakeError::BadMagic(payload[..4].to_vec()));
+    }
+    let version = u16::from_be_bytes([payload[4], payload[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(HandshakeError::Version {
+            peer: version,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    codec::decode_exact(&payload[6..]).map_err(|e| HandshakeError::Malformed(e.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Encoding, Hello, NodeId, RemoteError};
+    use crate::ErrorKind;
+    use std::borrow::Cow;
+
+    fn payload(frame: Bytes) -> BytesMut {
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4, "length prefix covers the payload exactly");
+        BytesMut::from(&frame[4..])
+    }
+
+    #[test]
+    fn request_round_trips_with_its_body() {
+        let header = Header::Request {
+            id: 42,
+            method: Cow::Borrowed("add"),
+            timeout_ms: Some(1500),
+            encoding: Encoding::Bincode,
+        };
+        let mut frame = FrameBuf::new(&header).unwrap();
+        codec::encode_into(&(2i64, 3i64), frame.body_mut()).unwrap();
+        let bytes = frame.finish(1 << 20).unwrap();
+        let (decoded, body) = decode_frame(payload(bytes)).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(codec::decode_exact::<(i64, i64)>(&body).unwrap(), (2, 3));
+    }
+
+    #[test]
+    fn every_header_round_trips() {
+        let headers = [
+            Header::Cast { method: "log".into(), encoding: Encoding::Json },
+            Header::Response { id: 1, outcome: Ok(Encoding::Json) },
+            Header::Response {
+                id: 2,
+                outcome: Err(RemoteError::new(ErrorKind::Application, "boom")),
+            },
+            Header::Cancel { id: 3 },
+            Header::Goodbye { reason: "shutting down".into() },
+        ];
+        for header in headers {
+            let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
+            let (decoded, body) = decode_frame(payload(bytes)).unwrap();
+            assert_eq!(decoded, header);
+            assert!(body.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_with_its_size() {
+        let header = Header::Cast { method: "echo".into(), encoding: Encoding::Bincode };
+        let mut frame = FrameBuf::new(&header).unwrap();
+        frame.body_mut().put_slice(&[0u8; 2000]);
+        let size = frame.finish(1000).unwrap_err();
+        assert!(size > 2000);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for garbage in [&b""[..], b"\xff", b"\x07\x00\x00", b"\x00\xfe\xff\xff\xff\xff"] {
+            assert!(decode_frame(BytesMut::from(garbage)).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_header_is_an_error() {
+        let header = Header::Request {
+            id: 9,
+            method: "square".into(),
+            timeout_ms: None,
+            encoding: Encoding::Json,
+        };
+        let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
+        let full = payload(bytes);
+        for cut in 0..full.len() {
+            assert!(decode_frame(BytesMut::from(&full[..cut])).is_err(), "cut at {cut}");
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            id: NodeId(7),
+            name: "a".into(),
+            listen: Some("127.0.0.1:1".into()),
+            max_frame: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn handshake_round_trips() {
+        let bytes = encode_handshake(&hello()).unwrap();
+        assert_eq!(decode_handshake::<Hello>(&bytes[4..]).unwrap(), hello());
+    }
+
+    #[test]
+    fn wrong_magic_and_wrong_version_are_named() {
+        let bytes = encode_handshake(&hello()).unwrap();
+        let mut bad_magic = bytes[4..].to_vec();
+        bad_magic[0] = b'X';
+        assert!(matches!(
+            decode_handshake::<Hello>(&bad_magic),
+            Err(HandshakeError::BadMagic(_))
+        ));
+        let mut bad_version = bytes[4..].to_vec();
+        bad_version[5] = bad_version[5].wrapping_add(1);
+        let err = decode_handshake::<Hello>(&bad_version).unwrap_err();
+        assert!(matches!(err, HandshakeError::Version { .. }));
+        assert!(err.to_string().contains("version mismatch"));
+        assert!(matches!(
+            decode_handshake::<Hello>(b"MRP"),
+            Err(HandshakeError::Malformed(_))
+        ));
+    }
+}
