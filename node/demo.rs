@@ -50,13 +50,20 @@ impl NodeProcess {
             .strip_prefix("listening on ")
             .with_context(|| format!("node {name} printed `{line}`"))?
             .to_owned();
-        Ok(NodeProcess { name: name.to_owned(), addr, child })
+        Ok(NodeProcess {
+            name: name.to_owned(),
+            addr,
+            child,
+        })
     }
 
     /// SIGTERM, then wait for a clean exit.
     async fn stop(mut self) -> anyhow::Result<()> {
         let pid = self.child.id().context("node already exited")?;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
         ensure!(status.success(), "kill -TERM {pid} failed");
         let exit = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
@@ -79,7 +86,9 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     let c2 = Client::connect(&n2.addr).await?;
     let c3 = Client::connect(&n3.addr).await?;
     for (node, client) in [(&n1, &c1), (&n2, &c2), (&n3, &c3)] {
-        wait_for_peers(client, 2).await.with_context(|| format!("{} never saw both peers", node.name))?;
+        wait_for_peers(client, 2)
+            .await
+            .with_context(|| format!("{} never saw both peers", node.name))?;
     }
     println!("  mesh formed: every node has a link to the two others");
 
@@ -96,9 +105,14 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     println!("  n1 -> peers: system.whoami() = {from_n1}");
     let from_n3 = fanout(&c3, "add", json!([20, 22])).await?;
     println!("  n3 -> peers: add(20, 22) = {from_n3}");
-    ensure!(from_n3 == json!({"n1": 42, "n2": 42}), "fanout from n3 returned {from_n3}");
+    ensure!(
+        from_n3 == json!({"n1": 42, "n2": 42}),
+        "fanout from n3 returned {from_n3}"
+    );
 
-    println!("\n== a stateful actor: 300 concurrent counter.incr(1) on n2, one at a time inside ==");
+    println!(
+        "\n== a stateful actor: 300 concurrent counter.incr(1) on n2, one at a time inside =="
+    );
     let incrs = (0..300).map(|_| c2.call::<i64>("counter.incr", 1i64));
     for result in futures_util::future::join_all(incrs).await {
         result?;
@@ -108,17 +122,35 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     ensure!(count == 300, "counter is {count}, expected 300");
 
     println!("\n== failures are errors, not crashes ==");
-    show(c1.call::<Value>("nope", ()).await, ErrorKind::MethodNotFound)?;
-    show(c1.call::<i64>("add", ("two", 3)).await, ErrorKind::BadArguments)?;
-    show(c1.call::<()>("fail", "disk full").await, ErrorKind::Application)?;
+    show(
+        c1.call::<Value>("nope", ()).await,
+        ErrorKind::MethodNotFound,
+    )?;
+    show(
+        c1.call::<i64>("add", ("two", 3)).await,
+        ErrorKind::BadArguments,
+    )?;
+    show(
+        c1.call::<()>("fail", "disk full").await,
+        ErrorKind::Application,
+    )?;
     show(c1.call::<()>("crash", ()).await, ErrorKind::Panicked)?;
     let short = CallOptions::timeout(Duration::from_millis(200));
-    show(c1.call_with::<u64>("sleep", 5_000u64, short).await, ErrorKind::Timeout)?;
-    println!("  n1 still serves: add(1, 1) = {}", c1.invoke(ADD, (1, 1)).await?);
+    show(
+        c1.call_with::<u64>("sleep", 5_000u64, short).await,
+        ErrorKind::Timeout,
+    )?;
+    println!(
+        "  n1 still serves: add(1, 1) = {}",
+        c1.invoke(ADD, (1, 1)).await?
+    );
 
     println!("\n== load: add(2, 3) from one client, 64 calls in flight, {load:?} ==");
     let (calls, secs) = load_run(&c1, load).await?;
-    println!("  {calls} calls in {secs:.2} s = {:.0} calls/s", calls as f64 / secs);
+    println!(
+        "  {calls} calls in {secs:.2} s = {:.0} calls/s",
+        calls as f64 / secs
+    );
 
     for client in [c1, c2, c3] {
         client.close().await;
@@ -148,7 +180,9 @@ async fn wait_for_peers(client: &Client, want: usize) -> anyhow::Result<()> {
 }
 
 async fn fanout(client: &Client, method: &str, args: Value) -> Result<Value, RpcError> {
-    client.call_json("fanout", &json!([method, args]), CallOptions::default()).await
+    client
+        .call_json("fanout", &json!([method, args]), CallOptions::default())
+        .await
 }
 
 fn show<T: std::fmt::Debug>(result: Result<T, RpcError>, want: ErrorKind) -> anyhow::Result<()> {

@@ -60,7 +60,8 @@ struct CallArgs {
     addr: String,
     /// The method to call, e.g. `add` or `counter.incr`.
     method: String,
-    /// Arguments, each a JSON value: `meshrpc call 127.0.0.1:4000 add 2 3`.
+    /// Arguments, each a JSON value: `meshrpc call 127.0.0.1:4000 add 2 -3`. Everything
+    /// after METHOD is an argument, so options go before ADDR.
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
     /// How long to wait for the reply, in milliseconds.
@@ -82,7 +83,9 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .init();
     // Handler panics are caught and answered as `panicked` errors; log them as one line
@@ -127,7 +130,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // The one line scripts and tests wait for.
     println!("listening on {}", node.addr());
     use std::io::Write;
-    std::io::stdout().flush().context("cannot write to stdout")?;
+    std::io::stdout()
+        .flush()
+        .context("cannot write to stdout")?;
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
@@ -147,16 +152,28 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let mut values = Vec::with_capacity(args.args.len());
     for (i, arg) in args.args.iter().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(arg)
-            .with_context(|| format!("argument {} is not JSON: {arg} (quote strings: '\"text\"')", i + 1))?;
+        let value: serde_json::Value = serde_json::from_str(arg).with_context(|| {
+            format!(
+                "argument {} is not JSON: {arg} (quote strings: '\"text\"')",
+                i + 1
+            )
+        })?;
         values.push(value);
     }
     let timeout = Duration::from_millis(args.timeout_ms);
-    let config = NodeConfig { name: "meshrpc-call".to_owned(), connect_timeout: timeout, ..NodeConfig::default() };
+    let config = NodeConfig {
+        name: "meshrpc-call".to_owned(),
+        connect_timeout: timeout,
+        ..NodeConfig::default()
+    };
     let outcome = match Client::connect_with(&args.addr, &config).await {
         Ok(client) => {
             let result = client
-                .call_json(&args.method, &serde_json::Value::Array(values), CallOptions::timeout(timeout))
+                .call_json(
+                    &args.method,
+                    &serde_json::Value::Array(values),
+                    CallOptions::timeout(timeout),
+                )
                 .await;
             client.close().await;
             result

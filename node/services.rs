@@ -17,15 +17,22 @@ pub const CUBE: Method<i64, i64> = Method::new("cube");
 
 /// Registers every demo service on `node`.
 pub fn register(node: &Node) {
-    node.register_try_fn(ADD.name(), |(a, b): (i64, i64)| a.checked_add(b).ok_or("integer overflow"))
-        .help("add(a, b) -> a + b, for 64-bit integers");
-    node.register_try_fn(SQUARE.name(), |x: i64| x.checked_mul(x).ok_or("integer overflow"))
-        .help("square(x) -> x * x");
+    node.register_try_fn(ADD.name(), |(a, b): (i64, i64)| {
+        a.checked_add(b).ok_or("integer overflow")
+    })
+    .help("add(a, b) -> a + b, for 64-bit integers");
+    node.register_try_fn(SQUARE.name(), |x: i64| {
+        x.checked_mul(x).ok_or("integer overflow")
+    })
+    .help("square(x) -> x * x");
     node.register_try_fn(CUBE.name(), |x: i64| {
-        x.checked_mul(x).and_then(|sq| sq.checked_mul(x)).ok_or("integer overflow")
+        x.checked_mul(x)
+            .and_then(|sq| sq.checked_mul(x))
+            .ok_or("integer overflow")
     })
     .help("cube(x) -> x * x * x");
-    node.register_fn("echo", |bytes: ByteBuf| bytes).help("echo(bytes) -> the same bytes");
+    node.register_fn("echo", |bytes: ByteBuf| bytes)
+        .help("echo(bytes) -> the same bytes");
     node.register("sleep", |ms: u64| async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<u64, String>(ms)
@@ -62,9 +69,14 @@ async fn fanout(node: &Node, method: &str, args: &Value) -> Value {
             Ok(peer) => peer.call_json(method, args, CallOptions::default()).await,
             Err(e) => Err(e),
         };
-        let value = result.unwrap_or_else(|e| json!({ "error": { "kind": e.kind().as_str(), "message": e.to_string() } }));
+        let value = result.unwrap_or_else(
+            |e| json!({ "error": { "kind": e.kind().as_str(), "message": e.to_string() } }),
+        );
         (info.name, value)
     });
-    let results: BTreeMap<String, Value> = futures_util::future::join_all(calls).await.into_iter().collect();
+    let results: BTreeMap<String, Value> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect();
     json!(results)
 }

@@ -42,9 +42,17 @@ where
     E: Display + 'static,
 {
     fn invoke(&self, state: &mut S, call: Incoming) -> bool {
-        let Incoming { encoding, body, deadline, responder } = call;
+        let Incoming {
+            encoding,
+            body,
+            deadline,
+            responder,
+        } = call;
         if deadline.is_some_and(|at| Instant::now() >= at) {
-            responder.fail(ErrorKind::Timeout, "the call waited in the mailbox past its deadline");
+            responder.fail(
+                ErrorKind::Timeout,
+                "the call waited in the mailbox past its deadline",
+            );
             return false;
         }
         let args = match decode_args::<A>(encoding, &body) {
@@ -81,11 +89,17 @@ struct Forward<S> {
 
 impl<S: Send + 'static> Handler for Forward<S> {
     fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
-        let msg = Msg { method: self.method.clone(), call };
+        let msg = Msg {
+            method: self.method.clone(),
+            call,
+        };
         match self.mailbox.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
-                let message = format!("the mailbox of actor `{}` is full ({} messages)", self.actor, self.capacity);
+                let message = format!(
+                    "the mailbox of actor `{}` is full ({} messages)",
+                    self.actor, self.capacity
+                );
                 msg.call.responder.fail(ErrorKind::Overloaded, message);
             }
             Err(TrySendError::Closed(msg)) => {
@@ -109,7 +123,13 @@ pub struct ActorBuilder<S> {
 
 impl<S: Send + 'static> ActorBuilder<S> {
     pub(crate) fn new(ctx: ServeCtx, name: &str, mailbox: usize, factory: Factory<S>) -> Self {
-        ActorBuilder { ctx, name: name.to_owned(), factory, mailbox, methods: Vec::new() }
+        ActorBuilder {
+            ctx,
+            name: name.to_owned(),
+            factory,
+            mailbox,
+            methods: Vec::new(),
+        }
     }
 
     /// Adds a method `name.method` that cannot fail.
@@ -119,7 +139,9 @@ impl<S: Send + 'static> ActorBuilder<S> {
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        self.try_method(method, move |state: &mut S, args: A| Ok::<R, Infallible>(f(state, args)))
+        self.try_method(method, move |state: &mut S, args: A| {
+            Ok::<R, Infallible>(f(state, args))
+        })
     }
 
     /// Adds a method `name.method` whose error becomes an `Application` error for the caller.
@@ -130,8 +152,12 @@ impl<S: Send + 'static> ActorBuilder<S> {
         R: Serialize + 'static,
         E: Display + 'static,
     {
-        let typed = TypedMethod { f, _types: PhantomData };
-        self.methods.push((method.to_owned(), String::new(), Arc::new(typed)));
+        let typed = TypedMethod {
+            f,
+            _types: PhantomData,
+        };
+        self.methods
+            .push((method.to_owned(), String::new(), Arc::new(typed)));
         self
     }
 
@@ -155,7 +181,12 @@ impl<S: Send + 'static> ActorBuilder<S> {
         let actor: Arc<str> = self.name.as_str().into();
         for (method, help, handler) in self.methods {
             let name = format!("{}.{}", self.name, method);
-            let forward = Forward { actor: actor.clone(), capacity: self.mailbox, method: handler, mailbox: tx.clone() };
+            let forward = Forward {
+                actor: actor.clone(),
+                capacity: self.mailbox,
+                method: handler,
+                mailbox: tx.clone(),
+            };
             self.ctx.methods.insert(&name, Arc::new(forward));
             self.ctx.methods.set_help(&name, &help);
         }
@@ -170,7 +201,9 @@ async fn run<S: 'static>(
     mut mailbox: mpsc::Receiver<Msg<S>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let Some(mut state) = build(&name, &factory) else { return };
+    let Some(mut state) = build(&name, &factory) else {
+        return;
+    };
     loop {
         let msg = tokio::select! {
             biased;
@@ -197,4 +230,3 @@ fn build<S>(name: &str, factory: &Factory<S>) -> Option<S> {
         }
     }
 }
-

@@ -19,7 +19,9 @@ pub struct PeerSummary {
 pub(crate) fn register(node: &Node) {
     let weak = node.downgrade();
     node.register_fn("system.listMethods", move |(): ()| {
-        weak.upgrade().map(|n| n.methods().names()).unwrap_or_default()
+        weak.upgrade()
+            .map(|n| n.methods().names())
+            .unwrap_or_default()
     })
     .help("system.listMethods() -> [string]: the names of every method this node serves");
 
@@ -30,9 +32,17 @@ pub(crate) fn register(node: &Node) {
     })
     .help("system.methodHelp(name) -> string: the help text given when `name` was registered");
 
-    let (name, id, addr) = (node.name().to_owned(), node.id().to_string(), node.addr().to_string());
-    node.register_fn("system.whoami", move |(): ()| WhoAmI { name: name.clone(), id: id.clone(), addr: addr.clone() })
-        .help("system.whoami() -> {name, id, addr}: this node's identity");
+    let (name, id, addr) = (
+        node.name().to_owned(),
+        node.id().to_string(),
+        node.addr().to_string(),
+    );
+    node.register_fn("system.whoami", move |(): ()| WhoAmI {
+        name: name.clone(),
+        id: id.clone(),
+        addr: addr.clone(),
+    })
+    .help("system.whoami() -> {name, id, addr}: this node's identity");
 
     let weak = node.downgrade();
     node.register_fn("system.peers", move |(): ()| {

@@ -98,7 +98,9 @@ pub struct CallOptions {
 impl CallOptions {
     /// Options with this timeout.
     pub fn timeout(timeout: Duration) -> Self {
-        CallOptions { timeout: Some(timeout) }
+        CallOptions {
+            timeout: Some(timeout),
+        }
     }
 }
 
@@ -131,7 +133,11 @@ impl Peer {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the call; its late reply is discarded.
-    pub async fn call<R: DeserializeOwned>(&self, method: &str, args: impl Serialize) -> Result<R, RpcError> {
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<R, RpcError> {
         self.call_with(method, args, CallOptions::default()).await
     }
 
@@ -144,7 +150,10 @@ impl Peer {
     ) -> Result<R, RpcError> {
         self.check_open()?;
         let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let (encoding, body) = self.conn.request(method, Encoding::Bincode, &args, timeout).await?;
+        let (encoding, body) = self
+            .conn
+            .request(method, Encoding::Bincode, &args, timeout)
+            .await?;
         decode_result(encoding, &body).map_err(|e| {
             RpcError::Protocol(format!(
                 "cannot decode the result of `{method}` as {}: {e}",
@@ -154,7 +163,11 @@ impl Peer {
     }
 
     /// Calls a typed method: the argument and result types come from `method`.
-    pub async fn invoke<A: Serialize, R: DeserializeOwned>(&self, method: Method<A, R>, args: A) -> Result<R, RpcError> {
+    pub async fn invoke<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method<A, R>,
+        args: A,
+    ) -> Result<R, RpcError> {
         self.call(method.name(), args).await
     }
 
@@ -168,7 +181,10 @@ impl Peer {
     ) -> Result<serde_json::Value, RpcError> {
         self.check_open()?;
         let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let (encoding, body) = self.conn.request(method, Encoding::Json, args, timeout).await?;
+        let (encoding, body) = self
+            .conn
+            .request(method, Encoding::Json, args, timeout)
+            .await?;
         decode_result(encoding, &body)
             .map_err(|e| RpcError::Protocol(format!("cannot decode the result of `{method}`: {e}")))
     }
@@ -205,12 +221,22 @@ impl Client {
     /// # Errors
     /// `PeerUnavailable` if it cannot be reached, `Protocol` if the handshake fails.
     pub async fn connect(addr: &str) -> Result<Client, RpcError> {
-        Client::connect_with(addr, &NodeConfig { name: "client".to_owned(), ..NodeConfig::default() }).await
+        Client::connect_with(
+            addr,
+            &NodeConfig {
+                name: "client".to_owned(),
+                ..NodeConfig::default()
+            },
+        )
+        .await
     }
 
     /// Connects with the timeouts, frame limit and name of `config` (the rest is unused).
     pub async fn connect_with(addr: &str, config: &NodeConfig) -> Result<Client, RpcError> {
-        let unavailable = |reason: String| RpcError::PeerUnavailable { peer: addr.to_owned(), reason };
+        let unavailable = |reason: String| RpcError::PeerUnavailable {
+            peer: addr.to_owned(),
+            reason,
+        };
         let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| unavailable(format!("cannot resolve: {e}")))?
@@ -223,10 +249,21 @@ impl Client {
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {
-            match transport::dial(target, &hello, config.connect_timeout, config.handshake_timeout).await {
-                Ok(Dialed::Accepted(socket, theirs)) => return Ok(Client::start(socket, &theirs, config)),
+            match transport::dial(
+                target,
+                &hello,
+                config.connect_timeout,
+                config.handshake_timeout,
+            )
+            .await
+            {
+                Ok(Dialed::Accepted(socket, theirs)) => {
+                    return Ok(Client::start(socket, &theirs, config))
+                }
                 Ok(Dialed::Duplicate(_)) => {
-                    last = RpcError::Protocol(format!("{target} answered a client's hello with `Duplicate`"));
+                    last = RpcError::Protocol(format!(
+                        "{target} answered a client's hello with `Duplicate`"
+                    ));
                 }
                 Err(e) => last = e,
             }
@@ -254,7 +291,11 @@ impl Client {
             max_frame_in: config.max_frame,
         };
         let conn = Connection::start(parts, None, ctx, token.child_token(), |_| {});
-        let peer = Peer { conn, default_timeout: config.default_timeout, closing: Arc::new(AtomicBool::new(false)) };
+        let peer = Peer {
+            conn,
+            default_timeout: config.default_timeout,
+            closing: Arc::new(AtomicBool::new(false)),
+        };
         Client { peer, token, tasks }
     }
 

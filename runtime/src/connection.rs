@@ -113,8 +113,12 @@ impl Connection {
         });
         let conn = Connection { shared };
         let tasks = ctx.tasks.clone();
-        let Socket { mut reader, writer, .. } = parts.socket;
-        reader.decoder_mut().set_max_frame_length(parts.max_frame_in);
+        let Socket {
+            mut reader, writer, ..
+        } = parts.socket;
+        reader
+            .decoder_mut()
+            .set_max_frame_length(parts.max_frame_in);
         tasks.spawn(write_loop(conn.shared.clone(), out_rx, writer));
         let reader_conn = conn.clone();
         tasks.spawn(async move {
@@ -145,7 +149,9 @@ impl Connection {
 
     /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
     pub(crate) fn close(&self, reason: &str) {
-        if let Ok(frame) = FrameBuf::new(&Header::Goodbye { reason: reason.into() }) {
+        if let Ok(frame) = FrameBuf::new(&Header::Goodbye {
+            reason: reason.into(),
+        }) {
             if let Ok(bytes) = frame.finish(self.shared.max_frame) {
                 let _ = self.shared.out.send(bytes); // writer gone: the link is closing anyway
             }
@@ -195,7 +201,10 @@ impl Connection {
             return Err(self.disconnected(method));
         }
         match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(RpcError::Timeout { method: method.to_owned(), after: timeout }),
+            Err(_) => Err(RpcError::Timeout {
+                method: method.to_owned(),
+                after: timeout,
+            }),
             Ok(Err(_)) => Err(self.disconnected(method)),
             Ok(Ok(Err(remote))) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(Ok(reply))) => Ok(reply),
@@ -209,7 +218,10 @@ impl Connection {
         encoding: Encoding,
         args: &A,
     ) -> Result<(), RpcError> {
-        let header = Header::Cast { method: method.into(), encoding };
+        let header = Header::Cast {
+            method: method.into(),
+            encoding,
+        };
         let frame = self.encode(&header, encoding, args, method)?;
         if self.is_closed() || !self.send_frame(frame) {
             return Err(self.disconnected(method));
@@ -231,11 +243,16 @@ impl Connection {
         let mut frame = FrameBuf::new(header).map_err(bad_args)?;
         serve::encode_body(encoding, args, frame.body_mut()).map_err(bad_args)?;
         let max = self.shared.max_frame;
-        frame.finish(max).map_err(|size| RpcError::FrameTooLarge { size, max })
+        frame
+            .finish(max)
+            .map_err(|size| RpcError::FrameTooLarge { size, max })
     }
 
     fn disconnected(&self, method: &str) -> RpcError {
-        RpcError::Disconnected { peer: self.shared.peer.name.clone(), method: method.to_owned() }
+        RpcError::Disconnected {
+            peer: self.shared.peer.name.clone(),
+            method: method.to_owned(),
+        }
     }
 }
 
@@ -267,14 +284,20 @@ async fn read_loop(
                 Some(Ok(payload)) => payload,
             },
         };
-        let (header, body) = wire::decode_frame(payload).map_err(|e| format!("undecodable frame: {e}"))?;
+        let (header, body) =
+            wire::decode_frame(payload).map_err(|e| format!("undecodable frame: {e}"))?;
         match header {
             Header::Response { id, outcome } => {
                 if let Some((_, waiter)) = shared.pending.remove(&id) {
                     let _ = waiter.send(outcome.map(|enc| (enc, body))); // caller gave up
                 }
             }
-            Header::Request { id, method, timeout_ms, encoding } => {
+            Header::Request {
+                id,
+                method,
+                timeout_ms,
+                encoding,
+            } => {
                 serve::dispatch(shared, ctx, Some(id), &method, encoding, timeout_ms, body);
             }
             Header::Cast { method, encoding } => {
@@ -301,7 +324,11 @@ fn read_error(e: std::io::Error, max_frame: usize) -> String {
 
 /// Writes queued frames. While other calls are in flight it yields once before flushing, so
 /// frames queued by tasks that are about to run go out in the same write syscall.
-async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Bytes>, half: OwnedWriteHalf) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    half: OwnedWriteHalf,
+) {
     let mut out = BufWriter::with_capacity(64 << 10, half);
     let work = async {
         loop {

@@ -167,13 +167,25 @@ impl RpcError {
         let message = err.message;
         match err.kind {
             ErrorKind::MethodNotFound => RpcError::MethodNotFound { method },
-            ErrorKind::BadArguments => RpcError::BadArguments { method, detail: message },
+            ErrorKind::BadArguments => RpcError::BadArguments {
+                method,
+                detail: message,
+            },
             ErrorKind::Application => RpcError::Application { method, message },
             ErrorKind::Panicked => RpcError::Panicked { method, message },
-            ErrorKind::Timeout => RpcError::Timeout { method, after: timeout },
+            ErrorKind::Timeout => RpcError::Timeout {
+                method,
+                after: timeout,
+            },
             ErrorKind::Overloaded => RpcError::Overloaded { method, message },
-            ErrorKind::PeerUnavailable => RpcError::PeerUnavailable { peer: method, reason: message },
-            ErrorKind::Disconnected => RpcError::Disconnected { peer: message, method },
+            ErrorKind::PeerUnavailable => RpcError::PeerUnavailable {
+                peer: method,
+                reason: message,
+            },
+            ErrorKind::Disconnected => RpcError::Disconnected {
+                peer: message,
+                method,
+            },
             ErrorKind::Protocol => RpcError::Protocol(message),
             ErrorKind::FrameTooLarge => RpcError::Protocol(format!("callee: {message}")),
             ErrorKind::Shutdown => RpcError::Shutdown(message),

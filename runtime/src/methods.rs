@@ -41,7 +41,13 @@ pub(crate) struct Methods {
 
 impl Methods {
     pub(crate) fn insert(&self, name: &str, handler: Arc<dyn Handler>) {
-        self.table.insert(name.to_owned(), Entry { handler, help: String::new() });
+        self.table.insert(
+            name.to_owned(),
+            Entry {
+                handler,
+                help: String::new(),
+            },
+        );
     }
 
     pub(crate) fn set_help(&self, name: &str, help: &str) {
@@ -81,7 +87,10 @@ pub struct Method<A, R> {
 impl<A, R> Method<A, R> {
     /// Declares a method called `name` taking `A` and returning `R`.
     pub const fn new(name: &'static str) -> Self {
-        Method { name, _types: PhantomData }
+        Method {
+            name,
+            _types: PhantomData,
+        }
     }
 
     /// The method's registered name.
@@ -126,13 +135,14 @@ where
     E: Display + 'static,
 {
     fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
-        let result = decode_args::<A>(call.encoding, &call.body).and_then(|args| {
-            match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
-                Err(p) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
-            }
-        });
+        let result =
+            decode_args::<A>(call.encoding, &call.body).and_then(|args| {
+                match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
+                    Err(p) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
+                }
+            });
         call.responder.reply(result.as_ref().map_err(Clone::clone));
     }
 }
@@ -152,7 +162,12 @@ where
     E: Display + 'static,
 {
     fn invoke(&self, call: Incoming, ctx: &ServeCtx) {
-        let Incoming { encoding, body, deadline, responder } = call;
+        let Incoming {
+            encoding,
+            body,
+            deadline,
+            responder,
+        } = call;
         let args = match decode_args::<A>(encoding, &body) {
             Ok(args) => args,
             Err(e) => return responder.reply::<()>(Err(e)),
@@ -167,7 +182,10 @@ where
                 outcome = run_until(deadline, work) => outcome,
             };
             let result = match outcome {
-                None => Err(RemoteError::new(ErrorKind::Timeout, "the handler outlived the caller's deadline")),
+                None => Err(RemoteError::new(
+                    ErrorKind::Timeout,
+                    "the handler outlived the caller's deadline",
+                )),
                 Some(Ok(Ok(value))) => Ok(value),
                 Some(Ok(Err(e))) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
                 Some(Err(p)) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
@@ -178,7 +196,10 @@ where
 }
 
 /// Runs `work` until `deadline` (if any); `None` when the deadline passed first.
-async fn run_until<T>(deadline: Option<tokio::time::Instant>, work: impl Future<Output = T>) -> Option<T> {
+async fn run_until<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
     match deadline {
         Some(at) => tokio::time::timeout_at(at, work).await.ok(),
         None => Some(work.await),

@@ -38,7 +38,12 @@ pub struct NodeBuilder {
 impl NodeBuilder {
     /// A builder for a node called `name`, with default settings.
     pub fn new(name: &str) -> Self {
-        NodeBuilder { config: NodeConfig { name: name.to_owned(), ..NodeConfig::default() } }
+        NodeBuilder {
+            config: NodeConfig {
+                name: name.to_owned(),
+                ..NodeConfig::default()
+            },
+        }
     }
 
     /// Replaces every setting with `config`.
@@ -155,10 +160,17 @@ impl Node {
     /// [`StartError`] if the configuration is invalid or the address cannot be bound.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let addr = config.advertise.unwrap_or_else(|| advertised(bound));
         let id = NodeId::random();
         let hello = Hello {
@@ -190,9 +202,15 @@ impl Node {
         let node = Node { core };
         crate::builtins::register(&node);
         info!(name = %node.name(), id = %id, %addr, "node listening");
-        node.core.serve.tasks.spawn(accept_loop(node.core.clone(), listener));
+        node.core
+            .serve
+            .tasks
+            .spawn(accept_loop(node.core.clone(), listener));
         for seed in node.core.config.seeds.clone() {
-            node.core.serve.tasks.spawn(seed_loop(node.downgrade(), seed));
+            node.core
+                .serve
+                .tasks
+                .spawn(seed_loop(node.downgrade(), seed));
         }
         Ok(node)
     }
@@ -230,7 +248,9 @@ impl Node {
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        self.register_try_fn(name, move |args: A| Ok::<R, std::convert::Infallible>(f(args)))
+        self.register_try_fn(name, move |args: A| {
+            Ok::<R, std::convert::Infallible>(f(args))
+        })
     }
 
     /// Registers a synchronous function that can fail; its error becomes an `Application`
@@ -242,7 +262,13 @@ impl Node {
         R: Serialize + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(name, Arc::new(SyncFn { f, _types: std::marker::PhantomData }))
+        self.insert(
+            name,
+            Arc::new(SyncFn {
+                f,
+                _types: std::marker::PhantomData,
+            }),
+        )
     }
 
     /// Registers an async function; each call runs as its own task. Its error becomes an
@@ -255,7 +281,13 @@ impl Node {
         R: Serialize + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(name, Arc::new(AsyncFn { f, _types: std::marker::PhantomData }))
+        self.insert(
+            name,
+            Arc::new(AsyncFn {
+                f,
+                _types: std::marker::PhantomData,
+            }),
+        )
     }
 
     /// [`Node::register_fn`] for a typed method descriptor.
@@ -281,13 +313,25 @@ impl Node {
     }
 
     /// Declares an actor called `name` whose state is built by `factory` (again after a panic).
-    pub fn actor<S: Send + 'static>(&self, name: &str, factory: impl Fn() -> S + Send + Sync + 'static) -> ActorBuilder<S> {
-        ActorBuilder::new(self.core.serve.clone(), name, self.core.config.mailbox, Arc::new(factory))
+    pub fn actor<S: Send + 'static>(
+        &self,
+        name: &str,
+        factory: impl Fn() -> S + Send + Sync + 'static,
+    ) -> ActorBuilder<S> {
+        ActorBuilder::new(
+            self.core.serve.clone(),
+            name,
+            self.core.config.mailbox,
+            Arc::new(factory),
+        )
     }
 
     fn insert(&self, name: &str, handler: Arc<dyn crate::methods::Handler>) -> Registered<'_> {
         self.core.serve.methods.insert(name, handler);
-        Registered { methods: &self.core.serve.methods, name: name.to_owned() }
+        Registered {
+            methods: &self.core.serve.methods,
+            name: name.to_owned(),
+        }
     }
 
     pub(crate) fn methods(&self) -> &Methods {
@@ -296,7 +340,12 @@ impl Node {
 
     /// The peers this node has a live link to, by name.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.core.peers.list().iter().map(|c| c.peer().clone()).collect()
+        self.core
+            .peers
+            .list()
+            .iter()
+            .map(|c| c.peer().clone())
+            .collect()
     }
 
     /// A handle to a peer, dialing it if needed.
@@ -356,7 +405,12 @@ impl Node {
     ///
     /// # Errors
     /// `PeerUnavailable`, `Disconnected`, `FrameTooLarge` or `Shutdown`.
-    pub async fn cast(&self, to: impl Into<Target>, method: &str, args: impl Serialize) -> Result<(), RpcError> {
+    pub async fn cast(
+        &self,
+        to: impl Into<Target>,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<(), RpcError> {
         self.peer(to).await?.cast(method, args)
     }
 
@@ -376,7 +430,10 @@ impl Node {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        if tokio::time::timeout(core.config.shutdown_grace, idle).await.is_err() {
+        if tokio::time::timeout(core.config.shutdown_grace, idle)
+            .await
+            .is_err()
+        {
             warn!(grace = ?core.config.shutdown_grace, "requests still running after the grace period; stopping them");
         }
         core.serve.stop.cancel();
@@ -416,9 +473,15 @@ impl Core {
         if self.closing() {
             return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
-        let unknown = |reason: &str| RpcError::PeerUnavailable { peer: to.to_string(), reason: reason.to_owned() };
+        let unknown = |reason: &str| RpcError::PeerUnavailable {
+            peer: to.to_string(),
+            reason: reason.to_owned(),
+        };
         match &to {
-            Target::Id(id) => self.peers.get(*id).ok_or_else(|| unknown("no live link to that id")),
+            Target::Id(id) => self
+                .peers
+                .get(*id)
+                .ok_or_else(|| unknown("no live link to that id")),
             Target::Addr(addr) => self.dial(*addr).await,
             Target::Name(name) => {
                 if let Some(conn) = self.peers.by_name(name) {
@@ -448,7 +511,10 @@ impl Core {
             return Ok(conn);
         }
         if addr == self.addr {
-            return Err(RpcError::PeerUnavailable { peer: addr.to_string(), reason: "that is this node's own address".to_owned() });
+            return Err(RpcError::PeerUnavailable {
+                peer: addr.to_string(),
+                reason: "that is this node's own address".to_owned(),
+            });
         }
         let lock = self.dial_locks.entry(addr).or_default().clone();
         let _one_dial = lock.lock().await;
@@ -457,18 +523,36 @@ impl Core {
         }
         let _dialing = self.peers.dialing(addr);
         let cfg = &self.config;
-        match transport::dial(addr, &self.hello, cfg.connect_timeout, cfg.handshake_timeout).await? {
+        match transport::dial(
+            addr,
+            &self.hello,
+            cfg.connect_timeout,
+            cfg.handshake_timeout,
+        )
+        .await?
+        {
             Dialed::Accepted(socket, theirs) => {
                 let conn = self.start_link(socket, &theirs, true, None);
                 Ok(self.peers.admission().outbound(conn))
             }
-            Dialed::Duplicate(id) => self.peers.wait_for(id, cfg.handshake_timeout).await.ok_or_else(|| {
-                RpcError::PeerUnavailable { peer: addr.to_string(), reason: "the peer kept another link that never completed".to_owned() }
-            }),
+            Dialed::Duplicate(id) => self
+                .peers
+                .wait_for(id, cfg.handshake_timeout)
+                .await
+                .ok_or_else(|| RpcError::PeerUnavailable {
+                    peer: addr.to_string(),
+                    reason: "the peer kept another link that never completed".to_owned(),
+                }),
         }
     }
 
-    fn start_link(self: &Arc<Self>, socket: Socket, theirs: &Hello, outbound: bool, first: Option<bytes::Bytes>) -> Connection {
+    fn start_link(
+        self: &Arc<Self>,
+        socket: Socket,
+        theirs: &Hello,
+        outbound: bool,
+        first: Option<bytes::Bytes>,
+    ) -> Connection {
         let peer = transport::peer_info(theirs, socket.remote);
         let is_client = peer.addr.is_none();
         let parts = Parts {
@@ -480,12 +564,18 @@ impl Core {
             max_frame_in: self.config.max_frame,
         };
         let weak = Arc::downgrade(self);
-        let conn = Connection::start(parts, first, self.serve.clone(), self.root.child_token(), move |conn| {
-            if let Some(core) = weak.upgrade() {
-                core.peers.remove(conn);
-                core.clients.remove(&conn.shared.conn_id);
-            }
-        });
+        let conn = Connection::start(
+            parts,
+            first,
+            self.serve.clone(),
+            self.root.child_token(),
+            move |conn| {
+                if let Some(core) = weak.upgrade() {
+                    core.peers.remove(conn);
+                    core.clients.remove(&conn.shared.conn_id);
+                }
+            },
+        );
         if is_client {
             self.clients.insert(conn.shared.conn_id, conn.clone());
         } else {
@@ -496,14 +586,17 @@ impl Core {
 
     /// Runs the acceptor's side of the handshake on a new socket.
     async fn admit(self: Arc<Self>, stream: TcpStream) {
-        let (mut socket, theirs) = match transport::accept(stream, &self.hello, self.config.handshake_timeout).await {
-            Ok(accepted) => accepted,
-            Err(reason) => return warn!(%reason, "handshake failed"),
-        };
+        let (mut socket, theirs) =
+            match transport::accept(stream, &self.hello, self.config.handshake_timeout).await {
+                Ok(accepted) => accepted,
+                Err(reason) => return warn!(%reason, "handshake failed"),
+            };
         let refusal = if self.closing() {
             Some(Verdict::Refuse("the node is shutting down".to_owned()))
         } else if theirs.id == self.hello.id {
-            Some(Verdict::Refuse("the dialer has this node's own id".to_owned()))
+            Some(Verdict::Refuse(
+                "the dialer has this node's own id".to_owned(),
+            ))
         } else {
             None
         };

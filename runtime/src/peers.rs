@@ -46,7 +46,10 @@ impl Peers {
     }
 
     pub(crate) fn get(&self, id: NodeId) -> Option<Connection> {
-        self.by_id.get(&id).map(|c| c.clone()).filter(|c| !c.is_closed())
+        self.by_id
+            .get(&id)
+            .map(|c| c.clone())
+            .filter(|c| !c.is_closed())
     }
 
     pub(crate) fn by_addr(&self, addr: SocketAddr) -> Option<Connection> {
@@ -55,19 +58,30 @@ impl Peers {
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<Connection> {
-        self.by_id.iter().find(|c| c.peer().name == name && !c.is_closed()).map(|c| c.clone())
+        self.by_id
+            .iter()
+            .find(|c| c.peer().name == name && !c.is_closed())
+            .map(|c| c.clone())
     }
 
     /// Every live link, sorted by peer name.
     pub(crate) fn list(&self) -> Vec<Connection> {
-        let mut all: Vec<Connection> = self.by_id.iter().filter(|c| !c.is_closed()).map(|c| c.clone()).collect();
+        let mut all: Vec<Connection> = self
+            .by_id
+            .iter()
+            .filter(|c| !c.is_closed())
+            .map(|c| c.clone())
+            .collect();
         all.sort_by(|a, b| a.peer().name.cmp(&b.peer().name));
         all
     }
 
     /// Takes the admission lock: decisions about new links are made one at a time.
     pub(crate) fn admission(&self) -> Admission<'_> {
-        Admission { peers: self, _decide: self.decide.lock().unwrap_or_else(|e| e.into_inner()) }
+        Admission {
+            peers: self,
+            _decide: self.decide.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     fn insert(&self, conn: Connection) {
@@ -85,7 +99,9 @@ impl Peers {
     pub(crate) fn remove(&self, conn: &Connection) {
         let _decide = self.decide.lock().unwrap_or_else(|e| e.into_inner());
         let peer = conn.peer();
-        let removed = self.by_id.remove_if(&peer.id, |_, c| c.shared.conn_id == conn.shared.conn_id);
+        let removed = self
+            .by_id
+            .remove_if(&peer.id, |_, c| c.shared.conn_id == conn.shared.conn_id);
         if removed.is_some() {
             if let Some(addr) = peer.addr {
                 self.by_addr.remove_if(&addr, |_, id| *id == peer.id);
@@ -110,12 +126,20 @@ impl Peers {
     }
 
     fn is_dialing(&self, addr: SocketAddr) -> bool {
-        self.dialing.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&addr)
+        self.dialing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&addr)
     }
 
     /// Marks `addr` as being dialed until the guard drops.
     pub(crate) fn dialing(&self, addr: SocketAddr) -> DialingGuard<'_> {
-        *self.dialing.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default() += 1;
+        *self
+            .dialing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_default() += 1;
         DialingGuard { peers: self, addr }
     }
 

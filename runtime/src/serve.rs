@@ -63,14 +63,28 @@ pub(crate) fn dispatch(
     }
     // `responder` already counts this request, hence `>`.
     if link.inbound.load(Ordering::Relaxed) > ctx.max_in_flight {
-        let message = format!("more than {} requests in flight on this connection", ctx.max_in_flight);
+        let message = format!(
+            "more than {} requests in flight on this connection",
+            ctx.max_in_flight
+        );
         return responder.fail(ErrorKind::Overloaded, message);
     }
     let Some(handler) = ctx.methods.handler(method) else {
-        return responder.fail(ErrorKind::MethodNotFound, format!("no method `{method}` is registered"));
+        return responder.fail(
+            ErrorKind::MethodNotFound,
+            format!("no method `{method}` is registered"),
+        );
     };
     let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-    handler.invoke(Incoming { encoding, body, deadline, responder }, ctx);
+    handler.invoke(
+        Incoming {
+            encoding,
+            body,
+            deadline,
+            responder,
+        },
+        ctx,
+    );
 }
 
 /// Answers one request exactly once; see the module doc for what happens on drop.
@@ -86,7 +100,12 @@ impl Responder {
     fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
         link.inbound.fetch_add(1, Ordering::Relaxed);
         link.in_flight.fetch_add(1, Ordering::Relaxed);
-        Responder { link, id, encoding, answered: false }
+        Responder {
+            link,
+            id,
+            encoding,
+            answered: false,
+        }
     }
 
     /// Sends the handler's result.
@@ -102,14 +121,27 @@ impl Responder {
     }
 
     fn ok_frame<R: Serialize + ?Sized>(&self, value: &R) -> Result<Bytes, RemoteError> {
-        let Some(id) = self.id else { return Ok(Bytes::new()) };
-        let header = Header::Response { id, outcome: Ok(self.encoding) };
-        let cannot_encode = |e: CodecError| RemoteError::new(ErrorKind::Protocol, format!("cannot encode the result: {e}"));
+        let Some(id) = self.id else {
+            return Ok(Bytes::new());
+        };
+        let header = Header::Response {
+            id,
+            outcome: Ok(self.encoding),
+        };
+        let cannot_encode = |e: CodecError| {
+            RemoteError::new(
+                ErrorKind::Protocol,
+                format!("cannot encode the result: {e}"),
+            )
+        };
         let mut frame = FrameBuf::new(&header).map_err(cannot_encode)?;
         encode_body(self.encoding, value, frame.body_mut()).map_err(cannot_encode)?;
         let max = self.link.max_frame;
         frame.finish(max).map_err(|size| {
-            RemoteError::new(ErrorKind::FrameTooLarge, format!("the result takes {size} bytes, over the {max}-byte frame limit"))
+            RemoteError::new(
+                ErrorKind::FrameTooLarge,
+                format!("the result takes {size} bytes, over the {max}-byte frame limit"),
+            )
         })
     }
 
@@ -126,7 +158,10 @@ impl Responder {
             Ok(frame) => frame,
             Err(mut error) => {
                 error.message.truncate(MAX_ERROR_MESSAGE);
-                let header = Header::Response { id, outcome: Err(error) };
+                let header = Header::Response {
+                    id,
+                    outcome: Err(error),
+                };
                 match FrameBuf::new(&header).map(|f| f.finish(usize::MAX)) {
                     Ok(Ok(frame)) => frame,
                     _ => return, // unreachable for a truncated message; the caller times out
@@ -145,14 +180,21 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
             self.answered = true;
-            let error = RemoteError::new(ErrorKind::Shutdown, "the handler was stopped before it answered");
+            let error = RemoteError::new(
+                ErrorKind::Shutdown,
+                "the handler was stopped before it answered",
+            );
             self.send(Err(error));
         }
     }
 }
 
 /// Appends `value` to a frame body in `encoding`.
-pub(crate) fn encode_body<T: Serialize + ?Sized>(encoding: Encoding, value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+pub(crate) fn encode_body<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+    buf: &mut BytesMut,
+) -> Result<(), CodecError> {
     match encoding {
         Encoding::Bincode => codec::encode_into(value, buf),
         Encoding::Json => codec::encode_json_into(value, buf),
@@ -160,7 +202,10 @@ pub(crate) fn encode_body<T: Serialize + ?Sized>(encoding: Encoding, value: &T, 
 }
 
 /// Decodes a request's arguments; failures become `BadArguments` naming what did not fit.
-pub(crate) fn decode_args<A: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<A, RemoteError> {
+pub(crate) fn decode_args<A: DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<A, RemoteError> {
     let decoded = match encoding {
         Encoding::Bincode => codec::decode_exact(body),
         Encoding::Json => codec::decode_json_args(body),
@@ -174,7 +219,10 @@ pub(crate) fn decode_args<A: DeserializeOwned>(encoding: Encoding, body: &[u8]) 
 }
 
 /// Decodes a reply's result (the caller's side).
-pub(crate) fn decode_result<R: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<R, CodecError> {
+pub(crate) fn decode_result<R: DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<R, CodecError> {
     match encoding {
         Encoding::Bincode => codec::decode_exact(body),
         Encoding::Json => codec::decode_json(body),

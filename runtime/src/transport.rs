@@ -41,7 +41,11 @@ impl Socket {
             .big_endian()
             .max_frame_length(MAX_HANDSHAKE_FRAME)
             .new_read(read);
-        Ok(Socket { reader, writer, remote })
+        Ok(Socket {
+            reader,
+            writer,
+            remote,
+        })
     }
 
     async fn read_handshake<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
@@ -53,7 +57,10 @@ impl Socket {
     }
 
     async fn write_raw(&mut self, frame: &Bytes) -> Result<(), String> {
-        self.writer.write_all(frame).await.map_err(|e| format!("handshake write failed: {e}"))
+        self.writer
+            .write_all(frame)
+            .await
+            .map_err(|e| format!("handshake write failed: {e}"))
     }
 }
 
@@ -82,9 +89,16 @@ pub(crate) async fn dial(
     connect_timeout: Duration,
     handshake_timeout: Duration,
 ) -> Result<Dialed, RpcError> {
-    let unavailable = |reason: String| RpcError::PeerUnavailable { peer: addr.to_string(), reason };
+    let unavailable = |reason: String| RpcError::PeerUnavailable {
+        peer: addr.to_string(),
+        reason,
+    };
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(unavailable(format!("no connection within {connect_timeout:?}"))),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no connection within {connect_timeout:?}"
+            )))
+        }
         Ok(Err(e)) => return Err(unavailable(e.to_string())),
         Ok(Ok(stream)) => stream,
     };
@@ -95,20 +109,31 @@ pub(crate) async fn dial(
         socket.read_handshake::<HelloReply>().await
     };
     let reply = match tokio::time::timeout(handshake_timeout, exchange).await {
-        Err(_) => return Err(unavailable(format!("no handshake reply within {handshake_timeout:?}"))),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no handshake reply within {handshake_timeout:?}"
+            )))
+        }
         Ok(Err(reason)) => return Err(RpcError::Protocol(format!("{addr}: {reason}"))),
         Ok(Ok(reply)) => reply,
     };
     match reply.verdict {
         Verdict::Accept => Ok(Dialed::Accepted(socket, reply.hello)),
         Verdict::Duplicate => Ok(Dialed::Duplicate(reply.hello.id)),
-        Verdict::Refuse(reason) => Err(unavailable(format!("refused by {}: {reason}", reply.hello.name))),
+        Verdict::Refuse(reason) => Err(unavailable(format!(
+            "refused by {}: {reason}",
+            reply.hello.name
+        ))),
     }
 }
 
 /// Reads the dialer's hello on an accepted socket. A version mismatch is answered with a
 /// refusal (in our version, so the dialer reports the mismatch too) before it is returned.
-pub(crate) async fn accept(stream: TcpStream, ours: &Hello, timeout: Duration) -> Result<(Socket, Hello), String> {
+pub(crate) async fn accept(
+    stream: TcpStream,
+    ours: &Hello,
+    timeout: Duration,
+) -> Result<(Socket, Hello), String> {
     let mut socket = Socket::new(stream).map_err(|e| e.to_string())?;
     let read = tokio::time::timeout(timeout, socket.read_handshake::<Hello>()).await;
     match read {
@@ -116,7 +141,8 @@ pub(crate) async fn accept(stream: TcpStream, ours: &Hello, timeout: Duration) -
         Ok(Ok(hello)) => Ok((socket, hello)),
         Ok(Err(reason)) => {
             if reason.contains("version mismatch") {
-                let _ = refuse(&mut socket, ours, Verdict::Refuse(reason.clone())).await; // best effort
+                let _ = refuse(&mut socket, ours, Verdict::Refuse(reason.clone())).await;
+                // best effort
             }
             Err(reason)
         }
@@ -124,7 +150,11 @@ pub(crate) async fn accept(stream: TcpStream, ours: &Hello, timeout: Duration) -
 }
 
 /// Answers a hello with a verdict other than `Accept` and closes the socket.
-pub(crate) async fn refuse(socket: &mut Socket, ours: &Hello, verdict: Verdict) -> Result<(), String> {
+pub(crate) async fn refuse(
+    socket: &mut Socket,
+    ours: &Hello,
+    verdict: Verdict,
+) -> Result<(), String> {
     let frame = reply_frame(ours, verdict)?;
     socket.write_raw(&frame).await?;
     let _ = socket.writer.shutdown().await; // the peer may already be gone
@@ -133,5 +163,9 @@ pub(crate) async fn refuse(socket: &mut Socket, ours: &Hello, verdict: Verdict) 
 
 /// The bytes of a handshake reply.
 pub(crate) fn reply_frame(ours: &Hello, verdict: Verdict) -> Result<Bytes, String> {
-    wire::encode_handshake(&HelloReply { hello: ours.clone(), verdict }).map_err(|e| e.to_string())
+    wire::encode_handshake(&HelloReply {
+        hello: ours.clone(),
+        verdict,
+    })
+    .map_err(|e| e.to_string())
 }

@@ -15,7 +15,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{CodecError, DECODE_LIMIT};
-pub(crate) use frame::{decode_frame, decode_handshake, encode_handshake, FrameBuf};
+pub(crate) use frame::{decode_frame, FrameBuf};
+pub use frame::{decode_handshake, encode_handshake, HandshakeError};
 
 /// The four bytes every handshake frame starts with.
 pub const MAGIC: [u8; 4] = *b"MRPC";

@@ -24,7 +24,10 @@ const CFG: Cfg = config::standard().with_limit::<DECODE_LIMIT>();
 pub struct CodecError(pub String);
 
 /// Appends the bincode encoding of `value` to `buf`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut BytesMut,
+) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, &mut buf.writer(), CFG)
         .map(|_| ())
         .map_err(|e| CodecError(e.to_string()))
@@ -49,7 +52,10 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Codec
 }
 
 /// Appends the JSON encoding of `value` to `buf`.
-pub(crate) fn encode_json_into<T: Serialize + ?Sized>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+pub(crate) fn encode_json_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut BytesMut,
+) -> Result<(), CodecError> {
     serde_json::to_writer(buf.writer(), value).map_err(|e| CodecError(e.to_string()))
 }
 
@@ -111,6 +117,9 @@ mod tests {
         let mut buf = BytesMut::new();
         encode_into(&7u32, &mut buf).unwrap();
         buf.put_u8(0);
-        assert!(decode_exact::<u32>(&buf).unwrap_err().0.contains("trailing"));
+        assert!(decode_exact::<u32>(&buf)
+            .unwrap_err()
+            .0
+            .contains("trailing"));
     }
 }

@@ -49,17 +49,28 @@ pub(crate) fn decode_frame(payload: BytesMut) -> Result<(Header<'static>, Bytes)
 
 /// Why a handshake frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HandshakeError {
+pub enum HandshakeError {
+    /// The frame does not start with [`MAGIC`]: not a meshrpc peer.
     #[error("not a meshrpc peer: bad magic {0:02x?}")]
     BadMagic(Vec<u8>),
+    /// The peer speaks another protocol version.
     #[error("protocol version mismatch: peer speaks {peer}, this node speaks {ours}")]
-    Version { peer: u16, ours: u16 },
+    Version {
+        /// The peer's version.
+        peer: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// The frame is too short or its body does not decode.
     #[error("malformed handshake: {0}")]
     Malformed(String),
 }
 
 /// A handshake frame, with its length prefix: `MAGIC`, version (u16 BE), bincode(`msg`).
-pub(crate) fn encode_handshake<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
+///
+/// # Errors
+/// If `msg` cannot be encoded.
+pub fn encode_handshake<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u32(0);
     buf.put_slice(&MAGIC);
@@ -70,9 +81,13 @@ pub(crate) fn encode_handshake<T: Serialize>(msg: &T) -> Result<Bytes, CodecErro
     Ok(buf.freeze())
 }
 
-/// Checks magic and version before decoding anything else, so a mismatch is reported as such
-/// even when the rest of the frame is in a layout this build does not know.
-pub(crate) fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HandshakeError> {
+/// Decodes a handshake payload (without its length prefix). Magic and version are checked
+/// before anything else, so a mismatch is reported as such even when the rest of the frame is
+/// in a layout this build does not know.
+///
+/// # Errors
+/// See [`HandshakeError`].
+pub fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HandshakeError> {
     if payload.len() < 6 {
         return Err(HandshakeError::Malformed(format!(
             "{} bytes is too short for a handshake",
@@ -101,7 +116,11 @@ mod tests {
 
     fn payload(frame: Bytes) -> BytesMut {
         let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        assert_eq!(len, frame.len() - 4, "length prefix covers the payload exactly");
+        assert_eq!(
+            len,
+            frame.len() - 4,
+            "length prefix covers the payload exactly"
+        );
         BytesMut::from(&frame[4..])
     }
 
@@ -124,14 +143,22 @@ mod tests {
     #[test]
     fn every_header_round_trips() {
         let headers = [
-            Header::Cast { method: "log".into(), encoding: Encoding::Json },
-            Header::Response { id: 1, outcome: Ok(Encoding::Json) },
+            Header::Cast {
+                method: "log".into(),
+                encoding: Encoding::Json,
+            },
+            Header::Response {
+                id: 1,
+                outcome: Ok(Encoding::Json),
+            },
             Header::Response {
                 id: 2,
                 outcome: Err(RemoteError::new(ErrorKind::Application, "boom")),
             },
             Header::Cancel { id: 3 },
-            Header::Goodbye { reason: "shutting down".into() },
+            Header::Goodbye {
+                reason: "shutting down".into(),
+            },
         ];
         for header in headers {
             let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
@@ -143,7 +170,10 @@ mod tests {
 
     #[test]
     fn a_frame_over_the_limit_is_refused_with_its_size() {
-        let header = Header::Cast { method: "echo".into(), encoding: Encoding::Bincode };
+        let header = Header::Cast {
+            method: "echo".into(),
+            encoding: Encoding::Bincode,
+        };
         let mut frame = FrameBuf::new(&header).unwrap();
         frame.body_mut().put_slice(&[0u8; 2000]);
         let size = frame.finish(1000).unwrap_err();
@@ -152,8 +182,16 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error_not_a_panic() {
-        for garbage in [&b""[..], b"\xff", b"\x07\x00\x00", b"\x00\xfe\xff\xff\xff\xff"] {
-            assert!(decode_frame(BytesMut::from(garbage)).is_err(), "{garbage:?}");
+        for garbage in [
+            &b""[..],
+            b"\xff",
+            b"\x07\x00\x00",
+            b"\x00\xfe\xff\xff\xff\xff",
+        ] {
+            assert!(
+                decode_frame(BytesMut::from(garbage)).is_err(),
+                "{garbage:?}"
+            );
         }
     }
 
@@ -168,7 +206,10 @@ mod tests {
         let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
         let full = payload(bytes);
         for cut in 0..full.len() {
-            assert!(decode_frame(BytesMut::from(&full[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                decode_frame(BytesMut::from(&full[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -1,0 +1,171 @@
+//! Hostile and broken input on a raw socket: every case closes (or refuses) that one
+//! connection with a specific reason, and the node keeps serving everyone else.
+
+use std::time::Duration;
+
+use meshrpc::wire::{self, Hello, HelloReply, NodeId, Verdict, MAGIC, PROTOCOL_VERSION};
+use meshrpc::{Client, Node, NodeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn node() -> Node {
+    let config = NodeConfig {
+        name: "target".into(),
+        handshake_timeout: Duration::from_millis(300),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config).await.unwrap();
+    node.register_fn("add", |(a, b): (i64, i64)| a + b);
+    node
+}
+
+async fn still_serves(node: &Node) {
+    let client = Client::connect(&node.addr().to_string()).await.unwrap();
+    assert_eq!(client.call::<i64>("add", (2, 3)).await.unwrap(), 5);
+    client.close().await;
+}
+
+/// Reads until the node closes the connection; fails the test if it stays open.
+async fn expect_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut seen)).await;
+    match read {
+        Err(_) => panic!("the node kept the connection open"),
+        // A reset is a close too.
+        Ok(Ok(_)) | Ok(Err(_)) => seen,
+    }
+}
+
+fn client_hello() -> Hello {
+    Hello {
+        id: NodeId(1),
+        name: "raw".into(),
+        listen: None,
+        max_frame: 1 << 20,
+    }
+}
+
+/// Connects and completes the handshake by hand.
+async fn handshaken(node: &Node) -> TcpStream {
+    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    stream
+        .write_all(&wire::encode_handshake(&client_hello()).unwrap())
+        .await
+        .unwrap();
+    let len = stream.read_u32().await.unwrap() as usize;
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    let reply: HelloReply = wire::decode_handshake(&payload).unwrap();
+    assert_eq!(reply.verdict, Verdict::Accept);
+    assert_eq!(reply.hello.name, "target");
+    stream
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_handshake_is_dropped() {
+    let node = node().await;
+    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        expect_closed(&mut stream).await.is_empty(),
+        "no reply to a non-meshrpc peer"
+    );
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_magic_is_dropped() {
+    let node = node().await;
+    let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
+    frame[4..8].copy_from_slice(b"HTTP");
+    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    assert!(expect_closed(&mut stream).await.is_empty());
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_version_is_refused_with_a_readable_reason() {
+    let node = node().await;
+    let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
+    frame[8..10].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    let reply = expect_closed(&mut stream).await;
+    assert!(reply.len() > 10, "a refusal comes back before the close");
+    assert_eq!(&reply[4..8], &MAGIC);
+    let reply: HelloReply = wire::decode_handshake(&reply[4..]).unwrap();
+    match reply.verdict {
+        Verdict::Refuse(reason) => assert!(
+            reason.contains(&format!(
+                "peer speaks {}, this node speaks {PROTOCOL_VERSION}",
+                PROTOCOL_VERSION + 1
+            )),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_or_half_handshake_is_dropped_after_the_timeout() {
+    let node = node().await;
+    let mut silent = TcpStream::connect(node.addr()).await.unwrap();
+    let mut half = TcpStream::connect(node.addr()).await.unwrap();
+    let hello = wire::encode_handshake(&client_hello()).unwrap();
+    half.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    assert!(expect_closed(&mut silent).await.is_empty());
+    assert!(expect_closed(&mut half).await.is_empty());
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_length_closes_the_link_without_allocating() {
+    let node = node().await;
+    let mut stream = handshaken(&node).await;
+    // Claims a 3 GiB frame; the node refuses from the 4-byte prefix alone.
+    stream
+        .write_all(&0xC000_0000u32.to_be_bytes())
+        .await
+        .unwrap();
+    expect_closed(&mut stream).await;
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_closes_the_link() {
+    let node = node().await;
+    let mut stream = handshaken(&node).await;
+    stream.write_all(&100u32.to_be_bytes()).await.unwrap();
+    stream.write_all(&[0u8; 10]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    expect_closed(&mut stream).await;
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_frame_closes_the_link() {
+    let node = node().await;
+    let mut stream = handshaken(&node).await;
+    let garbage = [0xFFu8; 32];
+    stream
+        .write_all(&(garbage.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&garbage).await.unwrap();
+    expect_closed(&mut stream).await;
+    still_serves(&node).await;
+    node.shutdown().await;
+}

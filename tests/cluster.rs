@@ -1,0 +1,447 @@
+//! In-process clusters: several nodes in one runtime, calling each other over loopback.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshrpc::{CallOptions, ErrorKind, Method, Node, NodeConfig, RpcError};
+use tokio::time::Instant;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+const ADD: Method<(i64, i64), i64> = Method::new("add");
+
+async fn node(name: &str) -> Node {
+    let node = Node::builder(name).start().await.expect("node starts");
+    node.serve_fn(ADD, |(a, b)| a + b);
+    node.register_fn("whoami", {
+        let name = name.to_owned();
+        move |(): ()| name.clone()
+    });
+    node.register("sleep", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<u64, String>(ms)
+    });
+    node
+}
+
+/// Polls `check` until it holds, failing after `PATIENCE`.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_call_each_other_over_one_connection() {
+    let a = node("a").await;
+    let b = node("b").await;
+    assert_eq!(a.invoke(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
+    // b calls back by a's name: the link a opened is the one b uses.
+    let name: String = b.call("a", "whoami", ()).await.unwrap();
+    assert_eq!(name, "a");
+    assert_eq!(b.invoke(a.addr(), ADD, (40, 2)).await.unwrap(), 42);
+    assert_eq!(a.peers().len(), 1);
+    assert_eq!(b.peers().len(), 1);
+    // On b, the link comes from a's ephemeral port, not from a's listen address: b never
+    // dialed a, even when calling it by address.
+    assert_ne!(b.peers()[0].remote, a.addr());
+    assert_eq!(a.peers()[0].remote, b.addr());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_pairs_with_one_link_each() {
+    let nodes = [node("a").await, node("b").await, node("c").await];
+    for x in &nodes {
+        for y in &nodes {
+            if x.id() != y.id() {
+                let name: String = x.call(y.addr(), "whoami", ()).await.unwrap();
+                assert_eq!(name, y.name());
+            }
+        }
+    }
+    for n in &nodes {
+        let mut names: Vec<String> = n.peers().into_iter().map(|p| p.name).collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{} has {names:?}", n.name());
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_keep_exactly_one_link() {
+    for round in 0..20 {
+        let a = node("a").await;
+        let b = node("b").await;
+        let (ab, ba) = tokio::join!(
+            a.call::<String>(b.addr(), "whoami", ()),
+            b.call::<String>(a.addr(), "whoami", ())
+        );
+        assert_eq!(ab.unwrap(), "b", "round {round}");
+        assert_eq!(ba.unwrap(), "a", "round {round}");
+        // Both sides settle on the same TCP connection: exactly one of them sees the other's
+        // listen address as the remote end (that side dialed it).
+        eventually("one link per side", || {
+            a.peers().len() == 1 && b.peers().len() == 1
+        })
+        .await;
+        let a_dialed = a.peers()[0].remote == b.addr();
+        let b_dialed = b.peers()[0].remote == a.addr();
+        assert!(
+            a_dialed != b_dialed,
+            "round {round}: a dialed {a_dialed}, b dialed {b_dialed}"
+        );
+        // And it carries calls both ways.
+        assert_eq!(a.invoke(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
+        assert_eq!(b.invoke(a.addr(), ADD, (3, 4)).await.unwrap(), 7);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_are_answered_out_of_order() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let peer = a.peer(b.addr()).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // Longest first: if replies were serialized, they would come back in this order.
+    let calls = (0..20u64).rev().map(|i| {
+        let peer = peer.clone();
+        let order = order.clone();
+        async move {
+            let ms: u64 = peer.call("sleep", i * 10).await.unwrap();
+            assert_eq!(ms, i * 10, "each caller gets its own reply");
+            order.lock().unwrap().push(i);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 20);
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "shortest sleeps finish first: {order:?}"
+    );
+    // And a thousand small calls in flight at once on the same link.
+    let sums = (0..1000i64).map(|i| peer.invoke(ADD, (i, i)));
+    for (i, sum) in futures_util::future::join_all(sums)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(sum.unwrap(), 2 * i as i64);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_ends_the_call_with_timeout() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let options = CallOptions::timeout(Duration::from_millis(50));
+    let err = a
+        .call_with::<u64>(b.addr(), "sleep", 10_000u64, options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("`sleep` timed out"), "{err}");
+    // The link is still fine afterwards.
+    assert_eq!(a.invoke(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_errors_arrive_with_their_kind_and_the_node_keeps_serving() {
+    let a = node("a").await;
+    let b = node("b").await;
+    b.register_fn("boom", |(): ()| -> i64 { panic!("kaboom") });
+    b.register_try_fn("checked", |x: i64| {
+        if x < 0 {
+            Err(format!("{x} is negative"))
+        } else {
+            Ok(x)
+        }
+    });
+    let peer = a.peer(b.addr()).await.unwrap();
+
+    let err = peer.call::<i64>("missing", ()).await.unwrap_err();
+    assert_eq!(
+        err,
+        RpcError::MethodNotFound {
+            method: "missing".into()
+        }
+    );
+
+    let err = peer.call::<i64>("add", "not a pair").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadArguments);
+    assert!(
+        err.to_string().contains("(i64, i64)"),
+        "names the expected type: {err}"
+    );
+
+    let err = peer.call::<i64>("checked", -1i64).await.unwrap_err();
+    assert_eq!(
+        err,
+        RpcError::Application {
+            method: "checked".into(),
+            message: "-1 is negative".into()
+        }
+    );
+
+    for _ in 0..3 {
+        let err = peer.call::<i64>("boom", ()).await.unwrap_err();
+        assert_eq!(
+            err,
+            RpcError::Panicked {
+                method: "boom".into(),
+                message: "kaboom".into()
+            }
+        );
+    }
+    assert_eq!(peer.invoke(ADD, (2, 2)).await.unwrap(), 4);
+    // The wrong result type is the caller's mistake, reported as such.
+    let err = peer.call::<String>("add", (1i64, 2i64)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_callers_reach_the_same_methods() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let peer = a.peer(b.addr()).await.unwrap();
+    let sum = peer
+        .call_json("add", &serde_json::json!([2, 3]), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sum, serde_json::json!(5));
+    let err = peer
+        .call_json("add", &serde_json::json!(["x"]), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadArguments);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_runs_one_call_at_a_time_and_survives_a_panic() {
+    let a = node("a").await;
+    let b = node("b").await;
+    b.actor("acct", || 0i64)
+        .method("deposit", |balance: &mut i64, amount: i64| {
+            assert!(amount > 0, "deposits are positive");
+            *balance += amount;
+            *balance
+        })
+        .method("balance", |balance: &mut i64, (): ()| *balance)
+        .start();
+    let peer = a.peer(b.addr()).await.unwrap();
+    let deposits = (0..200).map(|_| peer.call::<i64>("acct.deposit", 1i64));
+    let mut seen: Vec<i64> = futures_util::future::join_all(deposits)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<_>>(),
+        "every deposit saw a distinct balance"
+    );
+    let err = peer.call::<i64>("acct.deposit", -5i64).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    // Restarted from its factory.
+    assert_eq!(peer.call::<i64>("acct.balance", ()).await.unwrap(), 0);
+    assert_eq!(peer.call::<i64>("acct.deposit", 7i64).await.unwrap(), 7);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_answers_overloaded() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let (entered_tx, entered_rx) = std_mpsc::channel::<()>();
+    let (release_tx, release_rx) = std_mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let release_rx = Mutex::new(release_rx);
+    b.actor("gate", || ())
+        .mailbox(1)
+        .method("hold", move |(): &mut (), (): ()| {
+            let _ = entered_tx.lock().unwrap().send(());
+            // Blocks the actor until the test releases it; `block_in_place` hands this worker's
+            // other tasks to another thread meanwhile.
+            tokio::task::block_in_place(|| {
+                let _ = release_rx.lock().unwrap().recv_timeout(PATIENCE);
+            });
+        })
+        .start();
+    let peer = a.peer(b.addr()).await.unwrap();
+    let first = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.call::<()>("gate.hold", ()).await }
+    });
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(PATIENCE))
+        .await
+        .unwrap()
+        .unwrap();
+    // The actor is busy: of five more calls, one fits in the mailbox and four are refused.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..5 {
+        let (peer, done_tx) = (peer.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let _ = done_tx.send(
+                peer.call_with::<()>("gate.hold", (), CallOptions::timeout(PATIENCE))
+                    .await,
+            );
+        });
+    }
+    for _ in 0..4 {
+        let refused = done_rx.recv().await.unwrap().unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Overloaded);
+        assert!(
+            refused
+                .to_string()
+                .contains("mailbox of actor `gate` is full"),
+            "{refused}"
+        );
+    }
+    release_tx.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    release_tx.send(()).unwrap();
+    done_rx
+        .recv()
+        .await
+        .unwrap()
+        .expect("the queued call ran once the actor was free");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_calls_fail_promptly_when_the_peer_goes_away() {
+    let a = node("a").await;
+    let config = NodeConfig {
+        name: "b".into(),
+        shutdown_grace: Duration::from_millis(50),
+        ..NodeConfig::default()
+    };
+    let b = Node::start(config).await.unwrap();
+    b.register("sleep", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<u64, String>(ms)
+    });
+    let peer = a.peer(b.addr()).await.unwrap();
+    let options = CallOptions::timeout(Duration::from_secs(60));
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let peer = peer.clone();
+            tokio::spawn(async move { peer.call_with::<u64>("sleep", 60_000u64, options).await })
+        })
+        .collect();
+    // Whether b has started a call or not when it stops, each caller must hear about it.
+    eventually("b to see a", || b.peers().len() == 1).await;
+    let started = Instant::now();
+    tokio::time::timeout(PATIENCE, b.shutdown())
+        .await
+        .expect("shutdown ends");
+    for call in calls {
+        let err = tokio::time::timeout(PATIENCE, call)
+            .await
+            .expect("call ends")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Shutdown | ErrorKind::Disconnected),
+            "expected shutdown or disconnected, got {err}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "no call waited for its deadline"
+    );
+    // The link is gone on a's side too; new calls fail fast instead of hanging.
+    eventually("a to drop the link", || a.peers().is_empty()).await;
+    let err = a.invoke(b.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerUnavailable);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_limit_is_refused_before_sending() {
+    let a = Node::builder("a")
+        .max_frame(64 << 10)
+        .start()
+        .await
+        .unwrap();
+    let b = node("b").await;
+    b.register_fn("echo", |bytes: serde_bytes::ByteBuf| bytes);
+    let peer = a.peer(b.addr()).await.unwrap();
+    let small = serde_bytes::ByteBuf::from(vec![7u8; 1000]);
+    let back: serde_bytes::ByteBuf = peer.call("echo", &small).await.unwrap();
+    assert_eq!(back, small);
+    let big = serde_bytes::ByteBuf::from(vec![7u8; 100 << 10]);
+    let err = peer
+        .call::<serde_bytes::ByteBuf>("echo", &big)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::FrameTooLarge { max, .. } if max == 64 << 10),
+        "{err}"
+    );
+    // b also limits what it sends to a's limit: a large reply becomes an error, not a frame
+    // that a would refuse.
+    b.register_fn("blob", |n: usize| serde_bytes::ByteBuf::from(vec![1u8; n]));
+    let err = peer
+        .call::<serde_bytes::ByteBuf>("blob", 100usize << 10)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("frame limit"), "{err}");
+    assert_eq!(peer.invoke(ADD, (1, 2)).await.unwrap(), 3);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtins_describe_the_node() {
+    let a = node("a").await;
+    let b = node("b").await;
+    b.register_fn("square", |x: i64| x * x)
+        .help("square(x) -> x * x");
+    let peer = a.peer(b.addr()).await.unwrap();
+    let names: Vec<String> = peer.call("system.listMethods", ()).await.unwrap();
+    for name in [
+        "add",
+        "square",
+        "system.listMethods",
+        "system.methodHelp",
+        "system.whoami",
+        "system.peers",
+    ] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "{name} missing from {names:?}"
+        );
+    }
+    let help: String = peer.call("system.methodHelp", "square").await.unwrap();
+    assert_eq!(help, "square(x) -> x * x");
+    let err = peer
+        .call::<String>("system.methodHelp", "nope")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Application);
+    let me: meshrpc::WhoAmI = peer.call("system.whoami", ()).await.unwrap();
+    assert_eq!((me.name.as_str(), me.id), ("b", b.id().to_string()));
+    assert_eq!(me.addr, b.addr().to_string());
+    a.shutdown().await;
+    b.shutdown().await;
+}

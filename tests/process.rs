@@ -1,0 +1,127 @@
+//! Multi-process tests: real `meshrpc node` processes driven by `meshrpc call`.
+
+mod support;
+
+use std::time::Duration;
+
+use meshrpc::{CallOptions, Client, ErrorKind};
+use support::{call, call_ok, wait_until, NodeProc};
+
+#[test]
+fn the_seeds_examples_work_through_the_cli() {
+    let node = NodeProc::start("a", &[]);
+    assert_eq!(call_ok(&node.addr, "add", &["2", "3"]), "5");
+    assert_eq!(call_ok(&node.addr, "square", &["5"]), "25");
+    assert_eq!(call_ok(&node.addr, "cube", &["3"]), "27");
+    assert_eq!(call_ok(&node.addr, "counter.incr", &["4"]), "4");
+    assert_eq!(call_ok(&node.addr, "counter.get", &[]), "4");
+    let methods = call_ok(&node.addr, "system.listMethods", &[]);
+    for name in ["add", "fanout", "counter.incr", "system.whoami"] {
+        assert!(
+            methods.contains(&format!("\"{name}\"")),
+            "{name} missing from {methods}"
+        );
+    }
+    let help = call_ok(&node.addr, "system.methodHelp", &["\"square\""]);
+    assert!(help.contains("x * x"), "{help}");
+}
+
+#[test]
+fn cli_errors_name_their_kind_and_exit_1() {
+    let node = NodeProc::start("a", &[]);
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("nope", &[], "error: method_not_found:"),
+        ("add", &["\"x\"", "3"], "error: bad_arguments:"),
+        (
+            "fail",
+            &["\"disk full\""],
+            "error: application: `fail` failed: disk full",
+        ),
+        ("crash", &[], "error: panicked:"),
+        (
+            "add",
+            &["9223372036854775807", "1"],
+            "error: application: `add` failed: integer overflow",
+        ),
+    ];
+    for (method, args, expected) in cases {
+        let out = call(&node.addr, method, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{method}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{method}: expected `{expected}` in {stderr}"
+        );
+    }
+    // The node kept serving through all of it.
+    assert_eq!(call_ok(&node.addr, "add", &["1", "1"]), "2");
+    let out = call("127.0.0.1:1", "add", &["1", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error: peer_unavailable:"));
+}
+
+fn peer_count(addr: &str) -> usize {
+    let out = call(addr, "system.peers", &[]);
+    if !out.status.success() {
+        return 0;
+    }
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    peers.as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn three_processes_call_each_other_in_both_directions() {
+    let a = NodeProc::start("a", &[]);
+    let b = NodeProc::start("b", &["--seed", &a.addr]);
+    let c = NodeProc::start("c", &["--seed", &a.addr, "--seed", &b.addr]);
+    for node in [&a, &b, &c] {
+        wait_until(&format!("{} to see two peers", node.name), || {
+            peer_count(&node.addr) == 2
+        });
+    }
+    let from_a: serde_json::Value =
+        serde_json::from_str(&call_ok(&a.addr, "fanout", &["\"add\"", "[20, 22]"])).unwrap();
+    assert_eq!(from_a, serde_json::json!({"b": 42, "c": 42}));
+    let from_c: serde_json::Value =
+        serde_json::from_str(&call_ok(&c.addr, "fanout", &["\"system.whoami\"", "[]"])).unwrap();
+    assert_eq!(from_c["a"]["name"], "a");
+    assert_eq!(from_c["b"]["addr"], b.addr.as_str());
+    // Errors travel back per peer.
+    let failed: serde_json::Value =
+        serde_json::from_str(&call_ok(&b.addr, "fanout", &["\"nope\"", "[]"])).unwrap();
+    assert_eq!(failed["a"]["error"]["kind"], "method_not_found");
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly_and_its_peers_notice() {
+    let a = NodeProc::start("a", &[]);
+    let mut b = NodeProc::start("b", &["--seed", &a.addr]);
+    wait_until("a to see b", || peer_count(&a.addr) == 1);
+    b.signal("TERM");
+    let status = b.wait_exit();
+    assert!(status.success(), "b exited with {status}");
+    wait_until("a to drop its link to b", || peer_count(&a.addr) == 0);
+}
+
+#[test]
+fn a_node_killed_mid_call_fails_the_call_with_disconnected() {
+    let node = NodeProc::start("victim", &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&node.addr).await.unwrap();
+        // The deadline is far away: the call must end because the link dies, not by timing out.
+        let options = CallOptions::timeout(Duration::from_secs(60));
+        let pending = client.call_with::<u64>("sleep", 60_000u64, options);
+        // `join!` polls the call first, which queues its request; whether or not the node
+        // has read it when it dies, the caller must see the link drop, not wait 60 s.
+        let kill = async {
+            tokio::task::yield_now().await;
+            node.signal("KILL");
+        };
+        let (result, ()) =
+            tokio::time::timeout(support::PATIENCE, async { tokio::join!(pending, kill) })
+                .await
+                .expect("the pending call ended");
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Disconnected);
+    });
+}

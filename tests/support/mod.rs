@@ -1,0 +1,121 @@
+//! Test support: real `meshrpc` processes that are always killed, and bounded waiting.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshrpc");
+
+/// How long anything in a test may take before the test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `meshrpc node`, killed when dropped (also when the test panics).
+pub struct NodeProc {
+    pub name: String,
+    pub addr: String,
+    child: Child,
+}
+
+impl NodeProc {
+    /// Starts `meshrpc node --name NAME --listen 127.0.0.1:0 EXTRA...` and waits for its
+    /// `listening on` line.
+    pub fn start(name: &str, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(BIN)
+            .args(["node", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meshrpc node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut node = NodeProc {
+            name: name.to_owned(),
+            addr: String::new(),
+            child,
+        };
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("node printed its address in time");
+        node.addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from {name}: {line:?}"))
+            .to_owned();
+        node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) with the system's `kill`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+        assert!(status.expect("run kill").success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, at most `PATIENCE`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {PATIENCE:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `meshrpc call ADDR METHOD ARGS...`.
+pub fn call(addr: &str, method: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["call", "--timeout-ms", "10000", addr, method])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc call")
+}
+
+/// `meshrpc call` that must succeed; returns its stdout, trimmed.
+pub fn call_ok(addr: &str, method: &str, args: &[&str]) -> String {
+    let out = call(addr, method, args);
+    assert!(
+        out.status.success(),
+        "meshrpc call {method} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Polls `check` until it returns true, failing the test after `PATIENCE`.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
