@@ -258,7 +258,7 @@ impl Client {
             .await
             {
                 Ok(Dialed::Accepted(socket, theirs)) => {
-                    return Ok(Client::start(socket, &theirs, config))
+                    return Ok(Client::start(*socket, &theirs, config))
                 }
                 Ok(Dialed::Duplicate(_)) => {
                     last = RpcError::Protocol(format!(

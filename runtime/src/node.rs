@@ -532,7 +532,7 @@ impl Core {
         .await?
         {
             Dialed::Accepted(socket, theirs) => {
-                let conn = self.start_link(socket, &theirs, true, None);
+                let conn = self.start_link(*socket, &theirs, true, None);
                 Ok(self.peers.admission().outbound(conn))
             }
             Dialed::Duplicate(id) => self

@@ -77,7 +77,7 @@ pub(crate) fn peer_info(hello: &Hello, remote: SocketAddr) -> PeerInfo {
 /// What a successful dial learned.
 pub(crate) enum Dialed {
     /// The acceptor kept this link.
-    Accepted(Socket, Hello),
+    Accepted(Box<Socket>, Hello),
     /// The acceptor has (or is completing) another link to us with this peer id: use that one.
     Duplicate(NodeId),
 }
@@ -118,7 +118,7 @@ pub(crate) async fn dial(
         Ok(Ok(reply)) => reply,
     };
     match reply.verdict {
-        Verdict::Accept => Ok(Dialed::Accepted(socket, reply.hello)),
+        Verdict::Accept => Ok(Dialed::Accepted(Box::new(socket), reply.hello)),
         Verdict::Duplicate => Ok(Dialed::Duplicate(reply.hello.id)),
         Verdict::Refuse(reason) => Err(unavailable(format!(
             "refused by {}: {reason}",
