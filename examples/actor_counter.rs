@@ -35,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
             c.value = to;
             Ok(to)
         })
-        .method("explode", |_: &mut Counter, (): ()| -> i64 { panic!("the counter exploded") })
+        .method("explode", |_: &mut Counter, (): ()| -> i64 {
+            panic!("the counter exploded")
+        })
         .start();
 
     let caller = Node::builder("caller").start().await?;
@@ -47,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
     let (value, calls): (i64, u64) = peer.call("counter.get", ()).await?;
     println!("after 1000 concurrent incr(1): value {value}, calls {calls}");
 
-    let err = peer.call::<i64>("counter.reset_to", -1i64).await.unwrap_err();
+    let err = peer
+        .call::<i64>("counter.reset_to", -1i64)
+        .await
+        .unwrap_err();
     println!("reset_to(-1): {err}");
     let err = peer.call::<i64>("counter.explode", ()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked);

@@ -13,8 +13,12 @@ use meshrpc::{Client, Method, Node};
 const ADD: Method<(i64, i64), i64> = Method::new("add");
 
 async fn server(listen: &str) -> anyhow::Result<Node> {
-    let node = Node::builder("server").listen(listen.parse()?).start().await?;
-    node.serve_fn(ADD, |(a, b)| a + b).help("add(a, b) -> a + b");
+    let node = Node::builder("server")
+        .listen(listen.parse()?)
+        .start()
+        .await?;
+    node.serve_fn(ADD, |(a, b)| a + b)
+        .help("add(a, b) -> a + b");
     Ok(node)
 }
 

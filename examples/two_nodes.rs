@@ -10,14 +10,18 @@ use meshrpc::Node;
 
 async fn start(name: &'static str) -> anyhow::Result<Node> {
     let node = Node::builder(name).start().await?;
-    node.register_fn("hello", move |who: String| format!("{name} says hello to {who}"));
+    node.register_fn("hello", move |who: String| {
+        format!("{name} says hello to {who}")
+    });
     // `relay(msg)` asks the other node to say hello: a call made from inside a handler.
     let weak = node.downgrade();
     node.register("relay", move |(peer, who): (String, String)| {
         let node = weak.upgrade();
         async move {
             let node = node.ok_or("node stopped")?;
-            node.call::<String>(peer.as_str(), "hello", who).await.map_err(|e| e.to_string())
+            node.call::<String>(peer.as_str(), "hello", who)
+                .await
+                .map_err(|e| e.to_string())
         }
     });
     Ok(node)
@@ -37,9 +41,19 @@ async fn main() -> anyhow::Result<()> {
 
     let on_alpha = alpha.peers();
     let on_beta = beta.peers();
-    println!("links: alpha has {}, beta has {}", on_alpha.len(), on_beta.len());
-    println!("alpha sees beta at {} (beta's listen address: alpha dialed)", on_alpha[0].remote);
-    println!("beta sees alpha at {} (an ephemeral port: the same TCP connection)", on_beta[0].remote);
+    println!(
+        "links: alpha has {}, beta has {}",
+        on_alpha.len(),
+        on_beta.len()
+    );
+    println!(
+        "alpha sees beta at {} (beta's listen address: alpha dialed)",
+        on_alpha[0].remote
+    );
+    println!(
+        "beta sees alpha at {} (an ephemeral port: the same TCP connection)",
+        on_beta[0].remote
+    );
 
     alpha.shutdown().await;
     beta.shutdown().await;

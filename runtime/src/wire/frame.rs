@@ -227,19 +227,36 @@ mod tests {
         let bytes = frame.finish(1 << 20).unwrap();
         assert_eq!(
             &bytes[..],
-            &[0, 0, 0, 13, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00, 0x04, 0x06]
+            &[
+                0, 0, 0, 13, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00,
+                0x04, 0x06
+            ]
         );
-        let response = Header::Response { id: 1, outcome: Ok(Encoding::Bincode) };
+        let response = Header::Response {
+            id: 1,
+            outcome: Ok(Encoding::Bincode),
+        };
         let mut frame = FrameBuf::new(&response).unwrap();
         codec::encode_into(&5i64, frame.body_mut()).unwrap();
-        assert_eq!(&frame.finish(1 << 20).unwrap()[..], &[0, 0, 0, 5, 0x02, 0x01, 0x00, 0x00, 0x0A]);
+        assert_eq!(
+            &frame.finish(1 << 20).unwrap()[..],
+            &[0, 0, 0, 5, 0x02, 0x01, 0x00, 0x00, 0x0A]
+        );
         let failure = Header::Response {
             id: 1,
             outcome: Err(RemoteError::new(ErrorKind::MethodNotFound, "x")),
         };
         let frame = FrameBuf::new(&failure).unwrap();
-        assert_eq!(&frame.finish(1 << 20).unwrap()[..], &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']);
-        let hello = Hello { id: NodeId(7), name: "a".into(), listen: None, max_frame: 1024 };
+        assert_eq!(
+            &frame.finish(1 << 20).unwrap()[..],
+            &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']
+        );
+        let hello = Hello {
+            id: NodeId(7),
+            name: "a".into(),
+            listen: None,
+            max_frame: 1024,
+        };
         assert_eq!(
             &encode_handshake(&hello).unwrap()[..],
             &[0, 0, 0, 13, b'M', b'R', b'P', b'C', 0, 1, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00, 0x04]
