@@ -32,7 +32,8 @@ impl NodeProcess {
         for seed in seeds {
             command.args(["--seed", &seed.addr]);
         }
-        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        // Quiet by default: the demo checks every step itself, and `crash()` would log a panic.
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "off".to_owned());
         let mut child = command
             .env("RUST_LOG", log)
             .stdout(Stdio::piped())

@@ -445,3 +445,61 @@ async fn builtins_describe_the_node() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_arrive_without_replies() {
+    let a = node("a").await;
+    let b = node("b").await;
+    b.actor("tally", || 0u64)
+        .method("add", |n: &mut u64, by: u64| *n += by)
+        .method("get", |n: &mut u64, (): ()| *n)
+        .start();
+    for _ in 0..10 {
+        a.cast(b.addr(), "tally.add", 3u64).await.unwrap();
+    }
+    // A cast to a missing method is only logged by the callee; the link stays up.
+    a.cast(b.addr(), "no.such.method", ()).await.unwrap();
+    let peer = a.peer(b.addr()).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // Casts and calls share one ordered link and the actor serves its mailbox in order, so
+        // the first `get` already sees every cast; the loop only guards against a regression.
+        let total: u64 = peer.call("tally.get", ()).await.unwrap();
+        if total == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "casts never all arrived: {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    b.register("slow", move |ms: u64| {
+        let _ = entered_tx.send(());
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<u64, String>(ms)
+        }
+    });
+    let peer = a.peer(b.addr()).await.unwrap();
+    let running = tokio::spawn(async move { peer.call::<u64>("slow", 200u64).await });
+    entered.recv().await.unwrap();
+    b.shutdown().await;
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        200,
+        "the running call finished within the grace period"
+    );
+    let err = b.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Shutdown);
+    a.shutdown().await;
+}
