@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use meshrpc::wire::{self, Hello, HelloReply, NodeId, Verdict, MAGIC, PROTOCOL_VERSION};
-use meshrpc::{Client, Node, NodeConfig};
+use meshrpc::wire::{
+    self, Greeting, Hello, Identity, NodeId, Verdict, Welcome, MAGIC, PROTOCOL_VERSION,
+};
+use meshrpc::{Client, ErrorKind, Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -39,41 +42,58 @@ async fn expect_closed(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 fn client_hello() -> Hello {
-    Hello {
+    let identity = Identity {
         id: NodeId(1),
         name: "raw".into(),
         listen: None,
         max_frame: 1 << 20,
+        incarnation: 0,
+    };
+    Hello {
+        identity,
+        nonce: [0; 16],
+        proof: None,
     }
+}
+
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let len = stream.read_u32().await.unwrap() as usize;
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+/// Connects and reads the node's greeting.
+async fn greeted(node: &Node) -> TcpStream {
+    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    let greeting: Greeting = wire::decode_handshake(&read_frame(&mut stream).await).unwrap();
+    assert_eq!(greeting.identity.name, "target");
+    stream
 }
 
 /// Connects and completes the handshake by hand.
 async fn handshaken(node: &Node) -> TcpStream {
-    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    let mut stream = greeted(node).await;
     stream
         .write_all(&wire::encode_handshake(&client_hello()).unwrap())
         .await
         .unwrap();
-    let len = stream.read_u32().await.unwrap() as usize;
-    let mut payload = vec![0; len];
-    stream.read_exact(&mut payload).await.unwrap();
-    let reply: HelloReply = wire::decode_handshake(&payload).unwrap();
-    assert_eq!(reply.verdict, Verdict::Accept);
-    assert_eq!(reply.hello.name, "target");
+    let welcome: Welcome = wire::decode_handshake(&read_frame(&mut stream).await).unwrap();
+    assert_eq!(welcome.verdict, Verdict::Accept);
     stream
 }
 
 #[tokio::test]
 async fn garbage_instead_of_a_handshake_is_dropped() {
     let node = node().await;
-    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    let mut stream = greeted(&node).await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     assert!(
         expect_closed(&mut stream).await.is_empty(),
-        "no reply to a non-meshrpc peer"
+        "no welcome for a non-meshrpc peer"
     );
     still_serves(&node).await;
     node.shutdown().await;
@@ -84,7 +104,7 @@ async fn wrong_magic_is_dropped() {
     let node = node().await;
     let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
     frame[4..8].copy_from_slice(b"HTTP");
-    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    let mut stream = greeted(&node).await;
     stream.write_all(&frame).await.unwrap();
     assert!(expect_closed(&mut stream).await.is_empty());
     still_serves(&node).await;
@@ -92,35 +112,62 @@ async fn wrong_magic_is_dropped() {
 }
 
 #[tokio::test]
-async fn wrong_version_is_refused_with_a_readable_reason() {
+async fn a_dialer_with_another_version_is_dropped() {
     let node = node().await;
     let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
     frame[8..10].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
-    let mut stream = TcpStream::connect(node.addr()).await.unwrap();
+    let mut stream = greeted(&node).await;
     stream.write_all(&frame).await.unwrap();
-    let reply = expect_closed(&mut stream).await;
-    assert!(reply.len() > 10, "a refusal comes back before the close");
-    assert_eq!(&reply[4..8], &MAGIC);
-    let reply: HelloReply = wire::decode_handshake(&reply[4..]).unwrap();
-    match reply.verdict {
-        Verdict::Refuse(reason) => assert!(
-            reason.contains(&format!(
-                "peer speaks {}, this node speaks {PROTOCOL_VERSION}",
-                PROTOCOL_VERSION + 1
-            )),
-            "{reason}"
-        ),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    assert!(expect_closed(&mut stream).await.is_empty());
     still_serves(&node).await;
     node.shutdown().await;
 }
 
 #[tokio::test]
+async fn an_acceptor_with_another_version_is_reported_as_such() {
+    // A fake node from the future: greets in version 2, then records what the dialer sends.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let identity = Identity {
+            id: NodeId(2),
+            name: "future".into(),
+            listen: None,
+            max_frame: 1024,
+            incarnation: 0,
+        };
+        let mut frame = wire::encode_handshake(&Greeting {
+            identity,
+            nonce: [0; 16],
+        })
+        .unwrap()
+        .to_vec();
+        frame[8..10].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+        stream.write_all(&frame).await.unwrap();
+        expect_closed(&mut stream).await
+    });
+    let err = Client::connect(&addr.to_string())
+        .await
+        .err()
+        .expect("the handshake fails");
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    let expected = format!(
+        "version mismatch: peer speaks {}, this node speaks {PROTOCOL_VERSION}",
+        PROTOCOL_VERSION + 1
+    );
+    assert!(err.to_string().contains(&expected), "{err}");
+    // The dialer still sent its own hello, so the other side can report the mismatch too.
+    let sent = tokio::time::timeout(PATIENCE, fake).await.unwrap().unwrap();
+    assert_eq!(&sent[4..8], &MAGIC);
+    assert_eq!(u16::from_be_bytes([sent[8], sent[9]]), PROTOCOL_VERSION);
+}
+
+#[tokio::test]
 async fn a_silent_or_half_handshake_is_dropped_after_the_timeout() {
     let node = node().await;
-    let mut silent = TcpStream::connect(node.addr()).await.unwrap();
-    let mut half = TcpStream::connect(node.addr()).await.unwrap();
+    let mut silent = greeted(&node).await;
+    let mut half = greeted(&node).await;
     let hello = wire::encode_handshake(&client_hello()).unwrap();
     half.write_all(&hello[..hello.len() / 2]).await.unwrap();
     assert!(expect_closed(&mut silent).await.is_empty());

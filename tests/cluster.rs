@@ -394,8 +394,10 @@ async fn a_frame_over_the_limit_is_refused_before_sending() {
         .call::<serde_bytes::ByteBuf>("echo", &big)
         .await
         .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FrameTooLarge);
     assert!(
-        matches!(err, RpcError::FrameTooLarge { max, .. } if max == 64 << 10),
+        err.to_string()
+            .contains(&format!("limit of {} bytes", 64 << 10)),
         "{err}"
     );
     // b also limits what it sends to a's limit: a large reply becomes an error, not a frame
@@ -502,4 +504,46 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
     let err = b.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Shutdown);
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_dialed_at_another_address_keeps_its_one_link() {
+    // b listens on every interface, so 127.0.0.2 reaches it too, though it advertises 127.0.0.1.
+    let b = Node::builder("b")
+        .listen("0.0.0.0:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    b.serve_fn(ADD, |(a, b)| a + b);
+    let a = node("a").await;
+    assert_eq!(a.invoke(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
+    let link = b.peers()[0].remote;
+    let alias: std::net::SocketAddr = format!("127.0.0.2:{}", b.addr().port()).parse().unwrap();
+    for i in 0..10 {
+        assert_eq!(a.invoke(alias, ADD, (i, 1)).await.unwrap(), i + 1);
+    }
+    assert_eq!(b.peers().len(), 1);
+    assert_eq!(
+        b.peers()[0].remote,
+        link,
+        "the first link was never replaced"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_method_names_get_errors_not_a_dead_link() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let peer = a.peer(b.addr()).await.unwrap();
+    // Multi-byte characters across the point where error messages are cut.
+    for len in [2040, 2043, 2044, 5000] {
+        let name = "é".repeat(len);
+        let err = peer.call::<()>(&name, ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MethodNotFound);
+    }
+    assert_eq!(peer.invoke(ADD, (2, 2)).await.unwrap(), 4);
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -210,7 +210,11 @@ async fn run<S: 'static>(
             _ = stop.cancelled() => break,
             msg = mailbox.recv() => match msg { Some(msg) => msg, None => break },
         };
-        if msg.method.invoke(&mut state, msg.call) {
+        // `invoke` catches the method's own panics; this also covers decoding and encoding
+        // (user Serialize/Deserialize code), so no panic can end the actor.
+        let panicked = catch_unwind(AssertUnwindSafe(|| msg.method.invoke(&mut state, msg.call)))
+            .unwrap_or(true);
+        if panicked {
             warn!(actor = %name, "a method panicked; restarting the actor from its factory");
             match build(&name, &factory) {
                 Some(fresh) => state = fresh,

@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use crate::connection::{Connection, Parts};
 use crate::methods::{Method, Methods};
 use crate::serve::{decode_result, ServeCtx};
-use crate::transport::{self, Dialed};
-use crate::wire::{Encoding, Hello, NodeId};
+use crate::transport::{self, Local};
+use crate::wire::{Encoding, Identity, NodeId};
 use crate::{NodeConfig, RpcError};
 
 /// Who is at the other end of a link.
@@ -31,6 +31,8 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
     /// The socket address the link comes from.
     pub remote: SocketAddr,
+    /// When the peer's current run started (ms since the Unix epoch); larger is newer.
+    pub incarnation: u64,
 }
 
 /// How to reach a peer: by address, by name (of a connected peer, or `host:port` to resolve),
@@ -231,47 +233,62 @@ impl Client {
         .await
     }
 
-    /// Connects with the timeouts, frame limit and name of `config` (the rest is unused).
+    /// Connects with the name, cookie, timeouts and limits of `config` (its listen address,
+    /// seeds and mailbox are unused).
+    ///
+    /// # Errors
+    /// `PeerUnavailable` if the node cannot be reached or refuses us (a cookie mismatch, for
+    /// one), `Protocol` if the handshake fails, `Shutdown`-free otherwise.
     pub async fn connect_with(addr: &str, config: &NodeConfig) -> Result<Client, RpcError> {
         let unavailable = |reason: String| RpcError::PeerUnavailable {
             peer: addr.to_owned(),
             reason,
         };
+        config
+            .validate()
+            .map_err(|e| unavailable(format!("invalid client configuration: {e}")))?;
         let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| unavailable(format!("cannot resolve: {e}")))?
             .collect();
-        let hello = Hello {
+        let identity = Identity {
             id: NodeId::random(),
             name: config.name.clone(),
             listen: None,
             max_frame: config.max_frame as u32,
+            incarnation: 0,
+        };
+        let local = Local {
+            identity: &identity,
+            cookie: config.cookie.as_deref(),
+            timeout: config.handshake_timeout,
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {
-            match transport::dial(
-                target,
-                &hello,
-                config.connect_timeout,
-                config.handshake_timeout,
-            )
-            .await
-            {
-                Ok(Dialed::Accepted(socket, theirs)) => {
-                    return Ok(Client::start(*socket, &theirs, config))
-                }
-                Ok(Dialed::Duplicate(_)) => {
-                    last = RpcError::Protocol(format!(
-                        "{target} answered a client's hello with `Duplicate`"
-                    ));
-                }
+            match Client::handshake(target, local, config).await {
+                Ok(client) => return Ok(client),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    fn start(socket: transport::Socket, theirs: &Hello, config: &NodeConfig) -> Client {
+    async fn handshake(
+        target: SocketAddr,
+        local: Local<'_>,
+        config: &NodeConfig,
+    ) -> Result<Client, RpcError> {
+        let mut socket = transport::connect(target, config.connect_timeout).await?;
+        let greeting = transport::read_greeting(&mut socket, local).await?;
+        if !transport::introduce(&mut socket, local, &greeting).await? {
+            return Err(RpcError::Protocol(format!(
+                "{target} answered a client's hello with `Duplicate`"
+            )));
+        }
+        Ok(Client::start(socket, &greeting.identity, config))
+    }
+
+    fn start(socket: transport::Socket, theirs: &Identity, config: &NodeConfig) -> Client {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ctx = ServeCtx {
@@ -289,8 +306,10 @@ impl Client {
             outbound: true,
             max_frame: config.max_frame.min(theirs.max_frame as usize),
             max_frame_in: config.max_frame,
+            heartbeat: config.heartbeat,
+            silence: config.down_after,
         };
-        let conn = Connection::start(parts, None, ctx, token.child_token(), |_| {});
+        let conn = Connection::start(parts, None, ctx, token.child_token(), |_, _| {});
         let peer = Peer {
             conn,
             default_timeout: config.default_timeout,
@@ -301,7 +320,7 @@ impl Client {
 
     /// Closes the connection and waits for its tasks to end.
     pub async fn close(self) {
-        self.peer.conn.close("client closed");
+        self.peer.conn.close("client closed", false);
         self.tasks.close();
         self.tasks.wait().await;
     }

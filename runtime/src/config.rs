@@ -4,14 +4,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Settings of one node. Every bound in the runtime comes from here.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The node's name, shown to peers and in logs. Default: `node`.
     pub name: String,
     /// Where to listen. Default: `127.0.0.1:0` (a free loopback port).
     pub listen: SocketAddr,
     /// The address peers are told to dial; default: the bound address, with an unspecified
-    /// IP (0.0.0.0) replaced by loopback so a node never advertises an address nobody can dial.
+    /// IP (0.0.0.0) replaced by 127.0.0.1. Set it when peers on other hosts (or behind a
+    /// proxy) must dial another address.
     pub advertise: Option<SocketAddr>,
     /// Peers to connect to at start (`HOST:PORT`), retried with backoff until reached.
     pub seeds: Vec<String>,
@@ -30,8 +31,17 @@ pub struct NodeConfig {
     pub mailbox: usize,
     /// On shutdown, how long running requests may take to finish. Default 5 s.
     pub shutdown_grace: Duration,
-    /// Longest wait between two attempts to reach a seed. Default 2 s.
+    /// Longest wait between two attempts to reach a seed or a lost peer. Default 2 s.
     pub reconnect_max: Duration,
+    /// Idle time after which a link carries a heartbeat. Default 1 s.
+    pub heartbeat: Duration,
+    /// Silence after which a link is dropped, and how long a lost peer stays `suspect`
+    /// before it is `down`. Default 5 s; must exceed twice the heartbeat.
+    pub down_after: Duration,
+    /// The cluster cookie: when set, both ends of every link must prove they know it (an
+    /// HMAC challenge-response; the secret never crosses the wire). Default: none, anyone
+    /// may connect.
+    pub cookie: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -49,7 +59,32 @@ impl Default for NodeConfig {
             mailbox: 1024,
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
+            down_after: Duration::from_secs(5),
+            cookie: None,
         }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("max_frame", &self.max_frame)
+            .field("default_timeout", &self.default_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("mailbox", &self.mailbox)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("heartbeat", &self.heartbeat)
+            .field("down_after", &self.down_after)
+            .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -65,6 +100,15 @@ impl NodeConfig {
         }
         if self.max_in_flight == 0 || self.mailbox == 0 {
             return Err("max_in_flight and mailbox must be at least 1".to_owned());
+        }
+        if self.heartbeat < Duration::from_millis(10) || self.down_after <= self.heartbeat * 2 {
+            return Err(format!(
+                "heartbeat must be at least 10 ms and down_after more than twice it, got {:?} and {:?}",
+                self.heartbeat, self.down_after
+            ));
+        }
+        if self.cookie.as_deref() == Some("") {
+            return Err("the cookie must not be empty".to_owned());
         }
         if self.name.is_empty() {
             return Err("the node name must not be empty".to_owned());

@@ -3,10 +3,12 @@
 //! The [`Connection`] handle is cheap to clone; callers use it to send requests and casts. The
 //! reader routes responses to waiting callers and hands requests to [`crate::serve`]. The
 //! writer owns the socket's write half and drains a queue of ready-made frames, coalescing
-//! them into few writes. Both tasks stop when the connection's token is cancelled (node
-//! shutdown, replacement by the tie-break) or the socket closes; every call still pending then
-//! fails with `Disconnected` at once.
+//! them into few writes, and sends a `Ping` when the link has been idle for a heartbeat. Both
+//! tasks stop when the connection's token is cancelled (node shutdown, replacement by the
+//! tie-break), the socket closes, or the peer stays silent too long; every call still pending
+//! then fails with `Disconnected` at once.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// What a waiting caller receives: the result's encoding and bytes, or the callee's error.
 pub(crate) type Reply = Result<(Encoding, Bytes), RemoteError>;
 
+/// A frame for the writer. `reply` frames answer a request admitted by [`serve`]: the
+/// request stops counting against the in-flight limit only once its reply is written, so a
+/// peer that does not read cannot make replies pile up past that limit.
+pub(crate) struct Outgoing {
+    pub(crate) frame: Bytes,
+    pub(crate) reply: bool,
+}
+
 /// State shared by a connection's handle, its reader and its writer.
 pub(crate) struct Shared {
     /// Who is at the other end.
@@ -43,25 +53,27 @@ pub(crate) struct Shared {
     /// Largest frame sent on this link: the smaller of our limit and the peer's.
     pub(crate) max_frame: usize,
     /// Frames for the writer. Unbounded by type, bounded in use: requests wait for their reply
-    /// (so callers bound them), and replies are bounded by `max_in_flight` admitted requests.
-    out: mpsc::UnboundedSender<Bytes>,
+    /// (so callers bound them), and replies by `max_in_flight` (see [`Outgoing`]).
+    out: mpsc::UnboundedSender<Outgoing>,
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
-    /// the caller's drop guard; the reader clears the table when the link closes.
+    /// the caller's drop guard; the link clears the table when it closes.
     pending: DashMap<u64, oneshot::Sender<Reply>>,
     next_id: AtomicU64,
     /// Calls in flight both ways; the writer coalesces writes while it is above one.
     pub(crate) in_flight: AtomicUsize,
-    /// Requests from the peer admitted and not yet answered.
+    /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: AtomicUsize,
+    /// Frames read so far; the silence check compares it between ticks.
+    frames_read: AtomicU64,
     closed: AtomicBool,
     /// Cancelled to close the link; child of the node's token.
     token: CancellationToken,
 }
 
 impl Shared {
-    /// Queues a finished frame for the writer; false once the link is closed.
-    pub(crate) fn out_send(&self, frame: Bytes) -> bool {
-        self.out.send(frame).is_ok()
+    /// Queues a frame for the writer; false once the link is closed.
+    pub(crate) fn out_send(&self, frame: Bytes, reply: bool) -> bool {
+        self.out.send(Outgoing { frame, reply }).is_ok()
     }
 }
 
@@ -69,6 +81,40 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
+}
+
+/// Why a link closed, as its `on_close` callback sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// This node closed it (shutdown, replaced by the tie-break).
+    Locally,
+    /// The peer closed the socket without a goodbye.
+    ByPeer,
+    /// The peer said goodbye; `leaving` when it is leaving the cluster.
+    Goodbye { reason: String, leaving: bool },
+    /// Nothing arrived for this long.
+    Silent(Duration),
+    /// A read or decode failed.
+    Failed(String),
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::Locally => f.write_str("closed by this node"),
+            Closed::ByPeer => f.write_str("the peer closed the connection"),
+            Closed::Goodbye {
+                reason,
+                leaving: true,
+            } => write!(f, "the peer left: {reason}"),
+            Closed::Goodbye {
+                reason,
+                leaving: false,
+            } => write!(f, "the peer said goodbye: {reason}"),
+            Closed::Silent(after) => write!(f, "nothing heard from the peer for {after:?}"),
+            Closed::Failed(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// Everything needed to start a connection's tasks once the handshake is done.
@@ -81,22 +127,30 @@ pub(crate) struct Parts {
     pub(crate) max_frame: usize,
     /// Largest frame accepted: ours.
     pub(crate) max_frame_in: usize,
+    /// Idle time after which the writer sends a `Ping`.
+    pub(crate) heartbeat: Duration,
+    /// Silence after which the link is considered dead.
+    pub(crate) silence: Duration,
 }
 
 impl Connection {
-    /// Starts the reader and writer through the node's tracker. `first` (the handshake reply,
-    /// on the accepting side) is queued before anyone else can send. `on_close` runs once the
-    /// reader has stopped and every pending call has failed.
+    /// Starts the reader and writer through the node's tracker. `first` (the handshake's
+    /// last frame, on the accepting side) is queued before anyone else can send. `on_close`
+    /// runs once the reader has stopped and every pending call has failed, even if the
+    /// reader panicked.
     pub(crate) fn start(
         parts: Parts,
         first: Option<Bytes>,
         ctx: ServeCtx,
         token: CancellationToken,
-        on_close: impl FnOnce(&Connection) + Send + 'static,
+        on_close: impl FnOnce(&Connection, &Closed) + Send + 'static,
     ) -> Connection {
         let (out, out_rx) = mpsc::unbounded_channel();
         if let Some(frame) = first {
-            let _ = out.send(frame); // the receiver is alive: it is in scope
+            let _ = out.send(Outgoing {
+                frame,
+                reply: false,
+            }); // the receiver is in scope
         }
         let shared = Arc::new(Shared {
             peer: parts.peer,
@@ -108,28 +162,32 @@ impl Connection {
             next_id: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             inbound: AtomicUsize::new(0),
+            frames_read: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             token,
         });
         let conn = Connection { shared };
-        let tasks = ctx.tasks.clone();
         let Socket {
             mut reader, writer, ..
         } = parts.socket;
         reader
             .decoder_mut()
             .set_max_frame_length(parts.max_frame_in);
-        tasks.spawn(write_loop(conn.shared.clone(), out_rx, writer));
-        let reader_conn = conn.clone();
+        let tasks = ctx.tasks.clone();
+        tasks.spawn(write_loop(
+            conn.shared.clone(),
+            out_rx,
+            writer,
+            parts.heartbeat,
+        ));
+        let mut guard = CloseGuard {
+            conn: conn.clone(),
+            why: Closed::Failed("the reader panicked".into()),
+            on_close: Some(on_close),
+        };
         tasks.spawn(async move {
-            let result = read_loop(&reader_conn.shared, reader, &ctx).await;
-            let peer = &reader_conn.shared.peer;
-            match result {
-                Ok(reason) => debug!(peer = %peer.name, %reason, "link closed"),
-                Err(error) => warn!(peer = %peer.name, %error, "link closed"),
-            }
-            reader_conn.shutdown();
-            on_close(&reader_conn);
+            let why = read_loop(&guard.conn.shared, reader, &ctx, parts.silence).await;
+            guard.because(why);
         });
         conn
     }
@@ -148,12 +206,13 @@ impl Connection {
     }
 
     /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
-    pub(crate) fn close(&self, reason: &str) {
+    pub(crate) fn close(&self, reason: &str, leaving: bool) {
         if let Ok(frame) = FrameBuf::new(&Header::Goodbye {
             reason: reason.into(),
+            leaving,
         }) {
             if let Ok(bytes) = frame.finish(self.shared.max_frame) {
-                let _ = self.shared.out.send(bytes); // writer gone: the link is closing anyway
+                self.shared.out_send(bytes, false);
             }
         }
         self.shutdown();
@@ -166,11 +225,6 @@ impl Connection {
         // Dropping the senders wakes each waiting caller with `Disconnected`. A caller that
         // inserts after this sees `closed` and removes its own entry.
         self.shared.pending.clear();
-    }
-
-    /// Queues a finished frame for the writer.
-    pub(crate) fn send_frame(&self, frame: Bytes) -> bool {
-        self.shared.out_send(frame)
     }
 
     /// Sends a request and waits for its reply, at most `timeout`.
@@ -197,7 +251,7 @@ impl Connection {
         shared.pending.insert(id, tx);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = PendingGuard { shared, id };
-        if self.is_closed() || !self.send_frame(frame) {
+        if self.is_closed() || !shared.out_send(frame, false) {
             return Err(self.disconnected(method));
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -223,7 +277,7 @@ impl Connection {
             encoding,
         };
         let frame = self.encode(&header, encoding, args, method)?;
-        if self.is_closed() || !self.send_frame(frame) {
+        if self.is_closed() || !self.shared.out_send(frame, false) {
             return Err(self.disconnected(method));
         }
         Ok(())
@@ -243,9 +297,9 @@ impl Connection {
         let mut frame = FrameBuf::new(header).map_err(bad_args)?;
         serve::encode_body(encoding, args, frame.body_mut()).map_err(bad_args)?;
         let max = self.shared.max_frame;
-        frame
-            .finish(max)
-            .map_err(|size| RpcError::FrameTooLarge { size, max })
+        frame.finish(max).map_err(|size| RpcError::FrameTooLarge {
+            message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
+        })
     }
 
     fn disconnected(&self, method: &str) -> RpcError {
@@ -269,27 +323,74 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Reads frames until the link closes; returns why it closed cleanly, or the error.
+/// Closes the link and runs `on_close` when the reader task ends, however it ends.
+struct CloseGuard<F: FnOnce(&Connection, &Closed)> {
+    conn: Connection,
+    why: Closed,
+    on_close: Option<F>,
+}
+
+impl<F: FnOnce(&Connection, &Closed)> CloseGuard<F> {
+    fn because(&mut self, why: Closed) {
+        self.why = why;
+    }
+}
+
+impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
+    fn drop(&mut self) {
+        let peer = &self.conn.shared.peer;
+        match &self.why {
+            Closed::Failed(_) | Closed::Silent(_) => {
+                warn!(peer = %peer.name, reason = %self.why, "link closed")
+            }
+            _ => debug!(peer = %peer.name, reason = %self.why, "link closed"),
+        }
+        self.conn.shutdown();
+        if let Some(on_close) = self.on_close.take() {
+            on_close(&self.conn, &self.why);
+        }
+    }
+}
+
+/// Reads frames until the link closes; returns why.
 async fn read_loop(
     shared: &Arc<Shared>,
     mut frames: Reader,
     ctx: &ServeCtx,
-) -> Result<String, String> {
+    silence: Duration,
+) -> Closed {
+    // Checked a few times per silence period; a link is closed after `silence` plus at most
+    // one tick with nothing read.
+    let mut tick = tokio::time::interval(silence / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut seen, mut quiet_ticks) = (0u64, 0u32);
     loop {
         let payload = tokio::select! {
-            _ = shared.token.cancelled() => return Ok("closed by this node".to_owned()),
+            _ = shared.token.cancelled() => return Closed::Locally,
+            _ = tick.tick() => {
+                let now = shared.frames_read.load(Ordering::Relaxed);
+                quiet_ticks = if now == seen { quiet_ticks + 1 } else { 0 };
+                seen = now;
+                if quiet_ticks > 4 {
+                    return Closed::Silent(silence);
+                }
+                continue;
+            }
             next = frames.next() => match next {
-                None => return Ok("peer closed the connection".to_owned()),
-                Some(Err(e)) => return Err(read_error(e, shared.max_frame)),
+                None => return Closed::ByPeer,
+                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
                 Some(Ok(payload)) => payload,
             },
         };
-        let (header, body) =
-            wire::decode_frame(payload).map_err(|e| format!("undecodable frame: {e}"))?;
+        shared.frames_read.fetch_add(1, Ordering::Relaxed);
+        let (header, body) = match wire::decode_frame(payload) {
+            Ok(decoded) => decoded,
+            Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
+        };
         match header {
             Header::Response { id, outcome } => {
                 if let Some((_, waiter)) = shared.pending.remove(&id) {
-                    let _ = waiter.send(outcome.map(|enc| (enc, body))); // caller gave up
+                    let _ = waiter.send(outcome.map(|enc| (enc, body))); // the caller gave up
                 }
             }
             Header::Request {
@@ -301,12 +402,17 @@ async fn read_loop(
                 serve::dispatch(shared, ctx, Some(id), &method, encoding, timeout_ms, body);
             }
             Header::Cast { method, encoding } => {
-                serve::dispatch(shared, ctx, None, &method, encoding, None, body);
+                serve::dispatch(shared, ctx, None, &method, encoding, None, body)
             }
             // Handlers are not interrupted yet: the reply of a cancelled call is discarded by
             // the caller, which has already removed its pending entry.
-            Header::Cancel { .. } => {}
-            Header::Goodbye { reason } => return Ok(format!("peer said goodbye: {reason}")),
+            Header::Cancel { .. } | Header::Ping => {}
+            Header::Goodbye { reason, leaving } => {
+                return Closed::Goodbye {
+                    reason: reason.into_owned(),
+                    leaving,
+                }
+            }
         }
     }
 }
@@ -316,32 +422,52 @@ fn read_error(e: std::io::Error, max_frame: usize) -> String {
         .get_ref()
         .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
     if oversized {
-        format!("peer sent a frame larger than the {max_frame}-byte limit")
+        format!("the peer sent a frame larger than the {max_frame}-byte limit")
     } else {
         format!("read failed: {e}")
     }
 }
 
 /// Writes queued frames. While other calls are in flight it yields once before flushing, so
-/// frames queued by tasks that are about to run go out in the same write syscall.
+/// frames queued by tasks that are about to run go out in the same write syscall. A link
+/// idle for `heartbeat` gets a `Ping`.
 async fn write_loop(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     half: OwnedWriteHalf,
+    heartbeat: Duration,
 ) {
     let mut out = BufWriter::with_capacity(64 << 10, half);
+    let ping = FrameBuf::new(&Header::Ping)
+        .ok()
+        .and_then(|f| f.finish(usize::MAX).ok());
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wrote = true;
     let work = async {
         loop {
             let first = tokio::select! {
                 biased;
-                frame = rx.recv() => match frame { Some(f) => f, None => break },
+                next = rx.recv() => match next { Some(next) => next, None => break },
                 _ = shared.token.cancelled() => break,
+                _ = tick.tick() => {
+                    match &ping {
+                        Some(ping) if !wrote => {
+                            out.write_all(ping).await?;
+                            out.flush().await?;
+                        }
+                        _ => {}
+                    }
+                    wrote = false;
+                    continue;
+                }
             };
-            out.write_all(&first).await?;
+            wrote = true;
+            write_one(&shared, &mut out, first).await?;
             let mut yielded = false;
             loop {
-                while let Ok(frame) = rx.try_recv() {
-                    out.write_all(&frame).await?;
+                while let Ok(next) = rx.try_recv() {
+                    write_one(&shared, &mut out, next).await?;
                 }
                 if yielded || shared.in_flight.load(Ordering::Relaxed) <= 1 {
                     break;
@@ -351,9 +477,9 @@ async fn write_loop(
             }
             out.flush().await?;
         }
-        // Closing: what was queued before the close (a Goodbye, late replies) still goes out.
-        while let Ok(frame) = rx.try_recv() {
-            out.write_all(&frame).await?;
+        // Closing: what was queued before the close (a goodbye, late replies) still goes out.
+        while let Ok(next) = rx.try_recv() {
+            write_one(&shared, &mut out, next).await?;
         }
         out.flush().await?;
         out.shutdown().await
@@ -373,4 +499,23 @@ async fn write_loop(
     }
     shared.closed.store(true, Ordering::SeqCst);
     shared.token.cancel();
+    // Replies still queued will never be written: stop counting them.
+    rx.close();
+    while let Ok(next) = rx.try_recv() {
+        if next.reply {
+            shared.inbound.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write_one(
+    shared: &Shared,
+    out: &mut BufWriter<OwnedWriteHalf>,
+    next: Outgoing,
+) -> std::io::Result<()> {
+    if next.reply {
+        // Out of the queue and into the socket's hands: the request stops counting.
+        shared.inbound.fetch_sub(1, Ordering::Relaxed);
+    }
+    out.write_all(&next.frame).await
 }

@@ -130,13 +130,11 @@ pub enum RpcError {
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// A frame would exceed the maximum frame size; nothing was sent.
-    #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
+    /// A request or its result would exceed the frame limit; it was not sent.
+    #[error("frame too large: {message}")]
     FrameTooLarge {
-        /// The frame's size in bytes.
-        size: usize,
-        /// The limit in force on this connection.
-        max: usize,
+        /// Which frame, its size and the limit.
+        message: String,
     },
     /// A node (this one or the callee) is shutting down.
     #[error("node is shutting down: {0}")]

@@ -21,11 +21,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod actor;
+mod auth;
 mod builtins;
 mod client;
 mod config;
 mod connection;
 mod error;
+mod links;
 mod methods;
 mod node;
 mod peers;

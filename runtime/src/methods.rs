@@ -172,7 +172,11 @@ where
             Ok(args) => args,
             Err(e) => return responder.reply::<()>(Err(e)),
         };
-        let work = AssertUnwindSafe((self.f)(args)).catch_unwind();
+        // Building the future runs user code too.
+        let work = match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
+            Ok(work) => AssertUnwindSafe(work).catch_unwind(),
+            Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
+        };
         let stop = ctx.stop.clone();
         ctx.tasks.spawn(async move {
             let outcome = tokio::select! {

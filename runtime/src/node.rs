@@ -14,19 +14,19 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::actor::ActorBuilder;
 use crate::client::{CallOptions, Peer, PeerInfo, Target};
-use crate::connection::{Connection, Parts};
+use crate::connection::Connection;
+use crate::links;
 use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
 use crate::peers::Peers;
 use crate::serve::ServeCtx;
-use crate::transport::{self, Dialed, Socket};
-use crate::wire::{Hello, NodeId, Verdict};
+use crate::wire::{Identity, NodeId};
 use crate::{NodeConfig, RpcError, StartError};
 
 /// Builds a [`Node`] from a [`NodeConfig`].
@@ -120,21 +120,25 @@ impl WeakNode {
     }
 }
 
-struct Core {
-    config: NodeConfig,
-    hello: Hello,
-    addr: SocketAddr,
-    peers: Peers,
+/// The state behind a [`Node`] handle; its link-level half lives in `links.rs`.
+pub(crate) struct Core {
+    pub(crate) config: NodeConfig,
+    /// What this node says about itself in every handshake.
+    pub(crate) identity: Identity,
+    pub(crate) addr: SocketAddr,
+    pub(crate) peers: Peers,
     /// Links from plain clients, by connection id; closed on shutdown.
-    clients: DashMap<u64, Connection>,
-    serve: ServeCtx,
+    pub(crate) clients: DashMap<u64, Connection>,
+    pub(crate) serve: ServeCtx,
     /// Cancels every link, at the end of shutdown.
-    root: CancellationToken,
+    pub(crate) root: CancellationToken,
     /// Cancels the listener and the seed loops, at the start of shutdown; child of `root`.
-    intake: CancellationToken,
-    next_conn: AtomicU64,
+    pub(crate) intake: CancellationToken,
+    /// Cancelled when shutdown has finished.
+    stopped: CancellationToken,
+    pub(crate) next_conn: AtomicU64,
     /// One dial at a time per address, so concurrent callers share one link.
-    dial_locks: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+    pub(crate) dial_locks: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// What `system.whoami` answers.
@@ -173,11 +177,12 @@ impl Node {
         })?;
         let addr = config.advertise.unwrap_or_else(|| advertised(bound));
         let id = NodeId::random();
-        let hello = Hello {
+        let identity = Identity {
             id,
             name: config.name.clone(),
             listen: Some(addr.to_string()),
             max_frame: config.max_frame as u32,
+            incarnation: incarnation(),
         };
         let root = CancellationToken::new();
         let serve = ServeCtx {
@@ -188,13 +193,14 @@ impl Node {
             max_in_flight: config.max_in_flight,
         };
         let core = Arc::new(Core {
-            hello,
+            identity,
             addr,
             peers: Peers::new(id),
             clients: DashMap::new(),
             serve,
             intake: root.child_token(),
             root,
+            stopped: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
             dial_locks: DashMap::new(),
             config,
@@ -205,12 +211,12 @@ impl Node {
         node.core
             .serve
             .tasks
-            .spawn(accept_loop(node.core.clone(), listener));
+            .spawn(links::accept_loop(node.core.clone(), listener));
         for seed in node.core.config.seeds.clone() {
             node.core
                 .serve
                 .tasks
-                .spawn(seed_loop(node.downgrade(), seed));
+                .spawn(links::seed_loop(Arc::downgrade(&node.core), seed));
         }
         Ok(node)
     }
@@ -222,7 +228,7 @@ impl Node {
 
     /// This node's id for this run.
     pub fn id(&self) -> NodeId {
-        self.core.hello.id
+        self.core.identity.id
     }
 
     /// The address peers dial (the advertised address).
@@ -415,37 +421,66 @@ impl Node {
     }
 
     /// Stops the node: new calls are refused with `Shutdown`, running requests get up to
-    /// `shutdown_grace` to finish, every link is closed with a goodbye, and every task ends
-    /// before this returns.
+    /// `shutdown_grace` to finish, every link is closed with a goodbye that says the node is
+    /// leaving, and every task ends before this returns.
+    ///
+    /// # Cancel safety
+    /// The shutdown runs in a task of its own: dropping this future does not interrupt it,
+    /// and calling `shutdown` again waits for the same completion.
     pub async fn shutdown(&self) {
-        let core = &self.core;
-        if core.serve.closing.swap(true, Ordering::SeqCst) {
-            core.serve.tasks.wait().await;
-            return;
+        if !self.core.serve.closing.swap(true, Ordering::SeqCst) {
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                core.shutdown_sequence().await;
+                core.stopped.cancel();
+            });
         }
-        info!(name = %self.name(), "shutting down");
-        core.intake.cancel();
+        self.core.stopped.cancelled().await;
+    }
+}
+
+impl Core {
+    pub(crate) fn closing(&self) -> bool {
+        self.serve.closing.load(Ordering::Relaxed)
+    }
+
+    /// True while any link has requests running here.
+    fn busy(&self) -> bool {
+        let running = |c: &Connection| c.shared.inbound.load(Ordering::Relaxed) > 0;
+        self.peers.list().iter().any(running) || self.clients.iter().any(|c| running(&c))
+    }
+
+    async fn shutdown_sequence(&self) {
+        info!(name = %self.config.name, "shutting down");
+        self.intake.cancel();
         let idle = async {
-            while core.busy() {
+            while self.busy() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        if tokio::time::timeout(core.config.shutdown_grace, idle)
+        if tokio::time::timeout(self.config.shutdown_grace, idle)
             .await
             .is_err()
         {
-            warn!(grace = ?core.config.shutdown_grace, "requests still running after the grace period; stopping them");
+            warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period; stopping them");
         }
-        core.serve.stop.cancel();
-        core.peers.close_all("node shutting down");
-        for client in core.clients.iter() {
-            client.close("node shutting down");
+        self.serve.stop.cancel();
+        self.peers.close_all("node shutting down", true);
+        for client in self.clients.iter() {
+            client.close("node shutting down", true);
         }
-        core.root.cancel();
-        core.serve.tasks.close();
-        core.serve.tasks.wait().await;
-        info!(name = %self.name(), "stopped");
+        self.root.cancel();
+        self.serve.tasks.close();
+        self.serve.tasks.wait().await;
+        info!(name = %self.config.name, "stopped");
     }
+}
+
+/// Milliseconds since the Unix epoch: a restarted node gets a larger incarnation.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The address to advertise for a bound socket: never an unspecified IP.
@@ -454,228 +489,5 @@ fn advertised(bound: SocketAddr) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], bound.port()))
     } else {
         bound
-    }
-}
-
-impl Core {
-    /// True while any link has requests running here.
-    fn busy(&self) -> bool {
-        let running = |c: &Connection| c.shared.inbound.load(Ordering::Relaxed) > 0;
-        self.peers.list().iter().any(running) || self.clients.iter().any(|c| running(&c))
-    }
-
-    fn closing(&self) -> bool {
-        self.serve.closing.load(Ordering::Relaxed)
-    }
-
-    /// Finds or opens the link to `to`.
-    async fn link(self: &Arc<Self>, to: Target) -> Result<Connection, RpcError> {
-        if self.closing() {
-            return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
-        }
-        let unknown = |reason: &str| RpcError::PeerUnavailable {
-            peer: to.to_string(),
-            reason: reason.to_owned(),
-        };
-        match &to {
-            Target::Id(id) => self
-                .peers
-                .get(*id)
-                .ok_or_else(|| unknown("no live link to that id")),
-            Target::Addr(addr) => self.dial(*addr).await,
-            Target::Name(name) => {
-                if let Some(conn) = self.peers.by_name(name) {
-                    return Ok(conn);
-                }
-                if !name.contains(':') {
-                    return Err(unknown("no connected peer has that name"));
-                }
-                let addrs = tokio::net::lookup_host(name.as_str())
-                    .await
-                    .map_err(|e| unknown(&format!("cannot resolve: {e}")))?;
-                let mut last = unknown("the name resolved to no address");
-                for addr in addrs {
-                    match self.dial(addr).await {
-                        Ok(conn) => return Ok(conn),
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
-            }
-        }
-    }
-
-    /// Returns the link to the node listening at `addr`, dialing it if there is none.
-    async fn dial(self: &Arc<Self>, addr: SocketAddr) -> Result<Connection, RpcError> {
-        if let Some(conn) = self.peers.by_addr(addr) {
-            return Ok(conn);
-        }
-        if addr == self.addr {
-            return Err(RpcError::PeerUnavailable {
-                peer: addr.to_string(),
-                reason: "that is this node's own address".to_owned(),
-            });
-        }
-        let lock = self.dial_locks.entry(addr).or_default().clone();
-        let _one_dial = lock.lock().await;
-        if let Some(conn) = self.peers.by_addr(addr) {
-            return Ok(conn);
-        }
-        let _dialing = self.peers.dialing(addr);
-        let cfg = &self.config;
-        match transport::dial(
-            addr,
-            &self.hello,
-            cfg.connect_timeout,
-            cfg.handshake_timeout,
-        )
-        .await?
-        {
-            Dialed::Accepted(socket, theirs) => {
-                let conn = self.start_link(*socket, &theirs, true, None);
-                Ok(self.peers.admission().outbound(conn))
-            }
-            Dialed::Duplicate(id) => self
-                .peers
-                .wait_for(id, cfg.handshake_timeout)
-                .await
-                .ok_or_else(|| RpcError::PeerUnavailable {
-                    peer: addr.to_string(),
-                    reason: "the peer kept another link that never completed".to_owned(),
-                }),
-        }
-    }
-
-    fn start_link(
-        self: &Arc<Self>,
-        socket: Socket,
-        theirs: &Hello,
-        outbound: bool,
-        first: Option<bytes::Bytes>,
-    ) -> Connection {
-        let peer = transport::peer_info(theirs, socket.remote);
-        let is_client = peer.addr.is_none();
-        let parts = Parts {
-            socket,
-            peer,
-            conn_id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            outbound,
-            max_frame: self.config.max_frame.min(theirs.max_frame as usize),
-            max_frame_in: self.config.max_frame,
-        };
-        let weak = Arc::downgrade(self);
-        let conn = Connection::start(
-            parts,
-            first,
-            self.serve.clone(),
-            self.root.child_token(),
-            move |conn| {
-                if let Some(core) = weak.upgrade() {
-                    core.peers.remove(conn);
-                    core.clients.remove(&conn.shared.conn_id);
-                }
-            },
-        );
-        if is_client {
-            self.clients.insert(conn.shared.conn_id, conn.clone());
-        } else {
-            info!(peer = %conn.peer().name, id = %conn.peer().id, addr = ?conn.peer().addr, outbound, "link up");
-        }
-        conn
-    }
-
-    /// Runs the acceptor's side of the handshake on a new socket.
-    async fn admit(self: Arc<Self>, stream: TcpStream) {
-        let (mut socket, theirs) =
-            match transport::accept(stream, &self.hello, self.config.handshake_timeout).await {
-                Ok(accepted) => accepted,
-                Err(reason) => return warn!(%reason, "handshake failed"),
-            };
-        let refusal = if self.closing() {
-            Some(Verdict::Refuse("the node is shutting down".to_owned()))
-        } else if theirs.id == self.hello.id {
-            Some(Verdict::Refuse(
-                "the dialer has this node's own id".to_owned(),
-            ))
-        } else {
-            None
-        };
-        if let Some(verdict) = refusal {
-            let _ = transport::refuse(&mut socket, &self.hello, verdict).await; // best effort
-            return;
-        }
-        let accept = match transport::reply_frame(&self.hello, Verdict::Accept) {
-            Ok(frame) => frame,
-            Err(reason) => return warn!(%reason, "cannot encode the handshake reply"),
-        };
-        if theirs.listen.is_none() {
-            self.start_link(socket, &theirs, false, Some(accept));
-            return;
-        }
-        let peer = transport::peer_info(&theirs, socket.remote);
-        let verdict = {
-            let admission = self.peers.admission();
-            let verdict = admission.inbound_verdict(&peer);
-            if verdict == Verdict::Accept {
-                admission.insert(self.start_link(socket, &theirs, false, Some(accept)));
-                return;
-            }
-            verdict
-        };
-        debug!(peer = %peer.name, "simultaneous dial: keeping the other link");
-        let _ = transport::refuse(&mut socket, &self.hello, verdict).await; // best effort
-    }
-}
-
-async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = core.intake.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                core.serve.tasks.spawn(core.clone().admit(stream));
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Keeps a link to one seed: dials with backoff until it succeeds, waits for the link to
-/// close, and starts over, until the node stops.
-async fn seed_loop(node: WeakNode, seed: String) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let Some(node) = node.upgrade() else { return };
-        if node.core.closing() {
-            return;
-        }
-        let root = node.core.intake.clone();
-        let max = node.core.config.reconnect_max;
-        match node.core.link(Target::Name(seed.clone())).await {
-            Ok(conn) => {
-                backoff = Duration::from_millis(50);
-                drop(node);
-                tokio::select! {
-                    _ = root.cancelled() => return,
-                    _ = conn.closed() => {}
-                }
-            }
-            Err(error) => {
-                debug!(%seed, %error, "seed not reachable yet");
-                drop(node);
-                let jitter = Duration::from_millis(rand::random::<u64>() % 50);
-                tokio::select! {
-                    _ = root.cancelled() => return,
-                    _ = tokio::time::sleep(backoff + jitter) => {}
-                }
-                backoff = (backoff * 2).min(max);
-            }
-        }
     }
 }

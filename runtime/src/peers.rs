@@ -7,7 +7,7 @@
 //! the same pair, keep the one dialed by the node with the lower id; of two dialed by the same
 //! node, keep the newer (the dialer only dials when it has lost the older one).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,9 +23,10 @@ use crate::PeerInfo;
 pub(crate) struct Peers {
     me: NodeId,
     by_id: DashMap<NodeId, Connection>,
+    /// Every address a peer is known by: the one it advertises and the ones we dialed it at.
     by_addr: DashMap<SocketAddr, NodeId>,
-    /// Addresses this node is dialing right now (with how many dials), for the tie-break.
-    dialing: Mutex<HashMap<SocketAddr, usize>>,
+    /// Peers this node is completing a handshake with as the dialer, for the tie-break.
+    dialing: Mutex<HashSet<NodeId>>,
     /// Admission decisions (check, then insert) happen under this lock, so two handshakes for
     /// one peer cannot both win. Held only for synchronous work.
     decide: Mutex<()>,
@@ -39,7 +40,7 @@ impl Peers {
             me,
             by_id: DashMap::new(),
             by_addr: DashMap::new(),
-            dialing: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
             decide: Mutex::new(()),
             changed: Notify::new(),
         }
@@ -87,7 +88,7 @@ impl Peers {
     fn insert(&self, conn: Connection) {
         let peer = conn.peer().clone();
         if let Some(old) = self.by_id.insert(peer.id, conn) {
-            old.close("replaced by a newer link");
+            old.close("replaced by a newer link", false);
         }
         if let Some(addr) = peer.addr {
             self.by_addr.insert(addr, peer.id);
@@ -103,9 +104,7 @@ impl Peers {
             .by_id
             .remove_if(&peer.id, |_, c| c.shared.conn_id == conn.shared.conn_id);
         if removed.is_some() {
-            if let Some(addr) = peer.addr {
-                self.by_addr.remove_if(&addr, |_, id| *id == peer.id);
-            }
+            self.by_addr.retain(|_, id| *id != peer.id);
         }
     }
 
@@ -125,28 +124,36 @@ impl Peers {
         }
     }
 
-    fn is_dialing(&self, addr: SocketAddr) -> bool {
+    /// Remembers that `addr` (an address we dialed) reaches `id`, so later calls to that
+    /// address use the link instead of dialing again.
+    pub(crate) fn alias(&self, addr: SocketAddr, id: NodeId) {
+        if self.get(id).is_some() {
+            self.by_addr.insert(addr, id);
+        }
+    }
+
+    fn is_dialing(&self, id: NodeId) -> bool {
         self.dialing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&addr)
+            .contains(&id)
     }
 
-    /// Marks `addr` as being dialed until the guard drops.
-    pub(crate) fn dialing(&self, addr: SocketAddr) -> DialingGuard<'_> {
-        *self
+    /// Marks `id` as being dialed until the guard drops; `None` if a dial to it is already
+    /// under way (the caller should wait for that one).
+    pub(crate) fn dialing(&self, id: NodeId) -> Option<DialingGuard<'_>> {
+        let fresh = self
             .dialing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(addr)
-            .or_default() += 1;
-        DialingGuard { peers: self, addr }
+            .insert(id);
+        fresh.then_some(DialingGuard { peers: self, id })
     }
 
-    /// Closes every link (node shutdown).
-    pub(crate) fn close_all(&self, reason: &str) {
+    /// Closes every link (node shutdown); `leaving` tells peers the node leaves the cluster.
+    pub(crate) fn close_all(&self, reason: &str, leaving: bool) {
         for conn in self.list() {
-            conn.close(reason);
+            conn.close(reason, leaving);
         }
     }
 }
@@ -167,8 +174,8 @@ impl Admission<'_> {
             // Both dialed: the lower id's link wins.
             Some(_) => peers.me < peer.id,
             None => {
-                let dialing_them = peer.addr.is_some_and(|addr| peers.is_dialing(addr));
-                dialing_them && peers.me < peer.id
+                // We reached them too and are completing that handshake.
+                peers.is_dialing(peer.id) && peers.me < peer.id
             }
         };
         if keep_existing {
@@ -184,33 +191,37 @@ impl Admission<'_> {
     }
 
     /// Registers a link this node dialed and the peer accepted; returns the link to use, which
-    /// is the existing one when that wins the tie-break (the new one is then closed).
-    pub(crate) fn outbound(&self, conn: Connection) -> Connection {
-        if let Some(existing) = self.peers.get(conn.peer().id) {
+    /// is the existing one when that wins the tie-break (the new one is then closed). A link
+    /// that closed before it could be registered is never registered: `None` then, unless
+    /// another link exists.
+    pub(crate) fn outbound(&self, conn: Connection) -> Option<Connection> {
+        let existing = self.peers.get(conn.peer().id);
+        if let Some(existing) = &existing {
             if !existing.shared.outbound && conn.peer().id < self.peers.me {
-                conn.close("duplicate link: keeping the one the peer dialed");
-                return existing;
+                conn.close("duplicate link: keeping the one the peer dialed", false);
+                return Some(existing.clone());
             }
         }
+        if conn.is_closed() {
+            return existing;
+        }
         self.peers.insert(conn.clone());
-        conn
+        Some(conn)
     }
 }
 
 /// See [`Peers::dialing`].
 pub(crate) struct DialingGuard<'a> {
     peers: &'a Peers,
-    addr: SocketAddr,
+    id: NodeId,
 }
 
 impl Drop for DialingGuard<'_> {
     fn drop(&mut self) {
-        let mut dialing = self.peers.dialing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = dialing.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                dialing.remove(&self.addr);
-            }
-        }
+        self.peers
+            .dialing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }

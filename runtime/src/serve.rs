@@ -98,6 +98,8 @@ pub(crate) struct Responder {
 
 impl Responder {
     fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
+        // Both counters are released in `send`, or for `inbound` by the writer once the reply
+        // is written.
         link.inbound.fetch_add(1, Ordering::Relaxed);
         link.in_flight.fetch_add(1, Ordering::Relaxed);
         Responder {
@@ -110,7 +112,8 @@ impl Responder {
 
     /// Sends the handler's result.
     pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
-        self.answered = true;
+        // Encoding runs user code (Serialize) that may panic: the responder is marked answered
+        // only afterwards, so a panic here still answers from `drop`.
         let result = result.and_then(|value| self.ok_frame(value));
         self.send(result);
     }
@@ -146,40 +149,64 @@ impl Responder {
     }
 
     fn send(&mut self, result: Result<Bytes, RemoteError>) {
-        self.link.inbound.fetch_sub(1, Ordering::Relaxed);
+        self.answered = true;
         self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some(id) = self.id else {
+            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
             if let Err(error) = result {
                 debug!(peer = %self.link.peer.name, %error, "cast failed");
             }
             return;
         };
         let frame = match result {
-            Ok(frame) => frame,
-            Err(mut error) => {
-                error.message.truncate(MAX_ERROR_MESSAGE);
-                let header = Header::Response {
-                    id,
-                    outcome: Err(error),
-                };
-                match FrameBuf::new(&header).map(|f| f.finish(usize::MAX)) {
-                    Ok(Ok(frame)) => frame,
-                    _ => return, // unreachable for a truncated message; the caller times out
-                }
-            }
+            Ok(frame) => Some(frame),
+            Err(error) => self.error_frame(id, error),
         };
-        // A closed link has already failed the caller with `Disconnected`.
-        let _ = self.link.out_send(frame);
+        // The writer stops counting the request once it writes the reply. A closed link has
+        // already failed the caller with `Disconnected`.
+        let queued = frame.is_some_and(|frame| self.link.out_send(frame, true));
+        if !queued {
+            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An error response cut to fit the caller's frame limit.
+    fn error_frame(&self, id: u64, mut error: RemoteError) -> Option<Bytes> {
+        let room = self
+            .link
+            .max_frame
+            .saturating_sub(ERROR_OVERHEAD)
+            .min(MAX_ERROR_MESSAGE);
+        truncate_on_char_boundary(&mut error.message, room);
+        let header = Header::Response {
+            id,
+            outcome: Err(error),
+        };
+        FrameBuf::new(&header)
+            .ok()?
+            .finish(self.link.max_frame)
+            .ok()
     }
 }
 
-/// Error messages are cut to this many bytes so an error always fits a frame.
+/// Error messages are cut to this many bytes.
 const MAX_ERROR_MESSAGE: usize = 4096;
+/// Room for an error response's header besides the message.
+const ERROR_OVERHEAD: usize = 64;
+
+fn truncate_on_char_boundary(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            self.answered = true;
             let error = RemoteError::new(
                 ErrorKind::Shutdown,
                 "the handler was stopped before it answered",
@@ -237,5 +264,20 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_on_char_boundary;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let mut s = "é".repeat(10);
+        truncate_on_char_boundary(&mut s, 5);
+        assert_eq!(s, "éé");
+        let mut short = "abc".to_owned();
+        truncate_on_char_boundary(&mut short, 10);
+        assert_eq!(short, "abc");
     }
 }

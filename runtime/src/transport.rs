@@ -1,21 +1,29 @@
-//! Opening links: TCP connect and accept, and the handshake that comes first on every link.
+//! Opening links: TCP connect and accept, and the three-frame handshake that comes first on
+//! every link (docs/PROTOCOL.md):
 //!
-//! The dialer sends a `Hello`; the acceptor checks magic and version, decides (see
-//! [`crate::peers`]) and answers with a `HelloReply` carrying its own hello and the verdict.
-//! Both steps are bounded by the handshake timeout. What this module returns is a socket
-//! ready for [`crate::connection::Connection::start`]; registration is the caller's business.
+//! 1. acceptor → `Greeting` (its identity and a nonce), as soon as it accepts;
+//! 2. dialer → `Hello` (its identity, a nonce, its cookie proof);
+//! 3. acceptor → `Welcome` (the verdict, its cookie proof).
+//!
+//! The dialer knows whom it reached after step 1, so it can back off before anything is
+//! registered when it already has a link to that node. Every step is bounded by the
+//! handshake timeout. What this module returns is a socket ready for
+//! [`crate::connection::Connection::start`]; admission is the node's business.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use crate::wire::{self, Hello, HelloReply, NodeId, Verdict};
+use crate::auth::{self, Role, Transcript};
+use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
 use crate::{PeerInfo, RpcError};
 
 /// Handshake frames are small; a larger one is refused before it is read.
@@ -28,6 +36,14 @@ pub(crate) struct Socket {
     pub(crate) reader: Reader,
     pub(crate) writer: OwnedWriteHalf,
     pub(crate) remote: SocketAddr,
+}
+
+/// What this end brings to a handshake.
+#[derive(Clone, Copy)]
+pub(crate) struct Local<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) cookie: Option<&'a str>,
+    pub(crate) timeout: Duration,
 }
 
 impl Socket {
@@ -48,124 +64,232 @@ impl Socket {
         })
     }
 
-    async fn read_handshake<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
+    async fn read<T: DeserializeOwned>(&mut self) -> Result<T, HandshakeFailure> {
         match self.reader.next().await {
-            None => Err("the peer closed the connection during the handshake".to_owned()),
-            Some(Err(e)) => Err(format!("handshake read failed: {e}")),
-            Some(Ok(payload)) => wire::decode_handshake(&payload).map_err(|e| e.to_string()),
+            None => Err(HandshakeFailure::Closed),
+            Some(Err(e)) => Err(HandshakeFailure::Failed(format!(
+                "handshake read failed: {e}"
+            ))),
+            Some(Ok(payload)) => wire::decode_handshake(&payload)
+                .map_err(|e| HandshakeFailure::Failed(e.to_string())),
         }
     }
 
-    async fn write_raw(&mut self, frame: &Bytes) -> Result<(), String> {
+    async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), HandshakeFailure> {
+        let frame =
+            wire::encode_handshake(msg).map_err(|e| HandshakeFailure::Failed(e.to_string()))?;
+        self.write_raw(&frame).await
+    }
+
+    async fn write_raw(&mut self, frame: &Bytes) -> Result<(), HandshakeFailure> {
         self.writer
             .write_all(frame)
             .await
-            .map_err(|e| format!("handshake write failed: {e}"))
+            .map_err(|e| HandshakeFailure::Failed(format!("handshake write failed: {e}")))
     }
 }
 
-/// Who the other end of a link is, from its hello.
-pub(crate) fn peer_info(hello: &Hello, remote: SocketAddr) -> PeerInfo {
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub(crate) enum HandshakeFailure {
+    /// The other side closed the connection: often on purpose (a dialer that found it already
+    /// has a link to us), so it is not worth a warning.
+    Closed,
+    /// Anything else, with a reason fit for a log line.
+    Failed(String),
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeFailure::Closed => {
+                f.write_str("the peer closed the connection during the handshake")
+            }
+            HandshakeFailure::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Who the other end of a link is, from its identity.
+pub(crate) fn peer_info(identity: &Identity, remote: SocketAddr) -> PeerInfo {
     PeerInfo {
-        id: hello.id,
-        name: hello.name.clone(),
-        addr: hello.listen.as_deref().and_then(|a| a.parse().ok()),
+        id: identity.id,
+        name: identity.name.clone(),
+        addr: identity.listen.as_deref().and_then(|a| a.parse().ok()),
         remote,
+        incarnation: identity.incarnation,
     }
 }
 
-/// What a successful dial learned.
-pub(crate) enum Dialed {
-    /// The acceptor kept this link.
-    Accepted(Box<Socket>, Hello),
-    /// The acceptor has (or is completing) another link to us with this peer id: use that one.
-    Duplicate(NodeId),
+async fn bounded<T>(
+    timeout: Duration,
+    step: impl std::future::Future<Output = Result<T, HandshakeFailure>>,
+) -> Result<T, HandshakeFailure> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(HandshakeFailure::Failed(format!(
+                "no handshake within {timeout:?}"
+            )))
+        })
 }
 
-/// Connects to `addr` and runs the dialer's side of the handshake.
-pub(crate) async fn dial(
-    addr: SocketAddr,
-    hello: &Hello,
-    connect_timeout: Duration,
-    handshake_timeout: Duration,
-) -> Result<Dialed, RpcError> {
+// ---- the dialer's side ----
+
+/// Opens a TCP connection to `addr`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Socket, RpcError> {
     let unavailable = |reason: String| RpcError::PeerUnavailable {
         peer: addr.to_string(),
         reason,
     };
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Err(_) => {
-            return Err(unavailable(format!(
-                "no connection within {connect_timeout:?}"
-            )))
-        }
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(unavailable(format!("no connection within {timeout:?}"))),
         Ok(Err(e)) => return Err(unavailable(e.to_string())),
         Ok(Ok(stream)) => stream,
     };
-    let mut socket = Socket::new(stream).map_err(|e| unavailable(e.to_string()))?;
-    let exchange = async {
-        let frame = wire::encode_handshake(hello).map_err(|e| e.to_string())?;
-        socket.write_raw(&frame).await?;
-        socket.read_handshake::<HelloReply>().await
-    };
-    let reply = match tokio::time::timeout(handshake_timeout, exchange).await {
-        Err(_) => {
-            return Err(unavailable(format!(
-                "no handshake reply within {handshake_timeout:?}"
-            )))
-        }
-        Ok(Err(reason)) => return Err(RpcError::Protocol(format!("{addr}: {reason}"))),
-        Ok(Ok(reply)) => reply,
-    };
-    match reply.verdict {
-        Verdict::Accept => Ok(Dialed::Accepted(Box::new(socket), reply.hello)),
-        Verdict::Duplicate => Ok(Dialed::Duplicate(reply.hello.id)),
-        Verdict::Refuse(reason) => Err(unavailable(format!(
-            "refused by {}: {reason}",
-            reply.hello.name
-        ))),
-    }
+    Socket::new(stream).map_err(|e| unavailable(e.to_string()))
 }
 
-/// Reads the dialer's hello on an accepted socket. A version mismatch is answered with a
-/// refusal (in our version, so the dialer reports the mismatch too) before it is returned.
+/// Reads the acceptor's greeting. On a version mismatch our own hello is still sent, so the
+/// acceptor can log the mismatch too.
+pub(crate) async fn read_greeting(
+    socket: &mut Socket,
+    local: Local<'_>,
+) -> Result<Greeting, RpcError> {
+    let greeting = bounded(local.timeout, socket.read::<Greeting>()).await;
+    greeting.map_err(|failure| {
+        let reason = failure.to_string();
+        if reason.contains("version mismatch") {
+            let hello = Hello {
+                identity: local.identity.clone(),
+                nonce: [0; 16],
+                proof: None,
+            };
+            if let Ok(frame) = wire::encode_handshake(&hello) {
+                let _ = socket.writer.try_write(&frame); // best effort, we are leaving
+            }
+        }
+        RpcError::Protocol(format!("{}: {reason}", socket.remote))
+    })
+}
+
+/// Sends our hello and reads the verdict; checks the acceptor's cookie proof.
+/// Returns true for `Accept`, false for `Duplicate`.
+pub(crate) async fn introduce(
+    socket: &mut Socket,
+    local: Local<'_>,
+    greeting: &Greeting,
+) -> Result<bool, RpcError> {
+    let transcript = Transcript {
+        acceptor_nonce: greeting.nonce,
+        dialer_nonce: auth::nonce(),
+        acceptor: greeting.identity.id,
+        dialer: local.identity.id,
+    };
+    let proof = local
+        .cookie
+        .map(|cookie| transcript.prove(cookie, Role::Dialer));
+    let hello = Hello {
+        identity: local.identity.clone(),
+        nonce: transcript.dialer_nonce,
+        proof,
+    };
+    let exchange = async {
+        socket.write(&hello).await?;
+        socket.read::<Welcome>().await
+    };
+    let peer = greeting.identity.name.clone();
+    let welcome = bounded(local.timeout, exchange)
+        .await
+        .map_err(|failure| RpcError::Protocol(format!("{peer} at {}: {failure}", socket.remote)))?;
+    let refused = |reason: String| RpcError::PeerUnavailable {
+        peer: peer.clone(),
+        reason,
+    };
+    match welcome.verdict {
+        Verdict::Refuse(reason) => return Err(refused(format!("refused by {peer}: {reason}"))),
+        Verdict::Duplicate => return Ok(false),
+        Verdict::Accept => {}
+    }
+    if let Err(reason) = auth::check(
+        local.cookie,
+        &transcript,
+        Role::Acceptor,
+        welcome.proof.as_ref(),
+    ) {
+        return Err(refused(format!("{peer} failed the cookie check: {reason}")));
+    }
+    Ok(true)
+}
+
+// ---- the acceptor's side ----
+
+/// A dialer's hello that passed the version and cookie checks.
+pub(crate) struct Introduced {
+    pub(crate) socket: Socket,
+    pub(crate) hello: Hello,
+    pub(crate) transcript: Transcript,
+}
+
+/// Greets a new socket and reads the dialer's hello. A dialer that fails the cookie check is
+/// refused here, with the reason, and never reaches admission.
 pub(crate) async fn accept(
     stream: TcpStream,
-    ours: &Hello,
-    timeout: Duration,
-) -> Result<(Socket, Hello), String> {
-    let mut socket = Socket::new(stream).map_err(|e| e.to_string())?;
-    let read = tokio::time::timeout(timeout, socket.read_handshake::<Hello>()).await;
-    match read {
-        Err(_) => Err(format!("no handshake within {timeout:?}")),
-        Ok(Ok(hello)) => Ok((socket, hello)),
-        Ok(Err(reason)) => {
-            if reason.contains("version mismatch") {
-                let _ = refuse(&mut socket, ours, Verdict::Refuse(reason.clone())).await;
-                // best effort
-            }
-            Err(reason)
-        }
+    local: Local<'_>,
+) -> Result<Introduced, HandshakeFailure> {
+    let mut socket = Socket::new(stream).map_err(|e| HandshakeFailure::Failed(e.to_string()))?;
+    let greeting = Greeting {
+        identity: local.identity.clone(),
+        nonce: auth::nonce(),
+    };
+    let exchange = async {
+        socket.write(&greeting).await?;
+        socket.read::<Hello>().await
+    };
+    let hello = bounded(local.timeout, exchange).await?;
+    let transcript = Transcript {
+        acceptor_nonce: greeting.nonce,
+        dialer_nonce: hello.nonce,
+        acceptor: local.identity.id,
+        dialer: hello.identity.id,
+    };
+    let mut introduced = Introduced {
+        socket,
+        hello,
+        transcript,
+    };
+    let proof = introduced.hello.proof;
+    if let Err(reason) = auth::check(local.cookie, &transcript, Role::Dialer, proof.as_ref()) {
+        let _ = refuse(&mut introduced, local, Verdict::Refuse(reason.clone())).await; // best effort
+        return Err(HandshakeFailure::Failed(format!(
+            "{} refused: {reason}",
+            introduced.hello.identity.name
+        )));
     }
+    Ok(introduced)
 }
 
-/// Answers a hello with a verdict other than `Accept` and closes the socket.
+/// The bytes of our `Welcome` with `verdict`, with our cookie proof.
+pub(crate) fn welcome(
+    local: Local<'_>,
+    transcript: &Transcript,
+    verdict: Verdict,
+) -> Result<Bytes, String> {
+    let proof = local
+        .cookie
+        .map(|cookie| transcript.prove(cookie, Role::Acceptor));
+    wire::encode_handshake(&Welcome { verdict, proof }).map_err(|e| e.to_string())
+}
+
+/// Answers with a verdict other than `Accept` and closes the socket.
 pub(crate) async fn refuse(
-    socket: &mut Socket,
-    ours: &Hello,
+    introduced: &mut Introduced,
+    local: Local<'_>,
     verdict: Verdict,
 ) -> Result<(), String> {
-    let frame = reply_frame(ours, verdict)?;
-    socket.write_raw(&frame).await?;
+    let frame = welcome(local, &introduced.transcript, verdict)?;
+    let socket = &mut introduced.socket;
+    socket.write_raw(&frame).await.map_err(|e| e.to_string())?;
     let _ = socket.writer.shutdown().await; // the peer may already be gone
     Ok(())
-}
-
-/// The bytes of a handshake reply.
-pub(crate) fn reply_frame(ours: &Hello, verdict: Verdict) -> Result<Bytes, String> {
-    wire::encode_handshake(&HelloReply {
-        hello: ours.clone(),
-        verdict,
-    })
-    .map_err(|e| e.to_string())
 }

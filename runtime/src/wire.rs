@@ -1,7 +1,7 @@
 //! Everything that crosses the wire, and how it becomes bytes (no IO here).
 //!
-//! A frame is a 4-byte big-endian length and that many bytes. The first frame each way is a
-//! handshake (`MAGIC`, version, then a [`Hello`] or [`HelloReply`]); every later frame is a
+//! A frame is a 4-byte big-endian length and that many bytes. The handshake is three frames,
+//! each `MAGIC`, version, then a [`Greeting`], [`Hello`] or [`Welcome`]; every later frame is a
 //! bincode [`Header`] followed directly by its body, encoded as the header says. The body is
 //! never wrapped in a second length: the frame's length already bounds it. docs/PROTOCOL.md is
 //! the byte-level description of this module.
@@ -45,26 +45,56 @@ impl fmt::Debug for NodeId {
     }
 }
 
-/// The first frame on a connection, sent by the side that dialed.
+/// Who a node (or client) is: sent by both sides during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
+pub struct Identity {
     /// The sender's id for this run.
     pub id: NodeId,
-    /// The sender's name (`meshrpc call` uses a name of its own, clients are not nodes).
+    /// The sender's name (`meshrpc call` uses a name of its own: clients are not nodes).
     pub name: String,
     /// The address the sender can be dialed at; `None` for a plain client that only calls.
     pub listen: Option<String>,
     /// The largest frame the sender accepts; the other side never sends more.
     pub max_frame: u32,
+    /// When this run started (milliseconds since the Unix epoch): a restarted node has a
+    /// larger incarnation, so news about an older run never overrides news about a newer one.
+    pub incarnation: u64,
 }
 
-/// The acceptor's answer to a [`Hello`]: its own hello and whether it keeps the connection.
+/// Random bytes that make each handshake's proofs unique (no replay).
+pub type Nonce = [u8; 16];
+
+/// A cookie proof: HMAC-SHA256 over both nonces and both ids (see docs/PROTOCOL.md).
+pub type Proof = [u8; 32];
+
+/// The first frame on a connection, sent by the acceptor as soon as it accepts: the dialer
+/// learns whom it reached before it says anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HelloReply {
-    /// The acceptor's identity.
-    pub hello: Hello,
+pub struct Greeting {
+    /// The acceptor.
+    pub identity: Identity,
+    /// The acceptor's nonce.
+    pub nonce: Nonce,
+}
+
+/// The dialer's answer to a [`Greeting`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The dialer.
+    pub identity: Identity,
+    /// The dialer's nonce.
+    pub nonce: Nonce,
+    /// Proof that the dialer knows the cluster cookie; `None` when it has none.
+    pub proof: Option<Proof>,
+}
+
+/// The acceptor's decision, the last handshake frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
     /// Whether the connection is kept.
     pub verdict: Verdict,
+    /// Proof that the acceptor knows the cluster cookie; `None` when it has none.
+    pub proof: Option<Proof>,
 }
 
 /// The acceptor's decision on a new connection.
@@ -72,7 +102,7 @@ pub struct HelloReply {
 pub enum Verdict {
     /// The connection is registered and may carry calls both ways.
     Accept,
-    /// The acceptor already has a connection to the dialer, or is completing one that wins the
+    /// The acceptor already has, or is completing, a link to the dialer that wins the
     /// tie-break: the dialer should use that one.
     Duplicate,
     /// The connection is refused for the reason given.
@@ -125,7 +155,11 @@ pub enum Header<'a> {
     Goodbye {
         /// Why, for the other side's log.
         reason: Cow<'a, str>,
+        /// True when the sender is leaving the cluster (shutting down), not just this link.
+        leaving: bool,
     },
+    /// Sent on an idle link so the other side knows the sender is alive; no reply.
+    Ping,
 }
 
 /// The error part of a response: the only error type that crosses the wire.

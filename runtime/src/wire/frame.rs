@@ -110,7 +110,7 @@ pub fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Handsh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Encoding, Hello, NodeId, RemoteError};
+    use crate::wire::{Encoding, Identity, NodeId, RemoteError};
     use crate::ErrorKind;
     use std::borrow::Cow;
 
@@ -263,19 +263,20 @@ mod tests {
         );
     }
 
-    fn hello() -> Hello {
-        Hello {
+    fn hello() -> Identity {
+        Identity {
             id: NodeId(7),
             name: "a".into(),
             listen: Some("127.0.0.1:1".into()),
             max_frame: 1 << 20,
+            incarnation: 1,
         }
     }
 
     #[test]
     fn handshake_round_trips() {
         let bytes = encode_handshake(&hello()).unwrap();
-        assert_eq!(decode_handshake::<Hello>(&bytes[4..]).unwrap(), hello());
+        assert_eq!(decode_handshake::<Identity>(&bytes[4..]).unwrap(), hello());
     }
 
     #[test]
@@ -284,16 +285,16 @@ mod tests {
         let mut bad_magic = bytes[4..].to_vec();
         bad_magic[0] = b'X';
         assert!(matches!(
-            decode_handshake::<Hello>(&bad_magic),
+            decode_handshake::<Identity>(&bad_magic),
             Err(HandshakeError::BadMagic(_))
         ));
         let mut bad_version = bytes[4..].to_vec();
         bad_version[5] = bad_version[5].wrapping_add(1);
-        let err = decode_handshake::<Hello>(&bad_version).unwrap_err();
+        let err = decode_handshake::<Identity>(&bad_version).unwrap_err();
         assert!(matches!(err, HandshakeError::Version { .. }));
         assert!(err.to_string().contains("version mismatch"));
         assert!(matches!(
-            decode_handshake::<Hello>(b"MRP"),
+            decode_handshake::<Identity>(b"MRP"),
             Err(HandshakeError::Malformed(_))
         ));
     }
