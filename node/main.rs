@@ -1,16 +1,15 @@
-//! The `meshrpc` binary: run a node, call one, or watch a local demo cluster.
+//! The `meshrpc` binary: run a node, call one, list its members, or watch a local demo.
 //! Signals are read here and only here: SIGINT/SIGTERM become `Node::shutdown`.
 
+mod commands;
 mod demo;
 mod services;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use meshrpc::{CallOptions, Client, Node, NodeConfig};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// meshrpc: symmetric RPC between peer nodes over framed TCP.
@@ -28,24 +27,59 @@ enum Command {
     Node(NodeArgs),
     /// Call METHOD on the node at ADDR and print the JSON result.
     Call(CallArgs),
+    /// Print a node's view of the cluster: one line per member, NAME ADDR STATUS.
+    Members(MembersArgs),
     /// Start a local cluster of real node processes, show them calling each other, and exit.
     Demo(DemoArgs),
 }
 
+/// How a node finds peers besides its seeds.
+#[derive(Clone, Copy, ValueEnum)]
+enum Discover {
+    /// UDP beacons on a multicast group (see --multicast-group, --cluster).
+    Multicast,
+}
+
 #[derive(clap::Args)]
 struct NodeArgs {
-    /// This node's name, unique in the cluster.
+    /// This node's name, unique among the live members of the cluster.
     #[arg(long)]
     name: String,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Address to tell peers to dial, when it differs from the listen address.
+    /// Address to tell peers to dial, when it differs from the listen address (containers,
+    /// NAT, proxies). Default: the listen address (127.0.0.1 for 0.0.0.0).
     #[arg(long)]
     advertise: Option<SocketAddr>,
-    /// A peer to connect to (HOST:PORT); repeatable. Retried with backoff until reached.
+    /// A peer to join through (HOST:PORT; a DNS name is resolved and every address it returns
+    /// is dialed); repeatable. Retried with backoff until reached.
     #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<String>,
+    /// Find peers without seeds.
+    #[arg(long, value_enum)]
+    discover: Option<Discover>,
+    /// With --discover multicast: the cluster name; beacons from other clusters are ignored.
+    #[arg(long, default_value = "meshrpc")]
+    cluster: String,
+    /// With --discover multicast: the group and port of the beacons.
+    #[arg(long, default_value = "239.255.77.77:47777")]
+    multicast_group: SocketAddrV4,
+    /// With --discover multicast: the interface to use (0.0.0.0: as the routes say;
+    /// 127.0.0.1: this machine only).
+    #[arg(long, default_value = "0.0.0.0")]
+    multicast_if: Ipv4Addr,
+    /// Cluster cookie: peers and clients must know it (HMAC challenge-response; the secret
+    /// never crosses the wire). Without one, anyone who can connect may join.
+    #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
+    cookie: Option<String>,
+    /// Idle time after which a link carries a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    heartbeat_ms: u64,
+    /// Silence after which a link is dropped, and time a lost peer stays suspect before it
+    /// is down, in milliseconds. Must exceed twice the heartbeat.
+    #[arg(long, default_value_t = 5_000)]
+    down_after_ms: u64,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame: usize,
@@ -54,8 +88,21 @@ struct NodeArgs {
     timeout_ms: u64,
 }
 
+/// Options shared by the commands that connect to a node as a client.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The cluster cookie, if the node requires one.
+    #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
+    cookie: Option<String>,
+    /// How long to wait for the node, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
 #[derive(clap::Args)]
 struct CallArgs {
+    #[command(flatten)]
+    client: ClientArgs,
     /// The node's address (HOST:PORT).
     addr: String,
     /// The method to call, e.g. `add` or `counter.incr`.
@@ -64,9 +111,17 @@ struct CallArgs {
     /// after METHOD is an argument, so options go before ADDR.
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
-    /// How long to wait for the reply, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct MembersArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The node's address (HOST:PORT).
+    addr: String,
+    /// Print a JSON array of {name, addr, status, id} instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,94 +156,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => run_node(args).await,
-            Command::Call(args) => return call(args).await,
-            Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms)).await,
+            Command::Node(args) => commands::node(args).await,
+            Command::Call(args) => commands::call(args).await,
+            Command::Members(args) => commands::members(args).await,
+            Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
-        .map(|()| ExitCode::SUCCESS)
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    let config = NodeConfig {
-        name: args.name,
-        listen: args.listen,
-        advertise: args.advertise,
-        seeds: args.seeds,
-        max_frame: args.max_frame,
-        default_timeout: Duration::from_millis(args.timeout_ms),
-        ..NodeConfig::default()
-    };
-    let node = Node::start(config).await?;
-    services::register(&node);
-    // The one line scripts and tests wait for.
-    println!("listening on {}", node.addr());
-    use std::io::Write;
-    std::io::stdout()
-        .flush()
-        .context("cannot write to stdout")?;
-    wait_for_signal().await?;
-    node.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
-/// `meshrpc call`: exit 0 with the JSON result on stdout, or 1 with `error: <kind>: <message>`.
-async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let mut values = Vec::with_capacity(args.args.len());
-    for (i, arg) in args.args.iter().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(arg).with_context(|| {
-            format!(
-                "argument {} is not JSON: {arg} (quote strings: '\"text\"')",
-                i + 1
-            )
-        })?;
-        values.push(value);
-    }
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let config = NodeConfig {
-        name: "meshrpc-call".to_owned(),
-        connect_timeout: timeout,
-        ..NodeConfig::default()
-    };
-    let outcome = match Client::connect_with(&args.addr, &config).await {
-        Ok(client) => {
-            let result = client
-                .call_json(
-                    &args.method,
-                    &serde_json::Value::Array(values),
-                    CallOptions::timeout(timeout),
-                )
-                .await;
-            client.close().await;
-            result
-        }
-        Err(e) => Err(e),
-    };
-    match outcome {
-        Ok(value) => {
-            println!("{value}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", e.kind());
-            Ok(ExitCode::FAILURE)
         }
     }
 }

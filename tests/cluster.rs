@@ -407,6 +407,7 @@ async fn a_frame_over_the_limit_is_refused_before_sending() {
         .call::<serde_bytes::ByteBuf>("blob", 100usize << 10)
         .await
         .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FrameTooLarge);
     assert!(err.to_string().contains("frame limit"), "{err}");
     assert_eq!(peer.invoke(ADD, (1, 2)).await.unwrap(), 3);
     a.shutdown().await;

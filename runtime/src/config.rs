@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// HMAC challenge-response; the secret never crosses the wire). Default: none, anyone
     /// may connect.
     pub cookie: Option<String>,
+    /// Multicast discovery: beacons on a group find the other nodes of the same cluster with
+    /// no seeds. Default: off.
+    pub multicast: Option<crate::MulticastConfig>,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             heartbeat: Duration::from_secs(1),
             down_after: Duration::from_secs(5),
             cookie: None,
+            multicast: None,
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("heartbeat", &self.heartbeat)
             .field("down_after", &self.down_after)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .field("multicast", &self.multicast)
             .finish()
     }
 }

@@ -176,8 +176,9 @@ impl RpcError {
                 after: timeout,
             },
             ErrorKind::Overloaded => RpcError::Overloaded { method, message },
+            // The callee could not reach a peer of its own while serving `method`.
             ErrorKind::PeerUnavailable => RpcError::PeerUnavailable {
-                peer: method,
+                peer: format!("(a peer of the callee of `{method}`)"),
                 reason: message,
             },
             ErrorKind::Disconnected => RpcError::Disconnected {
@@ -185,7 +186,7 @@ impl RpcError {
                 method,
             },
             ErrorKind::Protocol => RpcError::Protocol(message),
-            ErrorKind::FrameTooLarge => RpcError::Protocol(format!("callee: {message}")),
+            ErrorKind::FrameTooLarge => RpcError::FrameTooLarge { message },
             ErrorKind::Shutdown => RpcError::Shutdown(message),
         }
     }
@@ -205,6 +206,14 @@ pub enum StartError {
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Multicast discovery could not be set up (no multicast route, for one).
+    #[error("cannot start multicast discovery on {group}: {source}")]
+    Discovery {
+        /// The group asked for.
+        group: std::net::SocketAddrV4,
         /// The OS error.
         source: std::io::Error,
     },

@@ -105,6 +105,7 @@ impl Core {
             .outbound(conn)
             .ok_or_else(|| unavailable("the link closed during the handshake".to_owned()))?;
         self.peers.alias(addr, them.id);
+        self.membership.linked(conn.peer());
         Ok(conn)
     }
 
@@ -166,10 +167,11 @@ impl Core {
     }
 
     fn link_closed(&self, conn: &Connection, why: &Closed) {
-        self.peers.remove(conn);
         self.clients.remove(&conn.shared.conn_id);
-        if conn.peer().addr.is_some() {
+        // Only the registered link's end is news: a link replaced by the tie-break is not.
+        if self.peers.remove(conn) {
             info!(peer = %conn.peer().name, reason = %why, "link down");
+            self.membership.unlinked(conn.peer(), why);
         }
     }
 
@@ -203,7 +205,10 @@ impl Core {
             let admission = self.peers.admission();
             let verdict = admission.inbound_verdict(&peer);
             if verdict == Verdict::Accept {
-                return admission.insert(self.start_link(socket, &them, false, Some(accept)));
+                let conn = self.start_link(socket, &them, false, Some(accept));
+                admission.insert(conn.clone());
+                self.membership.linked(conn.peer());
+                return;
             }
             verdict
         };

@@ -22,11 +22,12 @@ use tracing::{info, warn};
 use crate::actor::ActorBuilder;
 use crate::client::{CallOptions, Peer, PeerInfo, Target};
 use crate::connection::Connection;
-use crate::links;
+use crate::membership::{self, Member, MemberEvent, Membership, Status};
 use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
 use crate::peers::Peers;
 use crate::serve::ServeCtx;
 use crate::wire::{Identity, NodeId};
+use crate::{discovery, links};
 use crate::{NodeConfig, RpcError, StartError};
 
 /// Builds a [`Node`] from a [`NodeConfig`].
@@ -127,6 +128,8 @@ pub(crate) struct Core {
     pub(crate) identity: Identity,
     pub(crate) addr: SocketAddr,
     pub(crate) peers: Peers,
+    /// The membership actor: who is in the cluster and in what state.
+    pub(crate) membership: Membership,
     /// Links from plain clients, by connection id; closed on shutdown.
     pub(crate) clients: DashMap<u64, Connection>,
     pub(crate) serve: ServeCtx,
@@ -184,6 +187,17 @@ impl Node {
             max_frame: config.max_frame as u32,
             incarnation: incarnation(),
         };
+        let beacons = match &config.multicast {
+            Some(multicast) => {
+                Some(
+                    discovery::open(multicast).map_err(|source| StartError::Discovery {
+                        group: multicast.group,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let root = CancellationToken::new();
         let serve = ServeCtx {
             methods: Methods::default(),
@@ -192,26 +206,51 @@ impl Node {
             closing: Arc::new(AtomicBool::new(false)),
             max_in_flight: config.max_in_flight,
         };
-        let core = Arc::new(Core {
-            identity,
-            addr,
-            peers: Peers::new(id),
-            clients: DashMap::new(),
-            serve,
-            intake: root.child_token(),
-            root,
-            stopped: CancellationToken::new(),
-            next_conn: AtomicU64::new(1),
-            dial_locks: DashMap::new(),
-            config,
+        let me = Member {
+            name: config.name.clone(),
+            id,
+            incarnation: identity.incarnation,
+            addr: Some(addr),
+            status: Status::Up,
+        };
+        let core = Arc::new_cyclic(|weak| {
+            let membership =
+                Membership::start(me, weak.clone(), &config, root.clone(), &serve.tasks);
+            Core {
+                identity,
+                addr,
+                peers: Peers::new(id),
+                membership,
+                clients: DashMap::new(),
+                serve,
+                intake: root.child_token(),
+                root,
+                stopped: CancellationToken::new(),
+                next_conn: AtomicU64::new(1),
+                dial_locks: DashMap::new(),
+                config,
+            }
         });
         let node = Node { core };
         crate::builtins::register(&node);
+        membership::register(&node, &node.core.membership);
         info!(name = %node.name(), id = %id, %addr, "node listening");
+        if node.core.config.cookie.is_none() {
+            info!("no cluster cookie: any process that can reach {addr} may join and call methods");
+        }
         node.core
             .serve
             .tasks
             .spawn(links::accept_loop(node.core.clone(), listener));
+        if let (Some(socket), Some(multicast)) = (beacons, node.core.config.multicast.clone()) {
+            let interval = node.core.config.heartbeat;
+            node.core.serve.tasks.spawn(discovery::run(
+                Arc::downgrade(&node.core),
+                socket,
+                multicast,
+                interval,
+            ));
+        }
         for seed in node.core.config.seeds.clone() {
             node.core
                 .serve
@@ -342,6 +381,17 @@ impl Node {
 
     pub(crate) fn methods(&self) -> &Methods {
         &self.core.serve.methods
+    }
+
+    /// This node's view of the cluster, itself included, sorted by name.
+    pub async fn members(&self) -> Vec<Member> {
+        self.core.membership.members().await
+    }
+
+    /// Membership changes from now on. A receiver that falls more than 256 events behind
+    /// loses the oldest ones (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {
+        self.core.membership.subscribe()
     }
 
     /// The peers this node has a live link to, by name.

@@ -96,8 +96,8 @@ impl Peers {
         self.changed.notify_waiters();
     }
 
-    /// Forgets `conn` if it is still the registered link to its peer.
-    pub(crate) fn remove(&self, conn: &Connection) {
+    /// Forgets `conn` if it is still the registered link to its peer; true if it was.
+    pub(crate) fn remove(&self, conn: &Connection) -> bool {
         let _decide = self.decide.lock().unwrap_or_else(|e| e.into_inner());
         let peer = conn.peer();
         let removed = self
@@ -106,6 +106,7 @@ impl Peers {
         if removed.is_some() {
             self.by_addr.retain(|_, id| *id != peer.id);
         }
+        removed.is_some()
     }
 
     /// Waits until a live link to `id` is registered, at most `timeout`.

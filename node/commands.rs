@@ -1,0 +1,132 @@
+//! `meshrpc node`, `meshrpc call` and `meshrpc members`: turn arguments into a node or a
+//! client, and results into output and exit codes.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use meshrpc::{CallOptions, Client, MemberSummary, MulticastConfig, Node, NodeConfig, RpcError};
+
+use crate::{ClientArgs, Discover, MembersArgs, NodeArgs};
+
+pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let multicast = args.discover.map(|Discover::Multicast| MulticastConfig {
+        group: args.multicast_group,
+        interface: args.multicast_if,
+        cluster: args.cluster.clone(),
+        ..MulticastConfig::default()
+    });
+    let config = NodeConfig {
+        name: args.name,
+        listen: args.listen,
+        advertise: args.advertise,
+        seeds: args.seeds,
+        max_frame: args.max_frame,
+        default_timeout: Duration::from_millis(args.timeout_ms),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        down_after: Duration::from_millis(args.down_after_ms),
+        cookie: args.cookie,
+        multicast,
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config).await?;
+    crate::services::register(&node);
+    // The one line scripts and tests wait for.
+    println!("listening on {}", node.addr());
+    std::io::stdout()
+        .flush()
+        .context("cannot write to stdout")?;
+    wait_for_signal().await?;
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn connect(addr: &str, args: &ClientArgs, name: &str) -> Result<Client, RpcError> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let config = NodeConfig {
+        name: name.to_owned(),
+        connect_timeout: timeout,
+        handshake_timeout: timeout,
+        cookie: args.cookie.clone(),
+        ..NodeConfig::default()
+    };
+    Client::connect_with(addr, &config).await
+}
+
+/// Prints `error: <kind>: <message>` and returns exit code 1.
+fn failed(e: &RpcError) -> ExitCode {
+    eprintln!("error: {}: {e}", e.kind());
+    ExitCode::FAILURE
+}
+
+/// `meshrpc call`: exit 0 with the JSON result on stdout, or 1 with `error: <kind>: <message>`.
+pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
+    let mut values = Vec::with_capacity(args.args.len());
+    for (i, arg) in args.args.iter().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(arg).with_context(|| {
+            format!(
+                "argument {} is not JSON: {arg} (quote strings: '\"text\"')",
+                i + 1
+            )
+        })?;
+        values.push(value);
+    }
+    let client = match connect(&args.addr, &args.client, "meshrpc-call").await {
+        Ok(client) => client,
+        Err(e) => return Ok(failed(&e)),
+    };
+    let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
+    let result = client
+        .call_json(&args.method, &serde_json::Value::Array(values), options)
+        .await;
+    client.close().await;
+    match result {
+        Ok(value) => {
+            println!("{value}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(failed(&e)),
+    }
+}
+
+/// `meshrpc members`: `NAME ADDR STATUS` per line (or `--json`), itself included.
+pub async fn members(args: MembersArgs) -> anyhow::Result<ExitCode> {
+    let client = match connect(&args.addr, &args.client, "meshrpc-members").await {
+        Ok(client) => client,
+        Err(e) => return Ok(failed(&e)),
+    };
+    let result = client
+        .call::<Vec<MemberSummary>>("system.members", ())
+        .await;
+    client.close().await;
+    let members = match result {
+        Ok(members) => members,
+        Err(e) => return Ok(failed(&e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&members)?);
+    } else {
+        let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        let addr_width = members.iter().map(|m| m.addr.len()).max().unwrap_or(0);
+        for m in &members {
+            println!(
+                "{:width$}  {:addr_width$}  {}",
+                m.name,
+                m.addr,
+                m.status.as_str()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

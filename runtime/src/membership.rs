@@ -1,0 +1,524 @@
+//! Who is in the cluster, as this node sees it: a pure [`View`] (name → member with status)
+//! and the actor that owns it.
+//!
+//! The actor hears from the link layer (a link to a node came up or went down), from peers'
+//! gossip (`system.gossip` casts listing the members they see up) and from its own clock
+//! (suspect members become down). It dials members it learns about, redials lost ones with
+//! capped, jittered exponential backoff, publishes [`MemberEvent`]s on a broadcast channel,
+//! and stops with the node. Status rules are in docs/MEMBERSHIP.md.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Weak;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::connection::Closed;
+use crate::node::Core;
+use crate::wire::{Encoding, NodeId};
+use crate::PeerInfo;
+
+/// A member's status in this node's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A live link to it exists.
+    Up,
+    /// Its link dropped (or went silent) and has not come back yet.
+    Suspect,
+    /// Suspect for longer than `down_after`; still redialed, less often.
+    Down,
+    /// It announced that it was leaving (a graceful shutdown).
+    Left,
+}
+
+impl Status {
+    /// `up`, `suspect`, `down` or `left`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Suspect => "suspect",
+            Status::Down => "down",
+            Status::Left => "left",
+        }
+    }
+}
+
+/// One member of the cluster as this node sees it (itself included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its name: unique among live members.
+    pub name: String,
+    /// The id of the run this entry is about.
+    pub id: NodeId,
+    /// When that run started (ms since the Unix epoch); a larger one replaces a smaller one.
+    pub incarnation: u64,
+    /// Where it listens.
+    pub addr: Option<SocketAddr>,
+    /// Its status.
+    pub status: Status,
+}
+
+/// A change in membership, as published by [`crate::Node::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A node is up: newly joined, back after being lost, or restarted (a new id).
+    NodeUp(Member),
+    /// A node was lost for longer than `down_after`.
+    NodeDown(Member),
+    /// A node left gracefully.
+    NodeLeft(Member),
+}
+
+/// What gossip says about one member: enough to dial it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Rumor {
+    pub(crate) name: String,
+    pub(crate) id: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) addr: SocketAddr,
+}
+
+/// At most this many rumors are taken from one gossip message.
+const MAX_RUMORS: usize = 1024;
+
+/// The membership view: a pure state machine, driven by the actor.
+pub(crate) struct View {
+    me: Member,
+    others: HashMap<String, (Member, Instant)>,
+    down_after: Duration,
+}
+
+impl View {
+    pub(crate) fn new(me: Member, down_after: Duration) -> Self {
+        View {
+            me,
+            others: HashMap::new(),
+            down_after,
+        }
+    }
+
+    /// A link to `peer` is up.
+    pub(crate) fn linked(&mut self, peer: &PeerInfo, now: Instant) -> Option<MemberEvent> {
+        let member = Member {
+            name: peer.name.clone(),
+            id: peer.id,
+            incarnation: peer.incarnation,
+            addr: peer.addr,
+            status: Status::Up,
+        };
+        match self.others.get(&peer.name) {
+            Some((known, _)) if known.incarnation > peer.incarnation => return None, // stale
+            Some((known, _)) if known.id == peer.id && known.status == Status::Up => return None,
+            _ => {}
+        }
+        self.others.insert(peer.name.clone(), (member.clone(), now));
+        Some(MemberEvent::NodeUp(member))
+    }
+
+    /// The link to `peer` closed for `why`; returns the event and whether to redial it.
+    pub(crate) fn unlinked(
+        &mut self,
+        peer: &PeerInfo,
+        why: &Closed,
+        now: Instant,
+    ) -> (Option<MemberEvent>, bool) {
+        let Some((known, since)) = self.others.get_mut(&peer.name) else {
+            return (None, false);
+        };
+        if known.id != peer.id || matches!(known.status, Status::Left) {
+            return (None, false); // news about another run, or it already left
+        }
+        match why {
+            Closed::Goodbye { leaving: true, .. } => {
+                known.status = Status::Left;
+                *since = now;
+                (Some(MemberEvent::NodeLeft(known.clone())), false)
+            }
+            // This node is closing the link itself (shutting down): nothing to learn.
+            Closed::Locally => (None, false),
+            _ => {
+                if known.status == Status::Up {
+                    known.status = Status::Suspect;
+                    // A silent link was already quiet this long before it was closed.
+                    *since = match why {
+                        Closed::Silent(quiet) => now.checked_sub(*quiet).unwrap_or(now),
+                        _ => now,
+                    };
+                }
+                (None, true)
+            }
+        }
+    }
+
+    /// Suspects lost for longer than `down_after` become down.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
+        let mut events = Vec::new();
+        for (member, since) in self.others.values_mut() {
+            if member.status == Status::Suspect && now.duration_since(*since) >= self.down_after {
+                member.status = Status::Down;
+                *since = now;
+                events.push(MemberEvent::NodeDown(member.clone()));
+            }
+        }
+        events
+    }
+
+    /// Whether a rumor is news worth dialing: a member we do not know, or a newer run of one
+    /// we know that we have no live link to.
+    pub(crate) fn is_news(&self, rumor: &Rumor) -> bool {
+        if rumor.name == self.me.name {
+            return false;
+        }
+        match self.others.get(&rumor.name) {
+            None => true,
+            Some((known, _)) => {
+                rumor.incarnation > known.incarnation
+                    || (rumor.id == known.id && known.status != Status::Up)
+            }
+        }
+    }
+
+    /// The rumors this node spreads: itself and every member it has a live link to.
+    pub(crate) fn rumors(&self) -> Vec<Rumor> {
+        std::iter::once(&self.me)
+            .chain(
+                self.others
+                    .values()
+                    .map(|(m, _)| m)
+                    .filter(|m| m.status == Status::Up),
+            )
+            .filter_map(|m| {
+                Some(Rumor {
+                    name: m.name.clone(),
+                    id: m.id,
+                    incarnation: m.incarnation,
+                    addr: m.addr?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every member, itself included, sorted by name.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> = std::iter::once(self.me.clone())
+            .chain(self.others.values().map(|(m, _)| m.clone()))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn get(&self, name: &str) -> Option<&Member> {
+        self.others.get(name).map(|(m, _)| m)
+    }
+}
+
+enum Msg {
+    Linked(PeerInfo),
+    Unlinked(PeerInfo, Closed),
+    Snapshot(oneshot::Sender<Vec<Member>>),
+}
+
+/// Handle to the membership actor; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Membership {
+    /// Link changes and snapshot requests. Unbounded: link changes are bounded by the links
+    /// this node admits, and snapshots by callers awaiting them.
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Gossip from peers: bounded, and dropped when full (it is repeated every heartbeat).
+    gossip: mpsc::Sender<Vec<Rumor>>,
+    events: broadcast::Sender<MemberEvent>,
+}
+
+impl Membership {
+    /// Starts the actor; it stops when `stop` is cancelled.
+    pub(crate) fn start(
+        me: Member,
+        core: Weak<Core>,
+        config: &crate::NodeConfig,
+        stop: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Membership {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (gossip, gossip_rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(256);
+        let actor = Actor {
+            view: View::new(me, config.down_after),
+            core,
+            events: events.clone(),
+            redials: HashMap::new(),
+            dialing: HashSet::new(),
+            heartbeat: config.heartbeat,
+            reconnect_max: config.reconnect_max,
+            stop: stop.clone(),
+        };
+        tasks.spawn(actor.run(rx, gossip_rx));
+        Membership { tx, gossip, events }
+    }
+
+    pub(crate) fn linked(&self, peer: &PeerInfo) {
+        let _ = self.tx.send(Msg::Linked(peer.clone())); // the actor is gone: the node is stopping
+    }
+
+    pub(crate) fn unlinked(&self, peer: &PeerInfo, why: &Closed) {
+        let _ = self.tx.send(Msg::Unlinked(peer.clone(), why.clone())); // as above
+    }
+
+    pub(crate) fn heard(&self, mut rumors: Vec<Rumor>) {
+        rumors.truncate(MAX_RUMORS);
+        let _ = self.gossip.try_send(rumors); // full: the next round carries the same news
+    }
+
+    /// The current view; empty once the node has stopped.
+    pub(crate) async fn members(&self) -> Vec<Member> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Snapshot(reply)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
+        self.events.subscribe()
+    }
+}
+
+struct Actor {
+    view: View,
+    core: Weak<Core>,
+    events: broadcast::Sender<MemberEvent>,
+    /// Redial loops of lost members, by name; cancelled when the member is back or has left.
+    redials: HashMap<String, CancellationToken>,
+    /// Addresses being dialed because of gossip, so a rumor repeated every round is dialed once.
+    dialing: HashSet<SocketAddr>,
+    heartbeat: Duration,
+    reconnect_max: Duration,
+    stop: CancellationToken,
+}
+
+/// Results of gossip dials come back as this, so the actor can forget the address.
+type DialDone = SocketAddr;
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut gossip: mpsc::Receiver<Vec<Rumor>>,
+    ) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<DialDone>();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => break,
+                },
+                Some(addr) = done_rx.recv() => { self.dialing.remove(&addr); }
+                Some(rumors) = gossip.recv() => self.hear(rumors, &done_tx),
+                _ = tick.tick() => {
+                    for event in self.view.tick(Instant::now()) {
+                        self.publish(event);
+                    }
+                    self.gossip_to_one();
+                }
+            }
+        }
+        for token in self.redials.values() {
+            token.cancel();
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Linked(peer) => {
+                if let Some(token) = self.redials.remove(&peer.name) {
+                    token.cancel();
+                }
+                if let Some(event) = self.view.linked(&peer, now) {
+                    self.publish(event);
+                }
+                // Tell the new peer whom we know; it does the same, so both learn.
+                self.gossip_to(peer.id);
+            }
+            Msg::Unlinked(peer, why) => {
+                // A new link may have replaced the closed one before this message arrived.
+                let relinked = self
+                    .core
+                    .upgrade()
+                    .is_some_and(|core| core.peers.get(peer.id).is_some());
+                if relinked {
+                    return;
+                }
+                let (event, redial) = self.view.unlinked(&peer, &why, now);
+                if let Some(event) = event {
+                    self.publish(event);
+                }
+                if let Some(Member {
+                    status: Status::Left,
+                    ..
+                }) = self.view.get(&peer.name)
+                {
+                    if let Some(token) = self.redials.remove(&peer.name) {
+                        token.cancel();
+                    }
+                }
+                if redial {
+                    if let Some(addr) = peer.addr {
+                        info!(peer = %peer.name, reason = %why, "member suspect");
+                        self.redial(peer.name, addr);
+                    }
+                }
+            }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.view.members()); // the asker gave up
+            }
+        }
+    }
+
+    fn publish(&self, event: MemberEvent) {
+        match &event {
+            MemberEvent::NodeUp(m) => {
+                info!(member = %m.name, id = %m.id, addr = ?m.addr, "member up")
+            }
+            MemberEvent::NodeDown(m) => {
+                warn!(member = %m.name, id = %m.id, addr = ?m.addr, "member down")
+            }
+            MemberEvent::NodeLeft(m) => {
+                info!(member = %m.name, id = %m.id, addr = ?m.addr, "member left")
+            }
+        }
+        let _ = self.events.send(event); // no subscriber
+    }
+
+    /// Dials members we heard of and have no link to.
+    fn hear(&mut self, rumors: Vec<Rumor>, done: &mpsc::UnboundedSender<DialDone>) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        for rumor in rumors {
+            if !self.view.is_news(&rumor)
+                || core.peers.get(rumor.id).is_some()
+                || !self.dialing.insert(rumor.addr)
+            {
+                continue;
+            }
+            debug!(member = %rumor.name, addr = %rumor.addr, "heard of a member; dialing it");
+            let (core, done) = (core.clone(), done.clone());
+            self.spawn(async move {
+                if let Err(error) = core.dial(rumor.addr).await {
+                    debug!(member = %rumor.name, %error, "could not reach a member we heard of");
+                }
+                let _ = done.send(rumor.addr); // the actor stopped
+            });
+        }
+    }
+
+    /// Redials a lost member with capped, jittered exponential backoff until it is linked
+    /// again (cancelled then), it leaves, or the node stops.
+    fn redial(&mut self, name: String, addr: SocketAddr) {
+        if self.redials.get(&name).is_some_and(|t| !t.is_cancelled()) {
+            return;
+        }
+        let token = self.stop.child_token();
+        self.redials.insert(name.clone(), token.clone());
+        let (core, max) = (self.core.clone(), self.reconnect_max);
+        self.spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                }
+                let Some(core) = core.upgrade() else { return };
+                match core.dial(addr).await {
+                    // `dial` reports new links itself; this covers a link that came back
+                    // another way (the peer dialed us) while we were waiting.
+                    Ok(conn) => return core.membership.linked(conn.peer()),
+                    Err(error) => debug!(member = %name, %error, "redial failed"),
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        });
+    }
+
+    /// Sends our rumors to one random peer: news spreads even when links are stable.
+    fn gossip_to_one(&self) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        let links = core.peers.list();
+        if links.is_empty() {
+            return;
+        }
+        let pick = rand::random::<u64>() as usize % links.len();
+        self.gossip_to(links[pick].peer().id);
+    }
+
+    fn gossip_to(&self, id: NodeId) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        if let Some(conn) = core.peers.get(id) {
+            let _ = conn.cast("system.gossip", Encoding::Bincode, &self.view.rumors());
+            // link closing
+        }
+    }
+
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(core) = self.core.upgrade() {
+            core.serve.tasks.spawn(work);
+        }
+    }
+}
+
+/// Registers `system.gossip` (how peers tell each other whom they see) and `system.members`.
+pub(crate) fn register(node: &crate::Node, membership: &Membership) {
+    let m = membership.clone();
+    node.register_fn("system.gossip", move |rumors: Vec<Rumor>| m.heard(rumors))
+        .help(
+            "system.gossip([member]): a peer tells this node which members it sees up (internal)",
+        );
+    let m = membership.clone();
+    node.register("system.members", move |(): ()| {
+        let m = m.clone();
+        async move {
+            let members = m.members().await;
+            Ok::<Vec<MemberSummary>, String>(members.iter().map(MemberSummary::from).collect())
+        }
+    })
+    .help("system.members() -> [{name, addr, status, id}]: this node's view of the cluster, itself included");
+}
+
+/// One line of `system.members` and `meshrpc members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSummary {
+    /// The member's name.
+    pub name: String,
+    /// Where it listens (`host:port`).
+    pub addr: String,
+    /// `up`, `suspect`, `down` or `left`.
+    pub status: Status,
+    /// The id of its current run, in hex.
+    pub id: String,
+}
+
+impl From<&Member> for MemberSummary {
+    fn from(m: &Member) -> Self {
+        MemberSummary {
+            name: m.name.clone(),
+            addr: m.addr.map(|a| a.to_string()).unwrap_or_default(),
+            status: m.status,
+            id: m.id.to_string(),
+        }
+    }
+}
