@@ -60,13 +60,15 @@ pub(crate) fn check(
     their_role: Role,
     proof: Option<&Proof>,
 ) -> Result<(), String> {
+    let them = match their_role {
+        Role::Dialer => "the dialer",
+        Role::Acceptor => "the node dialed",
+    };
     match (cookie, proof) {
         (None, _) => Ok(()),
-        (Some(_), None) => Err("cookie required: the peer has no cookie".to_owned()),
+        (Some(_), None) => Err(format!("cookie required: {them} has no cookie")),
         (Some(cookie), Some(proof)) if transcript.verify(cookie, their_role, proof) => Ok(()),
-        (Some(_), Some(_)) => {
-            Err("cookie mismatch: the peer does not know this cluster's cookie".to_owned())
-        }
+        (Some(_), Some(_)) => Err(format!("cookie mismatch: {them} does not know this cluster's cookie")),
     }
 }
 

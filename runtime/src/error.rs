@@ -119,6 +119,15 @@ pub enum RpcError {
         /// Why it could not be reached.
         reason: String,
     },
+    /// The peer was reached but refused the link: a cookie mismatch, a name already in use
+    /// by a live node, a node shutting down. Its kind is `peer_unavailable`.
+    #[error("peer {peer} refused the connection: {reason}")]
+    Refused {
+        /// The peer's name.
+        peer: String,
+        /// Its reason, or ours when we refused it (the cookie check).
+        reason: String,
+    },
     /// The connection closed while the call was pending.
     #[error("connection to {peer} closed before `{method}` was answered")]
     Disconnected {
@@ -151,7 +160,7 @@ impl RpcError {
             RpcError::Panicked { .. } => ErrorKind::Panicked,
             RpcError::Timeout { .. } => ErrorKind::Timeout,
             RpcError::Overloaded { .. } => ErrorKind::Overloaded,
-            RpcError::PeerUnavailable { .. } => ErrorKind::PeerUnavailable,
+            RpcError::PeerUnavailable { .. } | RpcError::Refused { .. } => ErrorKind::PeerUnavailable,
             RpcError::Disconnected { .. } => ErrorKind::Disconnected,
             RpcError::Protocol(_) => ErrorKind::Protocol,
             RpcError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,

@@ -318,6 +318,8 @@ async fn link_all(core: &Arc<Core>, seed: &str) -> Vec<Connection> {
     for result in futures_util::future::join_all(dials).await {
         match result {
             Ok(conn) => linked.push(conn),
+            // A refusal will not go away by itself: say it where an operator looks.
+            Err(error @ RpcError::Refused { .. }) => warn!(%seed, %error, "seed refused this node"),
             Err(error) => debug!(%seed, %error, "seed not reachable yet"),
         }
     }

@@ -202,12 +202,12 @@ pub(crate) async fn introduce(
     let welcome = bounded(local.timeout, exchange)
         .await
         .map_err(|failure| RpcError::Protocol(format!("{peer} at {}: {failure}", socket.remote)))?;
-    let refused = |reason: String| RpcError::PeerUnavailable {
+    let refused = |reason: String| RpcError::Refused {
         peer: peer.clone(),
         reason,
     };
     match welcome.verdict {
-        Verdict::Refuse(reason) => return Err(refused(format!("refused by {peer}: {reason}"))),
+        Verdict::Refuse(reason) => return Err(refused(reason)),
         Verdict::Duplicate => return Ok(false),
         Verdict::Accept => {}
     }

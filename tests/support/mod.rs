@@ -23,12 +23,18 @@ impl NodeProc {
     /// Starts `meshrpc node --name NAME --listen 127.0.0.1:0 EXTRA...` and waits for its
     /// `listening on` line.
     pub fn start(name: &str, extra: &[&str]) -> NodeProc {
+        Self::start_with(name, "127.0.0.1:0", extra, Stdio::inherit())
+    }
+
+    /// Like [`NodeProc::start`] with a listen address, and stderr sent where asked.
+    pub fn start_with(name: &str, listen: &str, extra: &[&str], stderr: impl Into<Stdio>) -> NodeProc {
         let mut child = Command::new(BIN)
-            .args(["node", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(["node", "--name", name, "--listen", listen])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .env_remove("MESHRPC_COOKIE")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start meshrpc node");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -88,6 +94,24 @@ impl Drop for NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `meshrpc members --json ADDR` and returns name -> status; empty if it fails.
+pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new(BIN)
+        .args(["members", "--json", "--timeout-ms", "5000"])
+        .args(extra)
+        .arg(addr)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc members");
+    if !out.status.success() {
+        return Default::default();
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.iter()
+        .filter_map(|m| Some((m["name"].as_str()?.to_owned(), m["status"].as_str()?.to_owned())))
+        .collect()
 }
 
 /// Runs `meshrpc call ADDR METHOD ARGS...`.

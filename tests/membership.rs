@@ -1,0 +1,212 @@
+//! Discovery and membership with real `meshrpc node` processes on loopback: joining through
+//! one seed, failure detection, graceful leave, restarts, late seeds, multicast, cookies and
+//! name conflicts. Timings are shortened with --heartbeat-ms / --down-after-ms.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{call, call_ok, members, wait_until, NodeProc};
+
+const FAST: [&str; 4] = ["--heartbeat-ms", "100", "--down-after-ms", "1000"];
+const DOWN_AFTER: Duration = Duration::from_millis(1000);
+
+fn start(name: &str, seed: Option<&str>) -> NodeProc {
+    let mut args: Vec<&str> = FAST.to_vec();
+    if let Some(seed) = seed {
+        args.extend(["--seed", seed]);
+    }
+    NodeProc::start(name, &args)
+}
+
+fn statuses(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
+}
+
+fn all_up(names: &[&str]) -> BTreeMap<String, String> {
+    statuses(&names.iter().map(|n| (*n, "up")).collect::<Vec<_>>())
+}
+
+#[test]
+fn five_nodes_each_given_one_seed_form_a_full_mesh() {
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for i in 1..=5 {
+        let seed = nodes.last().map(|n| n.addr.clone());
+        nodes.push(start(&format!("n{i}"), seed.as_deref()));
+    }
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    for node in &nodes {
+        wait_until(&format!("{} to see five members up", node.name), || members(&node.addr, &[]) == all_up(&names));
+    }
+    for node in &nodes {
+        let reached: serde_json::Value =
+            serde_json::from_str(&call_ok(&node.addr, "fanout", &["\"system.whoami\"", "[]"])).unwrap();
+        let reached = reached.as_object().unwrap();
+        assert_eq!(reached.len(), 4, "fanout from {} reached {reached:?}", node.name);
+        assert!(reached.values().all(|v| v.get("name").is_some()), "{reached:?}");
+    }
+}
+
+#[test]
+fn a_killed_node_is_marked_down_and_a_restart_brings_it_back() {
+    let a = start("a", None);
+    let b = start("b", Some(&a.addr));
+    let c = start("c", Some(&a.addr));
+    for node in [&a, &b, &c] {
+        wait_until("three members up", || members(&node.addr, &[]) == all_up(&["a", "b", "c"]));
+    }
+    c.signal("KILL");
+    let killed = Instant::now();
+    for node in [&a, &b] {
+        wait_until("c to be down", || members(&node.addr, &[]).get("c").map(String::as_str) == Some("down"));
+    }
+    // Suspect at once (the link dropped), down after down_after: well within a few seconds.
+    let took = killed.elapsed();
+    assert!(took < DOWN_AFTER + Duration::from_secs(4), "c was marked down after {took:?}");
+    drop(c);
+    // The same name again, a new run (new id, new port), joining through b.
+    let c2 = start("c", Some(&b.addr));
+    for node in [&a, &b, &c2] {
+        wait_until("c to be up again everywhere", || members(&node.addr, &[]) == all_up(&["a", "b", "c"]));
+    }
+    let whoami: serde_json::Value = serde_json::from_str(&call_ok(&a.addr, "fanout", &["\"system.whoami\"", "[]"])).unwrap();
+    assert_eq!(whoami["c"]["addr"], c2.addr.as_str(), "calls by name reach the new run");
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_is_marked_left_at_once() {
+    let a = start("a", None);
+    let mut b = start("b", Some(&a.addr));
+    wait_until("a to see b", || members(&a.addr, &[]) == all_up(&["a", "b"]));
+    b.signal("TERM");
+    let stopped = Instant::now();
+    wait_until("b to be left", || members(&a.addr, &[]).get("b").map(String::as_str) == Some("left"));
+    // `left` comes from b's goodbye, not from a timeout.
+    assert!(stopped.elapsed() < DOWN_AFTER, "b was marked left after {:?}", stopped.elapsed());
+    assert!(b.wait_exit().success());
+}
+
+#[test]
+fn a_seed_started_after_the_node_that_points_at_it_still_forms_the_cluster() {
+    // Reserve a port, free it, and point b at it before anything listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let seed = format!("127.0.0.1:{port}");
+    let b = start("b", Some(&seed));
+    assert!(members(&b.addr, &[]) == all_up(&["b"]), "b runs alone while its seed is down");
+    let a = NodeProc::start_with("a", &seed, &FAST, Stdio::inherit());
+    for node in [&a, &b] {
+        wait_until("a and b to find each other", || members(&node.addr, &[]) == all_up(&["a", "b"]));
+    }
+}
+
+#[test]
+fn a_wrong_or_missing_cookie_is_refused_before_any_call() {
+    let a = NodeProc::start("a", &["--cookie", "s3cret"]);
+    assert_eq!(call_ok_with_cookie(&a.addr, "s3cret", "counter.get"), "0");
+    for cookie in [Some("wrong"), None] {
+        let mut args = vec!["call", "--timeout-ms", "5000"];
+        if let Some(cookie) = cookie {
+            args.extend(["--cookie", cookie]);
+        }
+        args.extend([a.addr.as_str(), "counter.incr", "1"]);
+        let out = std::process::Command::new(support::BIN)
+            .args(&args)
+            .env_remove("MESHRPC_COOKIE")
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("error: peer_unavailable:") && stderr.contains("cookie"), "{cookie:?}: {stderr}");
+    }
+    assert_eq!(call_ok_with_cookie(&a.addr, "s3cret", "counter.get"), "0", "nothing was called");
+    // A node with another cookie never joins.
+    let b = NodeProc::start("b", &["--cookie", "other", "--seed", &a.addr]);
+    let c = NodeProc::start("c", &["--cookie", "s3cret", "--seed", &a.addr]);
+    wait_until("c to join a", || members_with_cookie(&a.addr, "s3cret") == all_up(&["a", "c"]));
+    assert_eq!(members_with_cookie(&b.addr, "other"), all_up(&["b"]));
+}
+
+fn call_ok_with_cookie(addr: &str, cookie: &str, method: &str) -> String {
+    let out = std::process::Command::new(support::BIN)
+        .args(["call", "--cookie", cookie, addr, method])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn members_with_cookie(addr: &str, cookie: &str) -> BTreeMap<String, String> {
+    members(addr, &["--cookie", cookie])
+}
+
+#[test]
+fn a_second_live_node_with_a_taken_name_is_refused_on_both_sides() {
+    let log = std::env::temp_dir().join(format!("meshrpc-dup-{}.log", std::process::id()));
+    let a_log = std::fs::File::create(&log).unwrap();
+    let a = NodeProc::start_with("a", "127.0.0.1:0", &FAST, a_log);
+    let b = start("b", Some(&a.addr));
+    wait_until("b to join", || members(&a.addr, &[]) == all_up(&["a", "b"]));
+    let dup_log = std::env::temp_dir().join(format!("meshrpc-dup2-{}.log", std::process::id()));
+    let dup = NodeProc::start_with("b", "127.0.0.1:0", &FAST_WITH_SEED(&a.addr), std::fs::File::create(&dup_log).unwrap());
+    wait_until("both sides to log the conflict", || {
+        let a_says = std::fs::read_to_string(&log).unwrap_or_default();
+        let dup_says = std::fs::read_to_string(&dup_log).unwrap_or_default();
+        a_says.contains("name `b` is already used") && dup_says.contains("name `b` is already used")
+    });
+    assert_eq!(members(&a.addr, &[]), all_up(&["a", "b"]), "the first b is still the member");
+    let _ = call(&dup.addr, "system.whoami", &[]);
+    let _ = (std::fs::remove_file(&log), std::fs::remove_file(&dup_log), b);
+}
+
+#[allow(non_snake_case)]
+fn FAST_WITH_SEED(seed: &str) -> Vec<&str> {
+    let mut args = FAST.to_vec();
+    args.extend(["--seed", seed]);
+    args
+}
+
+#[test]
+fn multicast_discovery_finds_three_nodes_without_seeds() {
+    // A group and port of this test's own, on loopback only.
+    let port = 40000 + (std::process::id() % 20000) as u16;
+    let group = format!("239.255.42.{}:{port}", std::process::id() % 250 + 1);
+    if !multicast_works(&group) {
+        eprintln!("SKIPPED multicast_discovery_finds_three_nodes_without_seeds: this machine has no multicast route on loopback");
+        return;
+    }
+    let args = ["--discover", "multicast", "--multicast-group", &group, "--multicast-if", "127.0.0.1", "--cluster", "mtest"];
+    let mut all = FAST.to_vec();
+    all.extend(args);
+    let nodes: Vec<NodeProc> = ["m1", "m2", "m3"].iter().map(|n| NodeProc::start(n, &all)).collect();
+    // A node of another cluster on the same group is ignored.
+    let mut other = all.clone();
+    let last = other.len() - 1;
+    other[last] = "elsewhere";
+    let stranger = NodeProc::start("x", &other);
+    for node in &nodes {
+        wait_until("three members up", || members(&node.addr, &[]) == all_up(&["m1", "m2", "m3"]));
+    }
+    assert_eq!(members(&stranger.addr, &[]), all_up(&["x"]));
+}
+
+/// Sends one datagram to the group on loopback and checks it comes back.
+fn multicast_works(group: &str) -> bool {
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    let Ok(group) = group.parse::<SocketAddrV4>() else { return false };
+    let Ok(rx) = UdpSocket::bind(("0.0.0.0", 0)) else { return false };
+    let port = rx.local_addr().map(|a| a.port()).unwrap_or(0);
+    if rx.join_multicast_v4(group.ip(), &Ipv4Addr::LOCALHOST).is_err() {
+        return false;
+    }
+    let _ = rx.set_read_timeout(Some(Duration::from_secs(1)));
+    let Ok(tx) = UdpSocket::bind(("127.0.0.1", 0)) else { return false };
+    let _ = tx.set_multicast_loop_v4(true);
+    if tx.send_to(b"probe", SocketAddrV4::new(*group.ip(), port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    rx.recv_from(&mut buf).is_ok()
+}
