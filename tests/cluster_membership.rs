@@ -18,16 +18,24 @@ fn config(name: &str, seed: Option<String>) -> NodeConfig {
 }
 
 async fn next_event(events: &mut tokio::sync::broadcast::Receiver<MemberEvent>) -> MemberEvent {
-    tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event in time").expect("event")
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("event")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_nodes_join_and_leave() {
     let a = Node::start(config("a", None)).await.unwrap();
     let mut events = a.subscribe();
-    let b = Node::start(config("b", Some(a.addr().to_string()))).await.unwrap();
+    let b = Node::start(config("b", Some(a.addr().to_string())))
+        .await
+        .unwrap();
     match next_event(&mut events).await {
-        MemberEvent::NodeUp(m) => assert_eq!((m.name.as_str(), m.id, m.addr), ("b", b.id(), Some(b.addr()))),
+        MemberEvent::NodeUp(m) => assert_eq!(
+            (m.name.as_str(), m.id, m.addr),
+            ("b", b.id(), Some(b.addr()))
+        ),
         other => panic!("expected b up, got {other:?}"),
     }
     let view = a.members().await;
@@ -49,27 +57,41 @@ async fn thirty_two_nodes_converge_to_a_full_mesh() {
     for i in 0..N {
         // Each node knows only the one before it.
         let seed = nodes.last().map(|n| n.addr().to_string());
-        nodes.push(Node::start(config(&format!("n{i:02}"), seed)).await.unwrap());
+        nodes.push(
+            Node::start(config(&format!("n{i:02}"), seed))
+                .await
+                .unwrap(),
+        );
     }
     let all_started = started.elapsed();
     let deadline = Instant::now() + PATIENCE;
     loop {
         let mut complete = 0;
         for node in &nodes {
-            let up = node.members().await.iter().filter(|m| m.status == Status::Up).count();
+            let up = node
+                .members()
+                .await
+                .iter()
+                .filter(|m| m.status == Status::Up)
+                .count();
             complete += usize::from(up == N);
         }
         if complete == N {
             break;
         }
-        assert!(Instant::now() < deadline, "only {complete} of {N} nodes saw everyone within {PATIENCE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "only {complete} of {N} nodes saw everyone within {PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged = started.elapsed();
     for node in &nodes {
         assert_eq!(node.peers().len(), N - 1, "{} links", node.name());
     }
-    println!("{N} nodes: started in {all_started:?}, every node saw all {N} up after {converged:?}");
+    println!(
+        "{N} nodes: started in {all_started:?}, every node saw all {N} up after {converged:?}"
+    );
     for node in &nodes {
         node.shutdown().await;
     }

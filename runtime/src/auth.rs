@@ -68,7 +68,9 @@ pub(crate) fn check(
         (None, _) => Ok(()),
         (Some(_), None) => Err(format!("cookie required: {them} has no cookie")),
         (Some(cookie), Some(proof)) if transcript.verify(cookie, their_role, proof) => Ok(()),
-        (Some(_), Some(_)) => Err(format!("cookie mismatch: {them} does not know this cluster's cookie")),
+        (Some(_), Some(_)) => Err(format!(
+            "cookie mismatch: {them} does not know this cluster's cookie"
+        )),
     }
 }
 

@@ -160,7 +160,9 @@ impl RpcError {
             RpcError::Panicked { .. } => ErrorKind::Panicked,
             RpcError::Timeout { .. } => ErrorKind::Timeout,
             RpcError::Overloaded { .. } => ErrorKind::Overloaded,
-            RpcError::PeerUnavailable { .. } | RpcError::Refused { .. } => ErrorKind::PeerUnavailable,
+            RpcError::PeerUnavailable { .. } | RpcError::Refused { .. } => {
+                ErrorKind::PeerUnavailable
+            }
             RpcError::Disconnected { .. } => ErrorKind::Disconnected,
             RpcError::Protocol(_) => ErrorKind::Protocol,
             RpcError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,

@@ -27,7 +27,12 @@ impl NodeProc {
     }
 
     /// Like [`NodeProc::start`] with a listen address, and stderr sent where asked.
-    pub fn start_with(name: &str, listen: &str, extra: &[&str], stderr: impl Into<Stdio>) -> NodeProc {
+    pub fn start_with(
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> NodeProc {
         let mut child = Command::new(BIN)
             .args(["node", "--name", name, "--listen", listen])
             .args(extra)
@@ -110,7 +115,12 @@ pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String,
     }
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
     list.iter()
-        .filter_map(|m| Some((m["name"].as_str()?.to_owned(), m["status"].as_str()?.to_owned())))
+        .filter_map(|m| {
+            Some((
+                m["name"].as_str()?.to_owned(),
+                m["status"].as_str()?.to_owned(),
+            ))
+        })
         .collect()
 }
 
