@@ -522,3 +522,135 @@ impl From<&Member> for MemberSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, id: u64, incarnation: u64) -> Member {
+        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)));
+        Member {
+            name: name.into(),
+            id: NodeId(id),
+            incarnation,
+            addr,
+            status: Status::Up,
+        }
+    }
+
+    fn peer(m: &Member) -> PeerInfo {
+        PeerInfo {
+            id: m.id,
+            name: m.name.clone(),
+            addr: m.addr,
+            remote: SocketAddr::from(([127, 0, 0, 1], 1)),
+            incarnation: m.incarnation,
+        }
+    }
+
+    fn status(view: &View, name: &str) -> Option<Status> {
+        view.get(name).map(|m| m.status)
+    }
+
+    const DOWN_AFTER: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_lost_member_is_suspect_then_down_then_up_again() {
+        let t0 = Instant::now();
+        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
+        let b = member("b", 2, 1);
+        assert!(matches!(
+            view.linked(&peer(&b), t0),
+            Some(MemberEvent::NodeUp(_))
+        ));
+        assert_eq!(view.linked(&peer(&b), t0), None, "a second link is no news");
+        let (event, redial) = view.unlinked(&peer(&b), &Closed::ByPeer, t0);
+        assert_eq!((event, redial), (None, true));
+        assert_eq!(status(&view, "b"), Some(Status::Suspect));
+        assert!(view.tick(t0 + DOWN_AFTER / 2).is_empty());
+        let events = view.tick(t0 + DOWN_AFTER);
+        assert!(matches!(&events[..], [MemberEvent::NodeDown(m)] if m.name == "b"));
+        assert!(view.tick(t0 + DOWN_AFTER * 2).is_empty(), "down once");
+        assert!(matches!(
+            view.linked(&peer(&b), t0 + DOWN_AFTER * 3),
+            Some(MemberEvent::NodeUp(_))
+        ));
+    }
+
+    #[test]
+    fn silence_counts_toward_down() {
+        let t0 = Instant::now();
+        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
+        let b = member("b", 2, 1);
+        view.linked(&peer(&b), t0);
+        view.unlinked(&peer(&b), &Closed::Silent(DOWN_AFTER), t0 + DOWN_AFTER);
+        assert_eq!(
+            view.tick(t0 + DOWN_AFTER).len(),
+            1,
+            "down as soon as the silent link closes"
+        );
+    }
+
+    #[test]
+    fn a_goodbye_that_says_leaving_is_left_and_not_redialed() {
+        let t0 = Instant::now();
+        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
+        let b = member("b", 2, 1);
+        view.linked(&peer(&b), t0);
+        let why = Closed::Goodbye {
+            reason: "bye".into(),
+            leaving: true,
+        };
+        let (event, redial) = view.unlinked(&peer(&b), &why, t0);
+        assert!(matches!(event, Some(MemberEvent::NodeLeft(_))));
+        assert!(!redial);
+        assert!(view.tick(t0 + DOWN_AFTER * 2).is_empty(), "left stays left");
+    }
+
+    #[test]
+    fn a_newer_incarnation_replaces_and_stale_news_is_ignored() {
+        let t0 = Instant::now();
+        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
+        let old = member("b", 2, 100);
+        let new = member("b", 3, 200);
+        view.linked(&peer(&old), t0);
+        assert!(
+            matches!(view.linked(&peer(&new), t0), Some(MemberEvent::NodeUp(m)) if m.id == NodeId(3))
+        );
+        // The old run's link closing says nothing about the new run.
+        assert_eq!(
+            view.unlinked(&peer(&old), &Closed::ByPeer, t0),
+            (None, false)
+        );
+        assert_eq!(status(&view, "b"), Some(Status::Up));
+        // Nor does a late link from the old run.
+        assert_eq!(view.linked(&peer(&old), t0), None);
+        assert_eq!(view.get("b").map(|m| m.id), Some(NodeId(3)));
+    }
+
+    #[test]
+    fn rumors_spread_up_members_and_news_is_what_we_cannot_reach() {
+        let t0 = Instant::now();
+        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
+        let b = member("b", 2, 1);
+        let c = member("c", 3, 1);
+        view.linked(&peer(&b), t0);
+        view.linked(&peer(&c), t0);
+        view.unlinked(&peer(&c), &Closed::ByPeer, t0);
+        let names: HashSet<String> = view.rumors().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["me", "b"].into_iter().map(String::from).collect());
+        let rumor = |m: &Member| Rumor {
+            name: m.name.clone(),
+            id: m.id,
+            incarnation: m.incarnation,
+            addr: m.addr.unwrap(),
+        };
+        assert!(!view.is_news(&rumor(&b)), "already up");
+        assert!(view.is_news(&rumor(&c)), "known but lost: worth dialing");
+        assert!(view.is_news(&rumor(&member("d", 4, 1))), "unknown");
+        assert!(
+            !view.is_news(&rumor(&member("me", 9, 9))),
+            "never ourselves"
+        );
+    }
+}

@@ -158,7 +158,9 @@ mod tests {
             Header::Cancel { id: 3 },
             Header::Goodbye {
                 reason: "shutting down".into(),
+                leaving: true,
             },
+            Header::Ping,
         ];
         for header in headers {
             let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
@@ -251,15 +253,19 @@ mod tests {
             &frame.finish(1 << 20).unwrap()[..],
             &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']
         );
-        let hello = Hello {
+        let identity = Identity {
             id: NodeId(7),
             name: "a".into(),
             listen: None,
             max_frame: 1024,
+            incarnation: 9,
         };
         assert_eq!(
-            &encode_handshake(&hello).unwrap()[..],
-            &[0, 0, 0, 13, b'M', b'R', b'P', b'C', 0, 1, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00, 0x04]
+            &encode_handshake(&identity).unwrap()[..],
+            &[
+                0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 1, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
+                0x04, 0x09
+            ]
         );
     }
 
