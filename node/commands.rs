@@ -52,7 +52,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(addr: &str, args: &ClientArgs, name: &str) -> Result<Client, RpcError> {
+pub async fn connect(addr: &str, args: &ClientArgs, name: &str) -> Result<Client, RpcError> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let config = NodeConfig {
         name: name.to_owned(),

@@ -1,6 +1,7 @@
 //! The `meshrpc` binary: run a node, call one, list its members, or watch a local demo.
 //! Signals are read here and only here: SIGINT/SIGTERM become `Node::shutdown`.
 
+mod bench;
 mod commands;
 mod demo;
 mod services;
@@ -29,6 +30,9 @@ enum Command {
     Call(CallArgs),
     /// Print a node's view of the cluster: one line per member, NAME ADDR STATUS.
     Members(MembersArgs),
+    /// Load a node (or, with --from/--to, a link between two nodes) and report throughput
+    /// and latency percentiles.
+    Bench(BenchArgs),
     /// Start a local cluster of real node processes, show them calling each other, and exit.
     Demo(DemoArgs),
 }
@@ -125,6 +129,48 @@ struct MembersArgs {
 }
 
 #[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The node to load (HOST:PORT). Not with --from.
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    addr: Option<String>,
+    /// Ask this node (HOST:PORT) to run the load against its peer --to, over their link.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// With --from: the name of the peer to load.
+    #[arg(long)]
+    to: Option<String>,
+    /// The method to call.
+    #[arg(long, default_value = "add")]
+    method: String,
+    /// Its arguments, a JSON array, encoded with bincode as a Rust caller would.
+    #[arg(long, default_value = "[2,3]", allow_hyphen_values = true)]
+    args: String,
+    /// Call `echo` with this many bytes instead of --method.
+    #[arg(long, value_name = "BYTES")]
+    payload: Option<usize>,
+    /// Connections to open (calls are spread over them). Not with --from.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Calls in flight in total.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to run, in seconds (default 10 unless --calls is given).
+    #[arg(long, conflicts_with = "calls")]
+    duration: Option<f64>,
+    /// How many calls to make.
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Unmeasured load first, in seconds.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct DemoArgs {
     /// How long the closing load run lasts, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
@@ -159,6 +205,7 @@ fn main() -> ExitCode {
             Command::Node(args) => commands::node(args).await,
             Command::Call(args) => commands::call(args).await,
             Command::Members(args) => commands::members(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))
                 .await
                 .map(|()| ExitCode::SUCCESS),

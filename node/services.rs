@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use meshrpc::bench::{self, LoadSpec, Report};
 use meshrpc::{CallOptions, Method, Node};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
@@ -51,6 +52,17 @@ pub fn register(node: &Node) {
         .method("get", |count: &mut i64, (): ()| *count)
         .help("counter.get() -> the current value")
         .start();
+    let weak = node.downgrade();
+    node.register("bench.run", move |(to, spec): (String, LoadSpec)| {
+        let node = weak.upgrade();
+        async move {
+            let node = node.ok_or("the node is stopping")?;
+            let peer = node.peer(to.as_str()).await.map_err(|e| e.to_string())?;
+            let report = bench::run(&[peer], &spec, Default::default()).await;
+            Ok::<Report, String>(report)
+        }
+    })
+    .help("bench.run(peer, spec) -> report: runs a load from this node against its peer, over their link (meshrpc bench --from/--to)");
     let weak = node.downgrade();
     node.register("fanout", move |(method, args): (String, Value)| {
         let node = weak.upgrade();

@@ -74,6 +74,23 @@ pub(crate) fn check(
     }
 }
 
+/// A MAC of `data` under the cookie, for messages outside a handshake (multicast beacons).
+pub(crate) fn seal(cookie: &str, data: &[u8]) -> Proof {
+    beacon_mac(cookie, data).finalize().into_bytes().into()
+}
+
+/// Checks [`seal`]'s MAC in constant time.
+pub(crate) fn verify_seal(cookie: &str, data: &[u8], proof: &Proof) -> bool {
+    beacon_mac(cookie, data).verify_slice(proof).is_ok()
+}
+
+fn beacon_mac(cookie: &str, data: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(cookie.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(b"meshrpc v1 beacon");
+    mac.update(data);
+    mac
+}
+
 pub(crate) fn nonce() -> Nonce {
     rand::random()
 }

@@ -173,6 +173,26 @@ impl Peer {
         self.call(method.name(), args).await
     }
 
+    /// Calls `method` with `args` (bincode) and returns the result's bytes undecoded (bincode):
+    /// for proxies, and for load generators that must not pay for decoding.
+    ///
+    /// # Errors
+    /// As [`Peer::call`].
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        args: impl Serialize,
+        options: CallOptions,
+    ) -> Result<bytes::Bytes, RpcError> {
+        self.check_open()?;
+        let timeout = options.timeout.unwrap_or(self.default_timeout);
+        let (_, body) = self
+            .conn
+            .request(method, Encoding::Bincode, &args, timeout)
+            .await?;
+        Ok(body)
+    }
+
     /// Calls `method` with JSON arguments (a positional array) and returns the JSON result:
     /// the path of dynamic callers such as the CLI.
     pub async fn call_json(

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,9 +63,9 @@ pub(crate) struct Shared {
     pub(crate) in_flight: AtomicUsize,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: AtomicUsize,
-    /// Frames read so far; the silence check compares it between ticks.
-    frames_read: AtomicU64,
     closed: AtomicBool,
+    /// Why the writer stopped, when it failed: the reader reports it as the link's end.
+    write_error: OnceLock<String>,
     /// Cancelled to close the link; child of the node's token.
     token: CancellationToken,
 }
@@ -162,7 +162,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             inbound: AtomicUsize::new(0),
-            frames_read: AtomicU64::new(0),
+            write_error: OnceLock::new(),
             closed: AtomicBool::new(false),
             token,
         });
@@ -359,19 +359,28 @@ async fn read_loop(
     ctx: &ServeCtx,
     silence: Duration,
 ) -> Closed {
-    // Checked a few times per silence period; a link is closed after `silence` plus at most
-    // one tick with nothing read.
+    // Progress is any byte read (a large frame may take long to arrive), checked four times
+    // per silence period: a link is closed between `silence` and 1.25 × `silence` after the
+    // last byte.
     let mut tick = tokio::time::interval(silence / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut seen, mut quiet_ticks) = (0u64, 0u32);
+    let mut frames_read = 0u64;
+    let mut seen = (0u64, 0usize);
+    let mut last_progress = tokio::time::Instant::now();
     loop {
         let payload = tokio::select! {
-            _ = shared.token.cancelled() => return Closed::Locally,
+            _ = shared.token.cancelled() => {
+                return match shared.write_error.get() {
+                    Some(error) => Closed::Failed(format!("write failed: {error}")),
+                    None => Closed::Locally,
+                };
+            }
             _ = tick.tick() => {
-                let now = shared.frames_read.load(Ordering::Relaxed);
-                quiet_ticks = if now == seen { quiet_ticks + 1 } else { 0 };
-                seen = now;
-                if quiet_ticks > 4 {
+                let now = (frames_read, frames.read_buffer().len());
+                if now != seen {
+                    seen = now;
+                    last_progress = tokio::time::Instant::now();
+                } else if last_progress.elapsed() >= silence {
                     return Closed::Silent(silence);
                 }
                 continue;
@@ -382,7 +391,7 @@ async fn read_loop(
                 Some(Ok(payload)) => payload,
             },
         };
-        shared.frames_read.fetch_add(1, Ordering::Relaxed);
+        frames_read += 1;
         let (header, body) = match wire::decode_frame(payload) {
             Ok(decoded) => decoded,
             Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
@@ -495,7 +504,9 @@ async fn write_loop(
         _ = give_up => Ok(()),
     };
     if let Err(error) = result {
-        debug!(peer = %shared.peer.name, %error, "write failed");
+        // Set before the token is cancelled, so the reader reports the failure, not a close
+        // by this node.
+        let _ = shared.write_error.set(error.to_string()); // only the writer sets it
     }
     shared.closed.store(true, Ordering::SeqCst);
     shared.token.cancel();

@@ -1,8 +1,10 @@
 //! Zero-configuration discovery on one LAN or one machine: every node sends a small UDP
 //! beacon to a multicast group each heartbeat and listens on that group; a beacon from the
 //! same cluster name becomes a rumor for the membership actor, which dials the sender.
-//! Beacons from other clusters, from this node, or that do not decode are ignored. The task
-//! stops with the node's intake (at the start of shutdown).
+//! Beacons from other clusters, from this node, or that do not decode are ignored. With a
+//! cluster cookie, beacons carry a MAC under it and unsigned or mis-signed ones are ignored,
+//! so a stranger on the network cannot make nodes dial it. The task stops with the node's
+//! intake (at the start of shutdown).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Weak;
@@ -13,9 +15,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
+use crate::auth;
 use crate::membership::Rumor;
 use crate::node::Core;
-use crate::wire::{self, NodeId};
+use crate::wire::{self, NodeId, Proof};
 
 /// Where and how beacons are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,13 @@ struct Beacon {
     addr: SocketAddr,
 }
 
+/// A beacon and, with a cookie, its MAC over the beacon's bincode bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Sealed {
+    beacon: Beacon,
+    proof: Option<Proof>,
+}
+
 /// Largest beacon accepted; a real one is well under 200 bytes.
 const MAX_BEACON: usize = 1024;
 
@@ -85,8 +95,9 @@ pub(crate) async fn run(
         incarnation: node.identity.incarnation,
         addr: node.addr,
     };
+    let cookie = node.config.cookie.clone();
     drop(node);
-    let Ok(beacon) = wire::encode_handshake(&me) else {
+    let Some(beacon) = encode(&me, cookie.as_deref()) else {
         return;
     };
     let mut tick = tokio::time::interval(interval);
@@ -105,8 +116,8 @@ pub(crate) async fn run(
             }
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };
-                let Some(heard) = decode(&buf[..n]) else {
-                    debug!(%from, "ignored an undecodable beacon");
+                let Some(heard) = decode(&buf[..n], cookie.as_deref()) else {
+                    debug!(%from, "ignored an undecodable or unsigned beacon");
                     continue;
                 };
                 if heard.cluster != me.cluster || heard.id == me.id {
@@ -124,27 +135,73 @@ pub(crate) async fn run(
     }
 }
 
-fn decode(datagram: &[u8]) -> Option<Beacon> {
-    let payload = datagram.get(4..)?;
-    wire::decode_handshake(payload).ok()
+fn encode(beacon: &Beacon, cookie: Option<&str>) -> Option<bytes::Bytes> {
+    let proof = match cookie {
+        Some(cookie) => Some(auth::seal(cookie, &body_bytes(beacon)?)),
+        None => None,
+    };
+    wire::encode_handshake(&Sealed {
+        beacon: beacon.clone(),
+        proof,
+    })
+    .ok()
+}
+
+fn decode(datagram: &[u8], cookie: Option<&str>) -> Option<Beacon> {
+    let sealed: Sealed = wire::decode_handshake(datagram.get(4..)?).ok()?;
+    match (cookie, &sealed.proof) {
+        (None, _) => Some(sealed.beacon),
+        (Some(cookie), Some(proof))
+            if auth::verify_seal(cookie, &body_bytes(&sealed.beacon)?, proof) =>
+        {
+            Some(sealed.beacon)
+        }
+        (Some(_), _) => None,
+    }
+}
+
+fn body_bytes(beacon: &Beacon) -> Option<Vec<u8>> {
+    let mut buf = bytes::BytesMut::new();
+    wire::codec::encode_into(beacon, &mut buf).ok()?;
+    Some(buf.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn beacons_round_trip_and_garbage_is_ignored() {
-        let beacon = Beacon {
+    fn beacon() -> Beacon {
+        Beacon {
             cluster: "c".into(),
             name: "n".into(),
             id: NodeId(5),
             incarnation: 6,
             addr: "127.0.0.1:9".parse().unwrap(),
-        };
-        let bytes = wire::encode_handshake(&beacon).unwrap();
-        assert_eq!(decode(&bytes), Some(beacon));
-        assert_eq!(decode(&[0, 0]), None);
-        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        }
+    }
+
+    #[test]
+    fn beacons_round_trip_and_garbage_is_ignored() {
+        let bytes = encode(&beacon(), None).unwrap();
+        assert_eq!(decode(&bytes, None), Some(beacon()));
+        assert_eq!(decode(&[0, 0], None), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1], None), None);
+    }
+
+    #[test]
+    fn with_a_cookie_only_beacons_sealed_with_it_count() {
+        let sealed = encode(&beacon(), Some("k")).unwrap();
+        assert_eq!(decode(&sealed, Some("k")), Some(beacon()));
+        assert_eq!(decode(&sealed, Some("other")), None);
+        assert_eq!(
+            decode(&encode(&beacon(), None).unwrap(), Some("k")),
+            None,
+            "unsigned"
+        );
+        // A forged address under a copied proof does not verify.
+        let mut forged: Sealed = wire::decode_handshake(&sealed[4..]).unwrap();
+        forged.beacon.addr = "127.0.0.1:666".parse().unwrap();
+        let forged = wire::encode_handshake(&forged).unwrap();
+        assert_eq!(decode(&forged, Some("k")), None);
     }
 }

@@ -22,6 +22,7 @@
 
 mod actor;
 mod auth;
+pub mod bench;
 mod builtins;
 mod client;
 mod config;

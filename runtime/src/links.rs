@@ -62,15 +62,41 @@ impl Core {
         }
     }
 
+    /// [`Core::dial`], abandoned when the node starts shutting down: for dials nobody waits
+    /// on (gossip, redials), so they cannot hold up a shutdown.
+    pub(crate) async fn dial_unless_stopping(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<Connection, RpcError> {
+        tokio::select! {
+            _ = self.intake.cancelled() => Err(RpcError::Shutdown("this node is shutting down".to_owned())),
+            result = self.dial(addr) => result,
+        }
+    }
+
     /// Returns the link to the node listening at `addr`, dialing it if there is none.
     pub(crate) async fn dial(self: &Arc<Self>, addr: SocketAddr) -> Result<Connection, RpcError> {
         if let Some(conn) = self.peers.by_addr(addr) {
             return Ok(conn);
         }
         let lock = self.dial_locks.entry(addr).or_default().clone();
-        let _one_dial_per_address = lock.lock().await;
+        let result = {
+            let _one_dial_per_address = lock.lock().await;
+            self.dial_locked(addr).await
+        };
+        drop(lock);
+        // Forget the lock unless another dial to the same address holds it.
+        self.dial_locks
+            .remove_if(&addr, |_, lock| Arc::strong_count(lock) == 1);
+        result
+    }
+
+    async fn dial_locked(self: &Arc<Self>, addr: SocketAddr) -> Result<Connection, RpcError> {
         if let Some(conn) = self.peers.by_addr(addr) {
             return Ok(conn);
+        }
+        if self.closing() {
+            return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
         let cfg = &self.config;
         let mut socket = transport::connect(addr, cfg.connect_timeout).await?;
@@ -99,13 +125,13 @@ impl Core {
             return self.wait_for_link(addr, them).await;
         }
         let conn = self.start_link(socket, them, true, None);
-        let conn = self
-            .peers
-            .admission()
-            .outbound(conn)
-            .ok_or_else(|| unavailable("the link closed during the handshake".to_owned()))?;
+        let admission = self.peers.admission();
+        let conn = admission.outbound(conn).ok_or_else(|| {
+            unavailable("the link closed during the handshake, or this node is stopping".to_owned())
+        })?;
+        self.membership.linked(&conn);
+        drop(admission);
         self.peers.alias(addr, them.id);
-        self.membership.linked(conn.peer());
         Ok(conn)
     }
 
@@ -206,8 +232,9 @@ impl Core {
             let verdict = admission.inbound_verdict(&peer);
             if verdict == Verdict::Accept {
                 let conn = self.start_link(socket, &them, false, Some(accept));
-                admission.insert(conn.clone());
-                self.membership.linked(conn.peer());
+                if admission.insert(conn.clone()) {
+                    self.membership.linked(&conn);
+                }
                 return;
             }
             verdict

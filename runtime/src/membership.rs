@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::connection::Closed;
+use crate::connection::{Closed, Connection};
 use crate::node::Core;
 use crate::wire::{Encoding, NodeId};
 use crate::PeerInfo;
@@ -87,6 +87,13 @@ pub(crate) struct Rumor {
 /// At most this many rumors are taken from one gossip message.
 const MAX_RUMORS: usize = 1024;
 
+/// Members down or left for this many `down_after` periods are forgotten (5 minutes with
+/// the defaults).
+const FORGET_AFTER: u32 = 60;
+
+/// At most this many dials to members heard of by gossip or beacons run at once.
+const MAX_GOSSIP_DIALS: usize = 16;
+
 /// The membership view: a pure state machine, driven by the actor.
 pub(crate) struct View {
     me: Member,
@@ -113,8 +120,14 @@ impl View {
             status: Status::Up,
         };
         match self.others.get(&peer.name) {
-            Some((known, _)) if known.incarnation > peer.incarnation => return None, // stale
             Some((known, _)) if known.id == peer.id && known.status == Status::Up => return None,
+            // An older run while a newer one is up: stale. (A live link from an older run is
+            // still taken when the newer entry is not up: clocks can step back.)
+            Some((known, _))
+                if known.incarnation > peer.incarnation && known.status == Status::Up =>
+            {
+                return None
+            }
             _ => {}
         }
         self.others.insert(peer.name.clone(), (member.clone(), now));
@@ -169,6 +182,25 @@ impl View {
         events
     }
 
+    /// Forgets members down or left for longer than `FORGET_AFTER` × `down_after`, so a
+    /// cluster whose names churn does not keep them (and their redials) forever; returns
+    /// their names.
+    pub(crate) fn forget(&mut self, now: Instant) -> Vec<String> {
+        let ttl = self.down_after * FORGET_AFTER;
+        let gone: Vec<String> = self
+            .others
+            .iter()
+            .filter(|(_, (m, since))| {
+                matches!(m.status, Status::Down | Status::Left) && now.duration_since(*since) >= ttl
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            self.others.remove(name);
+        }
+        gone
+    }
+
     /// Whether a rumor is news worth dialing: a member we do not know, or a newer run of one
     /// we know that we have no live link to.
     pub(crate) fn is_news(&self, rumor: &Rumor) -> bool {
@@ -219,7 +251,8 @@ impl View {
 }
 
 enum Msg {
-    Linked(PeerInfo),
+    /// A link came up: who, and the connection id it is registered under.
+    Linked(PeerInfo, u64),
     Unlinked(PeerInfo, Closed),
     Snapshot(oneshot::Sender<Vec<Member>>),
 }
@@ -261,8 +294,9 @@ impl Membership {
         Membership { tx, gossip, events }
     }
 
-    pub(crate) fn linked(&self, peer: &PeerInfo) {
-        let _ = self.tx.send(Msg::Linked(peer.clone())); // the actor is gone: the node is stopping
+    pub(crate) fn linked(&self, conn: &Connection) {
+        let msg = Msg::Linked(conn.peer().clone(), conn.shared.conn_id);
+        let _ = self.tx.send(msg); // the actor is gone: the node is stopping
     }
 
     pub(crate) fn unlinked(&self, peer: &PeerInfo, why: &Closed) {
@@ -324,8 +358,15 @@ impl Actor {
                 Some(addr) = done_rx.recv() => { self.dialing.remove(&addr); }
                 Some(rumors) = gossip.recv() => self.hear(rumors, &done_tx),
                 _ = tick.tick() => {
-                    for event in self.view.tick(Instant::now()) {
+                    let now = Instant::now();
+                    for event in self.view.tick(now) {
                         self.publish(event);
+                    }
+                    for name in self.view.forget(now) {
+                        debug!(member = %name, "forgot a member gone for long");
+                        if let Some(token) = self.redials.remove(&name) {
+                            token.cancel();
+                        }
                     }
                     self.gossip_to_one();
                 }
@@ -339,7 +380,13 @@ impl Actor {
     fn handle(&mut self, msg: Msg) {
         let now = Instant::now();
         match msg {
-            Msg::Linked(peer) => {
+            Msg::Linked(peer, conn_id) => {
+                // The link may have closed again before this message arrived: only a link
+                // that is still registered makes a member up.
+                let registered = self.core.upgrade().and_then(|core| core.peers.get(peer.id));
+                if registered.is_none_or(|conn| conn.shared.conn_id != conn_id) {
+                    return;
+                }
                 if let Some(token) = self.redials.remove(&peer.name) {
                     token.cancel();
                 }
@@ -405,7 +452,10 @@ impl Actor {
             return;
         };
         for rumor in rumors {
-            if !self.view.is_news(&rumor)
+            // At most MAX_GOSSIP_DIALS at once: a flood of made-up rumors costs dropped
+            // rumors, not sockets; the real ones come back next round.
+            if self.dialing.len() >= MAX_GOSSIP_DIALS
+                || !self.view.is_news(&rumor)
                 || core.peers.get(rumor.id).is_some()
                 || !self.dialing.insert(rumor.addr)
             {
@@ -414,7 +464,7 @@ impl Actor {
             debug!(member = %rumor.name, addr = %rumor.addr, "heard of a member; dialing it");
             let (core, done) = (core.clone(), done.clone());
             self.spawn(async move {
-                if let Err(error) = core.dial(rumor.addr).await {
+                if let Err(error) = core.dial_unless_stopping(rumor.addr).await {
                     debug!(member = %rumor.name, %error, "could not reach a member we heard of");
                 }
                 let _ = done.send(rumor.addr); // the actor stopped
@@ -440,10 +490,10 @@ impl Actor {
                     _ = tokio::time::sleep(backoff + jitter) => {}
                 }
                 let Some(core) = core.upgrade() else { return };
-                match core.dial(addr).await {
+                match core.dial_unless_stopping(addr).await {
                     // `dial` reports new links itself; this covers a link that came back
                     // another way (the peer dialed us) while we were waiting.
-                    Ok(conn) => return core.membership.linked(conn.peer()),
+                    Ok(conn) => return core.membership.linked(&conn),
                     Err(error) => debug!(member = %name, %error, "redial failed"),
                 }
                 backoff = (backoff * 2).min(max);
@@ -575,6 +625,15 @@ mod tests {
             view.linked(&peer(&b), t0 + DOWN_AFTER * 3),
             Some(MemberEvent::NodeUp(_))
         ));
+        // Lost for good: forgotten after FORGET_AFTER periods, not before.
+        view.unlinked(&peer(&b), &Closed::ByPeer, t0);
+        view.tick(t0 + DOWN_AFTER);
+        assert!(view.forget(t0 + DOWN_AFTER * 2).is_empty());
+        assert_eq!(
+            view.forget(t0 + DOWN_AFTER * (FORGET_AFTER + 1)),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(status(&view, "b"), None);
     }
 
     #[test]

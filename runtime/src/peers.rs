@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub(crate) struct Peers {
     decide: Mutex<()>,
     /// Woken on every insertion, for dialers told to use the other link.
     changed: Notify,
+    /// Set (under the admission lock) when the node closes every link: nothing is admitted
+    /// after that, so no link escapes the goodbye.
+    closed: AtomicBool,
 }
 
 impl Peers {
@@ -43,6 +47,7 @@ impl Peers {
             dialing: Mutex::new(HashSet::new()),
             decide: Mutex::new(()),
             changed: Notify::new(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -151,8 +156,11 @@ impl Peers {
         fresh.then_some(DialingGuard { peers: self, id })
     }
 
-    /// Closes every link (node shutdown); `leaving` tells peers the node leaves the cluster.
+    /// Closes every link and admits none after (node shutdown); `leaving` tells peers the
+    /// node leaves the cluster.
     pub(crate) fn close_all(&self, reason: &str, leaving: bool) {
+        let _decide = self.decide.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
         for conn in self.list() {
             conn.close(reason, leaving);
         }
@@ -186,9 +194,15 @@ impl Admission<'_> {
         }
     }
 
-    /// Registers `conn`, closing the link it replaces.
-    pub(crate) fn insert(&self, conn: Connection) {
+    /// Registers `conn`, closing the link it replaces; false (and `conn` closed) once the
+    /// node has closed its links.
+    pub(crate) fn insert(&self, conn: Connection) -> bool {
+        if self.peers.closed.load(Ordering::SeqCst) {
+            conn.close("the node is shutting down", true);
+            return false;
+        }
         self.peers.insert(conn);
+        true
     }
 
     /// Registers a link this node dialed and the peer accepted; returns the link to use, which
@@ -206,8 +220,7 @@ impl Admission<'_> {
         if conn.is_closed() {
             return existing;
         }
-        self.peers.insert(conn.clone());
-        Some(conn)
+        self.insert(conn.clone()).then_some(conn)
     }
 }
 

@@ -1,0 +1,144 @@
+//! `meshrpc bench`: drive load at a node (or ask a node to load one of its peers) and print
+//! what `meshrpc::bench` measured, as a table or one JSON object.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use meshrpc::bench::{self, LoadSpec, Report};
+use meshrpc::{CallOptions, Peer};
+
+use crate::BenchArgs;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec(&args)?;
+    let (report, target) = match (&args.from, &args.to) {
+        (Some(from), Some(to)) => (
+            remote(&args, from, to, &spec).await?,
+            format!("{to} from {from}"),
+        ),
+        _ => {
+            let addr = args
+                .addr
+                .clone()
+                .context("give the node's address, or --from and --to")?;
+            (local(&args, &addr, &spec).await?, addr)
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print(&args, &spec, &target, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec(args: &BenchArgs) -> anyhow::Result<LoadSpec> {
+    let call_args: serde_json::Value = serde_json::from_str(&args.args)
+        .with_context(|| format!("--args is not JSON: {}", args.args))?;
+    ensure!(
+        call_args.is_array(),
+        "--args must be a JSON array of positional arguments"
+    );
+    ensure!(
+        args.concurrency > 0 && args.connections > 0,
+        "--concurrency and --connections must be at least 1"
+    );
+    ensure!(
+        args.connections <= args.concurrency,
+        "more connections than calls in flight would leave some idle"
+    );
+    let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0)).as_millis() as u64;
+    Ok(LoadSpec {
+        method: args.method.clone(),
+        args: call_args,
+        payload: args.payload,
+        concurrency: args.concurrency,
+        duration_ms: args.duration.map(seconds),
+        calls: args.calls,
+        warmup_ms: seconds(args.warmup),
+        timeout_ms: args.client.timeout_ms,
+    })
+}
+
+/// Opens `--connections` clients and runs the load from this process.
+async fn local(args: &BenchArgs, addr: &str, spec: &LoadSpec) -> anyhow::Result<Report> {
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let client = crate::commands::connect(addr, &args.client, "meshrpc-bench").await?;
+        clients.push(client);
+    }
+    let peers: Vec<Peer> = clients.iter().map(|c| (**c).clone()).collect();
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = progress_bar(progress.clone(), spec);
+    let report = bench::run(&peers, spec, progress).await;
+    if let Some(bar) = bar {
+        bar.abort();
+    }
+    for client in clients {
+        client.close().await;
+    }
+    Ok(report)
+}
+
+/// Asks node `from` to run the load against its peer `to` (`bench.run`, a demo service).
+async fn remote(args: &BenchArgs, from: &str, to: &str, spec: &LoadSpec) -> anyhow::Result<Report> {
+    let client = crate::commands::connect(from, &args.client, "meshrpc-bench").await?;
+    let budget = spec.duration_ms.unwrap_or(10_000) + spec.warmup_ms + spec.timeout_ms + 10_000;
+    let options = CallOptions::timeout(Duration::from_millis(budget));
+    let call = serde_json::json!([to, spec]);
+    let result = client.call_json("bench.run", &call, options).await;
+    client.close().await;
+    let report = result.with_context(|| format!("{from} could not run the load"))?;
+    Ok(serde_json::from_value(report)?)
+}
+
+/// A live rate on stderr when it is a terminal; `None` otherwise.
+fn progress_bar(count: Arc<AtomicU64>, spec: &LoadSpec) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match spec.calls {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style =
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {pos} calls, {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    bar.set_style(style);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            bar.set_position(count.load(Ordering::Relaxed));
+        }
+    }))
+}
+
+fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
+    let what = match spec.payload {
+        Some(n) => format!("echo({n} bytes)"),
+        None => format!("{}({})", spec.method, args.args),
+    };
+    println!(
+        "{what} against {target}: {} connection(s), {} in flight, {:.2} s",
+        args.connections, spec.concurrency, r.secs
+    );
+    println!("  calls       {} ({:.0}/s)", r.calls, r.calls_per_sec);
+    if spec.payload.is_some() {
+        println!("  throughput  {:.1} MB/s (payload, one way)", r.mb_per_sec);
+    }
+    println!(
+        "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+        r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.mean_us
+    );
+    if r.errors.is_empty() {
+        println!("  errors      none");
+    } else {
+        let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("  errors      {}", errors.join(", "));
+    }
+}

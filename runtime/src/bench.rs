@@ -1,0 +1,287 @@
+//! Load generation, shared by `meshrpc bench` and by nodes asked to load one of their peers:
+//! N calls in flight spread over one or more links, for a duration or a number of calls,
+//! with latencies in an HDR histogram and errors counted by kind.
+//!
+//! Arguments given as JSON are encoded with bincode the way a typed Rust caller would encode
+//! them (see [`RustArgs`]), so the load measures the binary path, not JSON.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::ser::{SerializeMap, SerializeSeq, SerializeTuple};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::{CallOptions, Peer};
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadSpec {
+    /// The method to call (`echo` when `payload` is set).
+    pub method: String,
+    /// Its arguments, a JSON positional array (ignored when `payload` is set).
+    pub args: Value,
+    /// Call `echo` with this many bytes instead.
+    pub payload: Option<usize>,
+    /// Calls in flight in total.
+    pub concurrency: usize,
+    /// Stop after this long (milliseconds)...
+    pub duration_ms: Option<u64>,
+    /// ...or after this many calls. With neither, 10 seconds.
+    pub calls: Option<u64>,
+    /// Load run first and not measured (milliseconds).
+    pub warmup_ms: u64,
+    /// Deadline of each call (milliseconds).
+    pub timeout_ms: u64,
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        LoadSpec {
+            method: "add".to_owned(),
+            args: serde_json::json!([2, 3]),
+            payload: None,
+            concurrency: 64,
+            duration_ms: None,
+            calls: None,
+            warmup_ms: 0,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// What a run measured. Latencies are in microseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Calls that succeeded.
+    pub calls: u64,
+    /// Length of the measured run.
+    pub secs: f64,
+    /// Successful calls per second.
+    pub calls_per_sec: f64,
+    /// Payload megabytes (10^6 bytes) per second, one way; 0 without a payload.
+    pub mb_per_sec: f64,
+    /// Median latency.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Slowest call.
+    pub max_us: u64,
+    /// Mean latency.
+    pub mean_us: f64,
+    /// Failed calls by error kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Encodes a JSON positional array as a typed Rust caller's bincode arguments: `[]` as `()`,
+/// `[x]` as `x`, `[x, y, ..]` as a tuple; integers as `i64` (or `u64` above `i64::MAX`),
+/// other numbers as `f64`, nested arrays as sequences and objects as maps.
+pub struct RustArgs<'a>(pub &'a Value);
+
+impl Serialize for RustArgs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Array(items) if items.is_empty() => s.serialize_unit(),
+            Value::Array(items) if items.len() == 1 => AsRust(&items[0]).serialize(s),
+            Value::Array(items) => {
+                let mut tuple = s.serialize_tuple(items.len())?;
+                for item in items {
+                    tuple.serialize_element(&AsRust(item))?;
+                }
+                tuple.end()
+            }
+            other => AsRust(other).serialize(s),
+        }
+    }
+}
+
+struct AsRust<'a>(&'a Value);
+
+impl Serialize for AsRust<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => s.serialize_i64(i),
+                (None, Some(u)) => s.serialize_u64(u),
+                _ => s.serialize_f64(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(text) => s.serialize_str(text),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&AsRust(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &AsRust(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Runs `spec` over `peers` (calls spread evenly); `progress` counts successful calls as
+/// they happen, for a live display.
+pub async fn run(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> Report {
+    if spec.warmup_ms > 0 {
+        let warmup = LoadSpec {
+            duration_ms: Some(spec.warmup_ms),
+            calls: None,
+            ..spec.clone()
+        };
+        measure(peers, &warmup, Arc::new(AtomicU64::new(0))).await;
+    }
+    measure(peers, spec, progress).await
+}
+
+/// The largest latency the histograms track: a call's deadline is bounded well below this.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> Report {
+    let deadline = match (spec.duration_ms, spec.calls) {
+        (Some(ms), _) => Some(Instant::now() + Duration::from_millis(ms)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Instant::now() + Duration::from_secs(10)),
+    };
+    // Calls not yet started; without a call limit the deadline ends the run.
+    let budget = Arc::new(AtomicU64::new(spec.calls.unwrap_or(u64::MAX)));
+    let payload = spec
+        .payload
+        .map(|n| serde_bytes::ByteBuf::from(vec![0xA5u8; n]));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..spec.concurrency.max(1))
+        .filter_map(|i| peers.get(i % peers.len().max(1)).cloned())
+        .map(|peer| {
+            let (budget, progress, payload) = (budget.clone(), progress.clone(), payload.clone());
+            let spec = spec.clone();
+            tokio::spawn(
+                async move { worker(peer, spec, payload, deadline, budget, progress).await },
+            )
+        })
+        .collect();
+    let mut latencies = new_histogram();
+    let mut errors = BTreeMap::new();
+    for worker in workers {
+        let Ok((histogram, failed)) = worker.await else {
+            continue;
+        };
+        let _ = latencies.add(&histogram); // same bounds: cannot fail
+        for (kind, n) in failed {
+            *errors.entry(kind).or_insert(0) += n;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let calls = latencies.len();
+    let bytes = spec.payload.unwrap_or(0) as f64 * calls as f64;
+    Report {
+        calls,
+        secs,
+        calls_per_sec: calls as f64 / secs,
+        mb_per_sec: bytes / secs / 1e6,
+        p50_us: latencies.value_at_quantile(0.50),
+        p90_us: latencies.value_at_quantile(0.90),
+        p99_us: latencies.value_at_quantile(0.99),
+        p999_us: latencies.value_at_quantile(0.999),
+        max_us: latencies.max(),
+        mean_us: latencies.mean(),
+        errors,
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Valid bounds (low >= 1, high >= 2 * low, 3 significant figures): cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
+}
+
+async fn worker(
+    peer: Peer,
+    spec: LoadSpec,
+    payload: Option<serde_bytes::ByteBuf>,
+    deadline: Option<Instant>,
+    budget: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
+) -> (Histogram<u64>, BTreeMap<String, u64>) {
+    let mut latencies = new_histogram();
+    let mut errors = BTreeMap::new();
+    let options = CallOptions::timeout(Duration::from_millis(spec.timeout_ms));
+    let method = if payload.is_some() {
+        "echo"
+    } else {
+        spec.method.as_str()
+    };
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
+            break;
+        }
+        let start = Instant::now();
+        let result = match &payload {
+            Some(bytes) => peer.call_raw(method, bytes, options).await,
+            None => peer.call_raw(method, RustArgs(&spec.args), options).await,
+        };
+        match result {
+            Ok(_) => {
+                let us = start
+                    .elapsed()
+                    .as_micros()
+                    .clamp(1, u128::from(MAX_LATENCY_US)) as u64;
+                latencies.saturating_record(us);
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1,
+        }
+    }
+    (latencies, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec;
+    use bytes::BytesMut;
+
+    fn bincode_of<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        codec::encode_into(value, &mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn json_args_encode_like_typed_rust_arguments() {
+        assert_eq!(
+            bincode_of(&RustArgs(&serde_json::json!([2, 3]))),
+            bincode_of(&(2i64, 3i64))
+        );
+        assert_eq!(
+            bincode_of(&RustArgs(&serde_json::json!([5]))),
+            bincode_of(&5i64)
+        );
+        assert_eq!(
+            bincode_of(&RustArgs(&serde_json::json!([]))),
+            bincode_of(&())
+        );
+        assert_eq!(
+            bincode_of(&RustArgs(&serde_json::json!(["add", [1, -2], true]))),
+            bincode_of(&("add", vec![1i64, -2], true))
+        );
+    }
+}
