@@ -24,21 +24,20 @@ const ECHO: Method<serde_bytes::ByteBuf, serde_bytes::ByteBuf> = Method::new("ec
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
 /// Runs `iters` calls of `call` with `in_flight` of them outstanding; returns the wall time.
+/// Each worker has its own share of the calls: no counter shared between them.
 async fn drive<F, Fut>(iters: u64, in_flight: u64, call: F) -> Duration
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let left = Arc::new(AtomicU64::new(iters));
+    let workers = in_flight.min(iters).max(1);
     let start = Instant::now();
-    let workers: Vec<_> = (0..in_flight.min(iters).max(1))
-        .map(|_| {
-            let (left, call) = (left.clone(), call.clone());
+    let workers: Vec<_> = (0..workers)
+        .map(|w| {
+            let share = iters / workers + u64::from(w < iters % workers);
+            let call = call.clone();
             tokio::spawn(async move {
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
+                for _ in 0..share {
                     call().await;
                 }
             })

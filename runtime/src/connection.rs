@@ -14,15 +14,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::pending::Pending;
 use crate::serve::{self, ServeCtx};
 use crate::transport::{Reader, Socket};
 use crate::wire::{self, Encoding, FrameBuf, Header, RemoteError};
@@ -57,12 +58,14 @@ pub(crate) struct Shared {
     out: mpsc::UnboundedSender<Outgoing>,
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
     /// the caller's drop guard; the link clears the table when it closes.
-    pending: DashMap<u64, oneshot::Sender<Reply>>,
-    next_id: AtomicU64,
+    pending: Pending,
+    // The counters callers and tasks on every worker touch get a cache line each, so they do
+    // not slow each other (or the fields read on every call) down.
+    next_id: CachePadded<AtomicU64>,
     /// Calls in flight both ways; the writer coalesces writes while it is above one.
-    pub(crate) in_flight: AtomicUsize,
+    pub(crate) in_flight: CachePadded<AtomicUsize>,
     /// Requests from the peer admitted and not yet answered on the wire.
-    pub(crate) inbound: AtomicUsize,
+    pub(crate) inbound: CachePadded<AtomicUsize>,
     closed: AtomicBool,
     /// Why the writer stopped, when it failed: the reader reports it as the link's end.
     write_error: OnceLock<String>,
@@ -74,6 +77,18 @@ impl Shared {
     /// Queues a frame for the writer; false once the link is closed.
     pub(crate) fn out_send(&self, frame: Bytes, reply: bool) -> bool {
         self.out.send(Outgoing { frame, reply }).is_ok()
+    }
+}
+
+/// A value alone on its cache line.
+#[repr(align(64))]
+pub(crate) struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
@@ -158,10 +173,10 @@ impl Connection {
             outbound: parts.outbound,
             max_frame: parts.max_frame,
             out,
-            pending: DashMap::new(),
-            next_id: AtomicU64::new(1),
-            in_flight: AtomicUsize::new(0),
-            inbound: AtomicUsize::new(0),
+            pending: Pending::new(),
+            next_id: CachePadded(AtomicU64::new(1)),
+            in_flight: CachePadded(AtomicUsize::new(0)),
+            inbound: CachePadded(AtomicUsize::new(0)),
             write_error: OnceLock::new(),
             closed: AtomicBool::new(false),
             token,
@@ -174,6 +189,8 @@ impl Connection {
             .decoder_mut()
             .set_max_frame_length(parts.max_frame_in);
         let tasks = ctx.tasks.clone();
+        let sweeper = conn.shared.clone();
+        tasks.spawn(async move { sweeper.pending.sweep(&sweeper.token).await });
         tasks.spawn(write_loop(
             conn.shared.clone(),
             out_rx,
@@ -248,20 +265,17 @@ impl Connection {
         };
         let frame = self.encode(&header, encoding, args, method)?;
         let (tx, rx) = oneshot::channel();
-        shared.pending.insert(id, tx);
+        shared.pending.insert(id, tx, Instant::now() + timeout);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = PendingGuard { shared, id };
         if self.is_closed() || !shared.out_send(frame, false) {
             return Err(self.disconnected(method));
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(RpcError::Timeout {
-                method: method.to_owned(),
-                after: timeout,
-            }),
-            Ok(Err(_)) => Err(self.disconnected(method)),
-            Ok(Ok(Err(remote))) => Err(RpcError::from_remote(method, remote, timeout)),
-            Ok(Ok(Ok(reply))) => Ok(reply),
+        // The link's sweeper answers `timeout` when the deadline passes.
+        match rx.await {
+            Err(_) => Err(self.disconnected(method)),
+            Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
+            Ok(Ok(reply)) => Ok(reply),
         }
     }
 
@@ -318,7 +332,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.pending.remove(&self.id);
+        self.shared.pending.remove(self.id);
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -392,15 +406,14 @@ async fn read_loop(
             },
         };
         frames_read += 1;
-        let (header, body) = match wire::decode_frame(payload) {
+        let payload = payload.freeze();
+        let (header, body) = match wire::decode_frame(&payload) {
             Ok(decoded) => decoded,
             Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
         };
         match header {
             Header::Response { id, outcome } => {
-                if let Some((_, waiter)) = shared.pending.remove(&id) {
-                    let _ = waiter.send(outcome.map(|enc| (enc, body))); // the caller gave up
-                }
+                shared.pending.complete(id, outcome.map(|enc| (enc, body)));
             }
             Header::Request {
                 id,

@@ -34,6 +34,7 @@ mod membership;
 mod methods;
 mod node;
 mod peers;
+mod pending;
 mod serve;
 mod transport;
 pub mod wire;

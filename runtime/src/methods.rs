@@ -14,6 +14,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::pending::FastHasher;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,6 +29,11 @@ use crate::ErrorKind;
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Starts handling `call`; the answer goes through `call.responder`, now or later.
     fn invoke(&self, call: Incoming, ctx: &ServeCtx);
+
+    /// Whether this handler uses `call.deadline`; if not, the clock is not read for it.
+    fn needs_deadline(&self) -> bool {
+        true
+    }
 }
 
 struct Entry {
@@ -36,7 +44,7 @@ struct Entry {
 /// The method table; cheap to clone (all clones share one table).
 #[derive(Clone, Default)]
 pub(crate) struct Methods {
-    table: Arc<DashMap<String, Entry>>,
+    table: Arc<DashMap<String, Entry, BuildHasherDefault<FastHasher>>>,
 }
 
 impl Methods {
@@ -134,6 +142,10 @@ where
     R: Serialize + 'static,
     E: Display + 'static,
 {
+    fn needs_deadline(&self) -> bool {
+        false // runs to completion at once
+    }
+
     fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
         let result =
             decode_args::<A>(call.encoding, &call.body).and_then(|args| {

@@ -75,7 +75,10 @@ pub(crate) fn dispatch(
             format!("no method `{method}` is registered"),
         );
     };
-    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let deadline = match timeout_ms {
+        Some(ms) if handler.needs_deadline() => Some(Instant::now() + Duration::from_millis(ms)),
+        _ => None,
+    };
     handler.invoke(
         Incoming {
             encoding,

@@ -126,6 +126,7 @@ pub enum Header<'a> {
         /// Chosen by the caller, unique among its calls in flight on this connection.
         id: u64,
         /// The registered method name.
+        #[serde(borrow)]
         method: Cow<'a, str>,
         /// Time the caller will wait, in milliseconds, counted from when the frame was sent.
         timeout_ms: Option<u64>,
@@ -135,6 +136,7 @@ pub enum Header<'a> {
     /// A one-way message: no reply, errors are only logged by the receiver. Arguments follow.
     Cast {
         /// The registered method name.
+        #[serde(borrow)]
         method: Cow<'a, str>,
         /// How the arguments are encoded.
         encoding: Encoding,
@@ -154,6 +156,7 @@ pub enum Header<'a> {
     /// The sender closes the connection after this frame.
     Goodbye {
         /// Why, for the other side's log.
+        #[serde(borrow)]
         reason: Cow<'a, str>,
         /// True when the sender is leaving the cluster (shutting down), not just this link.
         leaving: bool,

@@ -38,6 +38,14 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
     bincode::serde::decode_from_slice(bytes, CFG).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Decodes one value from the front of `bytes`, borrowing strings from it where the type
+/// allows (`Cow<str>` with `#[serde(borrow)]`); returns it and how many bytes it used.
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<(T, usize), CodecError> {
+    bincode::serde::borrow_decode_from_slice(bytes, CFG).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Decodes a value that must fill `bytes` exactly: trailing bytes are an error, because they
 /// mean the sender and receiver disagree about the type.
 pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

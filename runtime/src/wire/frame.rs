@@ -41,10 +41,11 @@ impl FrameBuf {
 }
 
 /// Splits an incoming payload (length prefix already removed) into header and body.
-pub(crate) fn decode_frame(payload: BytesMut) -> Result<(Header<'static>, Bytes), CodecError> {
-    let (header, used) = codec::decode_prefix::<Header<'static>>(&payload)?;
-    let body = payload.freeze().split_off(used);
-    Ok((header, body))
+/// The header borrows from `payload` (the method name is not copied); the body is a
+/// zero-copy slice of it.
+pub(crate) fn decode_frame(payload: &Bytes) -> Result<(Header<'_>, Bytes), CodecError> {
+    let (header, used) = codec::decode_borrowed::<Header<'_>>(payload)?;
+    Ok((header, payload.slice(used..)))
 }
 
 /// Why a handshake frame was refused.
@@ -135,7 +136,8 @@ mod tests {
         let mut frame = FrameBuf::new(&header).unwrap();
         codec::encode_into(&(2i64, 3i64), frame.body_mut()).unwrap();
         let bytes = frame.finish(1 << 20).unwrap();
-        let (decoded, body) = decode_frame(payload(bytes)).unwrap();
+        let frame = payload(bytes).freeze();
+        let (decoded, body) = decode_frame(&frame).unwrap();
         assert_eq!(decoded, header);
         assert_eq!(codec::decode_exact::<(i64, i64)>(&body).unwrap(), (2, 3));
     }
@@ -164,7 +166,8 @@ mod tests {
         ];
         for header in headers {
             let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
-            let (decoded, body) = decode_frame(payload(bytes)).unwrap();
+            let frame = payload(bytes).freeze();
+            let (decoded, body) = decode_frame(&frame).unwrap();
             assert_eq!(decoded, header);
             assert!(body.is_empty());
         }
@@ -191,7 +194,7 @@ mod tests {
             b"\x00\xfe\xff\xff\xff\xff",
         ] {
             assert!(
-                decode_frame(BytesMut::from(garbage)).is_err(),
+                decode_frame(&Bytes::copy_from_slice(garbage)).is_err(),
                 "{garbage:?}"
             );
         }
@@ -209,7 +212,7 @@ mod tests {
         let full = payload(bytes);
         for cut in 0..full.len() {
             assert!(
-                decode_frame(BytesMut::from(&full[..cut])).is_err(),
+                decode_frame(&Bytes::copy_from_slice(&full[..cut])).is_err(),
                 "cut at {cut}"
             );
         }
