@@ -16,32 +16,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::outbox::{self, Outbox};
 use crate::pending::Pending;
 use crate::serve::{self, ServeCtx};
 use crate::transport::{Reader, Socket};
 use crate::wire::{self, Encoding, FrameBuf, Header, RemoteError};
 use crate::{PeerInfo, RpcError};
 
-/// How long a closing writer may keep flushing to a peer that does not read.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
 /// What a waiting caller receives: the result's encoding and bytes, or the callee's error.
 pub(crate) type Reply = Result<(Encoding, Bytes), RemoteError>;
-
-/// A frame for the writer. `reply` frames answer a request admitted by [`serve`]: the
-/// request stops counting against the in-flight limit only once its reply is written, so a
-/// peer that does not read cannot make replies pile up past that limit.
-pub(crate) struct Outgoing {
-    pub(crate) frame: Bytes,
-    pub(crate) reply: bool,
-}
 
 /// State shared by a connection's handle, its reader and its writer.
 pub(crate) struct Shared {
@@ -53,9 +41,9 @@ pub(crate) struct Shared {
     pub(crate) outbound: bool,
     /// Largest frame sent on this link: the smaller of our limit and the peer's.
     pub(crate) max_frame: usize,
-    /// Frames for the writer. Unbounded by type, bounded in use: requests wait for their reply
-    /// (so callers bound them), and replies by `max_in_flight` (see [`Outgoing`]).
-    out: mpsc::UnboundedSender<Outgoing>,
+    /// Frames for the writer, encoded in place (see [`crate::outbox`]). Bounded in use:
+    /// requests wait for their reply (so callers bound them), and replies by `max_in_flight`.
+    pub(crate) outbox: Outbox,
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
     /// the caller's drop guard; the link clears the table when it closes.
     pending: Pending,
@@ -68,15 +56,16 @@ pub(crate) struct Shared {
     pub(crate) inbound: CachePadded<AtomicUsize>,
     closed: AtomicBool,
     /// Why the writer stopped, when it failed: the reader reports it as the link's end.
-    write_error: OnceLock<String>,
+    pub(crate) write_error: OnceLock<String>,
     /// Cancelled to close the link; child of the node's token.
-    token: CancellationToken,
+    pub(crate) token: CancellationToken,
 }
 
 impl Shared {
-    /// Queues a frame for the writer; false once the link is closed.
-    pub(crate) fn out_send(&self, frame: Bytes, reply: bool) -> bool {
-        self.out.send(Outgoing { frame, reply }).is_ok()
+    /// Marks the link closed and stops its tasks.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.token.cancel();
     }
 }
 
@@ -160,19 +149,20 @@ impl Connection {
         token: CancellationToken,
         on_close: impl FnOnce(&Connection, &Closed) + Send + 'static,
     ) -> Connection {
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let outbox = Outbox::new();
         if let Some(frame) = first {
-            let _ = out.send(Outgoing {
-                frame,
-                reply: false,
-            }); // the receiver is in scope
+            let queued = outbox.push(false, |buf| {
+                buf.extend_from_slice(&frame);
+                Ok::<(), ()>(())
+            });
+            debug_assert_eq!(queued, Ok(true), "a new outbox is open");
         }
         let shared = Arc::new(Shared {
             peer: parts.peer,
             conn_id: parts.conn_id,
             outbound: parts.outbound,
             max_frame: parts.max_frame,
-            out,
+            outbox,
             pending: Pending::new(),
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
@@ -191,9 +181,8 @@ impl Connection {
         let tasks = ctx.tasks.clone();
         let sweeper = conn.shared.clone();
         tasks.spawn(async move { sweeper.pending.sweep(&sweeper.token).await });
-        tasks.spawn(write_loop(
+        tasks.spawn(outbox::write_loop(
             conn.shared.clone(),
-            out_rx,
             writer,
             parts.heartbeat,
         ));
@@ -224,21 +213,25 @@ impl Connection {
 
     /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
     pub(crate) fn close(&self, reason: &str, leaving: bool) {
-        if let Ok(frame) = FrameBuf::new(&Header::Goodbye {
+        let goodbye = Header::Goodbye {
             reason: reason.into(),
             leaving,
-        }) {
-            if let Ok(bytes) = frame.finish(self.shared.max_frame) {
-                self.shared.out_send(bytes, false);
-            }
-        }
+        };
+        let max = self.shared.max_frame;
+        // Not queued if the writer has already stopped: the link is gone anyway.
+        let _ = self
+            .shared
+            .outbox
+            .push(false, |buf| match FrameBuf::new(buf, &goodbye) {
+                Ok(frame) => frame.finish(max).map_err(drop),
+                Err(_) => Err(()),
+            });
         self.shutdown();
     }
 
     /// Marks the link closed, stops its tasks and fails every pending call.
     fn shutdown(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.token.cancel();
+        self.shared.mark_closed();
         // Dropping the senders wakes each waiting caller with `Disconnected`. A caller that
         // inserts after this sees `closed` and removes its own entry.
         self.shared.pending.clear();
@@ -263,12 +256,12 @@ impl Connection {
             timeout_ms: Some(timeout.as_millis().min(u64::MAX as u128) as u64),
             encoding,
         };
-        let frame = self.encode(&header, encoding, args, method)?;
+        // Registered before the frame can leave: the reply may come back at once.
         let (tx, rx) = oneshot::channel();
         shared.pending.insert(id, tx, Instant::now() + timeout);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = PendingGuard { shared, id };
-        if self.is_closed() || !shared.out_send(frame, false) {
+        if self.is_closed() || !self.send(&header, encoding, args, method)? {
             return Err(self.disconnected(method));
         }
         // The link's sweeper answers `timeout` when the deadline passes.
@@ -290,29 +283,31 @@ impl Connection {
             method: method.into(),
             encoding,
         };
-        let frame = self.encode(&header, encoding, args, method)?;
-        if self.is_closed() || !self.shared.out_send(frame, false) {
+        if self.is_closed() || !self.send(&header, encoding, args, method)? {
             return Err(self.disconnected(method));
         }
         Ok(())
     }
 
-    fn encode<A: Serialize + ?Sized>(
+    /// Encodes the frame straight into the outbox; false if the writer has stopped.
+    fn send<A: Serialize + ?Sized>(
         &self,
         header: &Header<'_>,
         encoding: Encoding,
         args: &A,
         method: &str,
-    ) -> Result<Bytes, RpcError> {
+    ) -> Result<bool, RpcError> {
         let bad_args = |e: wire::CodecError| RpcError::BadArguments {
             method: method.to_owned(),
             detail: format!("cannot encode: {e}"),
         };
-        let mut frame = FrameBuf::new(header).map_err(bad_args)?;
-        serve::encode_body(encoding, args, frame.body_mut()).map_err(bad_args)?;
         let max = self.shared.max_frame;
-        frame.finish(max).map_err(|size| RpcError::FrameTooLarge {
-            message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
+        self.shared.outbox.push(false, |buf| {
+            let mut frame = FrameBuf::new(buf, header).map_err(bad_args)?;
+            serve::encode_body(encoding, args, frame.body_mut()).map_err(bad_args)?;
+            frame.finish(max).map_err(|size| RpcError::FrameTooLarge {
+                message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
+            })
         })
     }
 
@@ -448,98 +443,4 @@ fn read_error(e: std::io::Error, max_frame: usize) -> String {
     } else {
         format!("read failed: {e}")
     }
-}
-
-/// Writes queued frames. While other calls are in flight it yields once before flushing, so
-/// frames queued by tasks that are about to run go out in the same write syscall. A link
-/// idle for `heartbeat` gets a `Ping`.
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    half: OwnedWriteHalf,
-    heartbeat: Duration,
-) {
-    let mut out = BufWriter::with_capacity(64 << 10, half);
-    let ping = FrameBuf::new(&Header::Ping)
-        .ok()
-        .and_then(|f| f.finish(usize::MAX).ok());
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut wrote = true;
-    let work = async {
-        loop {
-            let first = tokio::select! {
-                biased;
-                next = rx.recv() => match next { Some(next) => next, None => break },
-                _ = shared.token.cancelled() => break,
-                _ = tick.tick() => {
-                    match &ping {
-                        Some(ping) if !wrote => {
-                            out.write_all(ping).await?;
-                            out.flush().await?;
-                        }
-                        _ => {}
-                    }
-                    wrote = false;
-                    continue;
-                }
-            };
-            wrote = true;
-            write_one(&shared, &mut out, first).await?;
-            let mut yielded = false;
-            loop {
-                while let Ok(next) = rx.try_recv() {
-                    write_one(&shared, &mut out, next).await?;
-                }
-                if yielded || shared.in_flight.load(Ordering::Relaxed) <= 1 {
-                    break;
-                }
-                yielded = true;
-                tokio::task::yield_now().await;
-            }
-            out.flush().await?;
-        }
-        // Closing: what was queued before the close (a goodbye, late replies) still goes out.
-        while let Ok(next) = rx.try_recv() {
-            write_one(&shared, &mut out, next).await?;
-        }
-        out.flush().await?;
-        out.shutdown().await
-    };
-    // A peer that stops reading must not hold up our shutdown: once the link is cancelled the
-    // writer gets a short grace to flush, then the socket is dropped.
-    let give_up = async {
-        shared.token.cancelled().await;
-        tokio::time::sleep(CLOSE_GRACE).await;
-    };
-    let result = tokio::select! {
-        result = work => result,
-        _ = give_up => Ok(()),
-    };
-    if let Err(error) = result {
-        // Set before the token is cancelled, so the reader reports the failure, not a close
-        // by this node.
-        let _ = shared.write_error.set(error.to_string()); // only the writer sets it
-    }
-    shared.closed.store(true, Ordering::SeqCst);
-    shared.token.cancel();
-    // Replies still queued will never be written: stop counting them.
-    rx.close();
-    while let Ok(next) = rx.try_recv() {
-        if next.reply {
-            shared.inbound.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-async fn write_one(
-    shared: &Shared,
-    out: &mut BufWriter<OwnedWriteHalf>,
-    next: Outgoing,
-) -> std::io::Result<()> {
-    if next.reply {
-        // Out of the queue and into the socket's hands: the request stops counting.
-        shared.inbound.fetch_sub(1, Ordering::Relaxed);
-    }
-    out.write_all(&next.frame).await
 }

@@ -33,6 +33,7 @@ mod links;
 mod membership;
 mod methods;
 mod node;
+mod outbox;
 mod peers;
 mod pending;
 mod serve;

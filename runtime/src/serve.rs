@@ -101,7 +101,7 @@ pub(crate) struct Responder {
 
 impl Responder {
     fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
-        // Both counters are released in `send`, or for `inbound` by the writer once the reply
+        // Both counters are released in `finish`, or for `inbound` by the writer once the reply
         // is written.
         link.inbound.fetch_add(1, Ordering::Relaxed);
         link.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -113,12 +113,23 @@ impl Responder {
         }
     }
 
-    /// Sends the handler's result.
+    /// Sends the handler's result, encoded straight into the link's outbox.
     pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
         // Encoding runs user code (Serialize) that may panic: the responder is marked answered
         // only afterwards, so a panic here still answers from `drop`.
-        let result = result.and_then(|value| self.ok_frame(value));
-        self.send(result);
+        let queued = match self.id {
+            None => {
+                if let Err(error) = &result {
+                    debug!(peer = %self.link.peer.name, %error, "cast failed");
+                }
+                false
+            }
+            Some(id) => {
+                let sent = result.and_then(|value| self.push_ok(id, value));
+                sent.unwrap_or_else(|error| self.push_error(id, error))
+            }
+        };
+        self.finish(queued);
     }
 
     /// Sends an error.
@@ -126,69 +137,56 @@ impl Responder {
         self.reply::<()>(Err(RemoteError::new(kind, message)));
     }
 
-    fn ok_frame<R: Serialize + ?Sized>(&self, value: &R) -> Result<Bytes, RemoteError> {
-        let Some(id) = self.id else {
-            return Ok(Bytes::new());
-        };
+    /// Queues the success response; false if the writer has stopped.
+    fn push_ok<R: Serialize + ?Sized>(&self, id: u64, value: &R) -> Result<bool, RemoteError> {
         let header = Header::Response {
             id,
             outcome: Ok(self.encoding),
         };
+        let (encoding, max) = (self.encoding, self.link.max_frame);
         let cannot_encode = |e: CodecError| {
             RemoteError::new(
                 ErrorKind::Protocol,
                 format!("cannot encode the result: {e}"),
             )
         };
-        let mut frame = FrameBuf::new(&header).map_err(cannot_encode)?;
-        encode_body(self.encoding, value, frame.body_mut()).map_err(cannot_encode)?;
-        let max = self.link.max_frame;
-        frame.finish(max).map_err(|size| {
-            RemoteError::new(
-                ErrorKind::FrameTooLarge,
-                format!("the result takes {size} bytes, over the {max}-byte frame limit"),
-            )
+        self.link.outbox.push(true, |buf| {
+            let mut frame = FrameBuf::new(buf, &header).map_err(cannot_encode)?;
+            encode_body(encoding, value, frame.body_mut()).map_err(cannot_encode)?;
+            frame.finish(max).map_err(|size| {
+                RemoteError::new(
+                    ErrorKind::FrameTooLarge,
+                    format!("the result takes {size} bytes, over the {max}-byte frame limit"),
+                )
+            })
         })
     }
 
-    fn send(&mut self, result: Result<Bytes, RemoteError>) {
-        self.answered = true;
-        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let Some(id) = self.id else {
-            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
-            if let Err(error) = result {
-                debug!(peer = %self.link.peer.name, %error, "cast failed");
-            }
-            return;
-        };
-        let frame = match result {
-            Ok(frame) => Some(frame),
-            Err(error) => self.error_frame(id, error),
-        };
-        // The writer stops counting the request once it writes the reply. A closed link has
-        // already failed the caller with `Disconnected`.
-        let queued = frame.is_some_and(|frame| self.link.out_send(frame, true));
-        if !queued {
-            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// An error response cut to fit the caller's frame limit.
-    fn error_frame(&self, id: u64, mut error: RemoteError) -> Option<Bytes> {
-        let room = self
-            .link
-            .max_frame
-            .saturating_sub(ERROR_OVERHEAD)
-            .min(MAX_ERROR_MESSAGE);
+    /// Queues an error response, cut to fit the caller's frame limit; false if not queued.
+    fn push_error(&self, id: u64, mut error: RemoteError) -> bool {
+        let max = self.link.max_frame;
+        let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
         truncate_on_char_boundary(&mut error.message, room);
         let header = Header::Response {
             id,
             outcome: Err(error),
         };
-        FrameBuf::new(&header)
-            .ok()?
-            .finish(self.link.max_frame)
-            .ok()
+        let pushed = self.link.outbox.push(true, |buf| {
+            FrameBuf::new(buf, &header)
+                .map_err(drop)?
+                .finish(max)
+                .map_err(drop)
+        });
+        pushed.unwrap_or(false)
+    }
+
+    /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
+    fn finish(&mut self, queued: bool) {
+        self.answered = true;
+        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !queued {
+            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -210,11 +208,14 @@ fn truncate_on_char_boundary(s: &mut String, max: usize) {
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            let error = RemoteError::new(
-                ErrorKind::Shutdown,
-                "the handler was stopped before it answered",
-            );
-            self.send(Err(error));
+            let queued = self.id.is_some_and(|id| {
+                let error = RemoteError::new(
+                    ErrorKind::Shutdown,
+                    "the handler was stopped before it answered",
+                );
+                self.push_error(id, error)
+            });
+            self.finish(queued);
         }
     }
 }

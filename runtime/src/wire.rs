@@ -15,7 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{CodecError, DECODE_LIMIT};
-pub(crate) use frame::{decode_frame, FrameBuf};
+pub(crate) use frame::{decode_frame, frame_bytes, FrameBuf};
 pub use frame::{decode_handshake, encode_handshake, HandshakeError};
 
 /// The four bytes every handshake frame starts with.

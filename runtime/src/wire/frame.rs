@@ -9,35 +9,64 @@ use serde::Serialize;
 use super::codec::{self, CodecError};
 use super::{Header, MAGIC, PROTOCOL_VERSION};
 
-/// An outgoing frame under construction: length placeholder, then header, then body.
-pub(crate) struct FrameBuf {
-    buf: BytesMut,
+/// An outgoing frame being appended to a buffer that may already hold other frames: length
+/// placeholder, then header, then body. Unless [`FrameBuf::finish`] succeeds, dropping it
+/// (an error, or a panic in user `Serialize` code) cuts the buffer back to where the frame
+/// started, so a buffer never holds half a frame.
+pub(crate) struct FrameBuf<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+    done: bool,
 }
 
-impl FrameBuf {
-    /// Starts a frame with `header`; append the body through [`FrameBuf::body_mut`].
-    pub(crate) fn new(header: &Header<'_>) -> Result<Self, CodecError> {
-        let mut buf = BytesMut::with_capacity(128);
+impl<'a> FrameBuf<'a> {
+    /// Starts a frame with `header` at the end of `buf`; append the body through
+    /// [`FrameBuf::body_mut`].
+    pub(crate) fn new(buf: &'a mut BytesMut, header: &Header<'_>) -> Result<Self, CodecError> {
+        let start = buf.len();
         buf.put_u32(0);
-        codec::encode_into(header, &mut buf)?;
-        Ok(FrameBuf { buf })
+        let frame = FrameBuf {
+            buf,
+            start,
+            done: false,
+        };
+        codec::encode_into(header, frame.buf)?;
+        Ok(frame)
     }
 
     /// The buffer the body is appended to.
     pub(crate) fn body_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+        self.buf
     }
 
-    /// Writes the length prefix and returns the bytes to send, or the payload size when it
-    /// exceeds `max_frame` (nothing is sent then).
-    pub(crate) fn finish(mut self, max_frame: usize) -> Result<Bytes, usize> {
-        let len = self.buf.len() - 4;
+    /// Writes the length prefix; if the payload exceeds `max_frame`, removes the frame and
+    /// returns its size instead (nothing is sent then).
+    pub(crate) fn finish(mut self, max_frame: usize) -> Result<(), usize> {
+        let len = self.buf.len() - self.start - 4;
         if len > max_frame || len > u32::MAX as usize {
             return Err(len);
         }
-        self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(self.buf.freeze())
+        self.buf[self.start..self.start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.done = true;
+        Ok(())
     }
+}
+
+impl Drop for FrameBuf<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+/// One whole frame for `header` with an empty body (control frames, tests).
+pub(crate) fn frame_bytes(header: &Header<'_>) -> Result<Bytes, CodecError> {
+    let mut buf = BytesMut::new();
+    FrameBuf::new(&mut buf, header)?
+        .finish(usize::MAX)
+        .map_err(|n| CodecError(format!("{n} bytes")))?;
+    Ok(buf.freeze())
 }
 
 /// Splits an incoming payload (length prefix already removed) into header and body.
@@ -125,6 +154,14 @@ mod tests {
         BytesMut::from(&frame[4..])
     }
 
+    fn build(header: &Header<'_>, body: impl FnOnce(&mut BytesMut)) -> Bytes {
+        let mut buf = BytesMut::new();
+        let mut frame = FrameBuf::new(&mut buf, header).unwrap();
+        body(frame.body_mut());
+        frame.finish(1 << 20).unwrap();
+        buf.freeze()
+    }
+
     #[test]
     fn request_round_trips_with_its_body() {
         let header = Header::Request {
@@ -133,9 +170,9 @@ mod tests {
             timeout_ms: Some(1500),
             encoding: Encoding::Bincode,
         };
-        let mut frame = FrameBuf::new(&header).unwrap();
-        codec::encode_into(&(2i64, 3i64), frame.body_mut()).unwrap();
-        let bytes = frame.finish(1 << 20).unwrap();
+        let bytes = build(&header, |body| {
+            codec::encode_into(&(2i64, 3i64), body).unwrap()
+        });
         let frame = payload(bytes).freeze();
         let (decoded, body) = decode_frame(&frame).unwrap();
         assert_eq!(decoded, header);
@@ -165,7 +202,7 @@ mod tests {
             Header::Ping,
         ];
         for header in headers {
-            let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
+            let bytes = frame_bytes(&header).unwrap();
             let frame = payload(bytes).freeze();
             let (decoded, body) = decode_frame(&frame).unwrap();
             assert_eq!(decoded, header);
@@ -179,10 +216,18 @@ mod tests {
             method: "echo".into(),
             encoding: Encoding::Bincode,
         };
-        let mut frame = FrameBuf::new(&header).unwrap();
+        // Another frame is already in the buffer: the refused one leaves no trace.
+        let mut buf = BytesMut::from(&b"earlier"[..]);
+        let mut frame = FrameBuf::new(&mut buf, &header).unwrap();
         frame.body_mut().put_slice(&[0u8; 2000]);
         let size = frame.finish(1000).unwrap_err();
         assert!(size > 2000);
+        assert_eq!(&buf[..], b"earlier");
+        // Nor does one abandoned half-way (an encoding error or a panic).
+        let mut frame = FrameBuf::new(&mut buf, &header).unwrap();
+        frame.body_mut().put_slice(&[1, 2, 3]);
+        drop(frame);
+        assert_eq!(&buf[..], b"earlier");
     }
 
     #[test]
@@ -208,8 +253,7 @@ mod tests {
             timeout_ms: None,
             encoding: Encoding::Json,
         };
-        let bytes = FrameBuf::new(&header).unwrap().finish(1024).unwrap();
-        let full = payload(bytes);
+        let full = payload(frame_bytes(&header).unwrap());
         for cut in 0..full.len() {
             assert!(
                 decode_frame(&Bytes::copy_from_slice(&full[..cut])).is_err(),
@@ -227,9 +271,9 @@ mod tests {
             timeout_ms: Some(30_000),
             encoding: Encoding::Bincode,
         };
-        let mut frame = FrameBuf::new(&request).unwrap();
-        codec::encode_into(&(2i64, 3i64), frame.body_mut()).unwrap();
-        let bytes = frame.finish(1 << 20).unwrap();
+        let bytes = build(&request, |body| {
+            codec::encode_into(&(2i64, 3i64), body).unwrap()
+        });
         assert_eq!(
             &bytes[..],
             &[
@@ -241,19 +285,16 @@ mod tests {
             id: 1,
             outcome: Ok(Encoding::Bincode),
         };
-        let mut frame = FrameBuf::new(&response).unwrap();
-        codec::encode_into(&5i64, frame.body_mut()).unwrap();
         assert_eq!(
-            &frame.finish(1 << 20).unwrap()[..],
+            &build(&response, |body| codec::encode_into(&5i64, body).unwrap())[..],
             &[0, 0, 0, 5, 0x02, 0x01, 0x00, 0x00, 0x0A]
         );
         let failure = Header::Response {
             id: 1,
             outcome: Err(RemoteError::new(ErrorKind::MethodNotFound, "x")),
         };
-        let frame = FrameBuf::new(&failure).unwrap();
         assert_eq!(
-            &frame.finish(1 << 20).unwrap()[..],
+            &frame_bytes(&failure).unwrap()[..],
             &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']
         );
         let identity = Identity {

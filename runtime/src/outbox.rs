@@ -1,0 +1,175 @@
+//! The frames waiting to be written on one link, and the writer task that writes them.
+//!
+//! Callers and responders encode their frames straight into the outbox's buffer under a
+//! short lock: no allocation and no queue node per frame, and nothing freed on another
+//! thread. The writer swaps the whole buffer for its empty spare and writes it with one
+//! syscall, so frames queued while it was busy go out together; while other calls are in
+//! flight it first yields once, letting tasks about to queue a frame join the batch. An idle
+//! link gets a `Ping` every heartbeat. The writer stops when the link's token is cancelled
+//! (after a short grace to flush) or a write fails; then the outbox refuses new frames.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::connection::Shared;
+use crate::wire::{self, Header};
+
+/// How long a closing writer may keep flushing to a peer that does not read.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A batch buffer that grew past this (a large frame) is not kept for reuse.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+/// See the module doc.
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Signalled when a frame lands in an empty buffer (a permit is kept if the writer is
+    /// busy, so no wake-up is lost).
+    ready: Notify,
+}
+
+struct State {
+    /// Whole frames, length prefixes included.
+    buf: BytesMut,
+    /// How many of those frames answer requests admitted by `serve`: those requests count
+    /// against the in-flight limit until their reply is handed to the socket, so a peer that
+    /// does not read cannot make replies pile up here past that limit.
+    replies: usize,
+    /// Set when the writer has stopped: frames are refused.
+    closed: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        let state = State {
+            buf: BytesMut::with_capacity(16 << 10),
+            replies: 0,
+            closed: false,
+        };
+        Outbox {
+            state: Mutex::new(state),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Frames are appended through `FrameBuf`, which removes a half-built frame even when
+        // user code panics while encoding: the buffer is consistent after a poisoning panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one frame built by `encode` (which must leave the buffer as it found it when
+    /// it fails: `FrameBuf` does). `Ok(false)` if the writer has stopped.
+    pub(crate) fn push<E>(
+        &self,
+        reply: bool,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let mut state = self.lock();
+        if state.closed {
+            return Ok(false);
+        }
+        let was_empty = state.buf.is_empty();
+        encode(&mut state.buf)?;
+        state.replies += usize::from(reply);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Moves the waiting bytes into `batch` (empty) and returns how many replies they hold.
+    fn take(&self, batch: &mut BytesMut) -> usize {
+        let mut state = self.lock();
+        std::mem::swap(&mut state.buf, batch);
+        std::mem::take(&mut state.replies)
+    }
+
+    /// Refuses frames from now on; returns the replies that will never be written.
+    fn close(&self) -> usize {
+        let mut state = self.lock();
+        state.closed = true;
+        state.buf.clear();
+        std::mem::take(&mut state.replies)
+    }
+}
+
+/// The writer task of one link; see the module doc.
+pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf, heartbeat: Duration) {
+    let ping = wire::frame_bytes(&Header::Ping).ok();
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = BytesMut::with_capacity(16 << 10);
+    let mut wrote = true;
+    let outbox = &shared.outbox;
+    let work = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = outbox.ready.notified() => {}
+                _ = shared.token.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Some(ping) = ping.as_ref().filter(|_| !wrote) {
+                        half.write_all(ping).await?;
+                    }
+                    wrote = false;
+                    continue;
+                }
+            }
+            if shared.in_flight.load(Ordering::Relaxed) > 1 {
+                tokio::task::yield_now().await;
+            }
+            write_batch(&shared, &mut half, &mut batch).await?;
+            wrote = true;
+        }
+        // Closing: what was queued before the close (a goodbye, late replies) still goes out.
+        write_batch(&shared, &mut half, &mut batch).await?;
+        half.shutdown().await
+    };
+    // A peer that stops reading must not hold up our shutdown: once the link is cancelled the
+    // writer gets a short grace to flush, then the socket is dropped.
+    let give_up = async {
+        shared.token.cancelled().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = work => result,
+        _ = give_up => Ok(()),
+    };
+    if let Err(error) = result {
+        debug!(peer = %shared.peer.name, %error, "write failed");
+        // Set before the token is cancelled, so the reader reports the failure, not a close
+        // by this node.
+        let _ = shared.write_error.set(error.to_string()); // only the writer sets it
+    }
+    let unwritten = outbox.close();
+    shared.inbound.fetch_sub(unwritten, Ordering::Relaxed);
+    shared.mark_closed();
+}
+
+async fn write_batch(
+    shared: &Shared,
+    half: &mut OwnedWriteHalf,
+    batch: &mut BytesMut,
+) -> std::io::Result<()> {
+    let replies = shared.outbox.take(batch);
+    // Into the socket's hands: those requests stop counting against the in-flight limit.
+    shared.inbound.fetch_sub(replies, Ordering::Relaxed);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let result = half.write_all(batch).await;
+    batch.clear();
+    if batch.capacity() > KEEP_CAPACITY {
+        *batch = BytesMut::with_capacity(16 << 10);
+    }
+    result
+}
