@@ -1,155 +1,94 @@
-//! Round trips between two in-process meshrpc nodes, against a baseline measured in the same
-//! run: a minimal pipelined echo over the same stack (tokio, tokio-util length-delimited
-//! frames, a bincode request with an id; no actors, no registry, no handshake). The baseline
-//! is the practical ceiling of this design; read meshrpc's numbers as a ratio to it.
+//! Round trips between two in-process meshrpc nodes, against the baseline (a minimal
+//! pipelined framed echo, see `baseline/`) measured in the same run. Read meshrpc's numbers
+//! as a ratio to the baseline's: docs/PERFORMANCE.md has the table and how to reproduce it.
 //!
 //! `cargo bench --bench rpc`
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod baseline;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dashmap::DashMap;
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use meshrpc::{Method, Node, Peer};
-use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use meshrpc::{Client, Method, Node, Peer};
+use serde_bytes::ByteBuf;
+
+use baseline::Baseline;
 
 const ADD: Method<(i64, i64), i64> = Method::new("add");
-const ECHO: Method<serde_bytes::ByteBuf, serde_bytes::ByteBuf> = Method::new("echo");
-const BINCODE: bincode::config::Configuration = bincode::config::standard();
+const ECHO: Method<ByteBuf, ByteBuf> = Method::new("echo");
+const INCR: Method<i64, i64> = Method::new("counter.incr");
 
-/// Runs `iters` calls of `call` with `in_flight` of them outstanding; returns the wall time.
-/// Each worker has its own share of the calls: no counter shared between them.
+/// Runs `iters` calls with `in_flight` workers, each making its own share of them in turn;
+/// `call(w)` makes one call for worker `w`. Returns the wall time.
 async fn drive<F, Fut>(iters: u64, in_flight: u64, call: F) -> Duration
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let workers = in_flight.min(iters).max(1);
     let start = Instant::now();
-    let workers: Vec<_> = (0..workers)
+    let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let share = iters / workers + u64::from(w < iters % workers);
             let call = call.clone();
             tokio::spawn(async move {
                 for _ in 0..share {
-                    call().await;
+                    call(w).await;
                 }
             })
         })
         .collect();
-    for worker in workers {
-        worker.await.expect("bench worker");
+    for task in tasks {
+        task.await.expect("bench worker");
     }
     start.elapsed()
 }
 
-async fn meshrpc_pair() -> (Node, Node, Peer) {
+struct Setup {
+    _server: Node,
+    _client: Node,
+    /// The client node's link to the server node.
+    peer: Peer,
+    /// Four more connections to the server, from plain clients.
+    clients: Vec<Client>,
+    baseline: Baseline,
+    baselines: Vec<Baseline>,
+}
+
+async fn setup() -> Setup {
     let server = Node::builder("server").start().await.expect("server");
     server.serve_fn(ADD, |(a, b)| a + b);
     server.serve_fn(ECHO, |bytes| bytes);
+    server
+        .actor("counter", || 0i64)
+        .method("incr", |n: &mut i64, by: i64| {
+            *n = n.wrapping_add(by);
+            *n
+        })
+        .start();
     let client = Node::builder("client").start().await.expect("client");
     let peer = client.peer(server.addr()).await.expect("link");
-    (server, client, peer)
-}
-
-/// The baseline's request and reply: an id and a body.
-#[derive(Serialize, Deserialize)]
-struct Msg {
-    id: u64,
-    #[serde(with = "serde_bytes")]
-    body: Vec<u8>,
-}
-
-/// Baseline client: a writer task, a reader task and a pending table, like any pipelined client.
-#[derive(Clone)]
-struct Baseline {
-    out: mpsc::UnboundedSender<Bytes>,
-    pending: Arc<DashMap<u64, oneshot::Sender<Vec<u8>>>>,
-    next: Arc<AtomicU64>,
-}
-
-impl Baseline {
-    async fn start() -> Baseline {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(echo_server(stream));
-            }
-        });
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (read, write) = stream.into_split();
-        let (out, mut rx) = mpsc::unbounded_channel::<Bytes>();
-        let pending: Arc<DashMap<u64, oneshot::Sender<Vec<u8>>>> = Arc::default();
-        tokio::spawn(async move {
-            let mut sink = FramedWrite::new(write, LengthDelimitedCodec::new());
-            while let Some(frame) = rx.recv().await {
-                let _ = sink.feed(frame).await;
-                while let Ok(frame) = rx.try_recv() {
-                    let _ = sink.feed(frame).await;
-                }
-                let _ = SinkExt::<Bytes>::flush(&mut sink).await;
-            }
-        });
-        let routes = pending.clone();
-        tokio::spawn(async move {
-            let mut frames = FramedRead::new(read, LengthDelimitedCodec::new());
-            while let Some(Ok(frame)) = frames.next().await {
-                if let Ok((msg, _)) = bincode::serde::decode_from_slice::<Msg, _>(&frame, BINCODE) {
-                    if let Some((_, tx)) = routes.remove(&msg.id) {
-                        let _ = tx.send(msg.body);
-                    }
-                }
-            }
-        });
-        Baseline {
-            out,
-            pending,
-            next: Arc::default(),
-        }
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(
+            Client::connect(&server.addr().to_string())
+                .await
+                .expect("client"),
+        );
     }
-
-    async fn call(&self, body: &[u8]) -> Vec<u8> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, tx);
-        let msg = Msg {
-            id,
-            body: body.to_vec(),
-        };
-        let bytes = bincode::serde::encode_to_vec(&msg, BINCODE).expect("encode");
-        self.out.send(Bytes::from(bytes)).expect("writer alive");
-        rx.await.expect("reply")
+    let echo = Baseline::server().await;
+    let baseline = Baseline::connect(echo).await;
+    let mut baselines = Vec::new();
+    for _ in 0..4 {
+        baselines.push(Baseline::connect(echo).await);
     }
-}
-
-/// Echoes every frame, flushing only when no other frame is ready.
-async fn echo_server(stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut frames = FramedRead::new(read, LengthDelimitedCodec::new());
-    let mut sink = FramedWrite::new(write, LengthDelimitedCodec::new());
-    while let Some(Ok(frame)) = frames.next().await {
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
-            let reply: BytesMut = frame; // same id, same body: an echo
-            if sink.feed(reply.freeze()).await.is_err() {
-                return;
-            }
-            if let Some(Some(Ok(more))) = frames.next().now_or_never() {
-                next = Some(more);
-            }
-        }
-        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-            return;
-        }
+    Setup {
+        _server: server,
+        _client: client,
+        peer,
+        clients,
+        baseline,
+        baselines,
     }
 }
 
@@ -159,31 +98,29 @@ fn round_trips(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (_server, _client, peer) = rt.block_on(meshrpc_pair());
-    let baseline = rt.block_on(Baseline::start());
-    let small = bincode::serde::encode_to_vec((2i64, 3i64), BINCODE).expect("encode");
+    let s = rt.block_on(setup());
+    let small =
+        bincode::serde::encode_to_vec((2i64, 3i64), bincode::config::standard()).expect("encode");
 
     let mut group = c.benchmark_group("add");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(3));
     for in_flight in [1u64, 64] {
-        let p = peer.clone();
+        let peer = s.peer.clone();
         group.bench_function(BenchmarkId::new("meshrpc", in_flight), |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                let p = p.clone();
-                drive(iters, in_flight, move || {
-                    let p = p.clone();
-                    async move {
-                        assert_eq!(p.invoke(ADD, (2, 3)).await.expect("add"), 5);
-                    }
+                let peer = peer.clone();
+                drive(iters, in_flight, move |_| {
+                    let peer = peer.clone();
+                    async move { assert_eq!(peer.invoke(ADD, (2, 3)).await.expect("add"), 5) }
                 })
             })
         });
-        let (base, small) = (baseline.clone(), small.clone());
+        let (base, small) = (s.baseline.clone(), small.clone());
         group.bench_function(BenchmarkId::new("baseline", in_flight), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (base, small) = (base.clone(), small.clone());
-                drive(iters, in_flight, move || {
+                drive(iters, in_flight, move |_| {
                     let (base, small) = (base.clone(), small.clone());
                     async move {
                         base.call(&small).await;
@@ -194,32 +131,86 @@ fn round_trips(c: &mut Criterion) {
     }
     group.finish();
 
-    let payload = serde_bytes::ByteBuf::from(vec![0xA5u8; 64 << 10]);
-    let mut group = c.benchmark_group("echo_64k");
-    group.throughput(Throughput::Bytes(payload.len() as u64));
+    // Four connections, 256 calls in flight spread over them.
+    let mut group = c.benchmark_group("add_4_connections");
+    group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(3));
-    let p = peer.clone();
-    let body = payload.clone();
-    group.bench_function(BenchmarkId::new("meshrpc", 16), |b| {
+    let peers: Vec<Peer> = s.clients.iter().map(|c| (**c).clone()).collect();
+    group.bench_function(BenchmarkId::new("meshrpc", 256), |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (p, body) = (p.clone(), body.clone());
-            drive(iters, 16, move || {
-                let (p, body) = (p.clone(), body.clone());
+            let peers = peers.clone();
+            drive(iters, 256, move |w| {
+                let peer = peers[w as usize % peers.len()].clone();
+                async move { assert_eq!(peer.invoke(ADD, (2, 3)).await.expect("add"), 5) }
+            })
+        })
+    });
+    let (bases, small4) = (s.baselines.clone(), small.clone());
+    group.bench_function(BenchmarkId::new("baseline", 256), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (bases, small) = (bases.clone(), small4.clone());
+            drive(iters, 256, move |w| {
+                let base = bases[w as usize % bases.len()].clone();
+                let small = small.clone();
                 async move {
-                    let back = p.invoke(ECHO, body).await.expect("echo");
-                    assert_eq!(back.len(), 64 << 10);
+                    base.call(&small).await;
                 }
             })
         })
     });
-    let base = baseline.clone();
+    group.finish();
+
+    let payload = ByteBuf::from(vec![0xA5u8; 64 << 10]);
+    let mut group = c.benchmark_group("echo_64k");
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    group.measurement_time(Duration::from_secs(3));
+    let (peer, body) = (s.peer.clone(), payload.clone());
+    group.bench_function(BenchmarkId::new("meshrpc", 16), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (peer, body) = (peer.clone(), body.clone());
+            drive(iters, 16, move |_| {
+                let (peer, body) = (peer.clone(), body.clone());
+                async move { assert_eq!(peer.invoke(ECHO, body).await.expect("echo").len(), 64 << 10) }
+            })
+        })
+    });
+    let base = s.baseline.clone();
     group.bench_function(BenchmarkId::new("baseline", 16), |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (base, body) = (base.clone(), payload.clone());
-            drive(iters, 16, move || {
+            drive(iters, 16, move |_| {
                 let (base, body) = (base.clone(), body.clone());
+                async move { assert_eq!(base.call(&body).await.len(), 64 << 10) }
+            })
+        })
+    });
+    group.finish();
+
+    // The same small call served by a stateless function and by an actor (one mailbox, one
+    // call at a time): what the mailbox costs.
+    let mut group = c.benchmark_group("mailbox");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(3));
+    let peer = s.peer.clone();
+    group.bench_function(BenchmarkId::new("actor_incr", 64), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let peer = peer.clone();
+            drive(iters, 64, move |_| {
+                let peer = peer.clone();
                 async move {
-                    assert_eq!(base.call(&body).await.len(), 64 << 10);
+                    peer.invoke(INCR, 1).await.expect("incr");
+                }
+            })
+        })
+    });
+    let peer = s.peer.clone();
+    group.bench_function(BenchmarkId::new("function_add", 64), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let peer = peer.clone();
+            drive(iters, 64, move |_| {
+                let peer = peer.clone();
+                async move {
+                    peer.invoke(ADD, (2, 3)).await.expect("add");
                 }
             })
         })

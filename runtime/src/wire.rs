@@ -14,8 +14,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{CodecError, DECODE_LIMIT};
-pub(crate) use frame::{decode_frame, frame_bytes, FrameBuf};
+pub use codec::{
+    decode_exact as decode_value, encode_into as encode_value, CodecError, DECODE_LIMIT,
+};
+pub(crate) use frame::frame_bytes;
+pub use frame::{decode_frame, FrameBuf};
 pub use frame::{decode_handshake, encode_handshake, HandshakeError};
 
 /// The four bytes every handshake frame starts with.

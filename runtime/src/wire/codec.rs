@@ -24,10 +24,10 @@ const CFG: Cfg = config::standard().with_limit::<DECODE_LIMIT>();
 pub struct CodecError(pub String);
 
 /// Appends the bincode encoding of `value` to `buf`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
-    value: &T,
-    buf: &mut BytesMut,
-) -> Result<(), CodecError> {
+///
+/// # Errors
+/// If `value`'s `Serialize` fails.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, &mut buf.writer(), CFG)
         .map(|_| ())
         .map_err(|e| CodecError(e.to_string()))
@@ -48,7 +48,10 @@ pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
 
 /// Decodes a value that must fill `bytes` exactly: trailing bytes are an error, because they
 /// mean the sender and receiver disagree about the type.
-pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+///
+/// # Errors
+/// If the bytes do not decode as `T`, claim more than [`DECODE_LIMIT`], or have a tail.
+pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) = decode_prefix(bytes)?;
     if used != bytes.len() {
         return Err(CodecError(format!(

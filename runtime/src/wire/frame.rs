@@ -13,7 +13,7 @@ use super::{Header, MAGIC, PROTOCOL_VERSION};
 /// placeholder, then header, then body. Unless [`FrameBuf::finish`] succeeds, dropping it
 /// (an error, or a panic in user `Serialize` code) cuts the buffer back to where the frame
 /// started, so a buffer never holds half a frame.
-pub(crate) struct FrameBuf<'a> {
+pub struct FrameBuf<'a> {
     buf: &'a mut BytesMut,
     start: usize,
     done: bool,
@@ -22,7 +22,10 @@ pub(crate) struct FrameBuf<'a> {
 impl<'a> FrameBuf<'a> {
     /// Starts a frame with `header` at the end of `buf`; append the body through
     /// [`FrameBuf::body_mut`].
-    pub(crate) fn new(buf: &'a mut BytesMut, header: &Header<'_>) -> Result<Self, CodecError> {
+    ///
+    /// # Errors
+    /// If the header cannot be encoded (the buffer is left as it was).
+    pub fn new(buf: &'a mut BytesMut, header: &Header<'_>) -> Result<Self, CodecError> {
         let start = buf.len();
         buf.put_u32(0);
         let frame = FrameBuf {
@@ -35,13 +38,16 @@ impl<'a> FrameBuf<'a> {
     }
 
     /// The buffer the body is appended to.
-    pub(crate) fn body_mut(&mut self) -> &mut BytesMut {
+    pub fn body_mut(&mut self) -> &mut BytesMut {
         self.buf
     }
 
     /// Writes the length prefix; if the payload exceeds `max_frame`, removes the frame and
     /// returns its size instead (nothing is sent then).
-    pub(crate) fn finish(mut self, max_frame: usize) -> Result<(), usize> {
+    ///
+    /// # Errors
+    /// The payload's size, when it is over `max_frame`.
+    pub fn finish(mut self, max_frame: usize) -> Result<(), usize> {
         let len = self.buf.len() - self.start - 4;
         if len > max_frame || len > u32::MAX as usize {
             return Err(len);
@@ -72,7 +78,10 @@ pub(crate) fn frame_bytes(header: &Header<'_>) -> Result<Bytes, CodecError> {
 /// Splits an incoming payload (length prefix already removed) into header and body.
 /// The header borrows from `payload` (the method name is not copied); the body is a
 /// zero-copy slice of it.
-pub(crate) fn decode_frame(payload: &Bytes) -> Result<(Header<'_>, Bytes), CodecError> {
+///
+/// # Errors
+/// If the header does not decode.
+pub fn decode_frame(payload: &Bytes) -> Result<(Header<'_>, Bytes), CodecError> {
     let (header, used) = codec::decode_borrowed::<Header<'_>>(payload)?;
     Ok((header, payload.slice(used..)))
 }
