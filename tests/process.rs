@@ -125,3 +125,62 @@ fn a_node_killed_mid_call_fails_the_call_with_disconnected() {
         assert_eq!(result.unwrap_err().kind(), ErrorKind::Disconnected);
     });
 }
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(support::BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--timeout-ms", "10000"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn bench_reports_calls_latencies_and_errors_by_kind() {
+    let a = NodeProc::start("a", &[]);
+    let b = NodeProc::start("b", &["--seed", &a.addr]);
+    wait_until("a to see b", || peer_count(&a.addr) == 1);
+    let report = bench_json(&[
+        &a.addr,
+        "--calls",
+        "300",
+        "--concurrency",
+        "8",
+        "--connections",
+        "2",
+    ]);
+    for field in [
+        "calls",
+        "secs",
+        "calls_per_sec",
+        "mb_per_sec",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "mean_us",
+        "errors",
+    ] {
+        assert!(report.get(field).is_some(), "{field} missing from {report}");
+    }
+    assert_eq!(report["calls"], 300);
+    assert!(report["p50_us"].as_u64().unwrap() <= report["max_us"].as_u64().unwrap());
+    let echo = bench_json(&[&a.addr, "--calls", "50", "--payload", "4096"]);
+    assert_eq!(echo["calls"], 50);
+    assert!(echo["mb_per_sec"].as_f64().unwrap() > 0.0);
+    let failing = bench_json(&[&a.addr, "--calls", "40", "--method", "nope", "--args", "[]"]);
+    assert_eq!(failing["calls"], 0);
+    assert_eq!(failing["errors"]["method_not_found"], 40);
+    // Node to node: a loads b over their link.
+    let remote = bench_json(&["--from", &a.addr, "--to", "b", "--calls", "200"]);
+    assert_eq!(remote["calls"], 200);
+    drop(b);
+}
