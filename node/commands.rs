@@ -28,12 +28,17 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         down_after: Duration::from_millis(args.down_after_ms),
         cookie: args.cookie,
         multicast,
+        http: args.http,
+        http_max_body: args.http_max_body,
         ..NodeConfig::default()
     };
     let node = Node::start(config).await?;
     crate::services::register(&node);
     // The one line scripts and tests wait for.
     println!("listening on {}", node.addr());
+    if let Some(http) = node.http_addr() {
+        println!("http on {http}");
+    }
     std::io::stdout()
         .flush()
         .context("cannot write to stdout")?;

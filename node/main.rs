@@ -84,6 +84,13 @@ struct NodeArgs {
     /// is down, in milliseconds. Must exceed twice the heartbeat.
     #[arg(long, default_value_t = 5_000)]
     down_after_ms: u64,
+    /// Serve XML-RPC, JSON-RPC 2.0, /metrics and /health over HTTP here (HOST:PORT; port 0
+    /// picks one, printed on stdout as `http on HOST:PORT` after the `listening on` line).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<SocketAddr>,
+    /// Largest HTTP request body the gateway reads, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    http_max_body: usize,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame: usize,

@@ -16,6 +16,13 @@ pub const SQUARE: Method<i64, i64> = Method::new("square");
 /// `cube(x)`.
 pub const CUBE: Method<i64, i64> = Method::new("cube");
 
+/// The named arguments of `scale`.
+#[derive(serde::Deserialize)]
+struct Scale {
+    value: f64,
+    factor: f64,
+}
+
 /// Registers every demo service on `node`.
 pub fn register(node: &Node) {
     node.register_try_fn(ADD.name(), |(a, b): (i64, i64)| {
@@ -52,6 +59,17 @@ pub fn register(node: &Node) {
         .method("get", |count: &mut i64, (): ()| *count)
         .help("counter.get() -> the current value")
         .start();
+    node.register_fn("mirror", |value: Value| value)
+        .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");
+    node.register_try_fn("scale", |args: Scale| {
+        let product = args.value * args.factor;
+        if product.is_finite() {
+            Ok(product)
+        } else {
+            Err("the product is not a finite number")
+        }
+    })
+    .help("scale({value, factor}) -> value * factor: takes named arguments (a struct)");
     let weak = node.downgrade();
     node.register("bench.run", move |(to, spec): (String, LoadSpec)| {
         let node = weak.upgrade();

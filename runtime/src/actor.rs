@@ -190,6 +190,15 @@ impl<S: Send + 'static> ActorBuilder<S> {
             self.ctx.methods.insert(&name, Arc::new(forward));
             self.ctx.methods.set_help(&name, &help);
         }
+        let queued = tx.downgrade();
+        let depth = move || {
+            queued
+                .upgrade()
+                .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        };
+        let mut mailboxes = self.ctx.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
+        mailboxes.push((self.name.clone(), Box::new(depth)));
+        drop(mailboxes);
         let stop = self.ctx.stop.clone();
         self.ctx.tasks.spawn(run(actor, self.factory, rx, stop));
     }

@@ -317,6 +317,8 @@ impl Client {
             stop: token.clone(),
             closing: Arc::new(AtomicBool::new(false)),
             max_in_flight: config.max_in_flight,
+            metered: false,
+            mailboxes: Default::default(),
         };
         let peer = transport::peer_info(theirs, socket.remote);
         let parts = Parts {

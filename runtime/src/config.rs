@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// Multicast discovery: beacons on a group find the other nodes of the same cluster with
     /// no seeds. Default: off.
     pub multicast: Option<crate::MulticastConfig>,
+    /// Serve XML-RPC, JSON-RPC 2.0, `/metrics` and `/health` over HTTP here. Default: off.
+    pub http: Option<SocketAddr>,
+    /// Largest HTTP request body the gateway reads; larger ones get 413. Default 1 MiB.
+    pub http_max_body: usize,
 }
 
 impl Default for NodeConfig {
@@ -66,6 +70,8 @@ impl Default for NodeConfig {
             down_after: Duration::from_secs(5),
             cookie: None,
             multicast: None,
+            http: None,
+            http_max_body: 1 << 20,
         }
     }
 }
@@ -89,6 +95,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("down_after", &self.down_after)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("multicast", &self.multicast)
+            .field("http", &self.http)
+            .field("http_max_body", &self.http_max_body)
             .finish()
     }
 }

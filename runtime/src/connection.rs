@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// Why the writer stopped, when it failed: the reader reports it as the link's end.
     pub(crate) write_error: OnceLock<String>,
+    /// Record the calls made on this link (the node serves `/metrics`).
+    metered: bool,
     /// Cancelled to close the link; child of the node's token.
     pub(crate) token: CancellationToken,
 }
@@ -137,6 +139,19 @@ pub(crate) struct Parts {
     pub(crate) silence: Duration,
 }
 
+/// Records a call this node made, when metrics are on.
+fn meter_made(method: &str, started: Instant, result: &Result<(Encoding, Bytes), RpcError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    let method = method.to_owned();
+    metrics::counter!("meshrpc_calls_made_total", "method" => method.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("meshrpc_call_seconds", "side" => "made", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
 impl Connection {
     /// Starts the reader and writer through the node's tracker. `first` (the handshake's
     /// last frame, on the accepting side) is queued before anyone else can send. `on_close`
@@ -168,6 +183,7 @@ impl Connection {
             in_flight: CachePadded(AtomicUsize::new(0)),
             inbound: CachePadded(AtomicUsize::new(0)),
             write_error: OnceLock::new(),
+            metered: ctx.metered,
             closed: AtomicBool::new(false),
             token,
         });
@@ -249,6 +265,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(Encoding, Bytes), RpcError> {
         let shared = &self.shared;
+        let metered = shared.metered.then(Instant::now);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = Header::Request {
             id,
@@ -258,18 +275,27 @@ impl Connection {
         };
         // Registered before the frame can leave: the reply may come back at once.
         let (tx, rx) = oneshot::channel();
-        shared.pending.insert(id, tx, Instant::now() + timeout);
+        // A timeout too large to add ("wait forever") becomes a deadline a century away.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        shared.pending.insert(id, tx, deadline);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = PendingGuard { shared, id };
         if self.is_closed() || !self.send(&header, encoding, args, method)? {
             return Err(self.disconnected(method));
         }
         // The link's sweeper answers `timeout` when the deadline passes.
-        match rx.await {
+        let result = match rx.await {
             Err(_) => Err(self.disconnected(method)),
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
+        };
+        if let Some(started) = metered {
+            meter_made(method, started, &result);
         }
+        result
     }
 
     /// Sends a one-way message.

@@ -27,7 +27,7 @@ use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
 use crate::peers::Peers;
 use crate::serve::ServeCtx;
 use crate::wire::{Identity, NodeId};
-use crate::{discovery, links};
+use crate::{discovery, gateway, links};
 use crate::{NodeConfig, RpcError, StartError};
 
 /// Builds a [`Node`] from a [`NodeConfig`].
@@ -127,6 +127,8 @@ pub(crate) struct Core {
     /// What this node says about itself in every handshake.
     pub(crate) identity: Identity,
     pub(crate) addr: SocketAddr,
+    /// Where the HTTP gateway listens, if the node has one.
+    http_addr: Option<SocketAddr>,
     pub(crate) peers: Peers,
     /// The membership actor: who is in the cluster and in what state.
     pub(crate) membership: Membership,
@@ -198,6 +200,15 @@ impl Node {
             }
             None => None,
         };
+        let http = match config.http {
+            Some(at) => Some(
+                gateway::bind(at)
+                    .await
+                    .map_err(|source| StartError::Bind { addr: at, source })?,
+            ),
+            None => None,
+        };
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let root = CancellationToken::new();
         let serve = ServeCtx {
             methods: Methods::default(),
@@ -205,6 +216,8 @@ impl Node {
             stop: CancellationToken::new(),
             closing: Arc::new(AtomicBool::new(false)),
             max_in_flight: config.max_in_flight,
+            metered: http.is_some() && gateway::enable_metrics(),
+            mailboxes: Default::default(),
         };
         let me = Member {
             name: config.name.clone(),
@@ -219,6 +232,7 @@ impl Node {
             Core {
                 identity,
                 addr,
+                http_addr,
                 peers: Peers::new(id),
                 membership,
                 clients: DashMap::new(),
@@ -242,6 +256,15 @@ impl Node {
             .serve
             .tasks
             .spawn(links::accept_loop(node.core.clone(), listener));
+        if let Some(listener) = http {
+            info!(addr = ?http_addr, "http gateway (XML-RPC, JSON-RPC, /metrics, /health)");
+            let max_body = node.core.config.http_max_body;
+            node.core.serve.tasks.spawn(gateway::serve(
+                Arc::downgrade(&node.core),
+                listener,
+                max_body,
+            ));
+        }
         if let (Some(socket), Some(multicast)) = (beacons, node.core.config.multicast.clone()) {
             let interval = node.core.config.heartbeat;
             node.core.serve.tasks.spawn(discovery::run(
@@ -273,6 +296,11 @@ impl Node {
     /// The address peers dial (the advertised address).
     pub fn addr(&self) -> SocketAddr {
         self.core.addr
+    }
+
+    /// Where the HTTP gateway listens (`NodeConfig::http`), if the node has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.core.http_addr
     }
 
     /// The node's settings.
@@ -492,6 +520,29 @@ impl Node {
 impl Core {
     pub(crate) fn closing(&self) -> bool {
         self.serve.closing.load(Ordering::Relaxed)
+    }
+
+    /// Sets the gauges `/metrics` reports: links, members by status, mailbox depths.
+    pub(crate) async fn record_gauges(&self) {
+        let node = metrics::SharedString::from(self.config.name.clone());
+        metrics::gauge!("meshrpc_links", "node" => node.clone())
+            .set(self.peers.list().len() as f64);
+        metrics::gauge!("meshrpc_client_connections", "node" => node.clone())
+            .set(self.clients.len() as f64);
+        let members = self.membership.members().await;
+        for status in [Status::Up, Status::Suspect, Status::Down, Status::Left] {
+            let n = members.iter().filter(|m| m.status == status).count();
+            metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())
+                .set(n as f64);
+        }
+        let mailboxes = self
+            .serve
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (actor, depth) in mailboxes.iter() {
+            metrics::gauge!("meshrpc_mailbox_depth", "node" => node.clone(), "actor" => actor.clone()).set(depth() as f64);
+        }
     }
 
     /// True while any link has requests running here.

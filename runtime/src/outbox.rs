@@ -114,8 +114,9 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf, he
         loop {
             tokio::select! {
                 biased;
-                _ = outbox.ready.notified() => {}
+                // Cancellation first: the final drain below still writes what is queued.
                 _ = shared.token.cancelled() => break,
+                _ = outbox.ready.notified() => {}
                 _ = tick.tick() => {
                     if let Some(ping) = ping.as_ref().filter(|_| !wrote) {
                         half.write_all(ping).await?;

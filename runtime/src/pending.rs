@@ -87,13 +87,14 @@ impl Pending {
             self.idle.store(true, Ordering::SeqCst);
             if self.lock().is_empty() {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return self.clear(),
                     _ = self.wake.notified() => {}
                 }
             }
             self.idle.store(false, Ordering::SeqCst);
             tokio::select! {
-                _ = stop.cancelled() => return,
+                // The link is closing: nobody will answer these calls any more.
+                _ = stop.cancelled() => return self.clear(),
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
             self.expire(Instant::now());

@@ -8,6 +8,7 @@
 //! answers `Shutdown` itself, so no caller waits for a reply that will never come.
 
 use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,15 @@ pub(crate) struct ServeCtx {
     /// Set when the node starts shutting down: new requests are refused.
     pub(crate) closing: Arc<AtomicBool>,
     pub(crate) max_in_flight: usize,
+    /// Record per-call metrics (the node has a gateway serving `/metrics`).
+    pub(crate) metered: bool,
+    /// How to read each actor's mailbox depth, for `/metrics`.
+    pub(crate) mailboxes: Mailboxes,
 }
+
+/// Actor name → a function reading its mailbox depth.
+pub(crate) type Mailboxes =
+    Arc<std::sync::Mutex<Vec<(String, Box<dyn Fn() -> usize + Send + Sync>)>>>;
 
 /// One admitted request or cast, handed to its handler.
 pub(crate) struct Incoming {
@@ -57,7 +66,16 @@ pub(crate) fn dispatch(
     timeout_ms: Option<u64>,
     body: Bytes,
 ) {
-    let responder = Responder::new(link.clone(), id, encoding);
+    let mut responder = Responder::new(link.clone(), id, encoding);
+    if ctx.metered {
+        // Only registered names become labels: a caller cannot grow the label set.
+        let label: Arc<str> = if ctx.methods.handler(method).is_some() {
+            method.into()
+        } else {
+            "<unknown>".into()
+        };
+        responder.meter = Some((label, Instant::now()));
+    }
     if ctx.closing.load(Ordering::Relaxed) {
         return responder.fail(ErrorKind::Shutdown, "the callee is shutting down");
     }
@@ -97,6 +115,8 @@ pub(crate) struct Responder {
     id: Option<u64>,
     encoding: Encoding,
     answered: bool,
+    /// The method's label and when the request arrived, when metrics are recorded.
+    meter: Option<(Arc<str>, Instant)>,
 }
 
 impl Responder {
@@ -110,6 +130,7 @@ impl Responder {
             id,
             encoding,
             answered: false,
+            meter: None,
         }
     }
 
@@ -117,19 +138,32 @@ impl Responder {
     pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
         // Encoding runs user code (Serialize) that may panic: the responder is marked answered
         // only afterwards, so a panic here still answers from `drop`.
+        let mut outcome = "ok";
         let queued = match self.id {
             None => {
                 if let Err(error) = &result {
+                    outcome = error.kind.as_str();
                     debug!(peer = %self.link.peer.name, %error, "cast failed");
                 }
                 false
             }
             Some(id) => {
-                let sent = result.and_then(|value| self.push_ok(id, value));
-                sent.unwrap_or_else(|error| self.push_error(id, error))
+                // The result's Serialize is user code: a panic there is the handler's panic.
+                let sent = result.and_then(|value| {
+                    catch_unwind(AssertUnwindSafe(|| self.push_ok(id, value))).unwrap_or_else(|p| {
+                        Err(RemoteError::new(
+                            ErrorKind::Panicked,
+                            format!("encoding the result panicked: {}", panic_message(&*p)),
+                        ))
+                    })
+                });
+                sent.unwrap_or_else(|error| {
+                    outcome = error.kind.as_str();
+                    self.push_error(id, error)
+                })
             }
         };
-        self.finish(queued);
+        self.finish(queued, outcome);
     }
 
     /// Sends an error.
@@ -181,7 +215,13 @@ impl Responder {
     }
 
     /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
-    fn finish(&mut self, queued: bool) {
+    fn finish(&mut self, queued: bool, outcome: &'static str) {
+        if let Some((method, arrived)) = self.meter.take() {
+            let method = metrics::SharedString::from(method);
+            metrics::counter!("meshrpc_calls_served_total", "method" => method.clone(), "outcome" => outcome).increment(1);
+            metrics::histogram!("meshrpc_call_seconds", "side" => "served", "method" => method)
+                .record(arrived.elapsed().as_secs_f64());
+        }
         self.answered = true;
         self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !queued {
@@ -215,7 +255,7 @@ impl Drop for Responder {
                 );
                 self.push_error(id, error)
             });
-            self.finish(queued);
+            self.finish(queued, "shutdown");
         }
     }
 }

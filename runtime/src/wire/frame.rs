@@ -48,7 +48,10 @@ impl<'a> FrameBuf<'a> {
     /// # Errors
     /// The payload's size, when it is over `max_frame`.
     pub fn finish(mut self, max_frame: usize) -> Result<(), usize> {
-        let len = self.buf.len() - self.start - 4;
+        // The buffer only ever grows under a frame, but it is the caller's: do not trust it.
+        let Some(len) = self.buf.len().checked_sub(self.start + 4) else {
+            return Err(0);
+        };
         if len > max_frame || len > u32::MAX as usize {
             return Err(len);
         }

@@ -1,0 +1,308 @@
+//! The HTTP gateway of a node (`--http HOST:PORT`): XML-RPC (`POST /` or `/RPC2`, `text/xml`)
+//! and JSON-RPC 2.0 (`POST`, `application/json`) on the node's registered methods, plus
+//! `GET /metrics` (Prometheus text) and `GET /health`.
+//!
+//! Calls go through the same dispatch as binary peers: the gateway keeps one client link to
+//! its own node and calls with the JSON body encoding, so a method registered once answers
+//! all three protocols with the same errors and deadlines. Bodies over `http_max_body` are
+//! refused (413) before they are read whole. The server task stops with the node's intake.
+
+mod jsonrpc;
+pub(crate) mod xmlrpc;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::node::Core;
+use crate::{CallOptions, Client, NodeConfig, RpcError};
+use xmlrpc::Fault;
+
+type Reply = Response<Full<Bytes>>;
+
+/// One per node with `--http`.
+struct Gateway {
+    core: Weak<Core>,
+    /// The gateway's own link to its node, opened on first use and reopened if it drops.
+    link: tokio::sync::Mutex<Option<Client>>,
+    max_body: usize,
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Turns on metrics recording (the first node with a gateway installs the recorder).
+pub(crate) fn enable_metrics() -> bool {
+    prometheus().is_some()
+}
+
+/// Serves HTTP on `listener` until the node stops taking new work.
+pub(crate) async fn serve(core: Weak<Core>, listener: TcpListener, max_body: usize) {
+    let Some(intake) = core.upgrade().map(|c| c.intake.clone()) else {
+        return;
+    };
+    let gateway = Arc::new(Gateway {
+        core,
+        link: tokio::sync::Mutex::new(None),
+        max_body,
+    });
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = intake.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let gateway = gateway.clone();
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.route(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = conn => if let Err(error) = result { debug!(%error, "http connection ended") },
+                _ = intake.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    reply(status, "text/plain; charset=utf-8", body.into())
+}
+
+impl Gateway {
+    async fn route(&self, req: Request<Incoming>) -> Reply {
+        let path = req.uri().path().to_owned();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/health") => match self.core.upgrade() {
+                Some(core) if !core.closing() => text(StatusCode::OK, "ok\n"),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            },
+            (&Method::GET, "/metrics") => self.metrics().await,
+            (&Method::POST, "/" | "/RPC2") => self.rpc(req).await,
+            (_, "/" | "/RPC2") => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST an XML-RPC or JSON-RPC request here\n",
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try POST /, GET /metrics or GET /health\n",
+            ),
+        }
+    }
+
+    async fn rpc(&self, req: Request<Incoming>) -> Reply {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let xml =
+            content_type.starts_with("text/xml") || content_type.starts_with("application/xml");
+        let json = content_type.starts_with("application/json");
+        if !xml && !json {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type `{content_type}`: send text/xml (XML-RPC) or application/json (JSON-RPC 2.0)\n"),
+            );
+        }
+        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body exceeds {} bytes\n", self.max_body),
+                );
+            }
+            Err(error) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {error}\n"),
+                )
+            }
+        };
+        if json {
+            return match jsonrpc::handle(&body, |method, params| self.call(method, params)).await {
+                Some(answer) => reply(StatusCode::OK, "application/json", answer.to_string()),
+                None => Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default(),
+            };
+        }
+        let xml = match std::str::from_utf8(&body) {
+            Ok(xml) => self.xmlrpc(xml).await,
+            Err(_) => {
+                xmlrpc::write_fault(jsonrpc::PARSE_ERROR, "parse error: the body is not UTF-8")
+            }
+        };
+        reply(StatusCode::OK, "text/xml", xml)
+    }
+
+    async fn xmlrpc(&self, body: &str) -> String {
+        let (method, params) = match xmlrpc::parse_call(body) {
+            Ok(call) => call,
+            Err(xmlrpc::XmlError::Parse(m)) => {
+                return xmlrpc::write_fault(jsonrpc::PARSE_ERROR, &format!("parse error: {m}"))
+            }
+            Err(xmlrpc::XmlError::Invalid(m)) => {
+                return xmlrpc::write_fault(
+                    jsonrpc::INVALID_REQUEST,
+                    &format!("invalid XML-RPC request: {m}"),
+                )
+            }
+        };
+        match self.xmlrpc_call(method, params).await {
+            Ok(value) => xmlrpc::write_response(&value),
+            Err(fault) => xmlrpc::write_fault(fault.code, &fault.message),
+        }
+    }
+
+    /// One XML-RPC call, including the introspection methods only XML-RPC has.
+    async fn xmlrpc_call(&self, method: String, params: Vec<Value>) -> Result<Value, Fault> {
+        let to_fault = |e: RpcError| Fault {
+            code: jsonrpc::code(&e),
+            message: e.to_string(),
+        };
+        match method.as_str() {
+            "system.multicall" => {
+                let Some(Value::Array(calls)) = params.into_iter().next() else {
+                    return Err(Fault {
+                        code: jsonrpc::INVALID_PARAMS,
+                        message: "system.multicall takes an array of {methodName, params}".into(),
+                    });
+                };
+                let mut results = Vec::with_capacity(calls.len());
+                for call in calls {
+                    results.push(self.multicall_one(call).await);
+                }
+                Ok(Value::Array(results))
+            }
+            // Handlers take any serde type: there is no signature to tell.
+            "system.methodSignature" => Ok(Value::String("undef".into())),
+            _ => self
+                .call(method, Value::Array(params))
+                .await
+                .map_err(to_fault),
+        }
+    }
+
+    async fn multicall_one(&self, call: Value) -> Value {
+        let method = call
+            .get("methodName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let params = call
+            .get("params")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        let fault = |code, message: &str| xmlrpc::fault_value(code, message);
+        match (method, params) {
+            (Some(m), _) if m == "system.multicall" => fault(
+                jsonrpc::INVALID_REQUEST,
+                "system.multicall cannot be nested",
+            ),
+            (Some(m), params @ Value::Array(_)) => match self.call(m, params).await {
+                Ok(value) => Value::Array(vec![value]),
+                Err(e) => fault(jsonrpc::code(&e), &e.to_string()),
+            },
+            _ => fault(
+                jsonrpc::INVALID_REQUEST,
+                "each call is a struct with methodName and a params array",
+            ),
+        }
+    }
+
+    /// Calls `method` on this node through the gateway's own link, JSON-encoded.
+    async fn call(&self, method: String, params: Value) -> Result<Value, RpcError> {
+        let peer = self.peer().await?;
+        let result = peer
+            .call_json(&method, &params, CallOptions::default())
+            .await;
+        if matches!(result, Err(RpcError::Disconnected { .. })) {
+            *self.link.lock().await = None; // reopened by the next call
+        }
+        result
+    }
+
+    async fn peer(&self) -> Result<crate::Peer, RpcError> {
+        let mut link = self.link.lock().await;
+        if let Some(client) = link.as_ref().filter(|c| c.is_connected()) {
+            return Ok((**client).clone());
+        }
+        let core = self
+            .core
+            .upgrade()
+            .ok_or_else(|| RpcError::Shutdown("the node has stopped".into()))?;
+        let config = NodeConfig {
+            name: format!("{}-http", core.config.name),
+            cookie: core.config.cookie.clone(),
+            default_timeout: core.config.default_timeout,
+            max_frame: core.config.max_frame,
+            ..NodeConfig::default()
+        };
+        let client = Client::connect_with(&core.addr.to_string(), &config).await?;
+        let peer = (*client).clone();
+        *link = Some(client);
+        Ok(peer)
+    }
+
+    async fn metrics(&self) -> Reply {
+        let Some(handle) = prometheus() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics are not available in this process\n",
+            );
+        };
+        if let Some(core) = self.core.upgrade() {
+            core.record_gauges().await;
+        }
+        reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+    }
+}
+
+/// Binds the gateway's listener.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
