@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::client::Target;
 use crate::connection::{Closed, Connection, Parts};
 use crate::node::Core;
+use crate::peers::DialStart;
 use crate::transport::{self, HandshakeFailure, Introduced, Local, Socket};
 use crate::wire::{Identity, Verdict};
 use crate::RpcError;
@@ -109,17 +110,21 @@ impl Core {
         if them.id == self.identity.id {
             return Err(unavailable("that is this node's own address".to_owned()));
         }
-        if let Some(conn) = self.peers.get(them.id) {
-            // Already linked (this address is another name for it): hang up before saying
-            // anything, so the peer registers nothing.
-            self.peers.alias(addr, them.id);
-            return Ok(conn);
-        }
-        if let Some(other) = self.peers.by_name(&them.name) {
-            return Err(unavailable(name_conflict(&them.name, other.peer().id)));
-        }
-        let Some(_dialing) = self.peers.dialing(them.id) else {
-            return self.wait_for_link(addr, them).await;
+        // Checked and marked under the admission lock, so a link the peer is opening to us
+        // at the same moment is either seen here or sees our dial (and the tie-break).
+        let start = self.peers.admission().begin_dial(them);
+        let _dialing = match start {
+            DialStart::Linked(conn) => {
+                // Already linked (this address is another name for it): hang up before
+                // saying anything, so the peer registers nothing.
+                self.peers.alias(addr, them.id);
+                return Ok(conn);
+            }
+            DialStart::NameTaken(holder) => {
+                return Err(unavailable(name_conflict(&them.name, holder)))
+            }
+            DialStart::InProgress => return self.wait_for_link(addr, them).await,
+            DialStart::Go(guard) => guard,
         };
         if !transport::introduce(&mut socket, self.local(), &greeting).await? {
             return self.wait_for_link(addr, them).await;

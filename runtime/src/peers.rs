@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::connection::Connection;
-use crate::wire::{NodeId, Verdict};
+use crate::wire::{Identity, NodeId, Verdict};
 use crate::PeerInfo;
 
 /// See the module doc.
@@ -173,7 +173,7 @@ pub(crate) struct Admission<'a> {
     _decide: MutexGuard<'a, ()>,
 }
 
-impl Admission<'_> {
+impl<'a> Admission<'a> {
     /// The verdict on a link `peer` dialed; on `Accept` the caller starts it and [`Self::insert`]s it.
     pub(crate) fn inbound_verdict(&self, peer: &PeerInfo) -> Verdict {
         let peers = self.peers;
@@ -191,6 +191,23 @@ impl Admission<'_> {
             Verdict::Duplicate
         } else {
             Verdict::Accept
+        }
+    }
+
+    /// Decides whether to go on with a dial that reached `them`: not if a link to it exists
+    /// (use that), another dial to it is under way (wait for that), or a live link to
+    /// another node holds its name.
+    pub(crate) fn begin_dial(&self, them: &Identity) -> DialStart<'a> {
+        let peers = self.peers;
+        if let Some(conn) = peers.get(them.id) {
+            return DialStart::Linked(conn);
+        }
+        if let Some(other) = peers.by_name(&them.name) {
+            return DialStart::NameTaken(other.peer().id);
+        }
+        match peers.dialing(them.id) {
+            Some(guard) => DialStart::Go(guard),
+            None => DialStart::InProgress,
         }
     }
 
@@ -222,6 +239,14 @@ impl Admission<'_> {
         }
         self.insert(conn.clone()).then_some(conn)
     }
+}
+
+/// What [`Admission::begin_dial`] decided.
+pub(crate) enum DialStart<'a> {
+    Linked(Connection),
+    NameTaken(NodeId),
+    InProgress,
+    Go(DialingGuard<'a>),
 }
 
 /// See [`Peers::dialing`].

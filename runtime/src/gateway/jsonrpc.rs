@@ -197,6 +197,10 @@ mod tests {
             code(r#"{"jsonrpc":"2.0","method":"add","params":[1],"id":1}"#),
             INVALID_PARAMS
         );
-        assert_eq!(code("[1]"), INVALID_REQUEST);
+        assert_eq!(
+            run("[1]").unwrap()[0]["error"]["code"],
+            INVALID_REQUEST,
+            "each bad batch element"
+        );
     }
 }
