@@ -43,7 +43,7 @@ struct Gateway {
 fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match recorder().install_recorder() {
             Ok(handle) => Some(handle),
             Err(error) => {
                 warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
@@ -51,6 +51,19 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus histogram
+/// (aggregatable across nodes) rather than a summary.
+fn recorder() -> PrometheusBuilder {
+    const BUCKETS: [f64; 13] = [
+        1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0, 10.0,
+    ];
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets(&BUCKETS) {
+        Ok(builder) => builder,
+        Err(_) => PrometheusBuilder::new(), // only fails for an empty list
+    }
 }
 
 /// Turns on metrics recording (the first node with a gateway installs the recorder).

@@ -16,6 +16,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct NodeProc {
     pub name: String,
     pub addr: String,
+    /// The HTTP gateway's address, when started with `--http`.
+    pub http: Option<String>,
     child: Child,
 }
 
@@ -45,23 +47,32 @@ impl NodeProc {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let mut node = NodeProc {
             name: name.to_owned(),
             addr: String::new(),
+            http: None,
             child,
         };
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .expect("node printed its address in time");
-        node.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from {name}: {line:?}"))
-            .to_owned();
+        let mut next = |prefix: &str| {
+            let line = rx
+                .recv_timeout(PATIENCE)
+                .expect("node printed its address in time");
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected `{prefix}...` from {name}, got {line:?}"))
+                .to_owned()
+        };
+        node.addr = next("listening on ");
+        if extra.contains(&"--http") {
+            node.http = Some(next("http on "));
+        }
         node
     }
 
