@@ -60,7 +60,7 @@ impl NodeProc {
             http: None,
             child,
         };
-        let mut next = |prefix: &str| {
+        let next = |prefix: &str| {
             let line = rx
                 .recv_timeout(PATIENCE)
                 .expect("node printed its address in time");
