@@ -35,7 +35,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let node = Node::start(config).await?;
     crate::services::register(&node);
     // The one line scripts and tests wait for.
-    println!("listening on {}", node.addr());
+    println!("listening on {}", node.listen_addr());
     if let Some(http) = node.http_addr() {
         println!("http on {http}");
     }

@@ -410,6 +410,9 @@ async fn read_loop(
                     None => Closed::Locally,
                 };
             }
+            // Paused: the peer is not reading our replies. Wait for the writer (or for the
+            // silence check to close the link).
+            _ = shared.outbox.drained.notified(), if backlogged(shared, ctx) => continue,
             _ = tick.tick() => {
                 let now = (frames_read, frames.read_buffer().len());
                 if now != seen {
@@ -420,7 +423,7 @@ async fn read_loop(
                 }
                 continue;
             }
-            next = frames.next() => match next {
+            next = frames.next(), if !backlogged(shared, ctx) => match next {
                 None => return Closed::ByPeer,
                 Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
                 Some(Ok(payload)) => payload,
@@ -449,7 +452,16 @@ async fn read_loop(
             }
             // Handlers are not interrupted yet: the reply of a cancelled call is discarded by
             // the caller, which has already removed its pending entry.
-            Header::Cancel { .. } | Header::Ping => {}
+            Header::Cancel { .. } | Header::Pong => {}
+            Header::Ping => {
+                // Not queued if the writer has stopped: the link is closing anyway.
+                let _ = shared
+                    .outbox
+                    .push(false, |buf| match FrameBuf::new(buf, &Header::Pong) {
+                        Ok(frame) => frame.finish(usize::MAX).map_err(drop),
+                        Err(_) => Err(()),
+                    });
+            }
             Header::Goodbye { reason, leaving } => {
                 return Closed::Goodbye {
                     reason: reason.into_owned(),
@@ -458,6 +470,16 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Past this much waiting for a peer that does not read, its requests are not read either.
+const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// Whether to stop reading requests: replies to twice `max_in_flight` requests (the excess
+/// answered `overloaded`), or 64 MiB of frames, wait for a peer that does not read them.
+fn backlogged(shared: &Shared, ctx: &ServeCtx) -> bool {
+    shared.inbound.load(Ordering::Relaxed) > 2 * ctx.max_in_flight
+        || shared.outbox.queued_bytes() > MAX_BACKLOG_BYTES
 }
 
 fn read_error(e: std::io::Error, max_frame: usize) -> String {

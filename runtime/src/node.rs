@@ -127,6 +127,8 @@ pub(crate) struct Core {
     /// What this node says about itself in every handshake.
     pub(crate) identity: Identity,
     pub(crate) addr: SocketAddr,
+    /// Where the listener is bound (differs from `addr` with `advertise`, or port 0).
+    bound: SocketAddr,
     /// Where the HTTP gateway listens, if the node has one.
     http_addr: Option<SocketAddr>,
     pub(crate) peers: Peers,
@@ -232,6 +234,7 @@ impl Node {
             Core {
                 identity,
                 addr,
+                bound,
                 http_addr,
                 peers: Peers::new(id),
                 membership,
@@ -296,6 +299,12 @@ impl Node {
     /// The address peers dial (the advertised address).
     pub fn addr(&self) -> SocketAddr {
         self.core.addr
+    }
+
+    /// Where the node's listener is bound: the real port when asked for port 0. Peers are
+    /// told [`Node::addr`], which differs when an address to advertise was given.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.core.bound
     }
 
     /// Where the HTTP gateway listens (`NodeConfig::http`), if the node has one.

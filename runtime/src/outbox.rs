@@ -8,7 +8,7 @@
 //! link gets a `Ping` every heartbeat. The writer stops when the link's token is cancelled
 //! (after a short grace to flush) or a write fails; then the outbox refuses new frames.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,6 +33,12 @@ pub(crate) struct Outbox {
     /// Signalled when a frame lands in an empty buffer (a permit is kept if the writer is
     /// busy, so no wake-up is lost).
     ready: Notify,
+    /// Bytes waiting, for the reader's backpressure check (kept outside the lock).
+    queued: AtomicUsize,
+    /// Replies taken by the writer and not yet written (see [`write_batch`]).
+    in_hand: AtomicUsize,
+    /// Signalled after every write, for a reader that paused while the outbox was full.
+    pub(crate) drained: Notify,
 }
 
 struct State {
@@ -56,6 +62,9 @@ impl Outbox {
         Outbox {
             state: Mutex::new(state),
             ready: Notify::new(),
+            queued: AtomicUsize::new(0),
+            in_hand: AtomicUsize::new(0),
+            drained: Notify::new(),
         }
     }
 
@@ -79,6 +88,7 @@ impl Outbox {
         let was_empty = state.buf.is_empty();
         encode(&mut state.buf)?;
         state.replies += usize::from(reply);
+        self.queued.store(state.buf.len(), Ordering::Relaxed);
         drop(state);
         if was_empty {
             self.ready.notify_one();
@@ -90,7 +100,13 @@ impl Outbox {
     fn take(&self, batch: &mut BytesMut) -> usize {
         let mut state = self.lock();
         std::mem::swap(&mut state.buf, batch);
+        self.queued.store(0, Ordering::Relaxed);
         std::mem::take(&mut state.replies)
+    }
+
+    /// Bytes waiting for the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Refuses frames from now on; returns the replies that will never be written.
@@ -151,9 +167,12 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf, he
         // by this node.
         let _ = shared.write_error.set(error.to_string()); // only the writer sets it
     }
-    let unwritten = outbox.close();
+    // Replies that will never be written (queued, or taken when the writer gave up) stop
+    // counting; nothing else will release them.
+    let unwritten = outbox.close() + outbox.in_hand.swap(0, Ordering::Relaxed);
     shared.inbound.fetch_sub(unwritten, Ordering::Relaxed);
     shared.mark_closed();
+    outbox.drained.notify_one();
 }
 
 async fn write_batch(
@@ -162,12 +181,18 @@ async fn write_batch(
     batch: &mut BytesMut,
 ) -> std::io::Result<()> {
     let replies = shared.outbox.take(batch);
-    // Into the socket's hands: those requests stop counting against the in-flight limit.
-    shared.inbound.fetch_sub(replies, Ordering::Relaxed);
     if batch.is_empty() {
         return Ok(());
     }
+    // The requests these replies answer keep counting against the in-flight limit until the
+    // bytes are written: a peer that does not read keeps its own requests from being served.
+    shared.outbox.in_hand.store(replies, Ordering::Relaxed);
     let result = half.write_all(batch).await;
+    shared.inbound.fetch_sub(
+        shared.outbox.in_hand.swap(0, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    shared.outbox.drained.notify_one();
     batch.clear();
     if batch.capacity() > KEEP_CAPACITY {
         *batch = BytesMut::with_capacity(16 << 10);

@@ -164,8 +164,11 @@ pub enum Header<'a> {
         /// True when the sender is leaving the cluster (shutting down), not just this link.
         leaving: bool,
     },
-    /// Sent on an idle link so the other side knows the sender is alive; no reply.
+    /// Sent on an idle link; the other side answers `Pong`. Either way the link carries
+    /// bytes every heartbeat of *each* side, whatever the other side's settings.
     Ping,
+    /// The answer to a `Ping`.
+    Pong,
 }
 
 /// The error part of a response: the only error type that crosses the wire.

@@ -1,6 +1,8 @@
 //! Test support: real `meshrpc` processes that are always killed, and bounded waiting.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;

@@ -212,6 +212,7 @@ mod tests {
                 leaving: true,
             },
             Header::Ping,
+            Header::Pong,
         ];
         for header in headers {
             let bytes = frame_bytes(&header).unwrap();

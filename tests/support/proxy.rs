@@ -1,0 +1,116 @@
+//! A fault-injecting TCP proxy on loopback, for partition tests: it forwards, black-holes
+//! (accepts bytes, delivers none) or cuts (closes every connection and refuses new ones).
+//! Plain threads, stopped when the proxy is dropped.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Mode {
+    Pass = 0,
+    BlackHole = 1,
+    Cut = 2,
+}
+
+pub struct Proxy {
+    pub addr: String,
+    mode: Arc<AtomicU8>,
+    target: Arc<Mutex<Option<String>>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port; forwards nowhere until [`Proxy::forward_to`].
+    pub fn bind() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let proxy = Proxy {
+            addr: listener.local_addr().expect("addr").to_string(),
+            mode: Arc::new(AtomicU8::new(Mode::Pass as u8)),
+            target: Arc::default(),
+            conns: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (mode, target, conns, stop) = (
+            proxy.mode.clone(),
+            proxy.target.clone(),
+            proxy.conns.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let to = target.lock().unwrap().clone();
+                let server = match (mode.load(Ordering::Relaxed), to) {
+                    (m, Some(to)) if m != Mode::Cut as u8 => TcpStream::connect(to),
+                    _ => continue, // dropped: refused
+                };
+                let Ok(server) = server else { continue };
+                let _ = client.set_nonblocking(false);
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let (mode, stop) = (mode.clone(), stop.clone());
+                    std::thread::spawn(move || pump(from, to, mode, stop));
+                }
+                conns.lock().unwrap().extend([client, server]);
+            }
+        });
+        proxy
+    }
+
+    pub fn forward_to(&self, target: &str) {
+        *self.target.lock().unwrap() = Some(target.to_owned());
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+        if mode == Mode::Cut {
+            for conn in self.conns.lock().unwrap().drain(..) {
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => break,
+        };
+        match mode.load(Ordering::Relaxed) {
+            m if m == Mode::Pass as u8 => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            m if m == Mode::BlackHole as u8 => {} // swallowed
+            _ => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.set(Mode::Cut);
+    }
+}
