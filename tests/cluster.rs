@@ -548,3 +548,62 @@ async fn hostile_method_names_get_errors_not_a_dead_link() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>) -> &'static str {
+    let event = tokio::time::timeout(PATIENCE, events.recv()).await;
+    event.expect("the handler reported in time").expect("event")
+}
+
+/// Sends on drop: tells the test a handler's future was dropped (stopped) by the callee.
+struct DropSignal(tokio::sync::mpsc::UnboundedSender<&'static str>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send("stopped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_or_expired_call_stops_the_callees_handler() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    b.register("hang", move |(): ()| {
+        let signal = DropSignal(events_tx.clone());
+        let _ = events_tx.send("started");
+        async move {
+            let _signal = signal;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<(), String>(())
+        }
+    });
+    let peer = a.peer(b.addr()).await.unwrap();
+
+    // The deadline passes: the caller gets `timeout`, and the callee stops the handler
+    // (its deadline is the same, and the caller's Cancel arrives besides).
+    let err = peer
+        .call_with::<()>("hang", (), CallOptions::timeout(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(next(&mut events).await, "started");
+    assert_eq!(next(&mut events).await, "stopped");
+    // The caller drops the call future with a long deadline: only the Cancel can stop it.
+    let caller = peer.clone();
+    let abandoned = tokio::spawn(async move {
+        caller
+            .call_with::<()>("hang", (), CallOptions::timeout(Duration::from_secs(3600)))
+            .await
+    });
+    assert_eq!(next(&mut events).await, "started");
+    abandoned.abort();
+    assert_eq!(
+        next(&mut events).await,
+        "stopped",
+        "the Cancel frame stopped the handler"
+    );
+    // The link is fine.
+    assert_eq!(peer.invoke(ADD, (1, 1)).await.unwrap(), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::AbortHandle;
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     /// Frames for the writer, encoded in place (see [`crate::outbox`]). Bounded in use:
     /// requests wait for their reply (so callers bound them), and replies by `max_in_flight`.
     pub(crate) outbox: Outbox,
+    /// The peer's requests running as tasks here, so a `Cancel` can stop them.
+    pub(crate) running: Running,
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
     /// the caller's drop guard; the link clears the table when it closes.
     pending: Pending,
@@ -64,10 +67,48 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Tells the callee the caller stopped waiting for request `id` (dropped or expired).
+    pub(crate) fn send_cancel(&self, id: u64) {
+        // Not queued if the writer has stopped: the callee is gone or going.
+        let _ = self.outbox.push(false, |buf| {
+            match FrameBuf::new(buf, &Header::Cancel { id }) {
+                Ok(frame) => frame.finish(usize::MAX).map_err(drop),
+                Err(_) => Err(()),
+            }
+        });
+    }
+
     /// Marks the link closed and stops its tasks.
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.token.cancel();
+    }
+}
+
+/// Abort handles of the peer's requests running as tasks (async handlers), by request id.
+#[derive(Default)]
+pub(crate) struct Running {
+    tasks: std::sync::Mutex<std::collections::HashMap<u64, AbortHandle>>,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, AbortHandle>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn insert(&self, id: u64, abort: AbortHandle) {
+        self.lock().insert(id, abort);
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Stops request `id` if it is still running.
+    fn cancel(&self, id: u64) {
+        if let Some(abort) = self.lock().remove(&id) {
+            abort.abort();
+        }
     }
 }
 
@@ -179,6 +220,7 @@ impl Connection {
             max_frame: parts.max_frame,
             outbox,
             pending: Pending::new(),
+            running: Running::default(),
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
             inbound: CachePadded(AtomicUsize::new(0)),
@@ -196,7 +238,12 @@ impl Connection {
             .set_max_frame_length(parts.max_frame_in);
         let tasks = ctx.tasks.clone();
         let sweeper = conn.shared.clone();
-        tasks.spawn(async move { sweeper.pending.sweep(&sweeper.token).await });
+        tasks.spawn(async move {
+            let link = &sweeper;
+            link.pending
+                .sweep(&link.token, |id| link.send_cancel(id))
+                .await
+        });
         tasks.spawn(outbox::write_loop(
             conn.shared.clone(),
             writer,
@@ -353,7 +400,10 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.pending.remove(self.id);
+        // Still waiting: the caller dropped the call. Tell the callee to stop working on it.
+        if self.shared.pending.remove(self.id) {
+            self.shared.send_cancel(self.id);
+        }
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -452,7 +502,8 @@ async fn read_loop(
             }
             // Handlers are not interrupted yet: the reply of a cancelled call is discarded by
             // the caller, which has already removed its pending entry.
-            Header::Cancel { .. } | Header::Pong => {}
+            Header::Cancel { id } => shared.running.cancel(id),
+            Header::Pong => {}
             Header::Ping => {
                 // Not queued if the writer has stopped: the link is closing anyway.
                 let _ = shared

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use std::hash::BuildHasherDefault;
 
 use crate::pending::FastHasher;
+use futures_util::future::{AbortHandle, Abortable};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -190,12 +191,20 @@ where
             Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
         };
         let stop = ctx.stop.clone();
+        // Registered before the task starts, so a `Cancel` arriving at once still finds it.
+        let (abort, registration) = AbortHandle::new_pair();
+        let tracked = responder.track(abort);
         ctx.tasks.spawn(async move {
+            let _tracked = tracked;
             let outcome = tokio::select! {
                 biased;
                 // Dropping the responder answers `Shutdown`.
                 _ = stop.cancelled() => return,
-                outcome = run_until(deadline, work) => outcome,
+                outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
+            };
+            // The caller cancelled: it waits for nothing.
+            let Ok(outcome) = outcome else {
+                return responder.abandon();
             };
             let result = match outcome {
                 None => Err(RemoteError::new(

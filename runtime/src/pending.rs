@@ -64,9 +64,10 @@ impl Pending {
         waiter.is_some_and(|waiter| waiter.tx.send(reply).is_ok())
     }
 
-    pub(crate) fn remove(&self, id: u64) {
+    /// Forgets a call; true if it was still waiting (neither answered nor expired).
+    pub(crate) fn remove(&self, id: u64) -> bool {
         let waiter = self.lock().remove(&id);
-        drop(waiter); // outside the lock
+        waiter.is_some() // dropped outside the lock
     }
 
     /// Drops every waiter: their callers see the link as closed.
@@ -80,8 +81,8 @@ impl Pending {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fails expired calls until `stop` is cancelled.
-    pub(crate) async fn sweep(&self, stop: &CancellationToken) {
+    /// Fails expired calls until `stop` is cancelled; `expired(id)` is told of each.
+    pub(crate) async fn sweep(&self, stop: &CancellationToken, expired: impl Fn(u64)) {
         loop {
             // Announce idleness first, then look: an insert in between sees `idle` and wakes us.
             self.idle.store(true, Ordering::SeqCst);
@@ -97,23 +98,31 @@ impl Pending {
                 _ = stop.cancelled() => return self.clear(),
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
-            self.expire(Instant::now());
+            for id in self.expire(Instant::now()) {
+                expired(id);
+            }
         }
     }
 
-    fn expire(&self, now: Instant) {
-        let expired: Vec<Waiter> = {
+    fn expire(&self, now: Instant) -> Vec<u64> {
+        let expired: Vec<(u64, Waiter)> = {
             let mut map = self.lock();
             let ids: Vec<u64> = map
                 .iter()
                 .filter(|(_, w)| w.deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| map.remove(id)).collect()
+            ids.into_iter()
+                .filter_map(|id| Some((id, map.remove(&id)?)))
+                .collect()
         };
-        for waiter in expired {
-            let _ = waiter.tx.send(timeout_reply()); // the caller is gone
-        }
+        expired
+            .into_iter()
+            .map(|(id, waiter)| {
+                let _ = waiter.tx.send(timeout_reply()); // the caller is gone
+                id
+            })
+            .collect()
     }
 }
 

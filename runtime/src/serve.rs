@@ -8,6 +8,8 @@
 //! answers `Shutdown` itself, so no caller waits for a reply that will never come.
 
 use std::any::Any;
+
+use futures_util::future::AbortHandle;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -166,6 +168,22 @@ impl Responder {
         self.finish(queued, outcome);
     }
 
+    /// Registers the task answering this request, so the caller's `Cancel` can abort it;
+    /// the registration ends when the returned guard drops. Casts cannot be cancelled.
+    pub(crate) fn track(&self, abort: AbortHandle) -> Option<Tracked> {
+        let id = self.id?;
+        self.link.running.insert(id, abort);
+        Some(Tracked {
+            link: self.link.clone(),
+            id,
+        })
+    }
+
+    /// The caller cancelled: release the request without answering it.
+    pub(crate) fn abandon(mut self) {
+        self.finish(false, "cancelled");
+    }
+
     /// Sends an error.
     pub(crate) fn fail(self, kind: ErrorKind, message: impl Into<String>) {
         self.reply::<()>(Err(RemoteError::new(kind, message)));
@@ -227,6 +245,18 @@ impl Responder {
         if !queued {
             self.link.inbound.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// See [`Responder::track`].
+pub(crate) struct Tracked {
+    link: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.link.running.remove(self.id);
     }
 }
 
