@@ -148,6 +148,9 @@ pub async fn run(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
     measure(peers, spec, progress).await
 }
 
+/// How long a worker waits after a failed call.
+const ERROR_PAUSE: Duration = Duration::from_millis(1);
+
 /// The largest latency the histograms track: a call's deadline is bounded well below this.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
@@ -247,7 +250,12 @@ async fn worker(
                 latencies.saturating_record(us);
                 progress.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1,
+            Err(e) => {
+                *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
+                // A dead peer fails every call at once: pause, so the run measures attempts
+                // rather than how fast an error can be returned.
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
         }
     }
     (latencies, errors)

@@ -382,6 +382,26 @@ mod tests {
         );
     }
 
+    /// Mutated documents never panic the parser (a bounded stand-in for a fuzz target).
+    #[test]
+    fn mutated_documents_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let base = write_call("m", &[json!([1, "x", {"k": [true, null, 2.5]}])]).into_bytes();
+        for _ in 0..20_000 {
+            let mut doc = base.clone();
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..doc.len());
+                doc[i] = *b"<>/&;=\"xa1".get(rng.random_range(0..11)).unwrap_or(&b'x');
+            }
+            let text = String::from_utf8_lossy(&doc);
+            let _ = parse_call(&text);
+            let _ = parse_response(&text);
+        }
+    }
+
     #[test]
     fn hostile_documents_are_refused() {
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><methodCall><methodName>&lol;</methodName></methodCall>"#;
