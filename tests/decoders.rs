@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use meshrpc::wire::{self, Encoding, FrameBuf, Greeting, Header, Hello, Identity, NodeId, Welcome};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 
 const ROUNDS: usize = 20_000;
 
