@@ -30,6 +30,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         multicast,
         http: args.http,
         http_max_body: args.http_max_body,
+        tls: args.tls.config(),
         ..NodeConfig::default()
     };
     let node = Node::start(config).await?;
@@ -64,6 +65,7 @@ pub async fn connect(addr: &str, args: &ClientArgs, name: &str) -> Result<Client
         connect_timeout: timeout,
         handshake_timeout: timeout,
         cookie: args.cookie.clone(),
+        tls: args.tls.config(),
         ..NodeConfig::default()
     };
     Client::connect_with(addr, &config).await

@@ -35,6 +35,42 @@ enum Command {
     Bench(BenchArgs),
     /// Start a local cluster of real node processes, show them calling each other, and exit.
     Demo(DemoArgs),
+    /// Write a development CA and certificates for NAMEs into DIR (ca.pem, NAME.pem,
+    /// NAME-key.pem), valid for localhost and 127.0.0.1: for --tls-cert/--tls-key/--tls-ca.
+    TlsGen(TlsGenArgs),
+}
+
+#[derive(clap::Args)]
+struct TlsGenArgs {
+    /// Where to write the files.
+    dir: std::path::PathBuf,
+    /// One certificate per name (nodes and clients alike).
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// Mutual TLS on every link: all three files, or none.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// This side's certificate (PEM), signed by the cluster CA.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM): peers must present certificates it signed.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    fn config(&self) -> Option<meshrpc::TlsConfig> {
+        Some(meshrpc::TlsConfig {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+        })
+    }
 }
 
 /// How a node finds peers besides its seeds.
@@ -91,6 +127,8 @@ struct NodeArgs {
     /// Largest HTTP request body the gateway reads, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     http_max_body: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame: usize,
@@ -108,6 +146,8 @@ struct ClientArgs {
     /// How long to wait for the node, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -213,6 +253,16 @@ fn main() -> ExitCode {
             Command::Call(args) => commands::call(args).await,
             Command::Members(args) => commands::members(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::TlsGen(args) => {
+                let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+                meshrpc::tls::dev::generate(&args.dir, &names).map_err(anyhow::Error::msg)?;
+                println!(
+                    "wrote ca.pem and {} certificate(s) to {}",
+                    names.len(),
+                    args.dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::connection::{Connection, Parts};
 use crate::methods::{Method, Methods};
 use crate::serve::{decode_result, ServeCtx};
+use crate::tls::Tls;
 use crate::transport::{self, Local};
 use crate::wire::{Encoding, Identity, NodeId};
 use crate::{NodeConfig, RpcError};
@@ -278,10 +279,17 @@ impl Client {
             max_frame: config.max_frame as u32,
             incarnation: 0,
         };
+        let tls = match &config.tls {
+            Some(files) => {
+                Some(Tls::load(files).map_err(|e| unavailable(format!("TLS configuration: {e}")))?)
+            }
+            None => None,
+        };
         let local = Local {
             identity: &identity,
             cookie: config.cookie.as_deref(),
             timeout: config.handshake_timeout,
+            tls: tls.as_ref(),
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {
@@ -298,7 +306,7 @@ impl Client {
         local: Local<'_>,
         config: &NodeConfig,
     ) -> Result<Client, RpcError> {
-        let mut socket = transport::connect(target, config.connect_timeout).await?;
+        let mut socket = transport::connect(target, config.connect_timeout, local).await?;
         let greeting = transport::read_greeting(&mut socket, local).await?;
         if !transport::introduce(&mut socket, local, &greeting).await? {
             return Err(RpcError::Protocol(format!(

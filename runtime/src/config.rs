@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body the gateway reads; larger ones get 413. Default 1 MiB.
     pub http_max_body: usize,
+    /// Mutual TLS on every link (certificate, key, cluster CA). Default: off (plain TCP).
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +74,7 @@ impl Default for NodeConfig {
             multicast: None,
             http: None,
             http_max_body: 1 << 20,
+            tls: None,
         }
     }
 }
@@ -97,6 +100,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("multicast", &self.multicast)
             .field("http", &self.http)
             .field("http_max_body", &self.http_max_body)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -228,6 +228,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files could not be loaded (the message names the file).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -291,6 +291,7 @@ impl Gateway {
         let config = NodeConfig {
             name: format!("{}-http", core.config.name),
             cookie: core.config.cookie.clone(),
+            tls: core.config.tls.clone(),
             default_timeout: core.config.default_timeout,
             max_frame: core.config.max_frame,
             ..NodeConfig::default()

@@ -39,6 +39,7 @@ mod peers;
 mod pending;
 pub mod remote;
 mod serve;
+pub mod tls;
 mod transport;
 pub mod wire;
 
@@ -51,4 +52,5 @@ pub use error::{ErrorKind, RpcError, StartError};
 pub use membership::{Member, MemberEvent, MemberSummary, Status};
 pub use methods::{Method, Registered};
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
+pub use tls::TlsConfig;
 pub use wire::NodeId;

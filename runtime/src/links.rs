@@ -26,6 +26,7 @@ impl Core {
             identity: &self.identity,
             cookie: self.config.cookie.as_deref(),
             timeout: self.config.handshake_timeout,
+            tls: self.tls.as_ref(),
         }
     }
 
@@ -100,7 +101,7 @@ impl Core {
             return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
         let cfg = &self.config;
-        let mut socket = transport::connect(addr, cfg.connect_timeout).await?;
+        let mut socket = transport::connect(addr, cfg.connect_timeout, self.local()).await?;
         let greeting = transport::read_greeting(&mut socket, self.local()).await?;
         let them = &greeting.identity;
         let unavailable = |reason: String| RpcError::PeerUnavailable {

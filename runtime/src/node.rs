@@ -26,6 +26,7 @@ use crate::membership::{self, Member, MemberEvent, Membership, Status};
 use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
 use crate::peers::Peers;
 use crate::serve::ServeCtx;
+use crate::tls::Tls;
 use crate::wire::{Identity, NodeId};
 use crate::{discovery, gateway, links};
 use crate::{NodeConfig, RpcError, StartError};
@@ -146,6 +147,8 @@ pub(crate) struct Core {
     pub(crate) next_conn: AtomicU64,
     /// One dial at a time per address, so concurrent callers share one link.
     pub(crate) dial_locks: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+    /// TLS for every link, when configured.
+    pub(crate) tls: Option<Tls>,
 }
 
 /// What `system.whoami` answers.
@@ -171,6 +174,10 @@ impl Node {
     /// [`StartError`] if the configuration is invalid or the address cannot be bound.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -245,6 +252,7 @@ impl Node {
                 stopped: CancellationToken::new(),
                 next_conn: AtomicU64::new(1),
                 dial_locks: DashMap::new(),
+                tls,
                 config,
             }
         });

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::connection::Shared;
+use crate::transport::WriteHalf;
 use crate::wire::{self, Header};
 
 /// How long a closing writer may keep flushing to a peer that does not read.
@@ -119,7 +119,7 @@ impl Outbox {
 }
 
 /// The writer task of one link; see the module doc.
-pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf, heartbeat: Duration) {
+pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: WriteHalf, heartbeat: Duration) {
     let ping = wire::frame_bytes(&Header::Ping).ok();
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,7 +177,7 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: OwnedWriteHalf, he
 
 async fn write_batch(
     shared: &Shared,
-    half: &mut OwnedWriteHalf,
+    half: &mut WriteHalf,
     batch: &mut BytesMut,
 ) -> std::io::Result<()> {
     let replies = shared.outbox.take(batch);

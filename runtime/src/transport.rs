@@ -17,25 +17,37 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::auth::{self, Role, Transcript};
+use crate::tls::{self, Tls};
 use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
 use crate::{PeerInfo, RpcError};
 
 /// Handshake frames are small; a larger one is refused before it is read.
 const MAX_HANDSHAKE_FRAME: usize = 16 << 10;
 
-pub(crate) type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+/// The read half of a link: a TCP half, or one half of a TLS session.
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a link.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// A connected socket, split, with the reader framing already in place.
+pub(crate) type Reader = FramedRead<ReadHalf, LengthDelimitedCodec>;
+
+/// A connected socket (TLS established when configured), split, with the reader framing
+/// already in place.
 pub(crate) struct Socket {
     pub(crate) reader: Reader,
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) writer: WriteHalf,
     pub(crate) remote: SocketAddr,
+}
+
+/// Which end of a TLS session this side is.
+enum Side {
+    Dialer,
+    Acceptor,
 }
 
 /// What this end brings to a handshake.
@@ -44,14 +56,57 @@ pub(crate) struct Local<'a> {
     pub(crate) identity: &'a Identity,
     pub(crate) cookie: Option<&'a str>,
     pub(crate) timeout: Duration,
+    pub(crate) tls: Option<&'a Tls>,
 }
 
 impl Socket {
-    pub(crate) fn new(stream: TcpStream) -> std::io::Result<Self> {
+    /// Sets the socket up, running the TLS handshake first when `tls` is set (bounded by
+    /// `timeout`); the error says what failed.
+    async fn open(
+        stream: TcpStream,
+        tls: Option<&Tls>,
+        side: Side,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         // Frames are written whole by a writer that batches them itself.
-        stream.set_nodelay(true)?;
-        let remote = stream.peer_addr()?;
-        let (read, writer) = stream.into_split();
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let remote = stream.peer_addr().map_err(|e| e.to_string())?;
+        let (read, writer): (ReadHalf, WriteHalf) = match tls {
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(tls) => {
+                let handshake = async {
+                    match side {
+                        Side::Dialer => {
+                            let session = tls
+                                .connector
+                                .connect(tls::server_name(remote), stream)
+                                .await?;
+                            let (read, write) = tokio::io::split(session);
+                            Ok::<(ReadHalf, WriteHalf), std::io::Error>((
+                                Box::new(read),
+                                Box::new(write),
+                            ))
+                        }
+                        Side::Acceptor => {
+                            let session = tls.acceptor.accept(stream).await?;
+                            let (read, write) = tokio::io::split(session);
+                            Ok::<(ReadHalf, WriteHalf), std::io::Error>((
+                                Box::new(read),
+                                Box::new(write),
+                            ))
+                        }
+                    }
+                };
+                match tokio::time::timeout(timeout, handshake).await {
+                    Err(_) => return Err(format!("no TLS handshake within {timeout:?}")),
+                    Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+                    Ok(Ok(halves)) => halves,
+                }
+            }
+        };
         let reader = LengthDelimitedCodec::builder()
             .length_field_length(4)
             .big_endian()
@@ -136,8 +191,12 @@ async fn bounded<T>(
 
 // ---- the dialer's side ----
 
-/// Opens a TCP connection to `addr`.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Socket, RpcError> {
+/// Opens a TCP connection to `addr` (and a TLS session over it when configured).
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    local: Local<'_>,
+) -> Result<Socket, RpcError> {
     let unavailable = |reason: String| RpcError::PeerUnavailable {
         peer: addr.to_string(),
         reason,
@@ -147,7 +206,9 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Socke
         Ok(Err(e)) => return Err(unavailable(e.to_string())),
         Ok(Ok(stream)) => stream,
     };
-    Socket::new(stream).map_err(|e| unavailable(e.to_string()))
+    Socket::open(stream, local.tls, Side::Dialer, local.timeout)
+        .await
+        .map_err(unavailable)
 }
 
 /// Reads the acceptor's greeting. On a version mismatch our own hello is still sent, so the
@@ -156,21 +217,29 @@ pub(crate) async fn read_greeting(
     socket: &mut Socket,
     local: Local<'_>,
 ) -> Result<Greeting, RpcError> {
-    let greeting = bounded(local.timeout, socket.read::<Greeting>()).await;
-    greeting.map_err(|failure| {
-        let reason = failure.to_string();
-        if reason.contains("version mismatch") {
-            let hello = Hello {
-                identity: local.identity.clone(),
-                nonce: [0; 16],
-                proof: None,
-            };
-            if let Ok(frame) = wire::encode_handshake(&hello) {
-                let _ = socket.writer.try_write(&frame); // best effort, we are leaving
-            }
+    let failure = match bounded(local.timeout, socket.read::<Greeting>()).await {
+        Ok(greeting) => return Ok(greeting),
+        Err(failure) => failure,
+    };
+    let mut reason = failure.to_string();
+    // A TLS node says nothing to a plain dialer: it waits for a TLS hello, then gives up.
+    if local.tls.is_none() && !reason.contains("version mismatch") {
+        reason.push_str(" (if the node uses TLS, give this side a certificate and the CA)");
+    }
+    if reason.contains("version mismatch") {
+        let hello = Hello {
+            identity: local.identity.clone(),
+            nonce: [0; 16],
+            proof: None,
+        };
+        if let Ok(frame) = wire::encode_handshake(&hello) {
+            // Best effort, we are leaving.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), socket.writer.write_all(&frame))
+                    .await;
         }
-        RpcError::Protocol(format!("{}: {reason}", socket.remote))
-    })
+    }
+    Err(RpcError::Protocol(format!("{}: {reason}", socket.remote)))
 }
 
 /// Sends our hello and reads the verdict; checks the acceptor's cookie proof.
@@ -237,7 +306,9 @@ pub(crate) async fn accept(
     stream: TcpStream,
     local: Local<'_>,
 ) -> Result<Introduced, HandshakeFailure> {
-    let mut socket = Socket::new(stream).map_err(|e| HandshakeFailure::Failed(e.to_string()))?;
+    let mut socket = Socket::open(stream, local.tls, Side::Acceptor, local.timeout)
+        .await
+        .map_err(HandshakeFailure::Failed)?;
     let greeting = Greeting {
         identity: local.identity.clone(),
         nonce: auth::nonce(),

@@ -1,0 +1,128 @@
+//! Mutual TLS on node links: nodes with certificates from the cluster CA call each other
+//! (with the cookie still checked inside), and anyone else is refused before anything can be
+//! called: a node with another CA's certificate, or a plain-TCP client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshrpc::{Client, ErrorKind, Method, Node, NodeConfig, TlsConfig};
+
+const ADD: Method<(i64, i64), i64> = Method::new("add");
+
+fn dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshrpc-tls-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn files(dir: &Path, name: &str) -> TlsConfig {
+    TlsConfig {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+        ca: dir.join("ca.pem"),
+    }
+}
+
+fn config(name: &str, tls: TlsConfig) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        tls: Some(tls),
+        cookie: Some("c00kie".into()),
+        ..NodeConfig::default()
+    }
+}
+
+async fn node(name: &str, tls: TlsConfig) -> Node {
+    let node = Node::start(config(name, tls))
+        .await
+        .expect("a node with TLS starts");
+    node.serve_fn(ADD, |(a, b)| a + b);
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
+    let ours = dir("ours");
+    meshrpc::tls::dev::generate(&ours, &["a", "b", "client"]).unwrap();
+    let theirs = dir("theirs");
+    meshrpc::tls::dev::generate(&theirs, &["x"]).unwrap();
+
+    let a = node("a", files(&ours, "a")).await;
+    let b = node("b", files(&ours, "b")).await;
+    assert_eq!(a.invoke(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
+    assert_eq!(
+        b.invoke(a.addr(), ADD, (4, 5)).await.unwrap(),
+        9,
+        "both ways over the one TLS link"
+    );
+    assert_eq!((a.peers().len(), b.peers().len()), (1, 1));
+
+    // A client with a certificate from the CA (and the cookie) may call.
+    let client_config = NodeConfig {
+        name: "client".into(),
+        ..config("client", files(&ours, "client"))
+    };
+    let client = Client::connect_with(&a.addr().to_string(), &client_config)
+        .await
+        .unwrap();
+    assert_eq!(client.invoke(ADD, (1, 1)).await.unwrap(), 2);
+    client.close().await;
+
+    // The right CA but the wrong cookie: TLS passes, the cookie check inside does not.
+    let wrong_cookie = NodeConfig {
+        cookie: Some("nope".into()),
+        ..client_config.clone()
+    };
+    let err = Client::connect_with(&a.addr().to_string(), &wrong_cookie)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("cookie"), "{err}");
+
+    // A node whose certificate another CA signed is refused both ways.
+    let x = node("x", files(&theirs, "x")).await;
+    let err = x.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerUnavailable, "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let err = a.invoke(x.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerUnavailable, "{err}");
+
+    // A plain-TCP client gets nowhere, with a hint.
+    let plain = NodeConfig {
+        name: "plain".into(),
+        cookie: Some("c00kie".into()),
+        handshake_timeout: Duration::from_secs(2),
+        ..NodeConfig::default()
+    };
+    let err = Client::connect_with(&a.addr().to_string(), &plain)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // And none of that disturbed the real link.
+    assert_eq!(a.invoke(b.addr(), ADD, (20, 22)).await.unwrap(), 42);
+
+    for n in [a, b, x] {
+        n.shutdown().await;
+    }
+    let _ = (
+        std::fs::remove_dir_all(&ours),
+        std::fs::remove_dir_all(&theirs),
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_broken_tls_file_is_a_clear_start_error() {
+    let d = dir("broken");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("ca.pem"), "not a certificate").unwrap();
+    let err = Node::start(config("a", files(&d, "a")))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("a.pem"),
+        "names the missing file: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
