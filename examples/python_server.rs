@@ -10,22 +10,8 @@ use std::process::Stdio;
 use meshrpc::remote::XmlRpcClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The seed's server, verbatim but for the port and a readiness line.
-const SEED_SERVER: &str = r#"
-import sys, xmlrpc.server
-
-class MyServer:
-    def square(self, x):
-        return x * x
-
-    def cube(self, x):
-        return x * x * x
-
-server = xmlrpc.server.SimpleXMLRPCServer(("localhost", int(sys.argv[1])), logRequests=False)
-server.register_instance(MyServer())
-print("ready", flush=True)
-server.serve_forever()
-"#;
+/// The seed's server, verbatim but for the port (from the command line) and a readiness line.
+const SEED_SERVER: &str = include_str!("seed_server.py");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -285,22 +285,8 @@ print(urllib.request.urlopen(url + "/metrics").read().decode())
 }
 
 /// The seed's `square`/`cube` server, as the seed writes it but for the port (given on the
-/// command line so the test can pick a free one).
-const SEED_SERVER: &str = r#"
-import sys, xmlrpc.server
-
-class MyServer:
-    def square(self, x):
-        return x * x
-
-    def cube(self, x):
-        return x * x * x
-
-server = xmlrpc.server.SimpleXMLRPCServer(("localhost", int(sys.argv[1])), logRequests=False)
-server.register_instance(MyServer())
-print("ready", flush=True)
-server.serve_forever()
-"#;
+/// command line so the test can pick a free one); shared with `examples/python_server.rs`.
+const SEED_SERVER: &str = include_str!("../examples/seed_server.py");
 
 #[tokio::test]
 async fn rust_calls_the_seeds_python_server() {

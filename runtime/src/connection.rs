@@ -69,12 +69,18 @@ pub(crate) struct Shared {
 impl Shared {
     /// Tells the callee the caller stopped waiting for request `id` (dropped or expired).
     pub(crate) fn send_cancel(&self, id: u64) {
-        // Not queued if the writer has stopped: the callee is gone or going.
+        self.send_control(&Header::Cancel { id });
+    }
+
+    /// Queues a frame without a body (cancel, pong, goodbye). Not queued if the writer has
+    /// stopped: the link is closing, and these frames matter only on a live one.
+    fn send_control(&self, header: &Header<'_>) {
+        let max = self.max_frame;
         let _ = self.outbox.push(false, |buf| {
-            match FrameBuf::new(buf, &Header::Cancel { id }) {
-                Ok(frame) => frame.finish(usize::MAX).map_err(drop),
-                Err(_) => Err(()),
-            }
+            FrameBuf::new(buf, header)
+                .map_err(drop)?
+                .finish(max)
+                .map_err(drop)
         });
     }
 
@@ -280,15 +286,7 @@ impl Connection {
             reason: reason.into(),
             leaving,
         };
-        let max = self.shared.max_frame;
-        // Not queued if the writer has already stopped: the link is gone anyway.
-        let _ = self
-            .shared
-            .outbox
-            .push(false, |buf| match FrameBuf::new(buf, &goodbye) {
-                Ok(frame) => frame.finish(max).map_err(drop),
-                Err(_) => Err(()),
-            });
+        self.shared.send_control(&goodbye);
         self.shutdown();
     }
 
@@ -504,15 +502,7 @@ async fn read_loop(
             // the caller, which has already removed its pending entry.
             Header::Cancel { id } => shared.running.cancel(id),
             Header::Pong => {}
-            Header::Ping => {
-                // Not queued if the writer has stopped: the link is closing anyway.
-                let _ = shared
-                    .outbox
-                    .push(false, |buf| match FrameBuf::new(buf, &Header::Pong) {
-                        Ok(frame) => frame.finish(usize::MAX).map_err(drop),
-                        Err(_) => Err(()),
-                    });
-            }
+            Header::Ping => shared.send_control(&Header::Pong),
             Header::Goodbye { reason, leaving } => {
                 return Closed::Goodbye {
                     reason: reason.into_owned(),
