@@ -192,7 +192,7 @@ fn meter_made(method: &str, started: Instant, result: &Result<(Encoding, Bytes),
         Ok(_) => "ok",
         Err(e) => e.kind().as_str(),
     };
-    let method = method.to_owned();
+    let method = metrics::SharedString::from(Arc::<str>::from(method));
     metrics::counter!("meshrpc_calls_made_total", "method" => method.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("meshrpc_call_seconds", "side" => "made", "method" => method)
@@ -310,7 +310,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(Encoding, Bytes), RpcError> {
         let shared = &self.shared;
-        let metered = shared.metered.then(Instant::now);
+        let now = Instant::now();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = Header::Request {
             id,
@@ -321,7 +321,6 @@ impl Connection {
         // Registered before the frame can leave: the reply may come back at once.
         let (tx, rx) = oneshot::channel();
         // A timeout too large to add ("wait forever") becomes a deadline a century away.
-        let now = Instant::now();
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
@@ -337,8 +336,8 @@ impl Connection {
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
         };
-        if let Some(started) = metered {
-            meter_made(method, started, &result);
+        if shared.metered {
+            meter_made(method, now, &result);
         }
         result
     }
@@ -451,6 +450,7 @@ async fn read_loop(
     let mut seen = (0u64, 0usize);
     let mut last_progress = tokio::time::Instant::now();
     loop {
+        let paused = backlogged(shared, ctx);
         let payload = tokio::select! {
             _ = shared.token.cancelled() => {
                 return match shared.write_error.get() {
@@ -460,7 +460,7 @@ async fn read_loop(
             }
             // Paused: the peer is not reading our replies. Wait for the writer (or for the
             // silence check to close the link).
-            _ = shared.outbox.drained.notified(), if backlogged(shared, ctx) => continue,
+            _ = shared.outbox.drained.notified(), if paused => continue,
             _ = tick.tick() => {
                 let now = (frames_read, frames.read_buffer().len());
                 if now != seen {
@@ -471,7 +471,7 @@ async fn read_loop(
                 }
                 continue;
             }
-            next = frames.next(), if !backlogged(shared, ctx) => match next {
+            next = frames.next(), if !paused => match next {
                 None => return Closed::ByPeer,
                 Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
                 Some(Ok(payload)) => payload,
@@ -498,8 +498,8 @@ async fn read_loop(
             Header::Cast { method, encoding } => {
                 serve::dispatch(shared, ctx, None, &method, encoding, None, body)
             }
-            // Handlers are not interrupted yet: the reply of a cancelled call is discarded by
-            // the caller, which has already removed its pending entry.
+            // Aborts the request's async handler if it is still running; sync handlers and
+            // actor messages run to the end, and the caller discards their reply.
             Header::Cancel { id } => shared.running.cancel(id),
             Header::Pong => {}
             Header::Ping => shared.send_control(&Header::Pong),

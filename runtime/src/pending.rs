@@ -22,7 +22,7 @@ use crate::wire::RemoteError;
 use crate::ErrorKind;
 
 /// How often the sweeper looks for expired calls while any are pending.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(5);
+const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
 struct Waiter {
     tx: oneshot::Sender<Reply>,
@@ -52,16 +52,20 @@ impl Pending {
 
     pub(crate) fn insert(&self, id: u64, tx: oneshot::Sender<Reply>, deadline: Instant) {
         self.lock().insert(id, Waiter { tx, deadline });
-        if self.idle.swap(false, Ordering::SeqCst) {
+        // The plain load keeps the common case (sweeper awake) free of a write to a shared
+        // line; the map's lock orders it after the sweeper's `store(true)`.
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::SeqCst) {
             // `notify_one` keeps a permit if the sweeper is not waiting yet: no lost wake-up.
             self.wake.notify_one();
         }
     }
 
     /// Hands a response to its caller; false if nobody waits for it any more.
-    pub(crate) fn complete(&self, id: u64, reply: Reply) -> bool {
+    pub(crate) fn complete(&self, id: u64, reply: Reply) {
         let waiter = self.lock().remove(&id);
-        waiter.is_some_and(|waiter| waiter.tx.send(reply).is_ok())
+        if let Some(waiter) = waiter {
+            let _ = waiter.tx.send(reply); // the caller gave up
+        }
     }
 
     /// Forgets a call; true if it was still waiting (neither answered nor expired).

@@ -69,12 +69,12 @@ pub(crate) fn dispatch(
     body: Bytes,
 ) {
     let mut responder = Responder::new(link.clone(), id, encoding);
+    let handler = ctx.methods.handler(method);
     if ctx.metered {
         // Only registered names become labels: a caller cannot grow the label set.
-        let label: Arc<str> = if ctx.methods.handler(method).is_some() {
-            method.into()
-        } else {
-            "<unknown>".into()
+        let label = match handler {
+            Some(_) => metrics::SharedString::from(Arc::<str>::from(method)),
+            None => metrics::SharedString::const_str("<unknown>"),
         };
         responder.meter = Some((label, Instant::now()));
     }
@@ -89,7 +89,7 @@ pub(crate) fn dispatch(
         );
         return responder.fail(ErrorKind::Overloaded, message);
     }
-    let Some(handler) = ctx.methods.handler(method) else {
+    let Some(handler) = handler else {
         return responder.fail(
             ErrorKind::MethodNotFound,
             format!("no method `{method}` is registered"),
@@ -118,7 +118,7 @@ pub(crate) struct Responder {
     encoding: Encoding,
     answered: bool,
     /// The method's label and when the request arrived, when metrics are recorded.
-    meter: Option<(Arc<str>, Instant)>,
+    meter: Option<(metrics::SharedString, Instant)>,
 }
 
 impl Responder {
@@ -235,7 +235,6 @@ impl Responder {
     /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
     fn finish(&mut self, queued: bool, outcome: &'static str) {
         if let Some((method, arrived)) = self.meter.take() {
-            let method = metrics::SharedString::from(method);
             metrics::counter!("meshrpc_calls_served_total", "method" => method.clone(), "outcome" => outcome).increment(1);
             metrics::histogram!("meshrpc_call_seconds", "side" => "served", "method" => method)
                 .record(arrived.elapsed().as_secs_f64());
