@@ -1,10 +1,9 @@
-//! One link to a peer: a reader task, a writer task and the table of calls waiting for replies.
+//! One link to a peer: a reader task, a writer task ([`crate::outbox`]), a deadline sweeper
+//! ([`crate::pending`]) and the table of calls waiting for replies.
 //!
-//! The [`Connection`] handle is cheap to clone; callers use it to send requests and casts. The
-//! reader routes responses to waiting callers and hands requests to [`crate::serve`]. The
-//! writer owns the socket's write half and drains a queue of ready-made frames, coalescing
-//! them into few writes, and sends a `Ping` when the link has been idle for a heartbeat. Both
-//! tasks stop when the connection's token is cancelled (node shutdown, replacement by the
+//! The [`Connection`] handle is cheap to clone; callers use it to send requests and casts,
+//! encoded straight into the outbox. The reader routes responses to waiting callers, hands
+//! requests to [`crate::serve`], answers pings and applies cancels. The tasks stop when the connection's token is cancelled (node shutdown, replacement by the
 //! tie-break), the socket closes, or the peer stays silent too long; every call still pending
 //! then fails with `Disconnected` at once.
 

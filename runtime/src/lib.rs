@@ -7,16 +7,17 @@
 //!   ├── Methods (name → handler)                      ▼
 //!   ├── Peers (peer id → Connection) ◄──admission── new link
 //!   └── clients (plain callers' links)
-//! Connection = reader task + writer task + pending table (request id → oneshot)
+//! Connection = reader, writer and sweeper tasks + outbox + pending table (id → oneshot)
 //!   reader: Response → pending waiter;  Request/Cast → serve::dispatch → handler
 //!   handler: sync fn (inline) | async fn (task) | actor method (mailbox → actor task)
-//!   handler answers through its Responder → writer queue → socket
+//!   handler answers through its Responder → outbox buffer → writer → socket
 //! ```
 //!
-//! A call: [`Node::call`] finds or dials the [`Peer`], encodes header and arguments into one
-//! frame, registers the request id, queues the frame for the writer and awaits the reply
-//! under its deadline. The peer's reader decodes the header, finds the method, and the
-//! handler's responder queues the response frame; our reader matches it by id.
+//! A call: [`Node::call`] finds or dials the [`Peer`], registers the request id and its
+//! deadline, encodes header and arguments straight into the link's outbox and awaits the
+//! reply (the sweeper answers `timeout`). The peer's reader decodes the header, finds the
+//! method, and the handler's responder encodes the response into that link's outbox; our
+//! reader matches it by id.
 //! docs/ARCHITECTURE.md draws this at length; docs/PROTOCOL.md gives the bytes.
 #![warn(missing_docs, unreachable_pub)]
 
