@@ -607,3 +607,57 @@ async fn a_dropped_or_expired_call_stops_the_callees_handler() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_in_flight_limit_spans_links() {
+    let config = NodeConfig {
+        name: "b".into(),
+        max_in_flight_node: 3,
+        ..NodeConfig::default()
+    };
+    let b = Node::start(config).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    b.register("hold", move |(): ()| {
+        let held = held.clone();
+        async move {
+            let _permit = held.acquire().await.map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        }
+    });
+    let (c1, c2) = (
+        meshrpc::Client::connect(&b.addr().to_string())
+            .await
+            .unwrap(),
+        meshrpc::Client::connect(&b.addr().to_string())
+            .await
+            .unwrap(),
+    );
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for peer in [(*c1).clone(), (*c2).clone()] {
+        for _ in 0..3 {
+            let (peer, done_tx) = (peer.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let _ = done_tx.send(
+                    peer.call_with::<()>("hold", (), CallOptions::timeout(PATIENCE))
+                        .await,
+                );
+            });
+        }
+    }
+    // Three run (held at the gate) across the two links; the other three are refused.
+    for _ in 0..3 {
+        let refused = done_rx.recv().await.unwrap().unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Overloaded);
+        assert!(refused.to_string().contains("on this node"), "{refused}");
+    }
+    gate.add_permits(3);
+    for _ in 0..3 {
+        done_rx
+            .recv()
+            .await
+            .unwrap()
+            .expect("the admitted calls finish");
+    }
+    b.shutdown().await;
+}

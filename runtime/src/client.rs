@@ -325,6 +325,8 @@ impl Client {
             stop: token.clone(),
             closing: Arc::new(AtomicBool::new(false)),
             max_in_flight: config.max_in_flight,
+            max_in_flight_node: config.max_in_flight_node,
+            node_inbound: Default::default(),
             metered: false,
             mailboxes: Default::default(),
         };

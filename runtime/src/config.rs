@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Requests a connection may have running on this node at once; more get `Overloaded`.
     /// Default 4096.
     pub max_in_flight: usize,
+    /// Requests all links together may have running on this node at once; more get
+    /// `Overloaded`. Default 65 536.
+    pub max_in_flight_node: usize,
     /// Default mailbox capacity of an actor; a full mailbox answers `Overloaded`. Default 1024.
     pub mailbox: usize,
     /// On shutdown, how long running requests may take to finish. Default 5 s.
@@ -65,6 +68,7 @@ impl Default for NodeConfig {
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             max_in_flight: 4096,
+            max_in_flight_node: 65_536,
             mailbox: 1024,
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
@@ -91,6 +95,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_node", &self.max_in_flight_node)
             .field("mailbox", &self.mailbox)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("reconnect_max", &self.reconnect_max)
@@ -115,8 +120,10 @@ impl NodeConfig {
                 self.max_frame
             ));
         }
-        if self.max_in_flight == 0 || self.mailbox == 0 {
-            return Err("max_in_flight and mailbox must be at least 1".to_owned());
+        if self.max_in_flight == 0 || self.max_in_flight_node == 0 || self.mailbox == 0 {
+            return Err(
+                "max_in_flight, max_in_flight_node and mailbox must be at least 1".to_owned(),
+            );
         }
         if self.heartbeat < Duration::from_millis(10) || self.down_after <= self.heartbeat * 2 {
             return Err(format!(

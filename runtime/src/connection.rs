@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: CachePadded<AtomicUsize>,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: CachePadded<AtomicUsize>,
+    /// The same, summed over every link of the node (shared with `ServeCtx`).
+    pub(crate) node_inbound: Arc<AtomicUsize>,
     closed: AtomicBool,
     /// Why the writer stopped, when it failed: the reader reports it as the link's end.
     pub(crate) write_error: OnceLock<String>,
@@ -81,6 +83,14 @@ impl Shared {
                 .finish(max)
                 .map_err(drop)
         });
+    }
+
+    /// `n` admitted requests are answered (or will never be): they stop counting.
+    pub(crate) fn release_inbound(&self, n: usize) {
+        if n > 0 {
+            self.inbound.fetch_sub(n, Ordering::Relaxed);
+            self.node_inbound.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Marks the link closed and stops its tasks.
@@ -229,6 +239,7 @@ impl Connection {
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
             inbound: CachePadded(AtomicUsize::new(0)),
+            node_inbound: ctx.node_inbound.clone(),
             write_error: OnceLock::new(),
             metered: ctx.metered,
             closed: AtomicBool::new(false),

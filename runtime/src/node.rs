@@ -225,6 +225,8 @@ impl Node {
             stop: CancellationToken::new(),
             closing: Arc::new(AtomicBool::new(false)),
             max_in_flight: config.max_in_flight,
+            max_in_flight_node: config.max_in_flight_node,
+            node_inbound: Default::default(),
             metered: http.is_some() && gateway::enable_metrics(),
             mailboxes: Default::default(),
         };

@@ -170,7 +170,7 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: WriteHalf, heartbe
     // Replies that will never be written (queued, or taken when the writer gave up) stop
     // counting; nothing else will release them.
     let unwritten = outbox.close() + outbox.in_hand.swap(0, Ordering::Relaxed);
-    shared.inbound.fetch_sub(unwritten, Ordering::Relaxed);
+    shared.release_inbound(unwritten);
     shared.mark_closed();
     outbox.drained.notify_one();
 }
@@ -188,10 +188,7 @@ async fn write_batch(
     // bytes are written: a peer that does not read keeps its own requests from being served.
     shared.outbox.in_hand.store(replies, Ordering::Relaxed);
     let result = half.write_all(batch).await;
-    shared.inbound.fetch_sub(
-        shared.outbox.in_hand.swap(0, Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    shared.release_inbound(shared.outbox.in_hand.swap(0, Ordering::Relaxed));
     shared.outbox.drained.notify_one();
     batch.clear();
     if batch.capacity() > KEEP_CAPACITY {

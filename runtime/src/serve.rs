@@ -11,7 +11,7 @@ use std::any::Any;
 
 use futures_util::future::AbortHandle;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,10 @@ pub(crate) struct ServeCtx {
     /// Set when the node starts shutting down: new requests are refused.
     pub(crate) closing: Arc<AtomicBool>,
     pub(crate) max_in_flight: usize,
+    /// Requests from every link running here at once (see `node_inbound`).
+    pub(crate) max_in_flight_node: usize,
+    /// Requests admitted on all of this node's links and not yet answered on the wire.
+    pub(crate) node_inbound: Arc<AtomicUsize>,
     /// Record per-call metrics (the node has a gateway serving `/metrics`).
     pub(crate) metered: bool,
     /// How to read each actor's mailbox depth, for `/metrics`.
@@ -82,6 +86,13 @@ pub(crate) fn dispatch(
         return responder.fail(ErrorKind::Shutdown, "the callee is shutting down");
     }
     // `responder` already counts this request, hence `>`.
+    if link.node_inbound.load(Ordering::Relaxed) > ctx.max_in_flight_node {
+        let message = format!(
+            "more than {} requests in flight on this node",
+            ctx.max_in_flight_node
+        );
+        return responder.fail(ErrorKind::Overloaded, message);
+    }
     if link.inbound.load(Ordering::Relaxed) > ctx.max_in_flight {
         let message = format!(
             "more than {} requests in flight on this connection",
@@ -126,6 +137,7 @@ impl Responder {
         // Both counters are released in `finish`, or for `inbound` by the writer once the reply
         // is written.
         link.inbound.fetch_add(1, Ordering::Relaxed);
+        link.node_inbound.fetch_add(1, Ordering::Relaxed);
         link.in_flight.fetch_add(1, Ordering::Relaxed);
         Responder {
             link,
@@ -242,7 +254,7 @@ impl Responder {
         self.answered = true;
         self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !queued {
-            self.link.inbound.fetch_sub(1, Ordering::Relaxed);
+            self.link.release_inbound(1);
         }
     }
 }
