@@ -316,6 +316,15 @@ impl Gateway {
     }
 }
 
+/// JSON-RPC handling with the calls given, for the fuzz targets.
+pub(crate) async fn fuzz_jsonrpc<F, Fut>(body: &[u8], call: F) -> Option<Value>
+where
+    F: Fn(String, Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, RpcError>>,
+{
+    jsonrpc::handle(body, call).await
+}
+
 /// Binds the gateway's listener.
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

@@ -30,6 +30,8 @@ mod config;
 mod connection;
 mod discovery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod links;
 mod membership;

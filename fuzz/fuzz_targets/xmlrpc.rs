@@ -1,0 +1,9 @@
+//! The gateway's XML-RPC parser, on calls and responses.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        meshrpc::fuzzing::xmlrpc(text);
+    }
+});
