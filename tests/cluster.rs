@@ -661,3 +661,64 @@ async fn the_node_wide_in_flight_limit_spans_links() {
     }
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_resend_only_what_is_safe_to_run_twice() {
+    let a = node("a").await;
+    let b = node("b").await;
+    let lookups = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let charges = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Both hang on their first call only, so the first attempt times out.
+    for (name, count, idempotent) in [
+        ("lookup", lookups.clone(), true),
+        ("charge", charges.clone(), false),
+    ] {
+        let registered = b.register(name, move |(): ()| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<u64, String>(n)
+            }
+        });
+        if idempotent {
+            registered.idempotent();
+        }
+    }
+    let options = CallOptions::timeout(Duration::from_millis(100)).retries(2);
+    assert_eq!(
+        a.call_with::<u64>(b.addr(), "lookup", (), options)
+            .await
+            .unwrap(),
+        1,
+        "the retry ran"
+    );
+    let err = a
+        .call_with::<u64>(b.addr(), "charge", (), options)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout,
+        "the caller sees what happened, not the refusal"
+    );
+    assert_eq!(
+        charges.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a non-idempotent call ran once"
+    );
+    // Without opting in, nothing is resent.
+    let err = a
+        .call_with::<u64>(
+            b.addr(),
+            "nope",
+            (),
+            CallOptions::timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MethodNotFound);
+    a.shutdown().await;
+    b.shutdown().await;
+}

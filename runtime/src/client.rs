@@ -19,7 +19,7 @@ use crate::serve::{decode_result, ServeCtx};
 use crate::tls::Tls;
 use crate::transport::{self, Local};
 use crate::wire::{Encoding, Identity, NodeId};
-use crate::{NodeConfig, RpcError};
+use crate::{ErrorKind, NodeConfig, RpcError};
 
 /// Who is at the other end of a link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -94,8 +94,11 @@ impl fmt::Display for Target {
 /// Per-call settings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallOptions {
-    /// How long to wait for the reply; default: the node's (or client's) default timeout.
+    /// How long to wait for each attempt's reply; default: the node's (or client's) default.
     pub timeout: Option<Duration>,
+    /// How many times to resend the call after a failure that allows it (default 0: calls are
+    /// sent at most once). See [`CallOptions::retries`].
+    pub retries: u32,
 }
 
 impl CallOptions {
@@ -103,8 +106,48 @@ impl CallOptions {
     pub fn timeout(timeout: Duration) -> Self {
         CallOptions {
             timeout: Some(timeout),
+            retries: 0,
         }
     }
+
+    /// Resends the call up to `n` more times, with jittered exponential backoff, when it
+    /// failed in a way that allows it: `overloaded` or `peer_unavailable` (it did not run),
+    /// or `timeout` or `disconnected` (it may have run). A call that may have run is resent
+    /// as a retry, which the callee runs only if the method is registered as idempotent
+    /// ([`crate::Registered::idempotent`]); otherwise the error of the attempt before is
+    /// returned. Calls through a [`crate::Node`] find or redial the peer for each attempt;
+    /// a [`Peer`]'s own link cannot come back, so there a lost link ends the retries.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+}
+
+/// Runs `attempt` once, then again while `options` and the error allow (see
+/// [`CallOptions::retries`]); `attempt(true)` marks a resend of a call that may have run.
+pub(crate) async fn retrying<T, F, Fut>(options: CallOptions, mut attempt: F) -> Result<T, RpcError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RpcError>>,
+{
+    let mut result = attempt(false).await;
+    let mut may_have_run = false;
+    for n in 0..options.retries {
+        let Err(error) = &result else { break };
+        match error.kind() {
+            ErrorKind::Timeout | ErrorKind::Disconnected => may_have_run = true,
+            ErrorKind::Overloaded | ErrorKind::PeerUnavailable => {}
+            _ => break,
+        }
+        let backoff = Duration::from_millis(20 << n.min(5));
+        tokio::time::sleep(backoff + backoff.mul_f64(rand::random::<f64>() * 0.5)).await;
+        match attempt(may_have_run).await {
+            // Not idempotent: what the caller needs to know is what happened before.
+            Err(RpcError::RetryRefused { .. }) => break,
+            next => result = next,
+        }
+    }
+    result
 }
 
 /// A handle to one peer's link; cheap to clone. Calls fail with `Disconnected` once the link
@@ -151,18 +194,38 @@ impl Peer {
         args: impl Serialize,
         options: CallOptions,
     ) -> Result<R, RpcError> {
+        let (encoding, body) = self.send(method, Encoding::Bincode, &args, options).await?;
+        decode_typed(method, encoding, &body)
+    }
+
+    /// One attempt of a call on this link.
+    pub(crate) async fn attempt<A: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        args: &A,
+        options: CallOptions,
+        retry: bool,
+    ) -> Result<(Encoding, bytes::Bytes), RpcError> {
         self.check_open()?;
         let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let (encoding, body) = self
-            .conn
-            .request(method, Encoding::Bincode, &args, timeout)
-            .await?;
-        decode_result(encoding, &body).map_err(|e| {
-            RpcError::Protocol(format!(
-                "cannot decode the result of `{method}` as {}: {e}",
-                std::any::type_name::<R>()
-            ))
+        self.conn
+            .request(method, encoding, args, timeout, retry)
+            .await
+    }
+
+    /// A call on this link, with the retries `options` asks for.
+    async fn send<A: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        args: &A,
+        options: CallOptions,
+    ) -> Result<(Encoding, bytes::Bytes), RpcError> {
+        retrying(options, |retry| {
+            self.attempt(method, encoding, args, options, retry)
         })
+        .await
     }
 
     /// Calls a typed method: the argument and result types come from `method`.
@@ -185,12 +248,7 @@ impl Peer {
         args: impl Serialize,
         options: CallOptions,
     ) -> Result<bytes::Bytes, RpcError> {
-        self.check_open()?;
-        let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let (_, body) = self
-            .conn
-            .request(method, Encoding::Bincode, &args, timeout)
-            .await?;
+        let (_, body) = self.send(method, Encoding::Bincode, &args, options).await?;
         Ok(body)
     }
 
@@ -202,12 +260,7 @@ impl Peer {
         args: &serde_json::Value,
         options: CallOptions,
     ) -> Result<serde_json::Value, RpcError> {
-        self.check_open()?;
-        let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let (encoding, body) = self
-            .conn
-            .request(method, Encoding::Json, args, timeout)
-            .await?;
+        let (encoding, body) = self.send(method, Encoding::Json, args, options).await?;
         decode_result(encoding, &body)
             .map_err(|e| RpcError::Protocol(format!("cannot decode the result of `{method}`: {e}")))
     }
@@ -228,6 +281,20 @@ impl Peer {
         }
         Ok(())
     }
+}
+
+/// Decodes a typed result; a mismatch is the caller's mistake, reported as such.
+pub(crate) fn decode_typed<R: DeserializeOwned>(
+    method: &str,
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<R, RpcError> {
+    decode_result(encoding, body).map_err(|e| {
+        RpcError::Protocol(format!(
+            "cannot decode the result of `{method}` as {}: {e}",
+            std::any::type_name::<R>()
+        ))
+    })
 }
 
 /// A connection to a node from a program that only calls (it serves no methods).

@@ -318,15 +318,26 @@ impl Connection {
         encoding: Encoding,
         args: &A,
         timeout: Duration,
+        retry: bool,
     ) -> Result<(Encoding, Bytes), RpcError> {
         let shared = &self.shared;
         let now = Instant::now();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let header = Header::Request {
-            id,
-            method: method.into(),
-            timeout_ms: Some(timeout.as_millis().min(u64::MAX as u128) as u64),
-            encoding,
+        let timeout_ms = Some(timeout.as_millis().min(u64::MAX as u128) as u64);
+        let header = if retry {
+            Header::Retry {
+                id,
+                method: method.into(),
+                timeout_ms,
+                encoding,
+            }
+        } else {
+            Header::Request {
+                id,
+                method: method.into(),
+                timeout_ms,
+                encoding,
+            }
         };
         // Registered before the frame can leave: the reply may come back at once.
         let (tx, rx) = oneshot::channel();
@@ -503,10 +514,39 @@ async fn read_loop(
                 timeout_ms,
                 encoding,
             } => {
-                serve::dispatch(shared, ctx, Some(id), &method, encoding, timeout_ms, body);
+                let call = serve::Call {
+                    id: Some(id),
+                    method: &method,
+                    encoding,
+                    timeout_ms,
+                    retry: false,
+                };
+                serve::dispatch(shared, ctx, call, body);
+            }
+            Header::Retry {
+                id,
+                method,
+                timeout_ms,
+                encoding,
+            } => {
+                let call = serve::Call {
+                    id: Some(id),
+                    method: &method,
+                    encoding,
+                    timeout_ms,
+                    retry: true,
+                };
+                serve::dispatch(shared, ctx, call, body);
             }
             Header::Cast { method, encoding } => {
-                serve::dispatch(shared, ctx, None, &method, encoding, None, body)
+                let call = serve::Call {
+                    id: None,
+                    method: &method,
+                    encoding,
+                    timeout_ms: None,
+                    retry: false,
+                };
+                serve::dispatch(shared, ctx, call, body);
             }
             // Aborts the request's async handler if it is still running; sync handlers and
             // actor messages run to the end, and the caller discards their reply.

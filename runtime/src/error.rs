@@ -34,6 +34,8 @@ pub enum ErrorKind {
     FrameTooLarge,
     /// The node (caller's or callee's) is shutting down.
     Shutdown,
+    /// A resent call was refused: the method is not registered as idempotent.
+    RetryRefused,
 }
 
 impl ErrorKind {
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::FrameTooLarge => "frame_too_large",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::RetryRefused => "retry_refused",
         }
     }
 }
@@ -148,6 +151,15 @@ pub enum RpcError {
     /// A node (this one or the callee) is shutting down.
     #[error("node is shutting down: {0}")]
     Shutdown(String),
+    /// A resent call was refused because the method is not idempotent; callers see the
+    /// error of the attempt before it instead.
+    #[error("retry of `{method}` refused: {message}")]
+    RetryRefused {
+        /// The method called.
+        method: String,
+        /// The callee's reason.
+        message: String,
+    },
 }
 
 impl RpcError {
@@ -167,6 +179,7 @@ impl RpcError {
             RpcError::Protocol(_) => ErrorKind::Protocol,
             RpcError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
             RpcError::Shutdown(_) => ErrorKind::Shutdown,
+            RpcError::RetryRefused { .. } => ErrorKind::RetryRefused,
         }
     }
 
@@ -199,6 +212,7 @@ impl RpcError {
             ErrorKind::Protocol => RpcError::Protocol(message),
             ErrorKind::FrameTooLarge => RpcError::FrameTooLarge { message },
             ErrorKind::Shutdown => RpcError::Shutdown(message),
+            ErrorKind::RetryRefused => RpcError::RetryRefused { method, message },
         }
     }
 

@@ -40,6 +40,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
 struct Entry {
     handler: Arc<dyn Handler>,
     help: String,
+    /// Safe to run twice: retries (`Header::Retry`) are accepted.
+    idempotent: bool,
 }
 
 /// The method table; cheap to clone (all clones share one table).
@@ -55,6 +57,7 @@ impl Methods {
             Entry {
                 handler,
                 help: String::new(),
+                idempotent: false,
             },
         );
     }
@@ -65,8 +68,17 @@ impl Methods {
         }
     }
 
-    pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
-        self.table.get(name).map(|entry| entry.handler.clone())
+    /// The handler and whether the method is idempotent.
+    pub(crate) fn lookup(&self, name: &str) -> Option<(Arc<dyn Handler>, bool)> {
+        self.table
+            .get(name)
+            .map(|entry| (entry.handler.clone(), entry.idempotent))
+    }
+
+    fn set_idempotent(&self, name: &str) {
+        if let Some(mut entry) = self.table.get_mut(name) {
+            entry.idempotent = true;
+        }
     }
 
     pub(crate) fn help(&self, name: &str) -> Option<String> {
@@ -126,6 +138,14 @@ impl Registered<'_> {
     /// Sets the method's help text.
     pub fn help(self, text: &str) -> Self {
         self.methods.set_help(&self.name, text);
+        self
+    }
+
+    /// Declares the method safe to run more than once with the same arguments: callers
+    /// that opt in ([`crate::CallOptions::retries`]) may then resend a call that timed out or
+    /// lost its link. Other methods refuse such resends (`retry_refused`).
+    pub fn idempotent(self) -> Self {
+        self.methods.set_idempotent(&self.name);
         self
     }
 }

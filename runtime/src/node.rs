@@ -27,7 +27,7 @@ use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
 use crate::peers::Peers;
 use crate::serve::ServeCtx;
 use crate::tls::Tls;
-use crate::wire::{Identity, NodeId};
+use crate::wire::{Encoding, Identity, NodeId};
 use crate::{discovery, gateway, links};
 use crate::{NodeConfig, RpcError, StartError};
 
@@ -488,7 +488,20 @@ impl Node {
         args: impl Serialize,
         options: CallOptions,
     ) -> Result<R, RpcError> {
-        self.peer(to).await?.call_with(method, args, options).await
+        let to = to.into();
+        let args = &args;
+        // Each attempt finds (or redials) the peer: a retry can use a link the last one lost.
+        let (encoding, body) = crate::client::retrying(options, |retry| {
+            let to = to.clone();
+            async move {
+                self.peer(to)
+                    .await?
+                    .attempt(method, Encoding::Bincode, args, options, retry)
+                    .await
+            }
+        })
+        .await?;
+        crate::client::decode_typed(method, encoding, &body)
     }
 
     /// Calls a typed method on a peer.

@@ -62,18 +62,31 @@ pub(crate) struct Incoming {
     pub(crate) responder: Responder,
 }
 
+/// What the header said about one request or cast.
+pub(crate) struct Call<'a> {
+    /// `None` for a cast.
+    pub(crate) id: Option<u64>,
+    pub(crate) method: &'a str,
+    pub(crate) encoding: Encoding,
+    pub(crate) timeout_ms: Option<u64>,
+    /// A `Retry`: run only if the method is idempotent.
+    pub(crate) retry: bool,
+}
+
 /// Routes one request or cast to its handler, or answers it with an error at once.
-pub(crate) fn dispatch(
-    link: &Arc<Shared>,
-    ctx: &ServeCtx,
-    id: Option<u64>,
-    method: &str,
-    encoding: Encoding,
-    timeout_ms: Option<u64>,
-    body: Bytes,
-) {
+pub(crate) fn dispatch(link: &Arc<Shared>, ctx: &ServeCtx, call: Call<'_>, body: Bytes) {
+    let Call {
+        id,
+        method,
+        encoding,
+        timeout_ms,
+        retry,
+    } = call;
     let mut responder = Responder::new(link.clone(), id, encoding);
-    let handler = ctx.methods.handler(method);
+    let (handler, idempotent) = match ctx.methods.lookup(method) {
+        Some((handler, idempotent)) => (Some(handler), idempotent),
+        None => (None, false),
+    };
     if ctx.metered {
         // Only registered names become labels: a caller cannot grow the label set.
         let label = match handler {
@@ -106,6 +119,10 @@ pub(crate) fn dispatch(
             format!("no method `{method}` is registered"),
         );
     };
+    if retry && !idempotent {
+        let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
+        return responder.fail(ErrorKind::RetryRefused, message);
+    }
     let deadline = match timeout_ms {
         Some(ms) if handler.needs_deadline() => Some(Instant::now() + Duration::from_millis(ms)),
         _ => None,

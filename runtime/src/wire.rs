@@ -169,6 +169,20 @@ pub enum Header<'a> {
     Ping,
     /// The answer to a `Ping`.
     Pong,
+    /// A request sent again after an attempt that may have run (timeout, lost link): the
+    /// callee runs it only if the method is registered as idempotent, and answers
+    /// `retry_refused` otherwise. Same fields and body as `Request`; the caller opted in.
+    Retry {
+        /// As in `Request`.
+        id: u64,
+        /// As in `Request`.
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        /// As in `Request`.
+        timeout_ms: Option<u64>,
+        /// As in `Request`.
+        encoding: Encoding,
+    },
 }
 
 /// The error part of a response: the only error type that crosses the wire.

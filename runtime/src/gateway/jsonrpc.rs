@@ -24,7 +24,10 @@ pub(crate) fn code(e: &RpcError) -> i64 {
     match e.kind() {
         ErrorKind::MethodNotFound => METHOD_NOT_FOUND,
         ErrorKind::BadArguments => INVALID_PARAMS,
-        ErrorKind::Panicked | ErrorKind::Protocol | ErrorKind::FrameTooLarge => INTERNAL_ERROR,
+        ErrorKind::Panicked
+        | ErrorKind::Protocol
+        | ErrorKind::FrameTooLarge
+        | ErrorKind::RetryRefused => INTERNAL_ERROR,
         ErrorKind::Application => -32000,
         ErrorKind::Timeout => -32001,
         ErrorKind::Overloaded => -32002,
