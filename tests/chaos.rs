@@ -348,4 +348,31 @@ fn a_partition_marks_both_sides_down_fails_calls_fast_and_heals() {
     pa.set(Mode::Pass);
     pb.set(Mode::Pass);
     wait_until("the mesh to heal", || both_see("up"));
+    // A slow link (200 ms each way, well under down_after) is slow, not down.
+    pa.delay(Duration::from_millis(200));
+    pb.delay(Duration::from_millis(200));
+    let slow = Instant::now();
+    let out = support::call(&a.addr, "fanout", &["\"add\"", "[20, 22]"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"b":42}"#);
+    assert!(
+        slow.elapsed() >= Duration::from_millis(400),
+        "the call crossed the delayed link"
+    );
+    pa.delay(Duration::ZERO);
+    pb.delay(Duration::ZERO);
+    assert!(both_see("up"), "a slow link is not a dead one");
+    // Cut: connections reset and redials refused, until the link returns.
+    pa.set(Mode::Cut);
+    pb.set(Mode::Cut);
+    wait_until("both sides to mark each other down after the cut", || {
+        both_see("down")
+    });
+    pa.set(Mode::Pass);
+    pb.set(Mode::Pass);
+    wait_until("the mesh to heal after the cut", || both_see("up"));
 }

@@ -1,11 +1,12 @@
-//! A fault-injecting TCP proxy on loopback, for partition tests: it forwards, black-holes
-//! (accepts bytes, delivers none) or cuts (closes every connection and refuses new ones).
+//! A fault-injecting TCP proxy on loopback, for partition tests: it forwards (optionally
+//! late), black-holes (accepts bytes, delivers none) or cuts (closes every connection and
+//! refuses new ones).
 //! Plain threads, stopped when the proxy is dropped.
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub enum Mode {
 pub struct Proxy {
     pub addr: String,
     mode: Arc<AtomicU8>,
+    /// Extra latency added to every chunk forwarded in `Pass` mode, in milliseconds.
+    delay_ms: Arc<AtomicU64>,
     target: Arc<Mutex<Option<String>>>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
@@ -33,6 +36,7 @@ impl Proxy {
         let proxy = Proxy {
             addr: listener.local_addr().expect("addr").to_string(),
             mode: Arc::new(AtomicU8::new(Mode::Pass as u8)),
+            delay_ms: Arc::default(),
             target: Arc::default(),
             conns: Arc::default(),
             stop: Arc::default(),
@@ -43,6 +47,7 @@ impl Proxy {
             proxy.conns.clone(),
             proxy.stop.clone(),
         );
+        let delay = proxy.delay_ms.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let client = match listener.accept() {
@@ -62,8 +67,8 @@ impl Proxy {
                 let _ = client.set_nonblocking(false);
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    let (mode, stop) = (mode.clone(), stop.clone());
-                    std::thread::spawn(move || pump(from, to, mode, stop));
+                    let (mode, stop, delay) = (mode.clone(), stop.clone(), delay.clone());
+                    std::thread::spawn(move || pump(from, to, mode, stop, delay));
                 }
                 conns.lock().unwrap().extend([client, server]);
             }
@@ -73,6 +78,12 @@ impl Proxy {
 
     pub fn forward_to(&self, target: &str) {
         *self.target.lock().unwrap() = Some(target.to_owned());
+    }
+
+    /// Adds `delay` to every chunk forwarded from now on (both ways).
+    pub fn delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set(&self, mode: Mode) {
@@ -85,7 +96,13 @@ impl Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    delay: Arc<AtomicU64>,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 64 << 10];
     while !stop.load(Ordering::Relaxed) {
@@ -97,6 +114,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<AtomicU8>, stop: Arc<A
         };
         match mode.load(Ordering::Relaxed) {
             m if m == Mode::Pass as u8 => {
+                std::thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
