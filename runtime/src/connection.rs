@@ -504,6 +504,7 @@ async fn read_loop(
             Ok(decoded) => decoded,
             Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
         };
+        let retry = matches!(header, Header::Retry { .. });
         match header {
             Header::Response { id, outcome } => {
                 shared.pending.complete(id, outcome.map(|enc| (enc, body)));
@@ -513,17 +514,8 @@ async fn read_loop(
                 method,
                 timeout_ms,
                 encoding,
-            } => {
-                let call = serve::Call {
-                    id: Some(id),
-                    method: &method,
-                    encoding,
-                    timeout_ms,
-                    retry: false,
-                };
-                serve::dispatch(shared, ctx, call, body);
             }
-            Header::Retry {
+            | Header::Retry {
                 id,
                 method,
                 timeout_ms,
@@ -534,7 +526,7 @@ async fn read_loop(
                     method: &method,
                     encoding,
                     timeout_ms,
-                    retry: true,
+                    retry,
                 };
                 serve::dispatch(shared, ctx, call, body);
             }
