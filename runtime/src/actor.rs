@@ -62,15 +62,10 @@ where
                 return false;
             }
         };
-        match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
-            Ok(Ok(value)) => responder.reply(Ok(&value)),
-            Ok(Err(e)) => responder.fail(ErrorKind::Application, e.to_string()),
-            Err(payload) => {
-                responder.fail(ErrorKind::Panicked, panic_message(&*payload));
-                return true;
-            }
-        }
-        false
+        let ran = catch_unwind(AssertUnwindSafe(|| (self.f)(state, args)));
+        let panicked = ran.is_err();
+        responder.answer(ran);
+        panicked
     }
 }
 

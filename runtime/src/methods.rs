@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::serve::{decode_args, panic_message, Incoming, ServeCtx};
-use crate::wire::RemoteError;
 use crate::ErrorKind;
 
 /// Something that answers requests for one method name.
@@ -168,15 +167,12 @@ where
     }
 
     fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
-        let result =
-            decode_args::<A>(call.encoding, &call.body).and_then(|args| {
-                match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(e)) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
-                    Err(p) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
-                }
-            });
-        call.responder.reply(result.as_ref().map_err(Clone::clone));
+        match decode_args::<A>(call.encoding, &call.body) {
+            Ok(args) => call
+                .responder
+                .answer(catch_unwind(AssertUnwindSafe(|| (self.f)(args)))),
+            Err(e) => call.responder.reply::<()>(Err(e)),
+        }
     }
 }
 
@@ -226,16 +222,13 @@ where
             let Ok(outcome) = outcome else {
                 return responder.abandon();
             };
-            let result = match outcome {
-                None => Err(RemoteError::new(
+            match outcome {
+                Some(ran) => responder.answer(ran),
+                None => responder.fail(
                     ErrorKind::Timeout,
                     "the handler outlived the caller's deadline",
-                )),
-                Some(Ok(Ok(value))) => Ok(value),
-                Some(Ok(Err(e))) => Err(RemoteError::new(ErrorKind::Application, e.to_string())),
-                Some(Err(p)) => Err(RemoteError::new(ErrorKind::Panicked, panic_message(&*p))),
-            };
-            responder.reply(result.as_ref().map_err(Clone::clone));
+                ),
+            }
         });
     }
 }

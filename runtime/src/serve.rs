@@ -213,6 +213,19 @@ impl Responder {
         self.finish(false, "cancelled");
     }
 
+    /// Answers with what a handler produced: its value, `application` for its own error,
+    /// `panicked` for a panic.
+    pub(crate) fn answer<R: Serialize, E: std::fmt::Display>(
+        self,
+        ran: Result<Result<R, E>, Box<dyn Any + Send>>,
+    ) {
+        match ran {
+            Ok(Ok(value)) => self.reply(Ok(&value)),
+            Ok(Err(e)) => self.fail(ErrorKind::Application, e.to_string()),
+            Err(payload) => self.fail(ErrorKind::Panicked, panic_message(&*payload)),
+        }
+    }
+
     /// Sends an error.
     pub(crate) fn fail(self, kind: ErrorKind, message: impl Into<String>) {
         self.reply::<()>(Err(RemoteError::new(kind, message)));
