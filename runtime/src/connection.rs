@@ -474,10 +474,21 @@ async fn read_loop(
         let paused = backlogged(shared, ctx);
         let payload = tokio::select! {
             _ = shared.token.cancelled() => {
-                return match shared.write_error.get() {
-                    Some(error) => Closed::Failed(format!("write failed: {error}")),
-                    None => Closed::Locally,
-                };
+                // The peer may have said goodbye and closed, and our writer then failed on the
+                // closed socket before we read the goodbye: it is in the buffer, and it says
+                // more (leaving or not) than the write error does.
+                if let Some(goodbye) = buffered_goodbye(&mut frames) {
+                    return goodbye;
+                }
+                if let Some(error) = shared.write_error.get() {
+                    return Closed::Failed(format!("write failed: {error}"));
+                }
+                // Closed by us, after a goodbye: read (and drop) until the peer closes too, a
+                // short while at most. Closing a socket with unread bytes in it sends a reset,
+                // which can destroy our goodbye before the peer reads it.
+                let drain = async { while let Some(Ok(_)) = frames.next().await {} };
+                let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
+                return Closed::Locally;
             }
             // Paused: the peer is not reading our replies. Wait for the writer (or for the
             // silence check to close the link).
@@ -553,6 +564,25 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// How long a link closed by this node keeps reading for the peer's own close.
+const CLOSE_DRAIN: Duration = Duration::from_millis(200);
+
+/// A `Goodbye` among the frames already received, if any (the others are dropped: the link
+/// is closing).
+fn buffered_goodbye(frames: &mut Reader) -> Option<Closed> {
+    use futures_util::FutureExt;
+    while let Some(Some(Ok(payload))) = frames.next().now_or_never() {
+        let payload = payload.freeze();
+        if let Ok((Header::Goodbye { reason, leaving }, _)) = wire::decode_frame(&payload) {
+            return Some(Closed::Goodbye {
+                reason: reason.into_owned(),
+                leaving,
+            });
+        }
+    }
+    None
 }
 
 /// Past this much waiting for a peer that does not read, its requests are not read either.
