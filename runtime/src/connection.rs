@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::outbox::{self, Outbox};
 use crate::pending::Pending;
-use crate::serve::{self, ServeCtx};
+use crate::serve::{self, FrameError, ServeCtx};
 use crate::transport::{Reader, Socket};
 use crate::wire::{self, Encoding, FrameBuf, Header, RemoteError};
 use crate::{PeerInfo, RpcError};
@@ -202,10 +202,7 @@ fn meter_made(method: &str, started: Instant, result: &Result<(Encoding, Bytes),
         Err(e) => e.kind().as_str(),
     };
     let method = metrics::SharedString::from(Arc::<str>::from(method));
-    metrics::counter!("meshrpc_calls_made_total", "method" => method.clone(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("meshrpc_call_seconds", "side" => "made", "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    serve::record_call(serve::Side::Made, method, outcome, started);
 }
 
 impl Connection {
@@ -388,17 +385,18 @@ impl Connection {
         args: &A,
         method: &str,
     ) -> Result<bool, RpcError> {
-        let bad_args = |e: wire::CodecError| RpcError::BadArguments {
-            method: method.to_owned(),
-            detail: format!("cannot encode: {e}"),
-        };
         let max = self.shared.max_frame;
         self.shared.outbox.push(false, |buf| {
-            let mut frame = FrameBuf::new(buf, header).map_err(bad_args)?;
-            serve::encode_body(encoding, args, frame.body_mut()).map_err(bad_args)?;
-            frame.finish(max).map_err(|size| RpcError::FrameTooLarge {
-                message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
-            })
+            match serve::append_frame(buf, header, encoding, args, max) {
+                Ok(()) => Ok(()),
+                Err(FrameError::Encode(e)) => Err(RpcError::BadArguments {
+                    method: method.to_owned(),
+                    detail: format!("cannot encode: {e}"),
+                }),
+                Err(FrameError::TooLarge(size)) => Err(RpcError::FrameTooLarge {
+                    message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
+                }),
+            }
         })
     }
 

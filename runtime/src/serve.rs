@@ -245,14 +245,14 @@ impl Responder {
             )
         };
         self.link.outbox.push(true, |buf| {
-            let mut frame = FrameBuf::new(buf, &header).map_err(cannot_encode)?;
-            encode_body(encoding, value, frame.body_mut()).map_err(cannot_encode)?;
-            frame.finish(max).map_err(|size| {
-                RemoteError::new(
+            match append_frame(buf, &header, encoding, value, max) {
+                Ok(()) => Ok(()),
+                Err(FrameError::Encode(e)) => Err(cannot_encode(e)),
+                Err(FrameError::TooLarge(size)) => Err(RemoteError::new(
                     ErrorKind::FrameTooLarge,
                     format!("the result takes {size} bytes, over the {max}-byte frame limit"),
-                )
-            })
+                )),
+            }
         })
     }
 
@@ -277,9 +277,7 @@ impl Responder {
     /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
     fn finish(&mut self, queued: bool, outcome: &'static str) {
         if let Some((method, arrived)) = self.meter.take() {
-            metrics::counter!("meshrpc_calls_served_total", "method" => method.clone(), "outcome" => outcome).increment(1);
-            metrics::histogram!("meshrpc_call_seconds", "side" => "served", "method" => method)
-                .record(arrived.elapsed().as_secs_f64());
+            record_call(Side::Served, method, outcome, arrived);
         }
         self.answered = true;
         self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -329,6 +327,51 @@ impl Drop for Responder {
             self.finish(queued, "shutdown");
         }
     }
+}
+
+/// Which end of a call a metric is about.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    Served,
+    Made,
+}
+
+/// Counts one finished call (served or made) and records its latency.
+pub(crate) fn record_call(
+    side: Side,
+    method: metrics::SharedString,
+    outcome: &'static str,
+    started: Instant,
+) {
+    let (total, side) = match side {
+        Side::Served => ("meshrpc_calls_served_total", "served"),
+        Side::Made => ("meshrpc_calls_made_total", "made"),
+    };
+    metrics::counter!(total, "method" => method.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!("meshrpc_call_seconds", "side" => side, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Why [`append_frame`] added nothing.
+pub(crate) enum FrameError {
+    /// The header or the body did not encode.
+    Encode(CodecError),
+    /// The frame would take this many bytes, over the limit.
+    TooLarge(usize),
+}
+
+/// Appends one whole frame, `header` then `value` in `encoding`, to `buf`; on failure `buf`
+/// is left as it was. The shape of every request and every successful response.
+pub(crate) fn append_frame<T: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    header: &Header<'_>,
+    encoding: Encoding,
+    value: &T,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let mut frame = FrameBuf::new(buf, header).map_err(FrameError::Encode)?;
+    encode_body(encoding, value, frame.body_mut()).map_err(FrameError::Encode)?;
+    frame.finish(max_frame).map_err(FrameError::TooLarge)
 }
 
 /// Appends `value` to a frame body in `encoding`.
