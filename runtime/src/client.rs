@@ -1,8 +1,7 @@
 //! The caller's side: [`Peer`] (a handle to one link, with typed and dynamic calls),
-//! [`Target`] (how a peer is named), [`CallOptions`], and [`Client`], a connection for
-//! programs that only call and are not nodes (the CLI is one).
+//! [`CallOptions`] and the retry policy, and [`Client`], a connection for programs that only
+//! call and are not nodes (the CLI is one). A client's link serves no methods.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,83 +12,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{Connection, Parts};
-use crate::methods::{Method, Methods};
-use crate::serve::{decode_result, ServeCtx};
-use crate::tls::Tls;
-use crate::transport::{self, Local};
+use crate::handlers::Method;
+use crate::link::tls::Tls;
+use crate::link::transport::{self, Local};
+use crate::link::{Connection, Limits, LinkCtx, NoMethods, Parts, PeerInfo};
+use crate::wire::codec::decode_result;
 use crate::wire::{Encoding, Identity, NodeId};
 use crate::{ErrorKind, NodeConfig, RpcError};
-
-/// Who is at the other end of a link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct PeerInfo {
-    /// The peer's id for this run.
-    pub id: NodeId,
-    /// The peer's name.
-    pub name: String,
-    /// The address the peer listens on; `None` for a plain client.
-    pub addr: Option<SocketAddr>,
-    /// The socket address the link comes from.
-    pub remote: SocketAddr,
-    /// When the peer's current run started (ms since the Unix epoch); larger is newer.
-    pub incarnation: u64,
-}
-
-/// How to reach a peer: by address, by name (of a connected peer, or `host:port` to resolve),
-/// or by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A listen address; dialed if not connected yet.
-    Addr(SocketAddr),
-    /// A connected peer's name, or a `host:port` to resolve and dial.
-    Name(String),
-    /// A connected peer's id.
-    Id(NodeId),
-}
-
-impl From<SocketAddr> for Target {
-    fn from(addr: SocketAddr) -> Self {
-        Target::Addr(addr)
-    }
-}
-
-impl From<&str> for Target {
-    fn from(s: &str) -> Self {
-        match s.parse() {
-            Ok(addr) => Target::Addr(addr),
-            Err(_) => Target::Name(s.to_owned()),
-        }
-    }
-}
-
-impl From<String> for Target {
-    fn from(s: String) -> Self {
-        Target::from(s.as_str())
-    }
-}
-
-impl From<&String> for Target {
-    fn from(s: &String) -> Self {
-        Target::from(s.as_str())
-    }
-}
-
-impl From<NodeId> for Target {
-    fn from(id: NodeId) -> Self {
-        Target::Id(id)
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Addr(addr) => write!(f, "{addr}"),
-            Target::Name(name) => f.write_str(name),
-            Target::Id(id) => write!(f, "{id}"),
-        }
-    }
-}
 
 /// Per-call settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -386,16 +315,11 @@ impl Client {
     fn start(socket: transport::Socket, theirs: &Identity, config: &NodeConfig) -> Client {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let ctx = ServeCtx {
-            methods: Methods::default(),
+        let closing = Arc::new(AtomicBool::new(false));
+        let ctx = LinkCtx {
+            dispatch: Arc::new(NoMethods),
+            limits: Arc::new(Limits::new(closing.clone(), config, false)),
             tasks: tasks.clone(),
-            stop: token.clone(),
-            closing: Arc::new(AtomicBool::new(false)),
-            max_in_flight: config.max_in_flight,
-            max_in_flight_node: config.max_in_flight_node,
-            node_inbound: Default::default(),
-            metered: false,
-            mailboxes: Default::default(),
         };
         let peer = transport::peer_info(theirs, socket.remote);
         let parts = Parts {
@@ -412,7 +336,7 @@ impl Client {
         let peer = Peer {
             conn,
             default_timeout: config.default_timeout,
-            closing: Arc::new(AtomicBool::new(false)),
+            closing,
         };
         Client { peer, token, tasks }
     }

@@ -1,6 +1,8 @@
-//! [`NodeConfig`]: every limit and timeout a node uses, with its default.
+//! [`NodeConfig`]: every limit and timeout a node uses, with its default; and the settings
+//! of its optional parts, [`TlsConfig`] and [`MulticastConfig`].
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of one node. Every bound in the runtime comes from here.
@@ -47,13 +49,13 @@ pub struct NodeConfig {
     pub cookie: Option<String>,
     /// Multicast discovery: beacons on a group find the other nodes of the same cluster with
     /// no seeds. Default: off.
-    pub multicast: Option<crate::MulticastConfig>,
+    pub multicast: Option<MulticastConfig>,
     /// Serve XML-RPC, JSON-RPC 2.0, `/metrics` and `/health` over HTTP here. Default: off.
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body the gateway reads; larger ones get 413. Default 1 MiB.
     pub http_max_body: usize,
     /// Mutual TLS on every link (certificate, key, cluster CA). Default: off (plain TCP).
-    pub tls: Option<crate::TlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -138,5 +140,41 @@ impl NodeConfig {
             return Err("the node name must not be empty".to_owned());
         }
         Ok(())
+    }
+}
+
+/// Where the PEM files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// This side's certificate chain, signed by the CA.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The cluster CA: peers' certificates must be signed by it.
+    pub ca: PathBuf,
+}
+
+/// Where and how beacons are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastConfig {
+    /// The group and port. Default `239.255.77.77:47777` (organization-local scope).
+    pub group: SocketAddrV4,
+    /// The interface to send and listen on; `0.0.0.0` lets the OS choose by its routes,
+    /// `127.0.0.1` keeps beacons on this machine. Default `0.0.0.0`.
+    pub interface: Ipv4Addr,
+    /// Only nodes with the same cluster name connect. Default `meshrpc`.
+    pub cluster: String,
+    /// Hops a beacon may take; 1 keeps it on the local network. Default 1.
+    pub ttl: u32,
+}
+
+impl Default for MulticastConfig {
+    fn default() -> Self {
+        MulticastConfig {
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 77), 47777),
+            interface: Ipv4Addr::UNSPECIFIED,
+            cluster: "meshrpc".to_owned(),
+            ttl: 1,
+        }
     }
 }

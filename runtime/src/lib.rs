@@ -1,59 +1,49 @@
 //! meshrpc: every node is a tokio actor system that serves registered methods over framed
 //! TCP and calls its peers over the same links.
 //!
+//! The crate is built in layers, each a folder; a layer imports only the ones above it here:
+//!
 //! ```text
-//! Node ──owns── root token + task tracker ──spawns── accept loop, seed loops
-//!   │                                                 │ handshake (transport)
-//!   ├── Methods (name → handler)                      ▼
-//!   ├── Peers (peer id → Connection) ◄──admission── new link
-//!   └── clients (plain callers' links)
-//! Connection = reader, writer and sweeper tasks + outbox + pending table (id → oneshot)
-//!   reader: Response → pending waiter;  Request/Cast → serve::dispatch → handler
-//!   handler: sync fn (inline) | async fn (task) | actor method (mailbox → actor task)
-//!   handler answers through its Responder → outbox buffer → writer → socket
+//! wire/      the messages and their bytes (the only place that names bincode); no IO
+//! link/      one connection: handshake, cookie, TLS, reader, outbox/writer, pending table,
+//!            the Responder; hands requests to a `Dispatch` it does not know the insides of
+//! handlers/  the method table, actors, introspection: implements `Dispatch`
+//! cluster/   links to other nodes (dial, accept, one per pair), seeds, membership, discovery
+//! http/      the gateway (XML-RPC, JSON-RPC, /metrics) and clients of remote HTTP servers
+//! node/      the Node handle: wires the layers together at start, runs the shutdown
 //! ```
 //!
-//! A call: [`Node::call`] finds or dials the [`Peer`], registers the request id and its
-//! deadline, encodes header and arguments straight into the link's outbox and awaits the
-//! reply (the sweeper answers `timeout`). The peer's reader decodes the header, finds the
-//! method, and the handler's responder encodes the response into that link's outbox; our
-//! reader matches it by id.
-//! docs/ARCHITECTURE.md draws this at length; docs/PROTOCOL.md gives the bytes.
+//! `config.rs`, `error.rs`, `client.rs` (the caller's [`Peer`] and [`Client`]) and `bench.rs`
+//! belong to no single layer. A call: [`Node::call`] finds or dials the [`Peer`], registers
+//! the request id and its deadline, encodes header and arguments straight into the link's
+//! outbox and awaits the reply (the sweeper answers `timeout`). The peer's reader decodes
+//! the header and dispatches; the handler's responder encodes the response into that link's
+//! outbox; our reader matches it by id. docs/ARCHITECTURE.md draws this at length;
+//! docs/PROTOCOL.md gives the bytes.
 #![warn(missing_docs, unreachable_pub)]
 
-mod actor;
-mod auth;
 pub mod bench;
-mod builtins;
 mod client;
+mod cluster;
 mod config;
-mod connection;
-mod discovery;
 mod error;
-#[doc(hidden)]
-pub mod fuzzing;
-mod gateway;
-mod links;
-mod membership;
-mod methods;
+mod handlers;
+mod http;
+mod link;
 mod node;
-mod outbox;
-mod peers;
-mod pending;
-pub mod remote;
-mod serve;
-pub mod tls;
-mod transport;
 pub mod wire;
 
-pub use actor::ActorBuilder;
-pub use builtins::PeerSummary;
-pub use client::{CallOptions, Client, Peer, PeerInfo, Target};
-pub use config::NodeConfig;
-pub use discovery::MulticastConfig;
+#[doc(hidden)]
+pub use http::fuzzing;
+pub use http::remote;
+pub use link::tls;
+
+pub use client::{CallOptions, Client, Peer};
+pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
+pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};
-pub use membership::{Member, MemberEvent, MemberSummary, Status};
-pub use methods::{Method, Registered};
+pub use handlers::{ActorBuilder, Method, Registered};
+pub use link::PeerInfo;
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;
 pub use wire::NodeId;

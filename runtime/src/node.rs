@@ -1,109 +1,33 @@
-//! [`Node`]: starts the listener, registers methods, dials peers, and shuts everything down.
+//! [`Node`]: the handle users hold. It registers methods, finds or dials peers and calls
+//! them, reports membership, and shuts everything down.
 //!
-//! A node owns a root cancellation token and a task tracker; the accept loop, seed loops,
-//! every link's reader and writer, handler tasks and actors are spawned through them. Links
-//! live in [`crate::peers`] (nodes) or in the client table (plain callers). [`Node::shutdown`]
-//! refuses new calls, lets running requests finish within the grace period, says goodbye to
-//! every link, and waits for every task.
+//! A node is wired together in [`start`]: the method table ([`crate::handlers`]), the links
+//! ([`crate::cluster::links`]), the membership actor, discovery, seeds and the HTTP gateway,
+//! each given only the handles it needs. Every task is spawned through one tracker and
+//! stopped through the node's tokens; [`Node::shutdown`] runs the sequence in [`shutdown`].
+
+mod shutdown;
+mod start;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
 
-use crate::actor::ActorBuilder;
-use crate::client::{CallOptions, Peer, PeerInfo, Target};
-use crate::connection::Connection;
-use crate::membership::{self, Member, MemberEvent, Membership, Status};
-use crate::methods::{AsyncFn, Method, Methods, Registered, SyncFn};
-use crate::peers::Peers;
-use crate::serve::ServeCtx;
-use crate::tls::Tls;
-use crate::wire::{Encoding, Identity, NodeId};
-use crate::{discovery, gateway, links};
-use crate::{NodeConfig, RpcError, StartError};
+use crate::client::{CallOptions, Peer};
+use crate::cluster::links::Links;
+use crate::cluster::membership::Membership;
+use crate::cluster::{Member, MemberEvent, Target};
+use crate::handlers::{ActorBuilder, Handlers, Method, Registered};
+use crate::link::{Limits, PeerInfo};
+use crate::wire::{Encoding, NodeId};
+use crate::{NodeConfig, RpcError};
 
-/// Builds a [`Node`] from a [`NodeConfig`].
-#[derive(Debug, Clone, Default)]
-pub struct NodeBuilder {
-    config: NodeConfig,
-}
-
-impl NodeBuilder {
-    /// A builder for a node called `name`, with default settings.
-    pub fn new(name: &str) -> Self {
-        NodeBuilder {
-            config: NodeConfig {
-                name: name.to_owned(),
-                ..NodeConfig::default()
-            },
-        }
-    }
-
-    /// Replaces every setting with `config`.
-    pub fn config(mut self, config: NodeConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Where to listen (default `127.0.0.1:0`).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.config.listen = addr;
-        self
-    }
-
-    /// The address to tell peers, when it differs from the listen address.
-    pub fn advertise(mut self, addr: SocketAddr) -> Self {
-        self.config.advertise = Some(addr);
-        self
-    }
-
-    /// Adds a peer (`host:port`) to connect to at start.
-    pub fn seed(mut self, addr: impl Into<String>) -> Self {
-        self.config.seeds.push(addr.into());
-        self
-    }
-
-    /// Deadline of calls made without an explicit timeout.
-    pub fn default_timeout(mut self, timeout: Duration) -> Self {
-        self.config.default_timeout = timeout;
-        self
-    }
-
-    /// Largest frame accepted or sent.
-    pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.config.max_frame = bytes;
-        self
-    }
-
-    /// Default actor mailbox capacity.
-    pub fn mailbox(mut self, capacity: usize) -> Self {
-        self.config.mailbox = capacity;
-        self
-    }
-
-    /// Requests one connection may have running here at once.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.config.max_in_flight = n;
-        self
-    }
-
-    /// Binds the listener and starts the node; seeds are dialed in the background.
-    ///
-    /// # Errors
-    /// [`StartError`] if the configuration is invalid or the address cannot be bound.
-    pub async fn start(self) -> Result<Node, StartError> {
-        Node::start(self.config).await
-    }
-}
+pub use start::NodeBuilder;
 
 /// A running node; cheap to clone. It runs until [`Node::shutdown`].
 #[derive(Clone)]
@@ -122,33 +46,31 @@ impl WeakNode {
     }
 }
 
-/// The state behind a [`Node`] handle; its link-level half lives in `links.rs`.
+/// The state behind a [`Node`] handle: the subsystems' handles and the tokens that stop
+/// them. Only this module (and its children) sees it; each subsystem got the narrow handles
+/// it needs when the node started ([`start`]).
 pub(crate) struct Core {
-    pub(crate) config: NodeConfig,
-    /// What this node says about itself in every handshake.
-    pub(crate) identity: Identity,
-    pub(crate) addr: SocketAddr,
+    config: NodeConfig,
+    /// The address peers dial.
+    addr: SocketAddr,
     /// Where the listener is bound (differs from `addr` with `advertise`, or port 0).
     bound: SocketAddr,
     /// Where the HTTP gateway listens, if the node has one.
     http_addr: Option<SocketAddr>,
-    pub(crate) peers: Peers,
+    /// The node's links to peers and clients, and its identity.
+    links: Links,
     /// The membership actor: who is in the cluster and in what state.
-    pub(crate) membership: Membership,
-    /// Links from plain clients, by connection id; closed on shutdown.
-    pub(crate) clients: DashMap<u64, Connection>,
-    pub(crate) serve: ServeCtx,
-    /// Cancels every link, at the end of shutdown.
-    pub(crate) root: CancellationToken,
-    /// Cancels the listener and the seed loops, at the start of shutdown; child of `root`.
-    pub(crate) intake: CancellationToken,
+    membership: Membership,
+    /// The method table and what handlers run on.
+    handlers: Handlers,
+    /// The bounds requests are admitted under; `closing` is set when shutdown starts.
+    limits: Arc<Limits>,
+    /// Every task of the node.
+    tasks: TaskTracker,
+    /// Cancels every link and actor, at the end of shutdown.
+    root: CancellationToken,
     /// Cancelled when shutdown has finished.
     stopped: CancellationToken,
-    pub(crate) next_conn: AtomicU64,
-    /// One dial at a time per address, so concurrent callers share one link.
-    pub(crate) dial_locks: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
-    /// TLS for every link, when configured.
-    pub(crate) tls: Option<Tls>,
 }
 
 /// What `system.whoami` answers.
@@ -171,129 +93,9 @@ impl Node {
     /// Starts a node with `config`. See [`NodeBuilder::start`].
     ///
     /// # Errors
-    /// [`StartError`] if the configuration is invalid or the address cannot be bound.
-    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        config.validate().map_err(StartError::Config)?;
-        let tls = match &config.tls {
-            Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
-            None => None,
-        };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let bound = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let addr = config.advertise.unwrap_or_else(|| advertised(bound));
-        let id = NodeId::random();
-        let identity = Identity {
-            id,
-            name: config.name.clone(),
-            listen: Some(addr.to_string()),
-            max_frame: config.max_frame as u32,
-            incarnation: incarnation(),
-        };
-        let beacons = match &config.multicast {
-            Some(multicast) => {
-                Some(
-                    discovery::open(multicast).map_err(|source| StartError::Discovery {
-                        group: multicast.group,
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let http = match config.http {
-            Some(at) => Some(
-                gateway::bind(at)
-                    .await
-                    .map_err(|source| StartError::Bind { addr: at, source })?,
-            ),
-            None => None,
-        };
-        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-        let root = CancellationToken::new();
-        let serve = ServeCtx {
-            methods: Methods::default(),
-            tasks: TaskTracker::new(),
-            stop: CancellationToken::new(),
-            closing: Arc::new(AtomicBool::new(false)),
-            max_in_flight: config.max_in_flight,
-            max_in_flight_node: config.max_in_flight_node,
-            node_inbound: Default::default(),
-            metered: http.is_some() && gateway::enable_metrics(),
-            mailboxes: Default::default(),
-        };
-        let me = Member {
-            name: config.name.clone(),
-            id,
-            incarnation: identity.incarnation,
-            addr: Some(addr),
-            status: Status::Up,
-        };
-        let core = Arc::new_cyclic(|weak| {
-            let membership =
-                Membership::start(me, weak.clone(), &config, root.clone(), &serve.tasks);
-            Core {
-                identity,
-                addr,
-                bound,
-                http_addr,
-                peers: Peers::new(id),
-                membership,
-                clients: DashMap::new(),
-                serve,
-                intake: root.child_token(),
-                root,
-                stopped: CancellationToken::new(),
-                next_conn: AtomicU64::new(1),
-                dial_locks: DashMap::new(),
-                tls,
-                config,
-            }
-        });
-        let node = Node { core };
-        crate::builtins::register(&node);
-        membership::register(&node, &node.core.membership);
-        info!(name = %node.name(), id = %id, %addr, "node listening");
-        if node.core.config.cookie.is_none() {
-            info!("no cluster cookie: any process that can reach {addr} may join and call methods");
-        }
-        node.core
-            .serve
-            .tasks
-            .spawn(links::accept_loop(node.core.clone(), listener));
-        if let Some(listener) = http {
-            info!(addr = ?http_addr, "http gateway (XML-RPC, JSON-RPC, /metrics, /health)");
-            let max_body = node.core.config.http_max_body;
-            node.core.serve.tasks.spawn(gateway::serve(
-                Arc::downgrade(&node.core),
-                listener,
-                max_body,
-            ));
-        }
-        if let (Some(socket), Some(multicast)) = (beacons, node.core.config.multicast.clone()) {
-            let interval = node.core.config.heartbeat;
-            node.core.serve.tasks.spawn(discovery::run(
-                Arc::downgrade(&node.core),
-                socket,
-                multicast,
-                interval,
-            ));
-        }
-        for seed in node.core.config.seeds.clone() {
-            node.core
-                .serve
-                .tasks
-                .spawn(links::seed_loop(Arc::downgrade(&node.core), seed));
-        }
-        Ok(node)
+    /// [`crate::StartError`] if the configuration is invalid or the address cannot be bound.
+    pub async fn start(config: NodeConfig) -> Result<Node, crate::StartError> {
+        start::start(config).await
     }
 
     /// This node's name.
@@ -303,7 +105,7 @@ impl Node {
 
     /// This node's id for this run.
     pub fn id(&self) -> NodeId {
-        self.core.identity.id
+        self.core.links.identity().id
     }
 
     /// The address peers dial (the advertised address).
@@ -354,13 +156,7 @@ impl Node {
         R: Serialize + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(
-            name,
-            Arc::new(SyncFn {
-                f,
-                _types: std::marker::PhantomData,
-            }),
-        )
+        self.core.handlers.register_try_fn(name, f)
     }
 
     /// Registers an async function; each call runs as its own task. Its error becomes an
@@ -373,13 +169,7 @@ impl Node {
         R: Serialize + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(
-            name,
-            Arc::new(AsyncFn {
-                f,
-                _types: std::marker::PhantomData,
-            }),
-        )
+        self.core.handlers.register(name, f)
     }
 
     /// [`Node::register_fn`] for a typed method descriptor.
@@ -410,24 +200,7 @@ impl Node {
         name: &str,
         factory: impl Fn() -> S + Send + Sync + 'static,
     ) -> ActorBuilder<S> {
-        ActorBuilder::new(
-            self.core.serve.clone(),
-            name,
-            self.core.config.mailbox,
-            Arc::new(factory),
-        )
-    }
-
-    fn insert(&self, name: &str, handler: Arc<dyn crate::methods::Handler>) -> Registered<'_> {
-        self.core.serve.methods.insert(name, handler);
-        Registered {
-            methods: &self.core.serve.methods,
-            name: name.to_owned(),
-        }
-    }
-
-    pub(crate) fn methods(&self) -> &Methods {
-        &self.core.serve.methods
+        self.core.handlers.actor(name, factory)
     }
 
     /// This node's view of the cluster, itself included, sorted by name.
@@ -444,7 +217,8 @@ impl Node {
     /// The peers this node has a live link to, by name.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.core
-            .peers
+            .links
+            .peers()
             .list()
             .iter()
             .map(|c| c.peer().clone())
@@ -456,11 +230,11 @@ impl Node {
     /// # Errors
     /// `PeerUnavailable` if it cannot be found or reached, `Shutdown` if this node is stopping.
     pub async fn peer(&self, to: impl Into<Target>) -> Result<Peer, RpcError> {
-        let conn = self.core.link(to.into()).await?;
+        let conn = self.core.links.link(to.into()).await?;
         Ok(Peer {
             conn,
             default_timeout: self.core.config.default_timeout,
-            closing: self.core.serve.closing.clone(),
+            closing: self.core.limits.closing.clone(),
         })
     }
 
@@ -538,7 +312,7 @@ impl Node {
     /// The shutdown runs in a task of its own: dropping this future does not interrupt it,
     /// and calling `shutdown` again waits for the same completion.
     pub async fn shutdown(&self) {
-        if !self.core.serve.closing.swap(true, Ordering::SeqCst) {
+        if !self.core.limits.closing.swap(true, Ordering::SeqCst) {
             let core = self.core.clone();
             tokio::spawn(async move {
                 core.shutdown_sequence().await;
@@ -546,81 +320,5 @@ impl Node {
             });
         }
         self.core.stopped.cancelled().await;
-    }
-}
-
-impl Core {
-    pub(crate) fn closing(&self) -> bool {
-        self.serve.closing.load(Ordering::Relaxed)
-    }
-
-    /// Sets the gauges `/metrics` reports: links, members by status, mailbox depths.
-    pub(crate) async fn record_gauges(&self) {
-        let node = metrics::SharedString::from(self.config.name.clone());
-        metrics::gauge!("meshrpc_links", "node" => node.clone())
-            .set(self.peers.list().len() as f64);
-        metrics::gauge!("meshrpc_client_connections", "node" => node.clone())
-            .set(self.clients.len() as f64);
-        let members = self.membership.members().await;
-        for status in [Status::Up, Status::Suspect, Status::Down, Status::Left] {
-            let n = members.iter().filter(|m| m.status == status).count();
-            metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())
-                .set(n as f64);
-        }
-        let mailboxes = self
-            .serve
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (actor, depth) in mailboxes.iter() {
-            metrics::gauge!("meshrpc_mailbox_depth", "node" => node.clone(), "actor" => actor.clone()).set(depth() as f64);
-        }
-    }
-
-    /// True while any link has requests running here.
-    fn busy(&self) -> bool {
-        let running = |c: &Connection| c.shared.inbound.load(Ordering::Relaxed) > 0;
-        self.peers.list().iter().any(running) || self.clients.iter().any(|c| running(&c))
-    }
-
-    async fn shutdown_sequence(&self) {
-        info!(name = %self.config.name, "shutting down");
-        self.intake.cancel();
-        let idle = async {
-            while self.busy() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        if tokio::time::timeout(self.config.shutdown_grace, idle)
-            .await
-            .is_err()
-        {
-            warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period; stopping them");
-        }
-        self.serve.stop.cancel();
-        self.peers.close_all("node shutting down", true);
-        for client in self.clients.iter() {
-            client.close("node shutting down", true);
-        }
-        self.root.cancel();
-        self.serve.tasks.close();
-        self.serve.tasks.wait().await;
-        info!(name = %self.config.name, "stopped");
-    }
-}
-
-/// Milliseconds since the Unix epoch: a restarted node gets a larger incarnation.
-fn incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The address to advertise for a bound socket: never an unspecified IP.
-fn advertised(bound: SocketAddr) -> SocketAddr {
-    if bound.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], bound.port()))
-    } else {
-        bound
     }
 }

@@ -10,6 +10,8 @@ use bytes::{BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::Encoding;
+
 /// Upper bound on the bytes any single decode may claim for containers; also the largest
 /// `max_frame` a node accepts, since nothing in a frame can legitimately claim more.
 pub const DECODE_LIMIT: usize = 64 << 20;
@@ -93,6 +95,41 @@ pub(crate) fn decode_json_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, C
 /// Decodes a JSON result value.
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Appends `value` to a frame body in `encoding`.
+pub(crate) fn encode_body<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+    buf: &mut BytesMut,
+) -> Result<(), CodecError> {
+    match encoding {
+        Encoding::Bincode => encode_into(value, buf),
+        Encoding::Json => encode_json_into(value, buf),
+    }
+}
+
+/// Decodes a request's arguments in `encoding` (JSON ones by the positional convention of
+/// [`decode_json_args`]).
+pub(crate) fn decode_args<T: DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, CodecError> {
+    match encoding {
+        Encoding::Bincode => decode_exact(body),
+        Encoding::Json => decode_json_args(body),
+    }
+}
+
+/// Decodes a reply's result in `encoding`.
+pub(crate) fn decode_result<T: DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, CodecError> {
+    match encoding {
+        Encoding::Bincode => decode_exact(body),
+        Encoding::Json => decode_json(body),
+    }
 }
 
 #[cfg(test)]

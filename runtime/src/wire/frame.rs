@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec::{self, CodecError};
-use super::{Header, MAGIC, PROTOCOL_VERSION};
+use super::{Encoding, Header, MAGIC, PROTOCOL_VERSION};
 
 /// An outgoing frame being appended to a buffer that may already hold other frames: length
 /// placeholder, then header, then body. Unless [`FrameBuf::finish`] succeeds, dropping it
@@ -67,6 +67,37 @@ impl Drop for FrameBuf<'_> {
             self.buf.truncate(self.start);
         }
     }
+}
+
+/// Why [`append_frame`] added nothing.
+#[derive(Debug)]
+pub(crate) enum FrameError {
+    /// The header or the body did not encode.
+    Encode(CodecError),
+    /// The frame would take this many bytes, over the limit.
+    TooLarge(usize),
+}
+
+/// Appends one whole frame, `header` then `value` in `encoding`, to `buf`; on failure `buf`
+/// is left as it was. The shape of every request and every successful response.
+pub(crate) fn append_frame<T: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    header: &Header<'_>,
+    encoding: Encoding,
+    value: &T,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let mut frame = FrameBuf::new(buf, header).map_err(FrameError::Encode)?;
+    codec::encode_body(encoding, value, frame.body_mut()).map_err(FrameError::Encode)?;
+    frame.finish(max_frame).map_err(FrameError::TooLarge)
+}
+
+/// Appends a frame with no body (control frames, error responses); `false` if it does not
+/// fit in `max_frame` or its header does not encode, and then `buf` is left as it was.
+pub(crate) fn append_header(buf: &mut BytesMut, header: &Header<'_>, max_frame: usize) -> bool {
+    FrameBuf::new(buf, header)
+        .ok()
+        .is_some_and(|frame| frame.finish(max_frame).is_ok())
 }
 
 /// One whole frame for `header` with an empty body (control frames, tests).
@@ -152,7 +183,7 @@ pub fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Handsh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Encoding, Identity, NodeId, RemoteError};
+    use crate::wire::{Identity, NodeId, RemoteError};
     use crate::ErrorKind;
     use std::borrow::Cow;
 

@@ -19,8 +19,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::methods::Handler;
-use crate::serve::{decode_args, panic_message, Incoming, ServeCtx};
+use super::methods::{decode_args, Handler};
+use super::{Handlers, Incoming};
+use crate::link::panic_message;
 use crate::ErrorKind;
 
 /// One method of an actor with state `S`, type-erased.
@@ -83,7 +84,7 @@ struct Forward<S> {
 }
 
 impl<S: Send + 'static> Handler for Forward<S> {
-    fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
+    fn invoke(&self, call: Incoming, _ctx: &Handlers) {
         let msg = Msg {
             method: self.method.clone(),
             call,
@@ -109,7 +110,7 @@ type Factory<S> = Arc<dyn Fn() -> S + Send + Sync>;
 
 /// Declares an actor's methods, then starts it with [`ActorBuilder::start`].
 pub struct ActorBuilder<S> {
-    ctx: ServeCtx,
+    ctx: Handlers,
     name: String,
     factory: Factory<S>,
     mailbox: usize,
@@ -117,7 +118,7 @@ pub struct ActorBuilder<S> {
 }
 
 impl<S: Send + 'static> ActorBuilder<S> {
-    pub(crate) fn new(ctx: ServeCtx, name: &str, mailbox: usize, factory: Factory<S>) -> Self {
+    pub(crate) fn new(ctx: Handlers, name: &str, mailbox: usize, factory: Factory<S>) -> Self {
         ActorBuilder {
             ctx,
             name: name.to_owned(),

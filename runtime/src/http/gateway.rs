@@ -7,12 +7,10 @@
 //! all three protocols with the same errors and deadlines. Bodies over `http_max_body` are
 //! refused (413) before they are read whole. The server task stops with the node's intake.
 
-mod jsonrpc;
-pub(crate) mod xmlrpc;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,66 +18,47 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::node::Core;
+use super::jsonrpc;
+use super::metrics::{prometheus, Stats};
+use super::xmlrpc::{self, Fault};
 use crate::{CallOptions, Client, NodeConfig, RpcError};
-use xmlrpc::Fault;
 
 type Reply = Response<Full<Bytes>>;
 
+/// What the gateway of one node needs: where its node is, how to reach it, when to stop.
+pub(crate) struct GatewayCtx {
+    /// Where the node listens: the gateway calls it over a client link of its own.
+    pub(crate) node: SocketAddr,
+    /// The settings of that link (its name, the cookie, TLS, timeouts, frame limit).
+    pub(crate) client: NodeConfig,
+    /// Largest request body read.
+    pub(crate) max_body: usize,
+    /// Set when the node starts shutting down (`/health` answers 503).
+    pub(crate) closing: Arc<AtomicBool>,
+    /// Cancelled when the node stops taking new work: the gateway stops.
+    pub(crate) intake: CancellationToken,
+    /// Where `/metrics` reads the node's gauges from.
+    pub(crate) stats: Stats,
+}
+
 /// One per node with `--http`.
 struct Gateway {
-    core: Weak<Core>,
+    ctx: GatewayCtx,
     /// The gateway's own link to its node, opened on first use and reopened if it drops.
     link: tokio::sync::Mutex<Option<Client>>,
-    max_body: usize,
-}
-
-/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
-fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match recorder().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
-                None
-            }
-        })
-        .as_ref()
-}
-
-/// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus histogram
-/// (aggregatable across nodes) rather than a summary.
-fn recorder() -> PrometheusBuilder {
-    const BUCKETS: [f64; 13] = [
-        1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0, 10.0,
-    ];
-    let builder = PrometheusBuilder::new();
-    match builder.set_buckets(&BUCKETS) {
-        Ok(builder) => builder,
-        Err(_) => PrometheusBuilder::new(), // only fails for an empty list
-    }
-}
-
-/// Turns on metrics recording (the first node with a gateway installs the recorder).
-pub(crate) fn enable_metrics() -> bool {
-    prometheus().is_some()
 }
 
 /// Serves HTTP on `listener` until the node stops taking new work.
-pub(crate) async fn serve(core: Weak<Core>, listener: TcpListener, max_body: usize) {
-    let Some(intake) = core.upgrade().map(|c| c.intake.clone()) else {
-        return;
-    };
+pub(crate) async fn serve(ctx: GatewayCtx, listener: TcpListener) {
+    let intake = ctx.intake.clone();
     let gateway = Arc::new(Gateway {
-        core,
+        ctx,
         link: tokio::sync::Mutex::new(None),
-        max_body,
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -127,9 +106,9 @@ impl Gateway {
     async fn route(&self, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_owned();
         match (req.method(), path.as_str()) {
-            (&Method::GET, "/health") => match self.core.upgrade() {
-                Some(core) if !core.closing() => text(StatusCode::OK, "ok\n"),
-                _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            (&Method::GET, "/health") => match self.ctx.closing.load(Ordering::Relaxed) {
+                false => text(StatusCode::OK, "ok\n"),
+                true => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
             },
             (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::POST, "/" | "/RPC2") => self.rpc(req).await,
@@ -160,12 +139,15 @@ impl Gateway {
                 format!("content type `{content_type}`: send text/xml (XML-RPC) or application/json (JSON-RPC 2.0)\n"),
             );
         }
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+        let body = match Limited::new(req.into_body(), self.ctx.max_body)
+            .collect()
+            .await
+        {
             Ok(body) => body.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body exceeds {} bytes\n", self.max_body),
+                    format!("the body exceeds {} bytes\n", self.ctx.max_body),
                 );
             }
             Err(error) => {
@@ -284,19 +266,10 @@ impl Gateway {
         if let Some(client) = link.as_ref().filter(|c| c.is_connected()) {
             return Ok((**client).clone());
         }
-        let core = self
-            .core
-            .upgrade()
-            .ok_or_else(|| RpcError::Shutdown("the node has stopped".into()))?;
-        let config = NodeConfig {
-            name: format!("{}-http", core.config.name),
-            cookie: core.config.cookie.clone(),
-            tls: core.config.tls.clone(),
-            default_timeout: core.config.default_timeout,
-            max_frame: core.config.max_frame,
-            ..NodeConfig::default()
-        };
-        let client = Client::connect_with(&core.addr.to_string(), &config).await?;
+        if self.ctx.intake.is_cancelled() {
+            return Err(RpcError::Shutdown("the node has stopped".into()));
+        }
+        let client = Client::connect_with(&self.ctx.node.to_string(), &self.ctx.client).await?;
         let peer = (*client).clone();
         *link = Some(client);
         Ok(peer)
@@ -309,23 +282,7 @@ impl Gateway {
                 "metrics are not available in this process\n",
             );
         };
-        if let Some(core) = self.core.upgrade() {
-            core.record_gauges().await;
-        }
+        self.ctx.stats.record().await;
         reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
     }
-}
-
-/// JSON-RPC handling with the calls given, for the fuzz targets.
-pub(crate) async fn fuzz_jsonrpc<F, Fut>(body: &[u8], call: F) -> Option<Value>
-where
-    F: Fn(String, Value) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, RpcError>>,
-{
-    jsonrpc::handle(body, call).await
-}
-
-/// Binds the gateway's listener.
-pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

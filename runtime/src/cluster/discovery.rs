@@ -6,44 +6,19 @@
 //! so a stranger on the network cannot make nodes dial it. The task stops with the node's
 //! intake (at the start of shutdown).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Weak;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::auth;
-use crate::membership::Rumor;
-use crate::node::Core;
+use super::membership::{Membership, Rumor};
+use crate::config::MulticastConfig;
+use crate::link::auth;
 use crate::wire::{self, NodeId, Proof};
-
-/// Where and how beacons are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MulticastConfig {
-    /// The group and port. Default `239.255.77.77:47777` (organization-local scope).
-    pub group: SocketAddrV4,
-    /// The interface to send and listen on; `0.0.0.0` lets the OS choose by its routes,
-    /// `127.0.0.1` keeps beacons on this machine. Default `0.0.0.0`.
-    pub interface: Ipv4Addr,
-    /// Only nodes with the same cluster name connect. Default `meshrpc`.
-    pub cluster: String,
-    /// Hops a beacon may take; 1 keeps it on the local network. Default 1.
-    pub ttl: u32,
-}
-
-impl Default for MulticastConfig {
-    fn default() -> Self {
-        MulticastConfig {
-            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 77), 47777),
-            interface: Ipv4Addr::UNSPECIFIED,
-            cluster: "meshrpc".to_owned(),
-            ttl: 1,
-        }
-    }
-}
 
 /// One beacon: who sends it and where to dial it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,24 +54,34 @@ pub(crate) fn open(config: &MulticastConfig) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Sends beacons every `interval` and turns the ones heard into rumors.
-pub(crate) async fn run(
-    core: Weak<Core>,
-    socket: UdpSocket,
-    config: MulticastConfig,
-    interval: Duration,
-) {
-    let Some(node) = core.upgrade() else { return };
-    let intake = node.intake.clone();
+/// A node's beacon, ready to run.
+pub(crate) struct Discovery {
+    pub(crate) socket: UdpSocket,
+    pub(crate) config: MulticastConfig,
+    /// This node, as its beacon describes it.
+    pub(crate) me: Rumor,
+    pub(crate) cookie: Option<String>,
+    /// How often a beacon goes out.
+    pub(crate) interval: Duration,
+}
+
+/// Sends beacons every `interval` and tells `membership` about the ones heard, until
+/// `intake` is cancelled.
+pub(crate) async fn run(discovery: Discovery, membership: Membership, intake: CancellationToken) {
+    let Discovery {
+        socket,
+        config,
+        me,
+        cookie,
+        interval,
+    } = discovery;
     let me = Beacon {
         cluster: config.cluster.clone(),
-        name: node.identity.name.clone(),
-        id: node.identity.id,
-        incarnation: node.identity.incarnation,
-        addr: node.addr,
+        name: me.name,
+        id: me.id,
+        incarnation: me.incarnation,
+        addr: me.addr,
     };
-    let cookie = node.config.cookie.clone();
-    drop(node);
     let Some(beacon) = encode(&me, cookie.as_deref()) else {
         return;
     };
@@ -123,8 +108,7 @@ pub(crate) async fn run(
                 if heard.cluster != me.cluster || heard.id == me.id {
                     continue;
                 }
-                let Some(node) = core.upgrade() else { return };
-                node.membership.heard(vec![Rumor {
+                membership.heard(vec![Rumor {
                     name: heard.name,
                     id: heard.id,
                     incarnation: heard.incarnation,

@@ -16,9 +16,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use crate::connection::Connection;
+use crate::link::{Connection, PeerInfo};
 use crate::wire::{Identity, NodeId, Verdict};
-use crate::PeerInfo;
 
 /// See the module doc.
 pub(crate) struct Peers {

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Reply;
+use super::connection::Reply;
 use crate::wire::RemoteError;
 use crate::ErrorKind;
 

@@ -3,8 +3,8 @@
 
 /// Parses `text` as an XML-RPC call and as a response.
 pub fn xmlrpc(text: &str) {
-    let _ = crate::gateway::xmlrpc::parse_call(text);
-    let _ = crate::gateway::xmlrpc::parse_response(text);
+    let _ = super::xmlrpc::parse_call(text);
+    let _ = super::xmlrpc::parse_response(text);
 }
 
 /// Handles `body` as a JSON-RPC request, every method answering `null` at once.
@@ -14,5 +14,5 @@ pub fn jsonrpc(body: &[u8]) {
         Ok::<_, crate::RpcError>(serde_json::Value::Null)
     };
     // Every stubbed call is ready at once, so the whole request completes in one poll.
-    let _ = crate::gateway::fuzz_jsonrpc(body, stub).now_or_never();
+    let _ = super::jsonrpc::handle(body, stub).now_or_never();
 }

@@ -9,19 +9,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Weak;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::connection::{Closed, Connection};
-use crate::node::Core;
+use super::links::{LinkEvent, Links};
 use crate::wire::{Encoding, NodeId};
-use crate::PeerInfo;
 use view::View;
 
 mod view;
@@ -93,57 +91,46 @@ const MAX_RUMORS: usize = 1024;
 /// At most this many dials to members heard of by gossip or beacons run at once.
 const MAX_GOSSIP_DIALS: usize = 16;
 
-enum Msg {
-    /// A link came up: who, and the connection id it is registered under.
-    Linked(PeerInfo, u64),
-    Unlinked(PeerInfo, Closed),
-    Snapshot(oneshot::Sender<Vec<Member>>),
-}
+/// A request for the current view.
+type Snapshot = oneshot::Sender<Vec<Member>>;
 
 /// Handle to the membership actor; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Membership {
-    /// Link changes and snapshot requests. Unbounded: link changes are bounded by the links
-    /// this node admits, and snapshots by callers awaiting them.
-    tx: mpsc::UnboundedSender<Msg>,
+    /// Snapshot requests. Unbounded: bounded by the callers awaiting them.
+    tx: mpsc::UnboundedSender<Snapshot>,
     /// Gossip from peers: bounded, and dropped when full (it is repeated every heartbeat).
     gossip: mpsc::Sender<Vec<Rumor>>,
     events: broadcast::Sender<MemberEvent>,
 }
 
 impl Membership {
-    /// Starts the actor; it stops when `stop` is cancelled.
+    /// Starts the actor on `tasks`: it follows `links` through their events and stops when
+    /// `stop` is cancelled.
     pub(crate) fn start(
         me: Member,
-        core: Weak<Core>,
-        config: &crate::NodeConfig,
+        links: Links,
+        link_events: mpsc::UnboundedReceiver<LinkEvent>,
         stop: CancellationToken,
-        tasks: &tokio_util::task::TaskTracker,
+        tasks: &TaskTracker,
     ) -> Membership {
         let (tx, rx) = mpsc::unbounded_channel();
         let (gossip, gossip_rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(256);
+        let config = links.config();
         let actor = Actor {
             view: View::new(me, config.down_after),
-            core,
+            heartbeat: config.heartbeat,
+            reconnect_max: config.reconnect_max,
+            links,
+            tasks: tasks.clone(),
             events: events.clone(),
             redials: HashMap::new(),
             dialing: HashSet::new(),
-            heartbeat: config.heartbeat,
-            reconnect_max: config.reconnect_max,
             stop: stop.clone(),
         };
-        tasks.spawn(actor.run(rx, gossip_rx));
+        tasks.spawn(actor.run(rx, link_events, gossip_rx));
         Membership { tx, gossip, events }
-    }
-
-    pub(crate) fn linked(&self, conn: &Connection) {
-        let msg = Msg::Linked(conn.peer().clone(), conn.shared.conn_id);
-        let _ = self.tx.send(msg); // the actor is gone: the node is stopping
-    }
-
-    pub(crate) fn unlinked(&self, peer: &PeerInfo, why: &Closed) {
-        let _ = self.tx.send(Msg::Unlinked(peer.clone(), why.clone())); // as above
     }
 
     pub(crate) fn heard(&self, mut rumors: Vec<Rumor>) {
@@ -154,7 +141,7 @@ impl Membership {
     /// The current view; empty once the node has stopped.
     pub(crate) async fn members(&self) -> Vec<Member> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Msg::Snapshot(reply)).is_err() {
+        if self.tx.send(reply).is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -167,7 +154,9 @@ impl Membership {
 
 struct Actor {
     view: View,
-    core: Weak<Core>,
+    links: Links,
+    /// Dials and redials run here.
+    tasks: TaskTracker,
     events: broadcast::Sender<MemberEvent>,
     /// Redial loops of lost members, by name; cancelled when the member is back or has left.
     redials: HashMap<String, CancellationToken>,
@@ -184,7 +173,8 @@ type DialDone = SocketAddr;
 impl Actor {
     async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut snapshots: mpsc::UnboundedReceiver<Snapshot>,
+        mut link_events: mpsc::UnboundedReceiver<LinkEvent>,
         mut gossip: mpsc::Receiver<Vec<Rumor>>,
     ) {
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -194,10 +184,13 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
+                event = link_events.recv() => match event {
+                    Some(event) => self.handle(event),
                     None => break,
                 },
+                Some(reply) = snapshots.recv() => {
+                    let _ = reply.send(self.view.members()); // the asker gave up
+                }
                 Some(addr) = done_rx.recv() => { self.dialing.remove(&addr); }
                 Some(rumors) = gossip.recv() => self.hear(rumors, &done_tx),
                 _ = tick.tick() => {
@@ -220,13 +213,13 @@ impl Actor {
         }
     }
 
-    fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, event: LinkEvent) {
         let now = Instant::now();
-        match msg {
-            Msg::Linked(peer, conn_id) => {
+        match event {
+            LinkEvent::Up(peer, conn_id) => {
                 // The link may have closed again before this message arrived: only a link
                 // that is still registered makes a member up.
-                let registered = self.core.upgrade().and_then(|core| core.peers.get(peer.id));
+                let registered = self.links.peers().get(peer.id);
                 if registered.is_none_or(|conn| conn.shared.conn_id != conn_id) {
                     return;
                 }
@@ -239,12 +232,9 @@ impl Actor {
                 // Tell the new peer whom we know; it does the same, so both learn.
                 self.gossip_to(peer.id);
             }
-            Msg::Unlinked(peer, why) => {
+            LinkEvent::Down(peer, why) => {
                 // A new link may have replaced the closed one before this message arrived.
-                let relinked = self
-                    .core
-                    .upgrade()
-                    .is_some_and(|core| core.peers.get(peer.id).is_some());
+                let relinked = self.links.peers().get(peer.id).is_some();
                 if relinked {
                     return;
                 }
@@ -268,9 +258,6 @@ impl Actor {
                     }
                 }
             }
-            Msg::Snapshot(reply) => {
-                let _ = reply.send(self.view.members()); // the asker gave up
-            }
         }
     }
 
@@ -291,23 +278,20 @@ impl Actor {
 
     /// Dials members we heard of and have no link to.
     fn hear(&mut self, rumors: Vec<Rumor>, done: &mpsc::UnboundedSender<DialDone>) {
-        let Some(core) = self.core.upgrade() else {
-            return;
-        };
         for rumor in rumors {
             // At most MAX_GOSSIP_DIALS at once: a flood of made-up rumors costs dropped
             // rumors, not sockets; the real ones come back next round.
             if self.dialing.len() >= MAX_GOSSIP_DIALS
                 || !self.view.is_news(&rumor)
-                || core.peers.get(rumor.id).is_some()
+                || self.links.peers().get(rumor.id).is_some()
                 || !self.dialing.insert(rumor.addr)
             {
                 continue;
             }
             debug!(member = %rumor.name, addr = %rumor.addr, "heard of a member; dialing it");
-            let (core, done) = (core.clone(), done.clone());
-            self.spawn(async move {
-                if let Err(error) = core.dial_unless_stopping(rumor.addr).await {
+            let (links, done) = (self.links.clone(), done.clone());
+            self.tasks.spawn(async move {
+                if let Err(error) = links.dial_unless_stopping(rumor.addr).await {
                     debug!(member = %rumor.name, %error, "could not reach a member we heard of");
                 }
                 let _ = done.send(rumor.addr); // the actor stopped
@@ -323,8 +307,8 @@ impl Actor {
         }
         let token = self.stop.child_token();
         self.redials.insert(name.clone(), token.clone());
-        let (core, max) = (self.core.clone(), self.reconnect_max);
-        self.spawn(async move {
+        let (links, max) = (self.links.clone(), self.reconnect_max);
+        self.tasks.spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
@@ -332,11 +316,10 @@ impl Actor {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(backoff + jitter) => {}
                 }
-                let Some(core) = core.upgrade() else { return };
-                match core.dial_unless_stopping(addr).await {
+                match links.dial_unless_stopping(addr).await {
                     // `dial` reports new links itself; this covers a link that came back
                     // another way (the peer dialed us) while we were waiting.
-                    Ok(conn) => return core.membership.linked(&conn),
+                    Ok(conn) => return links.report_up(&conn),
                     Err(error) => debug!(member = %name, %error, "redial failed"),
                 }
                 backoff = (backoff * 2).min(max);
@@ -346,10 +329,7 @@ impl Actor {
 
     /// Sends our rumors to one random peer: news spreads even when links are stable.
     fn gossip_to_one(&self) {
-        let Some(core) = self.core.upgrade() else {
-            return;
-        };
-        let links = core.peers.list();
+        let links = self.links.peers().list();
         if links.is_empty() {
             return;
         }
@@ -358,38 +338,11 @@ impl Actor {
     }
 
     fn gossip_to(&self, id: NodeId) {
-        let Some(core) = self.core.upgrade() else {
-            return;
-        };
-        if let Some(conn) = core.peers.get(id) {
+        if let Some(conn) = self.links.peers().get(id) {
             let _ = conn.cast("system.gossip", Encoding::Bincode, &self.view.rumors());
             // link closing
         }
     }
-
-    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        if let Some(core) = self.core.upgrade() {
-            core.serve.tasks.spawn(work);
-        }
-    }
-}
-
-/// Registers `system.gossip` (how peers tell each other whom they see) and `system.members`.
-pub(crate) fn register(node: &crate::Node, membership: &Membership) {
-    let m = membership.clone();
-    node.register_fn("system.gossip", move |rumors: Vec<Rumor>| m.heard(rumors))
-        .help(
-            "system.gossip([member]): a peer tells this node which members it sees up (internal)",
-        );
-    let m = membership.clone();
-    node.register("system.members", move |(): ()| {
-        let m = m.clone();
-        async move {
-            let members = m.members().await;
-            Ok::<Vec<MemberSummary>, String>(members.iter().map(MemberSummary::from).collect())
-        }
-    })
-    .help("system.members() -> [{name, addr, status, id}]: this node's view of the cluster, itself included");
 }
 
 /// One line of `system.members` and `meshrpc members`.

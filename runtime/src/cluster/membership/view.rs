@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Member, MemberEvent, Rumor, Status};
-use crate::connection::Closed;
-use crate::PeerInfo;
+use crate::link::{Closed, PeerInfo};
 
 /// Members down or left for this many `down_after` periods are forgotten (5 minutes with
 /// the defaults).

@@ -1,32 +1,48 @@
-//! One link to a peer: a reader task, a writer task ([`crate::outbox`]), a deadline sweeper
-//! ([`crate::pending`]) and the table of calls waiting for replies.
+//! The handle to one link, [`Connection`], and the state its tasks share: the outbox, the
+//! table of calls waiting for replies, the peer's requests running here, and the counters.
 //!
-//! The [`Connection`] handle is cheap to clone; callers use it to send requests and casts,
-//! encoded straight into the outbox. The reader routes responses to waiting callers, hands
-//! requests to [`crate::serve`], answers pings and applies cancels. The tasks stop when the connection's token is cancelled (node shutdown, replacement by the
-//! tie-break), the socket closes, or the peer stays silent too long; every call still pending
-//! then fails with `Disconnected` at once.
+//! [`Connection::start`] spawns the link's reader ([`super::reader`]), writer
+//! ([`super::outbox`]) and deadline sweeper ([`super::pending`]). Callers send requests and
+//! casts through the handle, encoded straight into the outbox; a guard removes each call's
+//! pending entry however it ends and tells the callee when the caller gave up. The tasks
+//! stop when the link's token is cancelled (node shutdown, replacement by the tie-break), the
+//! socket closes, or the peer stays silent too long; every pending call then fails at once.
 
-use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::AbortHandle;
-use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
-use crate::outbox::{self, Outbox};
-use crate::pending::Pending;
-use crate::serve::{self, FrameError, ServeCtx};
-use crate::transport::{Reader, Socket};
-use crate::wire::{self, Encoding, FrameBuf, Header, RemoteError};
-use crate::{PeerInfo, RpcError};
+use super::meter::{record_call, Side};
+use super::outbox::{self, Outbox};
+use super::pending::Pending;
+use super::reader::{self, Closed};
+use super::transport::Socket;
+use super::{Limits, LinkCtx};
+use crate::wire::{self, Encoding, FrameError, Header, NodeId, RemoteError};
+use crate::RpcError;
+
+/// Who is at the other end of a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's id for this run.
+    pub id: NodeId,
+    /// The peer's name.
+    pub name: String,
+    /// The address the peer listens on; `None` for a plain client.
+    pub addr: Option<SocketAddr>,
+    /// The socket address the link comes from.
+    pub remote: SocketAddr,
+    /// When the peer's current run started (ms since the Unix epoch); larger is newer.
+    pub incarnation: u64,
+}
 
 /// What a waiting caller receives: the result's encoding and bytes, or the callee's error.
 pub(crate) type Reply = Result<(Encoding, Bytes), RemoteError>;
@@ -41,14 +57,14 @@ pub(crate) struct Shared {
     pub(crate) outbound: bool,
     /// Largest frame sent on this link: the smaller of our limit and the peer's.
     pub(crate) max_frame: usize,
-    /// Frames for the writer, encoded in place (see [`crate::outbox`]). Bounded in use:
+    /// Frames for the writer, encoded in place (see [`super::outbox`]). Bounded in use:
     /// requests wait for their reply (so callers bound them), and replies by `max_in_flight`.
     pub(crate) outbox: Outbox,
     /// The peer's requests running as tasks here, so a `Cancel` can stop them.
     pub(crate) running: Running,
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
     /// the caller's drop guard; the link clears the table when it closes.
-    pending: Pending,
+    pub(super) pending: Pending,
     // The counters callers and tasks on every worker touch get a cache line each, so they do
     // not slow each other (or the fields read on every call) down.
     next_id: CachePadded<AtomicU64>,
@@ -56,13 +72,11 @@ pub(crate) struct Shared {
     pub(crate) in_flight: CachePadded<AtomicUsize>,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: CachePadded<AtomicUsize>,
-    /// The same, summed over every link of the node (shared with `ServeCtx`).
-    pub(crate) node_inbound: Arc<AtomicUsize>,
+    /// The node's bounds; `limits.node_inbound` sums `inbound` over every link.
+    pub(crate) limits: Arc<Limits>,
     closed: AtomicBool,
     /// Why the writer stopped, when it failed: the reader reports it as the link's end.
     pub(crate) write_error: OnceLock<String>,
-    /// Record the calls made on this link (the node serves `/metrics`).
-    metered: bool,
     /// Cancelled to close the link; child of the node's token.
     pub(crate) token: CancellationToken,
 }
@@ -75,13 +89,12 @@ impl Shared {
 
     /// Queues a frame without a body (cancel, pong, goodbye). Not queued if the writer has
     /// stopped: the link is closing, and these frames matter only on a live one.
-    fn send_control(&self, header: &Header<'_>) {
+    pub(super) fn send_control(&self, header: &Header<'_>) {
         let max = self.max_frame;
         let _ = self.outbox.push(false, |buf| {
-            FrameBuf::new(buf, header)
-                .map_err(drop)?
-                .finish(max)
-                .map_err(drop)
+            wire::append_header(buf, header, max)
+                .then_some(())
+                .ok_or(())
         });
     }
 
@@ -89,7 +102,7 @@ impl Shared {
     pub(crate) fn release_inbound(&self, n: usize) {
         if n > 0 {
             self.inbound.fetch_sub(n, Ordering::Relaxed);
-            self.node_inbound.fetch_sub(n, Ordering::Relaxed);
+            self.limits.node_inbound.fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -120,7 +133,7 @@ impl Running {
     }
 
     /// Stops request `id` if it is still running.
-    fn cancel(&self, id: u64) {
+    pub(super) fn cancel(&self, id: u64) {
         if let Some(abort) = self.lock().remove(&id) {
             abort.abort();
         }
@@ -143,40 +156,6 @@ impl<T> std::ops::Deref for CachePadded<T> {
 #[derive(Clone)]
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
-}
-
-/// Why a link closed, as its `on_close` callback sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Closed {
-    /// This node closed it (shutdown, replaced by the tie-break).
-    Locally,
-    /// The peer closed the socket without a goodbye.
-    ByPeer,
-    /// The peer said goodbye; `leaving` when it is leaving the cluster.
-    Goodbye { reason: String, leaving: bool },
-    /// Nothing arrived for this long.
-    Silent(Duration),
-    /// A read or decode failed.
-    Failed(String),
-}
-
-impl fmt::Display for Closed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Closed::Locally => f.write_str("closed by this node"),
-            Closed::ByPeer => f.write_str("the peer closed the connection"),
-            Closed::Goodbye {
-                reason,
-                leaving: true,
-            } => write!(f, "the peer left: {reason}"),
-            Closed::Goodbye {
-                reason,
-                leaving: false,
-            } => write!(f, "the peer said goodbye: {reason}"),
-            Closed::Silent(after) => write!(f, "nothing heard from the peer for {after:?}"),
-            Closed::Failed(reason) => f.write_str(reason),
-        }
-    }
 }
 
 /// Everything needed to start a connection's tasks once the handshake is done.
@@ -202,7 +181,7 @@ fn meter_made(method: &str, started: Instant, result: &Result<(Encoding, Bytes),
         Err(e) => e.kind().as_str(),
     };
     let method = metrics::SharedString::from(Arc::<str>::from(method));
-    serve::record_call(serve::Side::Made, method, outcome, started);
+    record_call(Side::Made, method, outcome, started);
 }
 
 impl Connection {
@@ -213,7 +192,7 @@ impl Connection {
     pub(crate) fn start(
         parts: Parts,
         first: Option<Bytes>,
-        ctx: ServeCtx,
+        ctx: LinkCtx,
         token: CancellationToken,
         on_close: impl FnOnce(&Connection, &Closed) + Send + 'static,
     ) -> Connection {
@@ -236,9 +215,8 @@ impl Connection {
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
             inbound: CachePadded(AtomicUsize::new(0)),
-            node_inbound: ctx.node_inbound.clone(),
+            limits: ctx.limits.clone(),
             write_error: OnceLock::new(),
-            metered: ctx.metered,
             closed: AtomicBool::new(false),
             token,
         });
@@ -262,15 +240,13 @@ impl Connection {
             writer,
             parts.heartbeat,
         ));
-        let mut guard = CloseGuard {
-            conn: conn.clone(),
-            why: Closed::Failed("the reader panicked".into()),
-            on_close: Some(on_close),
-        };
-        tasks.spawn(async move {
-            let why = read_loop(&guard.conn.shared, reader, &ctx, parts.silence).await;
-            guard.because(why);
-        });
+        tasks.spawn(reader::run(
+            conn.clone(),
+            reader,
+            ctx,
+            parts.silence,
+            on_close,
+        ));
         conn
     }
 
@@ -298,7 +274,7 @@ impl Connection {
     }
 
     /// Marks the link closed, stops its tasks and fails every pending call.
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         self.shared.mark_closed();
         // Dropping the senders wakes each waiting caller with `Disconnected`. A caller that
         // inserts after this sees `closed` and removes its own entry.
@@ -354,7 +330,7 @@ impl Connection {
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
         };
-        if shared.metered {
+        if shared.limits.metered {
             meter_made(method, now, &result);
         }
         result
@@ -387,7 +363,7 @@ impl Connection {
     ) -> Result<bool, RpcError> {
         let max = self.shared.max_frame;
         self.shared.outbox.push(false, |buf| {
-            match serve::append_frame(buf, header, encoding, args, max) {
+            match wire::append_frame(buf, header, encoding, args, max) {
                 Ok(()) => Ok(()),
                 Err(FrameError::Encode(e)) => Err(RpcError::BadArguments {
                     method: method.to_owned(),
@@ -421,185 +397,5 @@ impl Drop for PendingGuard<'_> {
             self.shared.send_cancel(self.id);
         }
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Closes the link and runs `on_close` when the reader task ends, however it ends.
-struct CloseGuard<F: FnOnce(&Connection, &Closed)> {
-    conn: Connection,
-    why: Closed,
-    on_close: Option<F>,
-}
-
-impl<F: FnOnce(&Connection, &Closed)> CloseGuard<F> {
-    fn because(&mut self, why: Closed) {
-        self.why = why;
-    }
-}
-
-impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
-    fn drop(&mut self) {
-        let peer = &self.conn.shared.peer;
-        match &self.why {
-            Closed::Failed(_) | Closed::Silent(_) => {
-                warn!(peer = %peer.name, reason = %self.why, "link closed")
-            }
-            _ => debug!(peer = %peer.name, reason = %self.why, "link closed"),
-        }
-        self.conn.shutdown();
-        if let Some(on_close) = self.on_close.take() {
-            on_close(&self.conn, &self.why);
-        }
-    }
-}
-
-/// Reads frames until the link closes; returns why.
-async fn read_loop(
-    shared: &Arc<Shared>,
-    mut frames: Reader,
-    ctx: &ServeCtx,
-    silence: Duration,
-) -> Closed {
-    // Progress is any byte read (a large frame may take long to arrive), checked four times
-    // per silence period: a link is closed between `silence` and 1.25 × `silence` after the
-    // last byte.
-    let mut tick = tokio::time::interval(silence / 4);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut frames_read = 0u64;
-    let mut seen = (0u64, 0usize);
-    let mut last_progress = tokio::time::Instant::now();
-    loop {
-        let paused = backlogged(shared, ctx);
-        let payload = tokio::select! {
-            _ = shared.token.cancelled() => {
-                // The peer may have said goodbye and closed, and our writer then failed on the
-                // closed socket before we read the goodbye: it is in the buffer, and it says
-                // more (leaving or not) than the write error does.
-                if let Some(goodbye) = buffered_goodbye(&mut frames) {
-                    return goodbye;
-                }
-                if let Some(error) = shared.write_error.get() {
-                    return Closed::Failed(format!("write failed: {error}"));
-                }
-                // Closed by us, after a goodbye: read (and drop) until the peer closes too, a
-                // short while at most. Closing a socket with unread bytes in it sends a reset,
-                // which can destroy our goodbye before the peer reads it.
-                let drain = async { while let Some(Ok(_)) = frames.next().await {} };
-                let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
-                return Closed::Locally;
-            }
-            // Paused: the peer is not reading our replies. Wait for the writer (or for the
-            // silence check to close the link).
-            _ = shared.outbox.drained.notified(), if paused => continue,
-            _ = tick.tick() => {
-                let now = (frames_read, frames.read_buffer().len());
-                if now != seen {
-                    seen = now;
-                    last_progress = tokio::time::Instant::now();
-                } else if last_progress.elapsed() >= silence {
-                    return Closed::Silent(silence);
-                }
-                continue;
-            }
-            next = frames.next(), if !paused => match next {
-                None => return Closed::ByPeer,
-                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
-                Some(Ok(payload)) => payload,
-            },
-        };
-        frames_read += 1;
-        let payload = payload.freeze();
-        let (header, body) = match wire::decode_frame(&payload) {
-            Ok(decoded) => decoded,
-            Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
-        };
-        let retry = matches!(header, Header::Retry { .. });
-        match header {
-            Header::Response { id, outcome } => {
-                shared.pending.complete(id, outcome.map(|enc| (enc, body)));
-            }
-            Header::Request {
-                id,
-                method,
-                timeout_ms,
-                encoding,
-            }
-            | Header::Retry {
-                id,
-                method,
-                timeout_ms,
-                encoding,
-            } => {
-                let call = serve::Call {
-                    id: Some(id),
-                    method: &method,
-                    encoding,
-                    timeout_ms,
-                    retry,
-                };
-                serve::dispatch(shared, ctx, call, body);
-            }
-            Header::Cast { method, encoding } => {
-                let call = serve::Call {
-                    id: None,
-                    method: &method,
-                    encoding,
-                    timeout_ms: None,
-                    retry: false,
-                };
-                serve::dispatch(shared, ctx, call, body);
-            }
-            // Aborts the request's async handler if it is still running; sync handlers and
-            // actor messages run to the end, and the caller discards their reply.
-            Header::Cancel { id } => shared.running.cancel(id),
-            Header::Pong => {}
-            Header::Ping => shared.send_control(&Header::Pong),
-            Header::Goodbye { reason, leaving } => {
-                return Closed::Goodbye {
-                    reason: reason.into_owned(),
-                    leaving,
-                }
-            }
-        }
-    }
-}
-
-/// How long a link closed by this node keeps reading for the peer's own close.
-const CLOSE_DRAIN: Duration = Duration::from_millis(200);
-
-/// A `Goodbye` among the frames already received, if any (the others are dropped: the link
-/// is closing).
-fn buffered_goodbye(frames: &mut Reader) -> Option<Closed> {
-    use futures_util::FutureExt;
-    while let Some(Some(Ok(payload))) = frames.next().now_or_never() {
-        let payload = payload.freeze();
-        if let Ok((Header::Goodbye { reason, leaving }, _)) = wire::decode_frame(&payload) {
-            return Some(Closed::Goodbye {
-                reason: reason.into_owned(),
-                leaving,
-            });
-        }
-    }
-    None
-}
-
-/// Past this much waiting for a peer that does not read, its requests are not read either.
-const MAX_BACKLOG_BYTES: usize = 64 << 20;
-
-/// Whether to stop reading requests: replies to twice `max_in_flight` requests (the excess
-/// answered `overloaded`), or 64 MiB of frames, wait for a peer that does not read them.
-fn backlogged(shared: &Shared, ctx: &ServeCtx) -> bool {
-    shared.inbound.load(Ordering::Relaxed) > 2 * ctx.max_in_flight
-        || shared.outbox.queued_bytes() > MAX_BACKLOG_BYTES
-}
-
-fn read_error(e: std::io::Error, max_frame: usize) -> String {
-    let oversized = e
-        .get_ref()
-        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
-    if oversized {
-        format!("the peer sent a frame larger than the {max_frame}-byte limit")
-    } else {
-        format!("read failed: {e}")
     }
 }

@@ -8,7 +8,7 @@
 //! The dialer knows whom it reached after step 1, so it can back off before anything is
 //! registered when it already has a link to that node. Every step is bounded by the
 //! handshake timeout. What this module returns is a socket ready for
-//! [`crate::connection::Connection::start`]; admission is the node's business.
+//! [`super::Connection::start`]; admission is the node's business.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,10 +21,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use crate::auth::{self, Role, Transcript};
-use crate::tls::{self, Tls};
+use super::auth::{self, Role, Transcript};
+use super::tls::{self, Tls};
+use super::PeerInfo;
 use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
-use crate::{PeerInfo, RpcError};
+use crate::RpcError;
 
 /// Handshake frames are small; a larger one is refused before it is read.
 const MAX_HANDSHAKE_FRAME: usize = 16 << 10;

@@ -7,7 +7,7 @@
 //! `meshrpc tls-gen` and the tests.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
@@ -16,16 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// Where the PEM files are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// This side's certificate chain, signed by the CA.
-    pub cert: PathBuf,
-    /// Its private key.
-    pub key: PathBuf,
-    /// The cluster CA: peers' certificates must be signed by it.
-    pub ca: PathBuf,
-}
+pub use crate::config::TlsConfig;
 
 /// Loaded TLS state: both directions, since every node dials and accepts.
 #[derive(Clone)]

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::connection::Shared;
-use crate::transport::WriteHalf;
+use super::connection::Shared;
+use super::transport::WriteHalf;
 use crate::wire::{self, Header};
 
 /// How long a closing writer may keep flushing to a peer that does not read.

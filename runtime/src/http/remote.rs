@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::gateway::xmlrpc;
+use super::xmlrpc;
 
 /// Why a remote call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

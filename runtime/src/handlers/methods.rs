@@ -4,7 +4,7 @@
 //! Three kinds of handlers implement [`Handler`]: plain synchronous functions (run inline on
 //! the connection's reader: keep them quick), async functions (one task per request, spawned
 //! through the node's tracker) and actor methods (forwarded to the actor's mailbox, see
-//! [`crate::actor`]). All of them decode the arguments as the request says (bincode or JSON)
+//! [`super::actor`]). All of them decode the arguments as the request says (bincode or JSON)
 //! and catch panics, which become `Panicked` errors.
 
 use std::fmt::Display;
@@ -13,22 +13,23 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::pending::FastHasher;
+use dashmap::DashMap;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::serve::{decode_args, panic_message, Incoming, ServeCtx};
+use super::{Handlers, Incoming};
+use crate::link::{panic_message, FastHasher};
+use crate::wire::{codec, Encoding, RemoteError};
 use crate::ErrorKind;
 
 /// Something that answers requests for one method name.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Starts handling `call`; the answer goes through `call.responder`, now or later.
-    fn invoke(&self, call: Incoming, ctx: &ServeCtx);
+    fn invoke(&self, call: Incoming, ctx: &Handlers);
 
     /// Whether this handler uses `call.deadline`; if not, the clock is not read for it.
     fn needs_deadline(&self) -> bool {
@@ -43,13 +44,28 @@ struct Entry {
     idempotent: bool,
 }
 
+type Table = DashMap<String, Entry, BuildHasherDefault<FastHasher>>;
+
 /// The method table; cheap to clone (all clones share one table).
 #[derive(Clone, Default)]
 pub(crate) struct Methods {
-    table: Arc<DashMap<String, Entry, BuildHasherDefault<FastHasher>>>,
+    table: Arc<Table>,
+}
+
+/// A handle to the method table that does not keep it alive (for methods about methods).
+pub(crate) struct WeakMethods(std::sync::Weak<Table>);
+
+impl WeakMethods {
+    pub(crate) fn upgrade(&self) -> Option<Methods> {
+        self.0.upgrade().map(|table| Methods { table })
+    }
 }
 
 impl Methods {
+    pub(crate) fn downgrade(&self) -> WeakMethods {
+        WeakMethods(Arc::downgrade(&self.table))
+    }
+
     pub(crate) fn insert(&self, name: &str, handler: Arc<dyn Handler>) {
         self.table.insert(
             name.to_owned(),
@@ -151,8 +167,17 @@ impl Registered<'_> {
 
 /// A synchronous function returning `Result<R, E>`, run on the connection's reader.
 pub(crate) struct SyncFn<F, A, R, E> {
-    pub(crate) f: F,
-    pub(crate) _types: PhantomData<fn(A) -> Result<R, E>>,
+    f: F,
+    _types: PhantomData<fn(A) -> Result<R, E>>,
+}
+
+impl<F, A, R, E> SyncFn<F, A, R, E> {
+    pub(crate) fn new(f: F) -> Self {
+        SyncFn {
+            f,
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<F, A, R, E> Handler for SyncFn<F, A, R, E>
@@ -166,7 +191,7 @@ where
         false // runs to completion at once
     }
 
-    fn invoke(&self, call: Incoming, _ctx: &ServeCtx) {
+    fn invoke(&self, call: Incoming, _ctx: &Handlers) {
         match decode_args::<A>(call.encoding, &call.body) {
             Ok(args) => call
                 .responder
@@ -178,8 +203,17 @@ where
 
 /// An async function returning `Result<R, E>`; each request runs as its own task.
 pub(crate) struct AsyncFn<F, A, Fut> {
-    pub(crate) f: F,
-    pub(crate) _types: PhantomData<fn(A) -> Fut>,
+    f: F,
+    _types: PhantomData<fn(A) -> Fut>,
+}
+
+impl<F, A, Fut> AsyncFn<F, A, Fut> {
+    pub(crate) fn new(f: F) -> Self {
+        AsyncFn {
+            f,
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<F, A, Fut, R, E> Handler for AsyncFn<F, A, Fut>
@@ -190,7 +224,7 @@ where
     R: Serialize + Send + 'static,
     E: Display + 'static,
 {
-    fn invoke(&self, call: Incoming, ctx: &ServeCtx) {
+    fn invoke(&self, call: Incoming, ctx: &Handlers) {
         let Incoming {
             encoding,
             body,
@@ -242,4 +276,17 @@ async fn run_until<T>(
         Some(at) => tokio::time::timeout_at(at, work).await.ok(),
         None => Some(work.await),
     }
+}
+
+/// Decodes a request's arguments; failures become `BadArguments` naming what did not fit.
+pub(crate) fn decode_args<A: DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<A, RemoteError> {
+    codec::decode_args(encoding, body).map_err(|e| {
+        RemoteError::new(
+            ErrorKind::BadArguments,
+            format!("expected {}: {e}", std::any::type_name::<A>()),
+        )
+    })
 }

@@ -1,0 +1,77 @@
+//! The cluster as one node sees it: its links to other nodes ([`links`], registered in
+//! [`peers`] under the one-link-per-pair rule, kept to seeds by [`seeds`]), who is a member
+//! and in what state ([`membership`]), and how nodes find each other without seeds
+//! ([`discovery`]).
+//!
+//! The pieces talk one way: links report link changes as events, membership listens and
+//! asks links to dial, discovery tells membership what it heard. Everything here stops with
+//! the node's tokens. The methods the cluster answers (`system.peers`, `system.members`,
+//! `system.gossip`) are registered by [`register_methods`].
+
+pub(crate) mod discovery;
+pub(crate) mod links;
+pub(crate) mod membership;
+pub(crate) mod peers;
+pub(crate) mod seeds;
+mod target;
+
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::Handlers;
+use links::WeakLinks;
+use membership::{Membership, Rumor};
+
+pub use membership::{Member, MemberEvent, MemberSummary, Status};
+pub use target::Target;
+
+/// One entry of `system.peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// The peer's name.
+    pub name: String,
+    /// Its id, in hex.
+    pub id: String,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+/// Registers `system.peers`, `system.members` and `system.gossip` (how peers tell each
+/// other whom they see). The links are held weakly: the method table must not keep them.
+pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership: &Membership) {
+    handlers
+        .register_fn("system.peers", move |(): ()| {
+            let Some(links) = links.upgrade() else {
+                return Vec::new();
+            };
+            links
+                .peers()
+                .list()
+                .into_iter()
+                .map(|conn| {
+                    let p = conn.peer();
+                    PeerSummary {
+                        name: p.name.clone(),
+                        id: p.id.to_string(),
+                        addr: p.addr.map(|a| a.to_string()).unwrap_or_default(),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .help("system.peers() -> [{name, id, addr}]: the nodes this node has a live link to");
+    let m = membership.clone();
+    handlers
+        .register_fn("system.gossip", move |rumors: Vec<Rumor>| m.heard(rumors))
+        .help(
+            "system.gossip([member]): a peer tells this node which members it sees up (internal)",
+        );
+    let m = membership.clone();
+    handlers
+        .register("system.members", move |(): ()| {
+            let m = m.clone();
+            async move {
+                let members = m.members().await;
+                Ok::<Vec<MemberSummary>, String>(members.iter().map(MemberSummary::from).collect())
+            }
+        })
+        .help("system.members() -> [{name, addr, status, id}]: this node's view of the cluster, itself included");
+}

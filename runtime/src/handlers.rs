@@ -1,0 +1,169 @@
+//! What a request runs: the method table ([`methods`]), actors ([`actor`]) and the
+//! introspection methods every node serves ([`introspection`]).
+//!
+//! [`Handlers`] is the link layer's [`Dispatch`]: for each request a reader admits it looks
+//! the method up, applies the link's bounds through the responder, and invokes the handler,
+//! which answers now (sync functions), from a task (async functions) or from an actor's task.
+//! Handler tasks and actors run on the node's tracker and stop with its `stop` token.
+
+mod actor;
+pub(crate) mod introspection;
+mod methods;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::link::{Dispatch, Request, Responder};
+use crate::wire::Encoding;
+use crate::ErrorKind;
+
+pub use actor::ActorBuilder;
+pub(crate) use methods::{AsyncFn, Handler, Methods, SyncFn};
+pub use methods::{Method, Registered};
+
+/// One admitted request or cast, handed to its handler.
+pub(crate) struct Incoming {
+    pub(crate) encoding: Encoding,
+    pub(crate) body: Bytes,
+    /// When the caller stops waiting, if it said (and the handler asked to know).
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) responder: Responder,
+}
+
+/// Actor name → a function reading its mailbox depth, for `/metrics`.
+pub(crate) type Mailboxes =
+    Arc<std::sync::Mutex<Vec<(String, Box<dyn Fn() -> usize + Send + Sync>)>>>;
+
+/// The handlers of one node: its method table and what handlers need to run; cheap to clone
+/// (every clone shares the table).
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    pub(crate) methods: Methods,
+    /// Every handler task and actor is spawned here, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when running handlers must stop (after the shutdown grace).
+    pub(crate) stop: CancellationToken,
+    /// How to read each actor's mailbox depth.
+    pub(crate) mailboxes: Mailboxes,
+    /// Default mailbox capacity of a new actor.
+    pub(crate) mailbox: usize,
+}
+
+impl Handlers {
+    pub(crate) fn new(tasks: TaskTracker, stop: CancellationToken, mailbox: usize) -> Self {
+        Handlers {
+            methods: Methods::default(),
+            tasks,
+            stop,
+            mailboxes: Mailboxes::default(),
+            mailbox,
+        }
+    }
+
+    /// Registers a synchronous function that can fail (see `Node::register_try_fn`).
+    pub(crate) fn register_try_fn<A, R, E, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.insert(name, Arc::new(SyncFn::new(f)))
+    }
+
+    /// Registers a synchronous function that cannot fail.
+    pub(crate) fn register_fn<A, R, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.register_try_fn(name, move |args: A| {
+            Ok::<R, std::convert::Infallible>(f(args))
+        })
+    }
+
+    /// Registers an async function (see `Node::register`).
+    pub(crate) fn register<A, R, E, F, Fut>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.insert(name, Arc::new(AsyncFn::new(f)))
+    }
+
+    /// Declares an actor (see `Node::actor`).
+    pub(crate) fn actor<S: Send + 'static>(
+        &self,
+        name: &str,
+        factory: impl Fn() -> S + Send + Sync + 'static,
+    ) -> ActorBuilder<S> {
+        ActorBuilder::new(self.clone(), name, self.mailbox, Arc::new(factory))
+    }
+
+    fn insert(&self, name: &str, handler: Arc<dyn Handler>) -> Registered<'_> {
+        self.methods.insert(name, handler);
+        Registered {
+            methods: &self.methods,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Dispatch for Handlers {
+    fn dispatch(&self, request: Request<'_>) {
+        let Request {
+            method,
+            encoding,
+            timeout_ms,
+            retry,
+            body,
+            mut responder,
+        } = request;
+        let found = self.methods.lookup(method);
+        if responder.metered() {
+            // Only registered names become labels: a caller cannot grow the label set.
+            let label = match found {
+                Some(_) => metrics::SharedString::from(Arc::<str>::from(method)),
+                None => metrics::SharedString::const_str("<unknown>"),
+            };
+            responder.meter(label);
+        }
+        if let Err(refused) = responder.admit() {
+            return responder.refuse(refused);
+        }
+        let Some((handler, idempotent)) = found else {
+            return responder.fail(
+                ErrorKind::MethodNotFound,
+                format!("no method `{method}` is registered"),
+            );
+        };
+        if retry && !idempotent {
+            let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
+            return responder.fail(ErrorKind::RetryRefused, message);
+        }
+        let deadline = match timeout_ms {
+            Some(ms) if handler.needs_deadline() => {
+                Some(Instant::now() + Duration::from_millis(ms))
+            }
+            _ => None,
+        };
+        let call = Incoming {
+            encoding,
+            body,
+            deadline,
+            responder,
+        };
+        handler.invoke(call, self);
+    }
+}

@@ -1,0 +1,77 @@
+//! `/metrics`: the process-wide Prometheus recorder behind the `metrics` facade, and the
+//! gauges a node sets just before each scrape (links, clients, members by status, actor
+//! mailbox depths). Call counters and latencies are recorded by the link layer.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::warn;
+
+use crate::cluster::links::WeakLinks;
+use crate::cluster::membership::Membership;
+use crate::cluster::Status;
+use crate::handlers::Mailboxes;
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match recorder().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus histogram
+/// (aggregatable across nodes) rather than a summary.
+fn recorder() -> PrometheusBuilder {
+    const BUCKETS: [f64; 13] = [
+        1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0, 10.0,
+    ];
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets(&BUCKETS) {
+        Ok(builder) => builder,
+        Err(_) => PrometheusBuilder::new(), // only fails for an empty list
+    }
+}
+
+/// Turns on metrics recording (the first node with a gateway installs the recorder).
+pub(crate) fn enable_metrics() -> bool {
+    prometheus().is_some()
+}
+
+/// What a node's gauges are read from.
+pub(crate) struct Stats {
+    /// The node's name, the `node` label of every gauge.
+    pub(crate) name: String,
+    pub(crate) links: WeakLinks,
+    pub(crate) membership: Membership,
+    pub(crate) mailboxes: Mailboxes,
+}
+
+impl Stats {
+    /// Sets the gauges `/metrics` reports: links, members by status, mailbox depths.
+    pub(crate) async fn record(&self) {
+        let node = metrics::SharedString::from(self.name.clone());
+        if let Some(links) = self.links.upgrade() {
+            metrics::gauge!("meshrpc_links", "node" => node.clone())
+                .set(links.peers().list().len() as f64);
+            metrics::gauge!("meshrpc_client_connections", "node" => node.clone())
+                .set(links.clients() as f64);
+        }
+        let members = self.membership.members().await;
+        for status in [Status::Up, Status::Suspect, Status::Down, Status::Left] {
+            let n = members.iter().filter(|m| m.status == status).count();
+            metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())
+                .set(n as f64);
+        }
+        let mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
+        for (actor, depth) in mailboxes.iter() {
+            metrics::gauge!("meshrpc_mailbox_depth", "node" => node.clone(), "actor" => actor.clone()).set(depth() as f64);
+        }
+    }
+}

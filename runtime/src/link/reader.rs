@@ -1,0 +1,251 @@
+//! The reader task of one link: decodes frames as they arrive, routes responses to waiting
+//! callers, hands requests and casts to the node's [`Dispatch`] with a [`Responder`] each,
+//! answers pings and applies cancels. It pauses reading requests while the peer does not read
+//! our replies, and closes the link when nothing has arrived for the silence period.
+//!
+//! It stops when the link's token is cancelled, the socket closes or fails, or the peer says
+//! goodbye; then the link is marked closed and every pending call fails at once.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tracing::{debug, warn};
+
+use super::connection::{Connection, Shared};
+use super::transport::Reader;
+use super::{LinkCtx, Request, Responder};
+use crate::wire::{self, Header};
+
+/// Why a link closed, as its `on_close` callback sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// This node closed it (shutdown, replaced by the tie-break).
+    Locally,
+    /// The peer closed the socket without a goodbye.
+    ByPeer,
+    /// The peer said goodbye; `leaving` when it is leaving the cluster.
+    Goodbye { reason: String, leaving: bool },
+    /// Nothing arrived for this long.
+    Silent(Duration),
+    /// A read or decode failed.
+    Failed(String),
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::Locally => f.write_str("closed by this node"),
+            Closed::ByPeer => f.write_str("the peer closed the connection"),
+            Closed::Goodbye {
+                reason,
+                leaving: true,
+            } => write!(f, "the peer left: {reason}"),
+            Closed::Goodbye {
+                reason,
+                leaving: false,
+            } => write!(f, "the peer said goodbye: {reason}"),
+            Closed::Silent(after) => write!(f, "nothing heard from the peer for {after:?}"),
+            Closed::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Reads `frames` until the link closes, then closes it and runs `on_close`, even if the
+/// reader panicked.
+pub(super) async fn run(
+    conn: Connection,
+    frames: Reader,
+    ctx: LinkCtx,
+    silence: Duration,
+    on_close: impl FnOnce(&Connection, &Closed) + Send + 'static,
+) {
+    let mut guard = CloseGuard {
+        conn,
+        why: Closed::Failed("the reader panicked".into()),
+        on_close: Some(on_close),
+    };
+    let why = read_loop(&guard.conn.shared, frames, &ctx, silence).await;
+    guard.because(why);
+}
+
+/// Closes the link and runs `on_close` when the reader task ends, however it ends.
+struct CloseGuard<F: FnOnce(&Connection, &Closed)> {
+    conn: Connection,
+    why: Closed,
+    on_close: Option<F>,
+}
+
+impl<F: FnOnce(&Connection, &Closed)> CloseGuard<F> {
+    fn because(&mut self, why: Closed) {
+        self.why = why;
+    }
+}
+
+impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
+    fn drop(&mut self) {
+        let peer = &self.conn.shared.peer;
+        match &self.why {
+            Closed::Failed(_) | Closed::Silent(_) => {
+                warn!(peer = %peer.name, reason = %self.why, "link closed")
+            }
+            _ => debug!(peer = %peer.name, reason = %self.why, "link closed"),
+        }
+        self.conn.shutdown();
+        if let Some(on_close) = self.on_close.take() {
+            on_close(&self.conn, &self.why);
+        }
+    }
+}
+/// Reads frames until the link closes; returns why.
+async fn read_loop(
+    shared: &Arc<Shared>,
+    mut frames: Reader,
+    ctx: &LinkCtx,
+    silence: Duration,
+) -> Closed {
+    // Progress is any byte read (a large frame may take long to arrive), checked four times
+    // per silence period: a link is closed between `silence` and 1.25 × `silence` after the
+    // last byte.
+    let mut tick = tokio::time::interval(silence / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut frames_read = 0u64;
+    let mut seen = (0u64, 0usize);
+    let mut last_progress = tokio::time::Instant::now();
+    loop {
+        let paused = backlogged(shared, ctx);
+        let payload = tokio::select! {
+            _ = shared.token.cancelled() => {
+                // The peer may have said goodbye and closed, and our writer then failed on the
+                // closed socket before we read the goodbye: it is in the buffer, and it says
+                // more (leaving or not) than the write error does.
+                if let Some(goodbye) = buffered_goodbye(&mut frames) {
+                    return goodbye;
+                }
+                if let Some(error) = shared.write_error.get() {
+                    return Closed::Failed(format!("write failed: {error}"));
+                }
+                // Closed by us, after a goodbye: read (and drop) until the peer closes too, a
+                // short while at most. Closing a socket with unread bytes in it sends a reset,
+                // which can destroy our goodbye before the peer reads it.
+                let drain = async { while let Some(Ok(_)) = frames.next().await {} };
+                let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
+                return Closed::Locally;
+            }
+            // Paused: the peer is not reading our replies. Wait for the writer (or for the
+            // silence check to close the link).
+            _ = shared.outbox.drained.notified(), if paused => continue,
+            _ = tick.tick() => {
+                let now = (frames_read, frames.read_buffer().len());
+                if now != seen {
+                    seen = now;
+                    last_progress = tokio::time::Instant::now();
+                } else if last_progress.elapsed() >= silence {
+                    return Closed::Silent(silence);
+                }
+                continue;
+            }
+            next = frames.next(), if !paused => match next {
+                None => return Closed::ByPeer,
+                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
+                Some(Ok(payload)) => payload,
+            },
+        };
+        frames_read += 1;
+        let payload = payload.freeze();
+        let (header, body) = match wire::decode_frame(&payload) {
+            Ok(decoded) => decoded,
+            Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
+        };
+        let retry = matches!(header, Header::Retry { .. });
+        match header {
+            Header::Response { id, outcome } => {
+                shared.pending.complete(id, outcome.map(|enc| (enc, body)));
+            }
+            Header::Request {
+                id,
+                method,
+                timeout_ms,
+                encoding,
+            }
+            | Header::Retry {
+                id,
+                method,
+                timeout_ms,
+                encoding,
+            } => {
+                ctx.dispatch.dispatch(Request {
+                    method: &method,
+                    encoding,
+                    timeout_ms,
+                    retry,
+                    body,
+                    responder: Responder::new(shared.clone(), Some(id), encoding),
+                });
+            }
+            Header::Cast { method, encoding } => {
+                ctx.dispatch.dispatch(Request {
+                    method: &method,
+                    encoding,
+                    timeout_ms: None,
+                    retry: false,
+                    body,
+                    responder: Responder::new(shared.clone(), None, encoding),
+                });
+            }
+            // Aborts the request's async handler if it is still running; sync handlers and
+            // actor messages run to the end, and the caller discards their reply.
+            Header::Cancel { id } => shared.running.cancel(id),
+            Header::Pong => {}
+            Header::Ping => shared.send_control(&Header::Pong),
+            Header::Goodbye { reason, leaving } => {
+                return Closed::Goodbye {
+                    reason: reason.into_owned(),
+                    leaving,
+                }
+            }
+        }
+    }
+}
+
+/// How long a link closed by this node keeps reading for the peer's own close.
+const CLOSE_DRAIN: Duration = Duration::from_millis(200);
+
+/// A `Goodbye` among the frames already received, if any (the others are dropped: the link
+/// is closing).
+fn buffered_goodbye(frames: &mut Reader) -> Option<Closed> {
+    use futures_util::FutureExt;
+    while let Some(Some(Ok(payload))) = frames.next().now_or_never() {
+        let payload = payload.freeze();
+        if let Ok((Header::Goodbye { reason, leaving }, _)) = wire::decode_frame(&payload) {
+            return Some(Closed::Goodbye {
+                reason: reason.into_owned(),
+                leaving,
+            });
+        }
+    }
+    None
+}
+
+/// Past this much waiting for a peer that does not read, its requests are not read either.
+const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// Whether to stop reading requests: replies to twice `max_in_flight` requests (the excess
+/// answered `overloaded`), or 64 MiB of frames, wait for a peer that does not read them.
+fn backlogged(shared: &Shared, ctx: &LinkCtx) -> bool {
+    shared.inbound.load(Ordering::Relaxed) > 2 * ctx.limits.max_in_flight
+        || shared.outbox.queued_bytes() > MAX_BACKLOG_BYTES
+}
+
+fn read_error(e: std::io::Error, max_frame: usize) -> String {
+    let oversized = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
+    if oversized {
+        format!("the peer sent a frame larger than the {max_frame}-byte limit")
+    } else {
+        format!("read failed: {e}")
+    }
+}

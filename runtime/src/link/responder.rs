@@ -1,0 +1,292 @@
+//! The callee's side of one request: the [`Responder`], which admits it under the link's
+//! bounds and answers it exactly once, encoding the response straight into the link's outbox.
+//!
+//! A responder dropped without answering (a handler task stopped at shutdown, an actor gone)
+//! answers `shutdown` itself, so no caller waits for a reply that will never come. Until its
+//! reply is written, a request counts against the link's and the node's in-flight bounds.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::future::AbortHandle;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::connection::Shared;
+use super::meter::{record_call, Side};
+use crate::wire::{self, CodecError, Encoding, FrameError, Header, RemoteError};
+use crate::ErrorKind;
+
+/// Answers one request exactly once; see the module doc for what happens on drop.
+pub(crate) struct Responder {
+    link: Arc<Shared>,
+    /// `None` for a cast: nothing is sent back.
+    id: Option<u64>,
+    encoding: Encoding,
+    answered: bool,
+    /// The method's label and when the request arrived, when metrics are recorded.
+    meter: Option<(metrics::SharedString, Instant)>,
+}
+
+impl Responder {
+    pub(crate) fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
+        // Both counters are released in `finish`, or for `inbound` by the writer once the reply
+        // is written.
+        link.inbound.fetch_add(1, Ordering::Relaxed);
+        link.limits.node_inbound.fetch_add(1, Ordering::Relaxed);
+        link.in_flight.fetch_add(1, Ordering::Relaxed);
+        Responder {
+            link,
+            id,
+            encoding,
+            answered: false,
+            meter: None,
+        }
+    }
+
+    /// Whether calls are being recorded for `/metrics`.
+    pub(crate) fn metered(&self) -> bool {
+        self.link.limits.metered
+    }
+
+    /// Records this request under `method` (a registered name: callers cannot grow the set
+    /// of labels) when it is answered.
+    pub(crate) fn meter(&mut self, method: metrics::SharedString) {
+        self.meter = Some((method, Instant::now()));
+    }
+
+    /// Checks the link's bounds: refused while the node shuts down, or when the node or
+    /// this link has too many requests in flight. Call it before running anything for the
+    /// request, and answer a refusal with [`Responder::refuse`].
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<(), Refused> {
+        let limits = &self.link.limits;
+        if limits.closing.load(Ordering::Relaxed) {
+            return Err(Refused::Closing);
+        }
+        // This responder already counts, hence `>`.
+        if limits.node_inbound.load(Ordering::Relaxed) > limits.max_in_flight_node {
+            return Err(Refused::Node(limits.max_in_flight_node));
+        }
+        if self.link.inbound.load(Ordering::Relaxed) > limits.max_in_flight {
+            return Err(Refused::Link(limits.max_in_flight));
+        }
+        Ok(())
+    }
+
+    /// Answers a request [`Responder::admit`] refused.
+    pub(crate) fn refuse(self, why: Refused) {
+        match why {
+            Refused::Closing => self.fail(ErrorKind::Shutdown, "the callee is shutting down"),
+            Refused::Node(max) => self.fail(
+                ErrorKind::Overloaded,
+                format!("more than {max} requests in flight on this node"),
+            ),
+            Refused::Link(max) => self.fail(
+                ErrorKind::Overloaded,
+                format!("more than {max} requests in flight on this connection"),
+            ),
+        }
+    }
+
+    /// Sends the handler's result, encoded straight into the link's outbox.
+    pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
+        // Encoding runs user code (Serialize) that may panic: the responder is marked answered
+        // only afterwards, so a panic here still answers from `drop`.
+        let mut outcome = "ok";
+        let queued = match self.id {
+            None => {
+                if let Err(error) = &result {
+                    outcome = error.kind.as_str();
+                    debug!(peer = %self.link.peer.name, %error, "cast failed");
+                }
+                false
+            }
+            Some(id) => {
+                // The result's Serialize is user code: a panic there is the handler's panic.
+                let sent = result.and_then(|value| {
+                    catch_unwind(AssertUnwindSafe(|| self.push_ok(id, value))).unwrap_or_else(|p| {
+                        Err(RemoteError::new(
+                            ErrorKind::Panicked,
+                            format!("encoding the result panicked: {}", panic_message(&*p)),
+                        ))
+                    })
+                });
+                sent.unwrap_or_else(|error| {
+                    outcome = error.kind.as_str();
+                    self.push_error(id, error)
+                })
+            }
+        };
+        self.finish(queued, outcome);
+    }
+
+    /// Registers the task answering this request, so the caller's `Cancel` can abort it;
+    /// the registration ends when the returned guard drops. Casts cannot be cancelled.
+    pub(crate) fn track(&self, abort: AbortHandle) -> Option<Tracked> {
+        let id = self.id?;
+        self.link.running.insert(id, abort);
+        Some(Tracked {
+            link: self.link.clone(),
+            id,
+        })
+    }
+
+    /// The caller cancelled: release the request without answering it.
+    pub(crate) fn abandon(mut self) {
+        self.finish(false, "cancelled");
+    }
+
+    /// Answers with what a handler produced: its value, `application` for its own error,
+    /// `panicked` for a panic.
+    pub(crate) fn answer<R: Serialize, E: std::fmt::Display>(
+        self,
+        ran: Result<Result<R, E>, Box<dyn Any + Send>>,
+    ) {
+        match ran {
+            Ok(Ok(value)) => self.reply(Ok(&value)),
+            Ok(Err(e)) => self.fail(ErrorKind::Application, e.to_string()),
+            Err(payload) => self.fail(ErrorKind::Panicked, panic_message(&*payload)),
+        }
+    }
+
+    /// Sends an error.
+    pub(crate) fn fail(self, kind: ErrorKind, message: impl Into<String>) {
+        self.reply::<()>(Err(RemoteError::new(kind, message)));
+    }
+
+    /// Queues the success response; false if the writer has stopped.
+    fn push_ok<R: Serialize + ?Sized>(&self, id: u64, value: &R) -> Result<bool, RemoteError> {
+        let header = Header::Response {
+            id,
+            outcome: Ok(self.encoding),
+        };
+        let (encoding, max) = (self.encoding, self.link.max_frame);
+        let cannot_encode = |e: CodecError| {
+            RemoteError::new(
+                ErrorKind::Protocol,
+                format!("cannot encode the result: {e}"),
+            )
+        };
+        self.link.outbox.push(true, |buf| {
+            match wire::append_frame(buf, &header, encoding, value, max) {
+                Ok(()) => Ok(()),
+                Err(FrameError::Encode(e)) => Err(cannot_encode(e)),
+                Err(FrameError::TooLarge(size)) => Err(RemoteError::new(
+                    ErrorKind::FrameTooLarge,
+                    format!("the result takes {size} bytes, over the {max}-byte frame limit"),
+                )),
+            }
+        })
+    }
+
+    /// Queues an error response, cut to fit the caller's frame limit; false if not queued.
+    fn push_error(&self, id: u64, mut error: RemoteError) -> bool {
+        let max = self.link.max_frame;
+        let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
+        truncate_on_char_boundary(&mut error.message, room);
+        let header = Header::Response {
+            id,
+            outcome: Err(error),
+        };
+        let pushed = self.link.outbox.push(true, |buf| {
+            wire::append_header(buf, &header, max)
+                .then_some(())
+                .ok_or(())
+        });
+        pushed.unwrap_or(false)
+    }
+
+    /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
+    fn finish(&mut self, queued: bool, outcome: &'static str) {
+        if let Some((method, arrived)) = self.meter.take() {
+            record_call(Side::Served, method, outcome, arrived);
+        }
+        self.answered = true;
+        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !queued {
+            self.link.release_inbound(1);
+        }
+    }
+}
+
+/// Why [`Responder::admit`] refused a request.
+pub(crate) enum Refused {
+    /// The node is shutting down.
+    Closing,
+    /// The node has more than this many requests in flight.
+    Node(usize),
+    /// This link has more than this many requests in flight.
+    Link(usize),
+}
+
+/// See [`Responder::track`].
+pub(crate) struct Tracked {
+    link: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.link.running.remove(self.id);
+    }
+}
+
+/// Error messages are cut to this many bytes.
+const MAX_ERROR_MESSAGE: usize = 4096;
+/// Room for an error response's header besides the message.
+const ERROR_OVERHEAD: usize = 64;
+
+fn truncate_on_char_boundary(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            let queued = self.id.is_some_and(|id| {
+                let error = RemoteError::new(
+                    ErrorKind::Shutdown,
+                    "the handler was stopped before it answered",
+                );
+                self.push_error(id, error)
+            });
+            self.finish(queued, "shutdown");
+        }
+    }
+}
+
+/// The text of a panic payload, for the `Panicked` error.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_on_char_boundary;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let mut s = "é".repeat(10);
+        truncate_on_char_boundary(&mut s, 5);
+        assert_eq!(s, "éé");
+        let mut short = "abc".to_owned();
+        truncate_on_char_boundary(&mut short, 10);
+        assert_eq!(short, "abc");
+    }
+}

@@ -1,0 +1,273 @@
+//! Starting a node: [`NodeBuilder`] collects the settings, and [`start`] binds the sockets and
+//! wires the layers together, handing each subsystem only the handles it needs — the links
+//! get the dispatcher and the bounds, membership the links, discovery the membership handle,
+//! the gateway an address to call and the stats to report.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use super::{Core, Node, WhoAmI};
+use crate::cluster::discovery::{self, Discovery};
+use crate::cluster::links::Links;
+use crate::cluster::membership::{Membership, Rumor};
+use crate::cluster::{self, seeds, Member, Status};
+use crate::handlers::{introspection, Handlers};
+use crate::http::gateway::{self, GatewayCtx};
+use crate::http::metrics::{self, Stats};
+use crate::link::tls::Tls;
+use crate::link::{Limits, LinkCtx};
+use crate::wire::{Identity, NodeId};
+use crate::{NodeConfig, StartError};
+
+/// Builds a [`Node`] from a [`NodeConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct NodeBuilder {
+    config: NodeConfig,
+}
+
+impl NodeBuilder {
+    /// A builder for a node called `name`, with default settings.
+    pub fn new(name: &str) -> Self {
+        NodeBuilder {
+            config: NodeConfig {
+                name: name.to_owned(),
+                ..NodeConfig::default()
+            },
+        }
+    }
+
+    /// Replaces every setting with `config`.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where to listen (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// The address to tell peers, when it differs from the listen address.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.config.advertise = Some(addr);
+        self
+    }
+
+    /// Adds a peer (`host:port`) to connect to at start.
+    pub fn seed(mut self, addr: impl Into<String>) -> Self {
+        self.config.seeds.push(addr.into());
+        self
+    }
+
+    /// Deadline of calls made without an explicit timeout.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.config.default_timeout = timeout;
+        self
+    }
+
+    /// Largest frame accepted or sent.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Default actor mailbox capacity.
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.config.mailbox = capacity;
+        self
+    }
+
+    /// Requests one connection may have running here at once.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+
+    /// Binds the listener and starts the node; seeds are dialed in the background.
+    ///
+    /// # Errors
+    /// [`StartError`] if the configuration is invalid or the address cannot be bound.
+    pub async fn start(self) -> Result<Node, StartError> {
+        start(self.config).await
+    }
+}
+
+/// Binds the listener (and the gateway's, and the beacon socket), starts every subsystem and
+/// returns the node; seeds are dialed in the background.
+pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let bind_error = |addr| move |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(bind_error(config.listen))?;
+    let bound = listener.local_addr().map_err(bind_error(config.listen))?;
+    let addr = config.advertise.unwrap_or_else(|| advertised(bound));
+    let identity = Identity {
+        id: NodeId::random(),
+        name: config.name.clone(),
+        listen: Some(addr.to_string()),
+        max_frame: config.max_frame as u32,
+        incarnation: incarnation(),
+    };
+    let beacons = match &config.multicast {
+        Some(multicast) => {
+            Some(
+                discovery::open(multicast).map_err(|source| StartError::Discovery {
+                    group: multicast.group,
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let http = match config.http {
+        Some(at) => Some(TcpListener::bind(at).await.map_err(bind_error(at))?),
+        None => None,
+    };
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+
+    let root = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let closing = Arc::new(AtomicBool::new(false));
+    let metered = http.is_some() && metrics::enable_metrics();
+    let limits = Arc::new(Limits::new(closing.clone(), &config, metered));
+    let handlers = Handlers::new(tasks.clone(), CancellationToken::new(), config.mailbox);
+    let ctx = LinkCtx {
+        dispatch: Arc::new(handlers.clone()),
+        limits: limits.clone(),
+        tasks: tasks.clone(),
+    };
+    let (link_events, link_events_rx) = mpsc::unbounded_channel();
+    let me = Member {
+        name: config.name.clone(),
+        id: identity.id,
+        incarnation: identity.incarnation,
+        addr: Some(addr),
+        status: Status::Up,
+    };
+    let links = Links::new(
+        identity,
+        config.clone(),
+        tls,
+        ctx,
+        root.clone(),
+        link_events,
+    );
+    let membership = Membership::start(me, links.clone(), link_events_rx, root.clone(), &tasks);
+
+    introspection::register(&handlers);
+    cluster::register_methods(&handlers, links.downgrade(), &membership);
+    register_whoami(&handlers, links.identity());
+
+    let id = links.identity().id;
+    info!(name = %config.name, %id, %addr, "node listening");
+    if config.cookie.is_none() {
+        info!("no cluster cookie: any process that can reach {addr} may join and call methods");
+    }
+    let intake = links.intake().clone();
+    tasks.spawn(links.clone().accept_loop(listener));
+    if let Some(listener) = http {
+        info!(addr = ?http_addr, "http gateway (XML-RPC, JSON-RPC, /metrics, /health)");
+        let gateway = GatewayCtx {
+            node: addr,
+            client: NodeConfig {
+                name: format!("{}-http", config.name),
+                cookie: config.cookie.clone(),
+                tls: config.tls.clone(),
+                default_timeout: config.default_timeout,
+                max_frame: config.max_frame,
+                ..NodeConfig::default()
+            },
+            max_body: config.http_max_body,
+            closing: closing.clone(),
+            intake: intake.clone(),
+            stats: Stats {
+                name: config.name.clone(),
+                links: links.downgrade(),
+                membership: membership.clone(),
+                mailboxes: handlers.mailboxes.clone(),
+            },
+        };
+        tasks.spawn(gateway::serve(gateway, listener));
+    }
+    if let (Some(socket), Some(multicast)) = (beacons, config.multicast.clone()) {
+        let identity = links.identity();
+        let discovery = Discovery {
+            socket,
+            config: multicast,
+            me: Rumor {
+                name: identity.name.clone(),
+                id: identity.id,
+                incarnation: identity.incarnation,
+                addr,
+            },
+            cookie: config.cookie.clone(),
+            interval: config.heartbeat,
+        };
+        tasks.spawn(discovery::run(
+            discovery,
+            membership.clone(),
+            intake.clone(),
+        ));
+    }
+    for seed in config.seeds.clone() {
+        tasks.spawn(seeds::seed_loop(links.downgrade(), seed));
+    }
+    let core = Core {
+        config,
+        addr,
+        bound,
+        http_addr,
+        links,
+        membership,
+        handlers,
+        limits,
+        tasks,
+        root,
+        stopped: CancellationToken::new(),
+    };
+    Ok(Node {
+        core: Arc::new(core),
+    })
+}
+
+/// Registers `system.whoami`.
+fn register_whoami(handlers: &Handlers, identity: &Identity) {
+    let me = WhoAmI {
+        name: identity.name.clone(),
+        id: identity.id.to_string(),
+        addr: identity.listen.clone().unwrap_or_default(),
+    };
+    handlers
+        .register_fn("system.whoami", move |(): ()| me.clone())
+        .help("system.whoami() -> {name, id, addr}: this node's identity");
+}
+
+/// Milliseconds since the Unix epoch: a restarted node gets a larger incarnation.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The address to advertise for a bound socket: never an unspecified IP.
+fn advertised(bound: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], bound.port()))
+    } else {
+        bound
+    }
+}
