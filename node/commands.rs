@@ -30,9 +30,17 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         multicast,
         http: args.http,
         http_max_body: args.http_max_body,
+        http_token: args.http_token,
+        http_open: args.http_open,
+        http_tls: args.http_tls,
+        http_methods: args.http_methods,
+        http_header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+        http_max_connections: args.http_max_connections,
+        max_handshakes: args.max_handshakes,
         tls: args.tls.config(),
         ..NodeConfig::default()
     };
+    raise_descriptor_limit(config.http_max_connections + config.max_handshakes);
     let node = Node::start(config).await?;
     crate::services::register(&node);
     // The one line scripts and tests wait for.
@@ -45,6 +53,45 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot write to stdout")?;
     wait_for_signal().await?;
     node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A node holds a descriptor per link, per connection in its handshake and per HTTP
+/// connection: raise the soft limit towards the hard one so the configured caps, not the
+/// default 1024, are what bounds them.
+fn raise_descriptor_limit(wanted: usize) {
+    let wanted = wanted as u64 + 1024;
+    match rlimit::increase_nofile_limit(wanted) {
+        // Thousands of connections still fit: worth knowing, not worth a warning.
+        Ok(got) if got < 4096 => tracing::warn!(
+            limit = got,
+            wanted,
+            "the open-file limit is low for a node; raise it (ulimit -n)"
+        ),
+        Ok(got) => tracing::debug!(limit = got, wanted, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
+/// `meshrpc tls-gen`: certificates signed by the CA in DIR (made if there is none).
+pub fn tls_gen(args: crate::TlsGenArgs) -> anyhow::Result<ExitCode> {
+    use meshrpc::tls::dev::{self, Ca};
+    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    let ca = if args.force {
+        dev::generate_with_new_ca(&args.dir, &names)
+    } else {
+        dev::generate(&args.dir, &names)
+    }
+    .map_err(anyhow::Error::msg)?;
+    let dir = args.dir.display();
+    match ca {
+        Ca::Reused => println!("signed with the CA already in {dir}"),
+        Ca::Created => println!("made a new CA in {dir} (ca.pem; keep ca-key.pem secret)"),
+        Ca::Replaced => eprintln!(
+            "warning: replaced the CA in {dir}: certificates it signed before no longer verify against the new ca.pem"
+        ),
+    }
+    println!("wrote {} certificate(s) to {dir}", names.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -42,11 +42,16 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TlsGenArgs {
-    /// Where to write the files.
+    /// Where to write the files. A CA already there (ca.pem, ca-key.pem) signs the new
+    /// certificates, so the ones issued before keep working.
     dir: std::path::PathBuf,
     /// One certificate per name (nodes and clients alike).
     #[arg(required = true)]
     names: Vec<String>,
+    /// Make a new CA even if DIR has one: every certificate the old CA signed stops
+    /// verifying against the new ca.pem.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Mutual TLS on every link: all three files, or none.
@@ -127,6 +132,34 @@ struct NodeArgs {
     /// Largest HTTP request body the gateway reads, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     http_max_body: usize,
+    /// The gateway's token: HTTP callers send it as the Basic password (any user name:
+    /// http://meshrpc:TOKEN@host:port) or as `Authorization: Bearer TOKEN`. Required with
+    /// --http when the node has a cookie or TLS, unless --http-open.
+    #[arg(long, env = "MESHRPC_HTTP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
+    /// Serve the gateway without a token although the node has a cookie or TLS: a public
+    /// gateway, on purpose.
+    #[arg(long, conflicts_with = "http_token")]
+    http_open: bool,
+    /// Serve the gateway over HTTPS with the node's certificate (needs --tls-cert, --tls-key
+    /// and --tls-ca).
+    #[arg(long)]
+    http_tls: bool,
+    /// Only these methods over HTTP (repeatable; `*` matches anything: `counter.*`).
+    /// Default: every method; node-only methods are refused anyway.
+    #[arg(long = "http-methods", value_name = "PATTERN")]
+    http_methods: Vec<String>,
+    /// Time an HTTP client has to send a request's headers (and its body), and to start its
+    /// next request on a kept-alive connection, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// HTTP connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    http_max_connections: usize,
+    /// Connections to the binary port still in their handshake at once; more are closed at
+    /// once.
+    #[arg(long, default_value_t = 10_000)]
+    max_handshakes: usize,
     #[command(flatten)]
     tls: TlsArgs,
     /// Largest frame accepted or sent, in bytes.
@@ -253,16 +286,7 @@ fn main() -> ExitCode {
             Command::Call(args) => commands::call(args).await,
             Command::Members(args) => commands::members(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::TlsGen(args) => {
-                let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
-                meshrpc::tls::dev::generate(&args.dir, &names).map_err(anyhow::Error::msg)?;
-                println!(
-                    "wrote ca.pem and {} certificate(s) to {}",
-                    names.len(),
-                    args.dir.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::TlsGen(args) => commands::tls_gen(args),
             Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))
                 .await
                 .map(|()| ExitCode::SUCCESS),

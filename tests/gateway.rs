@@ -4,37 +4,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use meshrpc::remote::{RemoteError, XmlRpcClient};
-use support::{NodeProc, PATIENCE};
-
-/// Runs a Python 3 program with `args`; returns its stdout, failing the test on a non-zero exit.
-fn python(program: &str, args: &[&str]) -> String {
-    let mut child = Command::new("python3")
-        .arg("-")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is on every machine here");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(program.as_bytes())
-        .expect("write program");
-    let out = child.wait_with_output().expect("python ran");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{python, NodeProc, PATIENCE};
 
 fn gateway_node() -> NodeProc {
     NodeProc::start("gw", &["--http", "127.0.0.1:0", "--http-max-body", "65536"])

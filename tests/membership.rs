@@ -165,7 +165,7 @@ fn a_wrong_or_missing_cookie_is_refused_before_any_call() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
-            stderr.contains("error: peer_unavailable:") && stderr.contains("cookie"),
+            stderr.contains("error: unauthenticated:") && stderr.contains("cookie"),
             "{cookie:?}: {stderr}"
         );
     }

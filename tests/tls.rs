@@ -81,11 +81,19 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
 
     // A node whose certificate another CA signed is refused both ways.
     let x = node("x", files(&theirs, "x")).await;
+    // Each side says, in plain words, whose certificate the other's CA did not sign.
     let err = x.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PeerUnavailable, "{err}");
-    assert!(err.to_string().contains("TLS"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(
+        err.to_string().contains("not signed by this side's CA"),
+        "{err}"
+    );
     let err = a.invoke(x.addr(), ADD, (1, 1)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PeerUnavailable, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(
+        err.to_string().contains("not signed by this side's CA"),
+        "{err}"
+    );
 
     // A plain-TCP client gets nowhere, with a hint.
     let plain = NodeConfig {

@@ -61,8 +61,9 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
     let m = membership.clone();
     handlers
         .register_fn("system.gossip", move |rumors: Vec<Rumor>| m.heard(rumors))
+        .internal()
         .help(
-            "system.gossip([member]): a peer tells this node which members it sees up (internal)",
+            "system.gossip([member]): a peer tells this node which members it sees up (node-only)",
         );
     let m = membership.clone();
     handlers

@@ -54,6 +54,28 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     /// Largest HTTP request body the gateway reads; larger ones get 413. Default 1 MiB.
     pub http_max_body: usize,
+    /// The gateway's credential: callers present it as the password of HTTP Basic
+    /// authentication (any user name) or as `Authorization: Bearer TOKEN`; others get 401.
+    /// `/health` and `/ready` need none. Default: none.
+    pub http_token: Option<String>,
+    /// Serve the gateway without a token although the node has a cookie or TLS: the
+    /// explicit choice of a public gateway. Default: false (such a node refuses to start).
+    pub http_open: bool,
+    /// Serve the gateway over HTTPS with the node's certificate (needs `tls`). Default: off.
+    pub http_tls: bool,
+    /// The methods the gateway serves, as patterns where `*` matches any run of characters
+    /// (`add`, `counter.*`). Default: empty, meaning every method; node-only methods are
+    /// refused whatever the list says.
+    pub http_methods: Vec<String>,
+    /// Time a client has to send a request's headers (and, once a request is done, to start
+    /// the next one: it also closes idle keep-alive connections), and then its body.
+    /// Default 10 s.
+    pub http_header_timeout: Duration,
+    /// HTTP connections open at once; beyond it new ones are closed at once. Default 10 000.
+    pub http_max_connections: usize,
+    /// Connections to the binary port still in their handshake; beyond it new ones are
+    /// closed at once. Default 10 000.
+    pub max_handshakes: usize,
     /// Mutual TLS on every link (certificate, key, cluster CA). Default: off (plain TCP).
     pub tls: Option<TlsConfig>,
 }
@@ -80,6 +102,13 @@ impl Default for NodeConfig {
             multicast: None,
             http: None,
             http_max_body: 1 << 20,
+            http_token: None,
+            http_open: false,
+            http_tls: false,
+            http_methods: Vec::new(),
+            http_header_timeout: Duration::from_secs(10),
+            http_max_connections: 10_000,
+            max_handshakes: 10_000,
             tls: None,
         }
     }
@@ -107,6 +136,16 @@ impl std::fmt::Debug for NodeConfig {
             .field("multicast", &self.multicast)
             .field("http", &self.http)
             .field("http_max_body", &self.http_max_body)
+            .field(
+                "http_token",
+                &self.http_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("http_open", &self.http_open)
+            .field("http_tls", &self.http_tls)
+            .field("http_methods", &self.http_methods)
+            .field("http_header_timeout", &self.http_header_timeout)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("max_handshakes", &self.max_handshakes)
             .field("tls", &self.tls)
             .finish()
     }
@@ -138,6 +177,29 @@ impl NodeConfig {
         }
         if self.name.is_empty() {
             return Err("the node name must not be empty".to_owned());
+        }
+        if self.http_token.as_deref() == Some("") {
+            return Err("the HTTP token must not be empty".to_owned());
+        }
+        if self.http_max_connections == 0 || self.max_handshakes == 0 {
+            return Err("http_max_connections and max_handshakes must be at least 1".to_owned());
+        }
+        if self.http_tls && self.tls.is_none() {
+            return Err(
+                "--http-tls serves the gateway with the node's certificate: give the node \
+                 --tls-cert, --tls-key and --tls-ca"
+                    .to_owned(),
+            );
+        }
+        let protected = self.cookie.is_some() || self.tls.is_some();
+        if self.http.is_some() && protected && self.http_token.is_none() && !self.http_open {
+            return Err(
+                "this node keeps strangers out of its binary port (cookie or TLS), but its HTTP \
+                 gateway would let anyone call every method: give the gateway a token with \
+                 --http-token (or MESHRPC_HTTP_TOKEN), or make it public on purpose with \
+                 --http-open"
+                    .to_owned(),
+            );
         }
         Ok(())
     }

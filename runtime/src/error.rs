@@ -36,6 +36,12 @@ pub enum ErrorKind {
     Shutdown,
     /// A resent call was refused: the method is not registered as idempotent.
     RetryRefused,
+    /// One side could not prove who it is: a cookie, a gateway token or a certificate was
+    /// missing or wrong.
+    Unauthenticated,
+    /// The caller may not call this method: a node-only method called by a client or
+    /// through the gateway, or a method outside the gateway's allowlist.
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -54,6 +60,8 @@ impl ErrorKind {
             ErrorKind::FrameTooLarge => "frame_too_large",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::RetryRefused => "retry_refused",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -122,8 +130,8 @@ pub enum RpcError {
         /// Why it could not be reached.
         reason: String,
     },
-    /// The peer was reached but refused the link: a cookie mismatch, a name already in use
-    /// by a live node, a node shutting down. Its kind is `peer_unavailable`.
+    /// The peer was reached but refused the link: a name already in use by a live node, a
+    /// node shutting down. Its kind is `peer_unavailable`.
     #[error("peer {peer} refused the connection: {reason}")]
     Refused {
         /// The peer's name.
@@ -151,6 +159,23 @@ pub enum RpcError {
     /// A node (this one or the callee) is shutting down.
     #[error("node is shutting down: {0}")]
     Shutdown(String),
+    /// A link could not be authenticated: a cookie or certificate missing or wrong. The
+    /// reason says which side refused the other, and why.
+    #[error("{peer}: {reason}")]
+    Unauthenticated {
+        /// The address or name of the other side.
+        peer: String,
+        /// Which side refused which, and why.
+        reason: String,
+    },
+    /// The caller may not call `method` (node-only, or outside the gateway's allowlist).
+    #[error("`{method}` is forbidden: {message}")]
+    Forbidden {
+        /// The method called.
+        method: String,
+        /// Why it may not be called from here.
+        message: String,
+    },
     /// A resent call was refused because the method is not idempotent; callers see the
     /// error of the attempt before it instead.
     #[error("retry of `{method}` refused: {message}")]
@@ -180,6 +205,8 @@ impl RpcError {
             RpcError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
             RpcError::Shutdown(_) => ErrorKind::Shutdown,
             RpcError::RetryRefused { .. } => ErrorKind::RetryRefused,
+            RpcError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            RpcError::Forbidden { .. } => ErrorKind::Forbidden,
         }
     }
 
@@ -213,6 +240,12 @@ impl RpcError {
             ErrorKind::FrameTooLarge => RpcError::FrameTooLarge { message },
             ErrorKind::Shutdown => RpcError::Shutdown(message),
             ErrorKind::RetryRefused => RpcError::RetryRefused { method, message },
+            // The callee could not authenticate a peer of its own while serving `method`.
+            ErrorKind::Unauthenticated => RpcError::Unauthenticated {
+                peer: format!("(a peer of the callee of `{method}`)"),
+                reason: message,
+            },
+            ErrorKind::Forbidden => RpcError::Forbidden { method, message },
         }
     }
 

@@ -25,7 +25,7 @@ use crate::wire::Encoding;
 use crate::ErrorKind;
 
 pub use actor::ActorBuilder;
-pub(crate) use methods::{AsyncFn, Handler, Methods, SyncFn};
+pub(crate) use methods::{AsyncFn, Handler, Methods, Route, SyncFn};
 pub use methods::{Method, Registered};
 
 /// One admitted request or cast, handed to its handler.
@@ -127,6 +127,7 @@ impl Dispatch for Handlers {
             encoding,
             timeout_ms,
             retry,
+            from_node,
             body,
             mut responder,
         } = request;
@@ -142,12 +143,21 @@ impl Dispatch for Handlers {
         if let Err(refused) = responder.admit() {
             return responder.refuse(refused);
         }
-        let Some((handler, idempotent)) = found else {
+        let Some(Route {
+            handler,
+            idempotent,
+            internal,
+        }) = found
+        else {
             return responder.fail(
                 ErrorKind::MethodNotFound,
                 format!("no method `{method}` is registered"),
             );
         };
+        if internal && !from_node {
+            let message = "it is node-only: nodes call it on each other, clients and the HTTP gateway may not";
+            return responder.fail(ErrorKind::Forbidden, message);
+        }
         if retry && !idempotent {
             let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
             return responder.fail(ErrorKind::RetryRefused, message);

@@ -15,6 +15,7 @@ mod outbox;
 mod pending;
 mod reader;
 mod responder;
+mod throttle;
 pub mod tls;
 pub(crate) mod transport;
 
@@ -32,6 +33,7 @@ pub(crate) use connection::{Connection, Parts};
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Responder};
+pub(crate) use throttle::LogLimit;
 
 /// Where a link's reader sends the requests and casts it admits: the one interface between
 /// this layer and the handlers. `dispatch` must not block (it runs on the reader) and must
@@ -52,6 +54,9 @@ pub(crate) struct Request<'a> {
     pub(crate) timeout_ms: Option<u64>,
     /// A resend of a call that may have run (`Header::Retry`).
     pub(crate) retry: bool,
+    /// The caller is a node (it told us an address to dial), not a plain client; with a
+    /// cookie or TLS, it proved it belongs to the cluster.
+    pub(crate) from_node: bool,
     /// The arguments, a zero-copy slice of the frame.
     pub(crate) body: Bytes,
     /// Answers the request exactly once; [`Responder::admit`] must pass before anything runs.

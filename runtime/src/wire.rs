@@ -110,6 +110,9 @@ pub enum Verdict {
     Duplicate,
     /// The connection is refused for the reason given.
     Refuse(String),
+    /// The dialer did not prove it knows the cluster cookie; the reason is written for the
+    /// dialer to read.
+    Unauthenticated(String),
 }
 
 /// How a body is encoded; a reply is encoded like its request.

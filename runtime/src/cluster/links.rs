@@ -22,7 +22,7 @@ use super::peers::{DialStart, Peers};
 use super::target::{resolve, Target};
 use crate::link::tls::Tls;
 use crate::link::transport::{self, HandshakeFailure, Introduced, Local, Socket};
-use crate::link::{Closed, Connection, LinkCtx, Parts, PeerInfo};
+use crate::link::{Closed, Connection, LinkCtx, LogLimit, Parts, PeerInfo};
 use crate::wire::{Identity, NodeId, Verdict};
 use crate::{NodeConfig, RpcError};
 
@@ -70,6 +70,9 @@ struct Inner {
     intake: CancellationToken,
     /// Where link changes are reported. Unbounded: one message per link admitted or closed.
     events: mpsc::UnboundedSender<LinkEvent>,
+    /// Failed handshakes are logged at most once a second: thousands of silent or hostile
+    /// sockets must not flood the log.
+    failures: LogLimit,
 }
 
 impl Links {
@@ -93,6 +96,7 @@ impl Links {
             intake: root.child_token(),
             root,
             events,
+            failures: LogLimit::default(),
         };
         Links {
             inner: Arc::new(inner),
@@ -336,8 +340,14 @@ impl Links {
         }
     }
 
-    /// Accepts sockets on `listener` until the intake token is cancelled.
+    /// Accepts sockets on `listener` until the intake token is cancelled. At most
+    /// `max_handshakes` sockets may be in their handshake at once (each is bounded by the
+    /// handshake timeout); beyond that new ones are closed at once, so silent sockets cost a
+    /// bounded number of descriptors.
     pub(crate) async fn accept_loop(self, listener: TcpListener) {
+        let max = self.inner.config.max_handshakes;
+        let slots = Arc::new(tokio::sync::Semaphore::new(max));
+        let refusals = LogLimit::default();
         loop {
             let accepted = tokio::select! {
                 _ = self.inner.intake.cancelled() => break,
@@ -345,7 +355,21 @@ impl Links {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    self.inner.ctx.tasks.spawn(self.clone().admit(stream));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        if let Some(more) = refusals.admit() {
+                            warn!(
+                                limit = max,
+                                more,
+                                "too many connections in their handshake; closing new ones"
+                            );
+                        }
+                        continue;
+                    };
+                    let admit = self.clone().admit(stream);
+                    self.inner.ctx.tasks.spawn(async move {
+                        admit.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -358,12 +382,26 @@ impl Links {
 
     /// Runs the acceptor's side of the handshake on a new socket.
     async fn admit(self, stream: TcpStream) {
+        let remote = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let mut introduced = match transport::accept(stream, self.local()).await {
             Ok(introduced) => introduced,
             Err(HandshakeFailure::Closed) => {
                 return debug!("a dialer hung up during the handshake")
             }
-            Err(HandshakeFailure::Failed(reason)) => return warn!(%reason, "handshake failed"),
+            Err(HandshakeFailure::Unauthenticated(reason)) => {
+                if let Some(more) = self.inner.failures.admit() {
+                    warn!(%remote, %reason, more, "refused an unauthenticated link");
+                }
+                return;
+            }
+            Err(HandshakeFailure::Failed(reason)) => {
+                if let Some(more) = self.inner.failures.admit() {
+                    warn!(%remote, %reason, more, "handshake failed");
+                }
+                return;
+            }
         };
         let them = introduced.hello.identity.clone();
         if let Some(reason) = self.refusal(&them) {

@@ -42,6 +42,15 @@ struct Entry {
     help: String,
     /// Safe to run twice: retries (`Header::Retry`) are accepted.
     idempotent: bool,
+    /// Node-only: refused unless the caller is a node.
+    internal: bool,
+}
+
+/// What a request needs from the table to be run.
+pub(crate) struct Route {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) idempotent: bool,
+    pub(crate) internal: bool,
 }
 
 type Table = DashMap<String, Entry, BuildHasherDefault<FastHasher>>;
@@ -73,26 +82,27 @@ impl Methods {
                 handler,
                 help: String::new(),
                 idempotent: false,
+                internal: false,
             },
         );
     }
 
     pub(crate) fn set_help(&self, name: &str, help: &str) {
-        if let Some(mut entry) = self.table.get_mut(name) {
-            entry.help = help.to_owned();
-        }
+        self.update(name, |e| e.help = help.to_owned());
     }
 
-    /// The handler and whether the method is idempotent.
-    pub(crate) fn lookup(&self, name: &str) -> Option<(Arc<dyn Handler>, bool)> {
-        self.table
-            .get(name)
-            .map(|entry| (entry.handler.clone(), entry.idempotent))
+    /// The handler of `name` and how it may be called.
+    pub(crate) fn lookup(&self, name: &str) -> Option<Route> {
+        self.table.get(name).map(|entry| Route {
+            handler: entry.handler.clone(),
+            idempotent: entry.idempotent,
+            internal: entry.internal,
+        })
     }
 
-    fn set_idempotent(&self, name: &str) {
+    fn update(&self, name: &str, change: impl FnOnce(&mut Entry)) {
         if let Some(mut entry) = self.table.get_mut(name) {
-            entry.idempotent = true;
+            change(&mut entry);
         }
     }
 
@@ -160,7 +170,16 @@ impl Registered<'_> {
     /// that opt in ([`crate::CallOptions::retries`]) may then resend a call that timed out or
     /// lost its link. Other methods refuse such resends (`retry_refused`).
     pub fn idempotent(self) -> Self {
-        self.methods.set_idempotent(&self.name);
+        self.methods.update(&self.name, |e| e.idempotent = true);
+        self
+    }
+
+    /// Declares the method node-only: nodes call it on each other (membership, placement),
+    /// and a plain client or the HTTP gateway calling it gets `forbidden`. Without a cluster
+    /// cookie any process can claim to be a node, so only a cookie (or TLS) makes this a
+    /// boundary; see docs/SECURITY.md.
+    pub fn internal(self) -> Self {
+        self.methods.update(&self.name, |e| e.internal = true);
         self
     }
 }

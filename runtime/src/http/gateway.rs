@@ -4,10 +4,12 @@
 //!
 //! Calls go through the same dispatch as binary peers: the gateway keeps one client link to
 //! its own node and calls with the JSON body encoding, so a method registered once answers
-//! all three protocols with the same errors and deadlines. Bodies over `http_max_body` are
-//! refused (413) before they are read whole. The server task stops with the node's intake.
+//! all three protocols with the same errors and deadlines. With a token, every path but
+//! `/health` and `/ready` needs it ([`super::access`]); methods outside the allowlist are
+//! refused before they are called. Bodies over `http_max_body` are refused (413) before they
+//! are read whole, and must arrive within the header timeout. Connections are accepted by
+//! [`super::server`]; everything stops with the node's intake.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,20 +17,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
+use super::access::Access;
 use super::jsonrpc;
 use super::metrics::{prometheus, Stats};
+use super::server::{self, ServerCtx};
 use super::xmlrpc::{self, Fault};
 use crate::{CallOptions, Client, NodeConfig, RpcError};
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// What the gateway of one node needs: where its node is, how to reach it, when to stop.
 pub(crate) struct GatewayCtx {
@@ -40,10 +41,12 @@ pub(crate) struct GatewayCtx {
     pub(crate) max_body: usize,
     /// Set when the node starts shutting down (`/health` answers 503).
     pub(crate) closing: Arc<AtomicBool>,
-    /// Cancelled when the node stops taking new work: the gateway stops.
-    pub(crate) intake: CancellationToken,
+    /// Who may call, and which methods.
+    pub(crate) access: Access,
     /// Where `/metrics` reads the node's gauges from.
     pub(crate) stats: Stats,
+    /// How connections are accepted and bounded; holds the intake token that stops it all.
+    pub(crate) server: ServerCtx,
 }
 
 /// One per node with `--http`.
@@ -54,39 +57,22 @@ struct Gateway {
 }
 
 /// Serves HTTP on `listener` until the node stops taking new work.
-pub(crate) async fn serve(ctx: GatewayCtx, listener: TcpListener) {
-    let intake = ctx.intake.clone();
+pub(crate) async fn serve(mut ctx: GatewayCtx, listener: TcpListener) {
+    let server = ServerCtx {
+        tls: ctx.server.tls.take(),
+        tasks: ctx.server.tasks.clone(),
+        intake: ctx.server.intake.clone(),
+        ..ctx.server
+    };
     let gateway = Arc::new(Gateway {
         ctx,
         link: tokio::sync::Mutex::new(None),
     });
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = intake.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "http accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    server::run(server, listener, move |req| {
         let gateway = gateway.clone();
-        let intake = intake.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.route(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = conn => if let Err(error) = result { debug!(%error, "http connection ended") },
-                _ = intake.cancelled() => {}
-            }
-        });
-    }
+        async move { gateway.route(req).await }
+    })
+    .await;
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
@@ -105,6 +91,20 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
 impl Gateway {
     async fn route(&self, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_owned();
+        // Probes need no credentials: they tell only whether the process is up.
+        let probe = req.method() == Method::GET && path == "/health";
+        if !probe && !self.ctx.access.authorized(req.headers()) {
+            let mut answer = text(
+                StatusCode::UNAUTHORIZED,
+                "this gateway needs its token: send it as the password of HTTP Basic \
+                 authentication (any user name) or as `Authorization: Bearer TOKEN`\n",
+            );
+            answer.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"meshrpc\""),
+            );
+            return answer;
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET, "/health") => match self.ctx.closing.load(Ordering::Relaxed) {
                 false => text(StatusCode::OK, "ok\n"),
@@ -249,8 +249,15 @@ impl Gateway {
         }
     }
 
-    /// Calls `method` on this node through the gateway's own link, JSON-encoded.
+    /// Calls `method` on this node through the gateway's own link, JSON-encoded, if the
+    /// allowlist lets it through.
     async fn call(&self, method: String, params: Value) -> Result<Value, RpcError> {
+        if !self.ctx.access.allows(&method) {
+            return Err(RpcError::Forbidden {
+                method,
+                message: "this gateway does not serve it (see --http-methods)".to_owned(),
+            });
+        }
         let peer = self.peer().await?;
         let result = peer
             .call_json(&method, &params, CallOptions::default())
@@ -258,7 +265,16 @@ impl Gateway {
         if matches!(result, Err(RpcError::Disconnected { .. })) {
             *self.link.lock().await = None; // reopened by the next call
         }
-        result
+        match (method.as_str(), result) {
+            // Callers of this gateway are told only of what it lets them call.
+            ("system.listMethods", Ok(Value::Array(names))) => Ok(Value::Array(
+                names
+                    .into_iter()
+                    .filter(|n| n.as_str().is_some_and(|n| self.ctx.access.allows(n)))
+                    .collect(),
+            )),
+            (_, result) => result,
+        }
     }
 
     async fn peer(&self) -> Result<crate::Peer, RpcError> {
@@ -266,7 +282,7 @@ impl Gateway {
         if let Some(client) = link.as_ref().filter(|c| c.is_connected()) {
             return Ok((**client).clone());
         }
-        if self.ctx.intake.is_cancelled() {
+        if self.ctx.server.intake.is_cancelled() {
             return Err(RpcError::Shutdown("the node has stopped".into()));
         }
         let client = Client::connect_with(&self.ctx.node.to_string(), &self.ctx.client).await?;

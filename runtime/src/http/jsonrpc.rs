@@ -15,11 +15,14 @@ pub(crate) const INVALID_REQUEST: i64 = -32600;
 pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
 /// -32602: the parameters do not fit the method.
 pub(crate) const INVALID_PARAMS: i64 = -32602;
+/// -32004: the method may not be called through the gateway.
+pub(crate) const FORBIDDEN: i64 = -32004;
 /// -32603: the handler panicked, or a result could not be encoded.
 pub(crate) const INTERNAL_ERROR: i64 = -32603;
 
 /// The code for a failed call: the specification's where one fits, else the server range
-/// (-32000 application error, -32001 timeout, -32002 overloaded, -32003 unavailable).
+/// (-32000 application error, -32001 timeout, -32002 overloaded, -32003 unavailable,
+/// -32004 forbidden, -32005 unauthenticated).
 pub(crate) fn code(e: &RpcError) -> i64 {
     match e.kind() {
         ErrorKind::MethodNotFound => METHOD_NOT_FOUND,
@@ -32,6 +35,8 @@ pub(crate) fn code(e: &RpcError) -> i64 {
         ErrorKind::Timeout => -32001,
         ErrorKind::Overloaded => -32002,
         ErrorKind::PeerUnavailable | ErrorKind::Disconnected | ErrorKind::Shutdown => -32003,
+        ErrorKind::Forbidden => FORBIDDEN,
+        ErrorKind::Unauthenticated => -32005,
     }
 }
 

@@ -114,6 +114,7 @@ async fn read_loop(
     let mut frames_read = 0u64;
     let mut seen = (0u64, 0usize);
     let mut last_progress = tokio::time::Instant::now();
+    let from_node = shared.peer.addr.is_some();
     loop {
         let paused = backlogged(shared, ctx);
         let payload = tokio::select! {
@@ -181,6 +182,7 @@ async fn read_loop(
                     encoding,
                     timeout_ms,
                     retry,
+                    from_node,
                     body,
                     responder: Responder::new(shared.clone(), Some(id), encoding),
                 });
@@ -191,6 +193,7 @@ async fn read_loop(
                     encoding,
                     timeout_ms: None,
                     retry: false,
+                    from_node,
                     body,
                     responder: Responder::new(shared.clone(), None, encoding),
                 });

@@ -61,6 +61,26 @@ impl Tls {
     }
 }
 
+/// An HTTPS acceptor with the node's certificate, for the gateway (`--http-tls`): clients
+/// are not asked for certificates (HTTP callers authenticate with the gateway token).
+///
+/// # Errors
+/// If a file cannot be read or does not hold what it should; the message names the file.
+pub(crate) fn https_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = read_certs(&config.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|e| format!("{}: {e}", config.key.display()))?;
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{}: {e}", config.cert.display()))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -72,65 +92,70 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// What went wrong in a TLS handshake (or in the first read after it, where TLS 1.3 reports
+/// a client certificate refused by the server), in plain words; `auth` when it is about a
+/// certificate rather than the network.
+pub(crate) struct Failure {
+    pub(crate) auth: bool,
+    pub(crate) reason: String,
+}
+
+/// Explains a TLS error for the side that saw it, speaking of the other side as "it".
+pub(crate) fn explain(error: &std::io::Error) -> Failure {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return Failure {
+            auth: false,
+            reason: format!("TLS handshake failed: {error}"),
+        };
+    };
+    let auth = |reason: &str| Failure {
+        auth: true,
+        reason: reason.to_owned(),
+    };
+    match tls {
+        // Another CA with the same name is found as the issuer and fails the signature.
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => {
+            auth("this side refused its certificate: it is not signed by this side's CA (--tls-ca)")
+        }
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => auth("this side refused its certificate: it does not name the address dialed"),
+        Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => auth("this side refused its certificate: it is expired or not valid yet"),
+        Error::InvalidCertificate(other) => Failure {
+            auth: true,
+            reason: format!("this side refused its certificate: {other:?}"),
+        },
+        Error::NoCertificatesPresented => {
+            auth("this side refused it: it presented no certificate (--tls-cert, --tls-key)")
+        }
+        Error::AlertReceived(
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::DecryptError
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateRequired,
+        ) => auth("it refused this side's certificate: not signed by its CA, or none was given"),
+        Error::AlertReceived(AlertDescription::CertificateExpired) => {
+            auth("it refused this side's certificate: expired")
+        }
+        other => Failure {
+            auth: false,
+            reason: format!("TLS handshake failed: {other}"),
+        },
+    }
+}
+
 /// The name the dialer expects in the acceptor's certificate: the IP it dialed.
 pub(crate) fn server_name(addr: SocketAddr) -> ServerName<'static> {
     ServerName::IpAddress(addr.ip().into())
 }
 
-/// Development certificates.
-pub mod dev {
-    use std::path::Path;
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-
-    /// Writes `ca.pem` / `ca-key.pem` (a new CA) and, for each name, `NAME.pem` /
-    /// `NAME-key.pem`: a certificate for that node (or client) valid for `localhost`,
-    /// `127.0.0.1`, `::1` and the name itself, for both server and client authentication.
-    ///
-    /// # Errors
-    /// If a key or certificate cannot be made, or a file cannot be written.
-    pub fn generate(dir: &Path, names: &[&str]) -> Result<(), String> {
-        let err = |e: rcgen::Error| e.to_string();
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "meshrpc development CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-        write(dir, "ca.pem", &ca_cert.pem())?;
-        write(dir, "ca-key.pem", &ca_key.serialize_pem())?;
-        for name in names {
-            let key = KeyPair::generate().map_err(err)?;
-            let sans = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-                (*name).to_owned(),
-            ];
-            let mut params = CertificateParams::new(sans).map_err(err)?;
-            params.distinguished_name.push(DnType::CommonName, *name);
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
-            write(dir, &format!("{name}.pem"), &cert.pem())?;
-            write(dir, &format!("{name}-key.pem"), &key.serialize_pem())?;
-        }
-        Ok(())
-    }
-
-    fn write(dir: &Path, file: &str, pem: &str) -> Result<(), String> {
-        let path = dir.join(file);
-        std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
+pub mod dev;

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::auth::{self, Role, Transcript};
+use super::auth::{self, CookieFailure, Role, Transcript};
 use super::tls::{self, Tls};
 use super::PeerInfo;
 use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
@@ -68,10 +68,11 @@ impl Socket {
         tls: Option<&Tls>,
         side: Side,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HandshakeFailure> {
+        let failed = |e: std::io::Error| HandshakeFailure::Failed(e.to_string());
         // Frames are written whole by a writer that batches them itself.
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let remote = stream.peer_addr().map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(failed)?;
+        let remote = stream.peer_addr().map_err(failed)?;
         let (read, writer): (ReadHalf, WriteHalf) = match tls {
             None => {
                 let (read, write) = stream.into_split();
@@ -102,8 +103,11 @@ impl Socket {
                     }
                 };
                 match tokio::time::timeout(timeout, handshake).await {
-                    Err(_) => return Err(format!("no TLS handshake within {timeout:?}")),
-                    Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+                    Err(_) => {
+                        let reason = format!("no TLS handshake with {remote} within {timeout:?}");
+                        return Err(HandshakeFailure::Failed(reason));
+                    }
+                    Ok(Err(e)) => return Err(HandshakeFailure::tls(&e)),
                     Ok(Ok(halves)) => halves,
                 }
             }
@@ -123,6 +127,9 @@ impl Socket {
     async fn read<T: DeserializeOwned>(&mut self) -> Result<T, HandshakeFailure> {
         match self.reader.next().await {
             None => Err(HandshakeFailure::Closed),
+            // Under TLS 1.3 the acceptor checks our certificate after we think the TLS
+            // handshake is done: its refusal arrives as an alert on the first read.
+            Some(Err(e)) if is_tls_error(&e) => Err(HandshakeFailure::tls(&e)),
             Some(Err(e)) => Err(HandshakeFailure::Failed(format!(
                 "handshake read failed: {e}"
             ))),
@@ -151,8 +158,36 @@ pub(crate) enum HandshakeFailure {
     /// The other side closed the connection: often on purpose (a dialer that found it already
     /// has a link to us), so it is not worth a warning.
     Closed,
+    /// A cookie or certificate was missing or wrong; the reason says which side refused.
+    Unauthenticated(String),
     /// Anything else, with a reason fit for a log line.
     Failed(String),
+}
+
+impl HandshakeFailure {
+    fn tls(error: &std::io::Error) -> Self {
+        let failure = tls::explain(error);
+        if failure.auth {
+            HandshakeFailure::Unauthenticated(failure.reason)
+        } else {
+            HandshakeFailure::Failed(failure.reason)
+        }
+    }
+
+    /// The dialer's error for this failure at `peer`.
+    fn into_rpc(self, peer: String) -> RpcError {
+        match self {
+            HandshakeFailure::Unauthenticated(reason) => RpcError::Unauthenticated { peer, reason },
+            other => RpcError::PeerUnavailable {
+                peer,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+fn is_tls_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 impl std::fmt::Display for HandshakeFailure {
@@ -161,7 +196,9 @@ impl std::fmt::Display for HandshakeFailure {
             HandshakeFailure::Closed => {
                 f.write_str("the peer closed the connection during the handshake")
             }
-            HandshakeFailure::Failed(reason) => f.write_str(reason),
+            HandshakeFailure::Unauthenticated(reason) | HandshakeFailure::Failed(reason) => {
+                f.write_str(reason)
+            }
         }
     }
 }
@@ -209,7 +246,7 @@ pub(crate) async fn connect(
     };
     Socket::open(stream, local.tls, Side::Dialer, local.timeout)
         .await
-        .map_err(unavailable)
+        .map_err(|failure| failure.into_rpc(addr.to_string()))
 }
 
 /// Reads the acceptor's greeting. On a version mismatch our own hello is still sent, so the
@@ -220,6 +257,9 @@ pub(crate) async fn read_greeting(
 ) -> Result<Greeting, RpcError> {
     let failure = match bounded(local.timeout, socket.read::<Greeting>()).await {
         Ok(greeting) => return Ok(greeting),
+        Err(failure @ HandshakeFailure::Unauthenticated(_)) => {
+            return Err(failure.into_rpc(socket.remote.to_string()))
+        }
         Err(failure) => failure,
     };
     let mut reason = failure.to_string();
@@ -264,30 +304,39 @@ pub(crate) async fn introduce(
         nonce: transcript.dialer_nonce,
         proof,
     };
+    let peer = greeting.identity.name.clone();
+    let at = format!("{peer} at {}", socket.remote);
     let exchange = async {
         socket.write(&hello).await?;
         socket.read::<Welcome>().await
     };
-    let peer = greeting.identity.name.clone();
-    let welcome = bounded(local.timeout, exchange)
-        .await
-        .map_err(|failure| RpcError::Protocol(format!("{peer} at {}: {failure}", socket.remote)))?;
-    let refused = |reason: String| RpcError::Refused {
-        peer: peer.clone(),
-        reason,
+    let welcome = match bounded(local.timeout, exchange).await {
+        Ok(welcome) => welcome,
+        Err(failure @ HandshakeFailure::Unauthenticated(_)) => return Err(failure.into_rpc(at)),
+        Err(failure) => return Err(RpcError::Protocol(format!("{at}: {failure}"))),
     };
     match welcome.verdict {
-        Verdict::Refuse(reason) => return Err(refused(reason)),
+        Verdict::Refuse(reason) => return Err(RpcError::Refused { peer, reason }),
+        Verdict::Unauthenticated(reason) => {
+            return Err(RpcError::Unauthenticated { peer: at, reason })
+        }
         Verdict::Duplicate => return Ok(false),
         Verdict::Accept => {}
     }
-    if let Err(reason) = auth::check(
-        local.cookie,
-        &transcript,
-        Role::Acceptor,
-        welcome.proof.as_ref(),
-    ) {
-        return Err(refused(format!("{peer} failed the cookie check: {reason}")));
+    let proof = welcome.proof.as_ref();
+    if let Err(failure) = auth::check(local.cookie, &transcript, Role::Acceptor, proof) {
+        let reason = match failure {
+            CookieFailure::Missing => {
+                "this side refused it: it has no cluster cookie and this side requires one"
+            }
+            CookieFailure::Mismatch => {
+                "this side refused it: it proved another cookie than this side's"
+            }
+        };
+        return Err(RpcError::Unauthenticated {
+            peer: at,
+            reason: reason.to_owned(),
+        });
     }
     Ok(true)
 }
@@ -307,9 +356,7 @@ pub(crate) async fn accept(
     stream: TcpStream,
     local: Local<'_>,
 ) -> Result<Introduced, HandshakeFailure> {
-    let mut socket = Socket::open(stream, local.tls, Side::Acceptor, local.timeout)
-        .await
-        .map_err(HandshakeFailure::Failed)?;
+    let mut socket = Socket::open(stream, local.tls, Side::Acceptor, local.timeout).await?;
     let greeting = Greeting {
         identity: local.identity.clone(),
         nonce: auth::nonce(),
@@ -331,12 +378,22 @@ pub(crate) async fn accept(
         transcript,
     };
     let proof = introduced.hello.proof;
-    if let Err(reason) = auth::check(local.cookie, &transcript, Role::Dialer, proof.as_ref()) {
-        let _ = refuse(&mut introduced, local, Verdict::Refuse(reason.clone())).await; // best effort
-        return Err(HandshakeFailure::Failed(format!(
-            "{} refused: {reason}",
-            introduced.hello.identity.name
-        )));
+    if let Err(failure) = auth::check(local.cookie, &transcript, Role::Dialer, proof.as_ref()) {
+        let them = &introduced.hello.identity.name;
+        // What the dialer is told, from its own point of view, and what we log, from ours.
+        let (theirs, ours) = match failure {
+            CookieFailure::Missing => (
+                "it requires the cluster cookie and this side has none (--cookie or MESHRPC_COOKIE)",
+                format!("refused {them}: it has no cookie and this node requires one"),
+            ),
+            CookieFailure::Mismatch => (
+                "it refused this side's cookie: the two cookies differ",
+                format!("refused {them}: its cookie is not this node's"),
+            ),
+        };
+        let verdict = Verdict::Unauthenticated(theirs.to_owned());
+        let _ = refuse(&mut introduced, local, verdict).await; // best effort
+        return Err(HandshakeFailure::Unauthenticated(ours));
     }
     Ok(introduced)
 }

@@ -20,9 +20,11 @@ use crate::cluster::links::Links;
 use crate::cluster::membership::{Membership, Rumor};
 use crate::cluster::{self, seeds, Member, Status};
 use crate::handlers::{introspection, Handlers};
+use crate::http::access::Access;
 use crate::http::gateway::{self, GatewayCtx};
 use crate::http::metrics::{self, Stats};
-use crate::link::tls::Tls;
+use crate::http::server::ServerCtx;
+use crate::link::tls::{self, Tls};
 use crate::link::{Limits, LinkCtx};
 use crate::wire::{Identity, NodeId};
 use crate::{NodeConfig, StartError};
@@ -92,6 +94,24 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster cookie every peer and client must prove it knows.
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.config.cookie = Some(cookie.into());
+        self
+    }
+
+    /// Serves the HTTP gateway (XML-RPC, JSON-RPC, `/metrics`, `/health`) at `addr`.
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.config.http = Some(addr);
+        self
+    }
+
+    /// The token HTTP callers must present (Basic password or Bearer token).
+    pub fn http_token(mut self, token: impl Into<String>) -> Self {
+        self.config.http_token = Some(token.into());
+        self
+    }
+
     /// Binds the listener and starts the node; seeds are dialed in the background.
     ///
     /// # Errors
@@ -108,6 +128,10 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let tls = match &config.tls {
         Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
         None => None,
+    };
+    let https = match (&config.tls, config.http_tls) {
+        (Some(files), true) => Some(tls::https_acceptor(files).map_err(StartError::Tls)?),
+        _ => None,
     };
     let bind_error = |addr| move |source| StartError::Bind { addr, source };
     let listener = TcpListener::bind(config.listen)
@@ -138,6 +162,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         None => None,
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let http_shown = http_addr.map_or_else(String::new, |a| a.to_string());
 
     let root = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -180,7 +205,13 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let intake = links.intake().clone();
     tasks.spawn(links.clone().accept_loop(listener));
     if let Some(listener) = http {
-        info!(addr = ?http_addr, "http gateway (XML-RPC, JSON-RPC, /metrics, /health)");
+        let scheme = if config.http_tls { "https" } else { "http" };
+        let access = if config.http_token.is_some() {
+            "token required"
+        } else {
+            "open to anyone who can reach it"
+        };
+        info!(addr = %http_shown, %scheme, %access, "gateway (XML-RPC, JSON-RPC, /metrics, /health)");
         let gateway = GatewayCtx {
             node: addr,
             client: NodeConfig {
@@ -193,12 +224,19 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             },
             max_body: config.http_max_body,
             closing: closing.clone(),
-            intake: intake.clone(),
+            access: Access::new(config.http_token.as_deref(), &config.http_methods),
             stats: Stats {
                 name: config.name.clone(),
                 links: links.downgrade(),
                 membership: membership.clone(),
                 mailboxes: handlers.mailboxes.clone(),
+            },
+            server: ServerCtx {
+                tls: https,
+                header_timeout: config.http_header_timeout,
+                max_connections: config.http_max_connections,
+                intake: intake.clone(),
+                tasks: tasks.clone(),
             },
         };
         tasks.spawn(gateway::serve(gateway, listener));
