@@ -17,6 +17,7 @@ fn encode<A: Serialize>(buf: &mut BytesMut, method: &str, args: &A) {
         method: method.into(),
         timeout_ms: Some(30_000),
         encoding: Encoding::Bincode,
+        signature: None,
     };
     let mut frame = FrameBuf::new(buf, &header).expect("header");
     encode_value(args, frame.body_mut()).expect("args");

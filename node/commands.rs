@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use meshrpc::{CallOptions, Client, MemberSummary, MulticastConfig, Node, NodeConfig, RpcError};
+use serde_json::value::RawValue;
 
 use crate::{ClientArgs, Discover, MembersArgs, NodeArgs};
 
@@ -126,24 +127,13 @@ fn failed(e: &RpcError) -> ExitCode {
 
 /// `meshrpc call`: exit 0 with the JSON result on stdout, or 1 with `error: <kind>: <message>`.
 pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
-    let mut values = Vec::with_capacity(args.args.len());
-    for (i, arg) in args.args.iter().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(arg).with_context(|| {
-            format!(
-                "argument {} is not JSON: {arg} (quote strings: '\"text\"')",
-                i + 1
-            )
-        })?;
-        values.push(value);
-    }
+    let body = arguments(&args.args)?;
     let client = match connect(&args.addr, &args.client, "meshrpc-call").await {
         Ok(client) => client,
         Err(e) => return Ok(failed(&e)),
     };
     let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
-    let result = client
-        .call_json(&args.method, &serde_json::Value::Array(values), options)
-        .await;
+    let result = client.call_json(&args.method, &*body, options).await;
     client.close().await;
     match result {
         Ok(value) => {
@@ -152,6 +142,49 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Ok(failed(&e)),
     }
+}
+
+/// The JSON arguments of `meshrpc call`, as the text given (a number keeps its digits):
+/// a positional array, or an object when every argument is `NAME=JSON`.
+fn arguments(args: &[String]) -> anyhow::Result<Box<RawValue>> {
+    let named = |arg: &str| -> Option<(String, String)> {
+        let (name, value) = arg.split_once('=')?;
+        let is_name = !name.is_empty()
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        is_name.then(|| (name.to_owned(), value.to_owned()))
+    };
+    let json = |i: usize, text: &str| -> anyhow::Result<()> {
+        serde_json::from_str::<&RawValue>(text)
+            .map(drop)
+            .with_context(|| {
+                format!(
+                    "argument {} is not JSON: {text} (quote strings: '\"text\"')",
+                    i + 1
+                )
+            })
+    };
+    let pairs: Vec<Option<(String, String)>> = args
+        .iter()
+        .map(|a| if json(0, a).is_ok() { None } else { named(a) })
+        .collect();
+    let text = if !args.is_empty() && pairs.iter().all(Option::is_some) {
+        let mut fields = Vec::with_capacity(args.len());
+        for (i, (name, value)) in pairs.into_iter().flatten().enumerate() {
+            json(i, &value).with_context(|| format!("the value of `{name}`"))?;
+            fields.push(format!("{}:{value}", serde_json::to_string(&name)?));
+        }
+        format!("{{{}}}", fields.join(","))
+    } else {
+        if pairs.iter().any(Option::is_some) {
+            anyhow::bail!("give every argument by position or every one as NAME=JSON, not both");
+        }
+        for (i, arg) in args.iter().enumerate() {
+            json(i, arg)?;
+        }
+        format!("[{}]", args.join(","))
+    };
+    Ok(RawValue::from_string(text)?)
 }
 
 /// `meshrpc members`: `NAME ADDR STATUS` per line (or `--json`), itself included.

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use meshrpc::{CallOptions, Client, ErrorKind, Peer, PeerSummary, RpcError};
+use meshrpc::{CallOptions, Client, ErrorKind, PeerSummary, RpcError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::services::{ADD, CUBE, SQUARE};
+use crate::services::CalcClient;
 
 /// How long a node may take to start or the mesh to form.
 const READY_WITHIN: Duration = Duration::from_secs(15);
@@ -93,10 +93,11 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     }
     println!("  mesh formed: every node has a link to the two others");
 
-    println!("\n== the seed's examples, from a client ==");
-    let sum = c1.invoke(ADD, (2, 3)).await?;
+    println!("\n== the Python tutorial's examples, from a typed client ==");
+    let (calc1, calc2) = (CalcClient::new(&c1), CalcClient::new(&c2));
+    let sum = calc1.add(2, 3).await?;
     println!("  n1: add(2, 3) = {sum}");
-    let (square, cube) = (c2.invoke(SQUARE, 5).await?, c2.invoke(CUBE, 3).await?);
+    let (square, cube) = (calc2.square(5).await?, calc2.cube(3).await?);
     println!("  n2: The square of 5 is: {square}");
     println!("  n2: The cube of 3 is: {cube}");
     ensure!(sum == 5 && square == 25 && cube == 27, "wrong arithmetic");
@@ -141,10 +142,7 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
         c1.call_with::<u64>("sleep", 5_000u64, short).await,
         ErrorKind::Timeout,
     )?;
-    println!(
-        "  n1 still serves: add(1, 1) = {}",
-        c1.invoke(ADD, (1, 1)).await?
-    );
+    println!("  n1 still serves: add(1, 1) = {}", calc1.add(1, 1).await?);
 
     println!("\n== load: add(2, 3) from one client, 64 calls in flight, {load:?} ==");
     let (calls, secs) = load_run(&c1, load).await?;
@@ -202,11 +200,11 @@ async fn load_run(client: &Client, duration: Duration) -> anyhow::Result<(u64, f
     let deadline = start + duration;
     let workers: Vec<_> = (0..64)
         .map(|_| {
-            let peer: Peer = (**client).clone();
+            let calc = CalcClient::new(client);
             let done = done.clone();
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    peer.invoke(ADD, (2, 3)).await?;
+                    calc.add(2, 3).await?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<(), RpcError>(())

@@ -191,9 +191,10 @@ struct CallArgs {
     addr: String,
     /// The method to call, e.g. `add` or `counter.incr`.
     method: String,
-    /// Arguments, each a JSON value: `meshrpc call 127.0.0.1:4000 add 2 -3`. Everything
-    /// after METHOD is an argument, so options go before ADDR.
-    #[arg(allow_hyphen_values = true)]
+    /// Arguments, each a JSON value (`meshrpc call 127.0.0.1:4000 add 2 -3`; quote
+    /// strings: '"text"'), or all of them by name as NAME=JSON (`add a=40 b=2`). Options may
+    /// come before or after them.
+    #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
 }
 

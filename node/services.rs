@@ -1,20 +1,82 @@
-//! The demo services every `meshrpc node` serves: the seed's `add`, `square` and `cube`, plus
-//! `echo`, `sleep`, `fail`, `crash`, a `counter` actor and `fanout`.
+//! The demo services every `meshrpc node` serves: the Python tutorial's `add`, `square` and
+//! `cube` (the `Calc` service), `echo`, `sleep`, `fail` and `crash` (the `Demo` service),
+//! a `counter` actor, `mirror`, `scale`, `bench.run` and `fanout`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meshrpc::bench::{self, LoadSpec, Report};
-use meshrpc::{CallOptions, Method, Node};
+use meshrpc::{CallOptions, Node};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
 
-/// `add(a, b)`: the seed's first example.
-pub const ADD: Method<(i64, i64), i64> = Method::new("add");
-/// `square(x)`.
-pub const SQUARE: Method<i64, i64> = Method::new("square");
-/// `cube(x)`.
-pub const CUBE: Method<i64, i64> = Method::new("cube");
+meshrpc::service! {
+    /// The calculator of the Python tutorial, on 64-bit integers.
+    pub service Calc {
+        /// a + b; an error when the sum overflows.
+        fn add(a: i64, b: i64) -> Result<i64, String>;
+        /// x * x; an error when it overflows.
+        fn square(x: i64) -> Result<i64, String>;
+        /// x * x * x; an error when it overflows.
+        fn cube(x: i64) -> Result<i64, String>;
+    }
+}
+
+meshrpc::service! {
+    /// Methods to try the runtime with: payloads, slowness, failures.
+    pub service Demo {
+        /// Returns the same bytes.
+        fn echo(data: ByteBuf) -> ByteBuf;
+        /// Sleeps `ms` milliseconds, then returns `ms`.
+        async fn sleep(ms: u64) -> u64;
+        /// Always fails with an application error carrying `message`.
+        fn fail(message: String) -> Result<(), String>;
+        /// Panics inside the handler; the node keeps serving.
+        fn crash();
+    }
+}
+
+/// The demo services' implementation; it holds no state.
+pub struct DemoImpl;
+
+impl Calc for DemoImpl {
+    fn add(&self, a: i64, b: i64) -> Result<i64, String> {
+        a.checked_add(b).ok_or_else(|| overflow("add"))
+    }
+
+    fn square(&self, x: i64) -> Result<i64, String> {
+        x.checked_mul(x).ok_or_else(|| overflow("square"))
+    }
+
+    fn cube(&self, x: i64) -> Result<i64, String> {
+        x.checked_mul(x)
+            .and_then(|sq| sq.checked_mul(x))
+            .ok_or_else(|| overflow("cube"))
+    }
+}
+
+impl Demo for DemoImpl {
+    fn echo(&self, data: ByteBuf) -> ByteBuf {
+        data
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    fn fail(&self, message: String) -> Result<(), String> {
+        Err(message)
+    }
+
+    fn crash(&self) {
+        panic!("crash() was called")
+    }
+}
+
+fn overflow(method: &str) -> String {
+    format!("integer overflow: the result of {method} does not fit in i64")
+}
 
 /// The named arguments of `scale`.
 #[derive(serde::Deserialize)]
@@ -25,41 +87,20 @@ struct Scale {
 
 /// Registers every demo service on `node`.
 pub fn register(node: &Node) {
-    node.register_try_fn(ADD.name(), |(a, b): (i64, i64)| {
-        a.checked_add(b).ok_or("integer overflow")
-    })
-    .help("add(a, b) -> a + b, for 64-bit integers");
-    node.register_try_fn(SQUARE.name(), |x: i64| {
-        x.checked_mul(x).ok_or("integer overflow")
-    })
-    .help("square(x) -> x * x");
-    node.register_try_fn(CUBE.name(), |x: i64| {
-        x.checked_mul(x)
-            .and_then(|sq| sq.checked_mul(x))
-            .ok_or("integer overflow")
-    })
-    .help("cube(x) -> x * x * x");
-    node.register_fn("echo", |bytes: ByteBuf| bytes)
-        .help("echo(bytes) -> the same bytes");
-    node.register("sleep", |ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<u64, String>(ms)
-    })
-    .help("sleep(ms) -> ms, after sleeping that long");
-    node.register_try_fn("fail", |message: String| Err::<(), String>(message))
-        .help("fail(message): always fails with an application error carrying `message`");
-    node.register_fn("crash", |(): ()| -> () { panic!("crash() was called") })
-        .help("crash(): panics inside the handler; the node keeps serving");
+    node.serve(CalcServer::new(DemoImpl));
+    node.serve(DemoServer::new(DemoImpl));
     node.actor("counter", || 0i64)
         .method("incr", |count: &mut i64, by: i64| {
             *count = count.saturating_add(by);
             *count
         })
-        .help("counter.incr(by) -> the new value; a stateful actor, one call at a time")
+        .params(&["by"])
+        .help("counter.incr(by: i64) -> i64: adds `by` and returns the new value; a stateful actor, one call at a time")
         .method("get", |count: &mut i64, (): ()| *count)
-        .help("counter.get() -> the current value")
+        .help("counter.get() -> i64: the current value")
         .start();
     node.register_fn("mirror", |value: Value| value)
+        .params(&["value"])
         .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");
     node.register_try_fn("scale", |args: Scale| {
         let product = args.value * args.factor;
@@ -80,7 +121,8 @@ pub fn register(node: &Node) {
             Ok::<Report, String>(report)
         }
     })
-    .help("bench.run(peer, spec) -> report: runs a load from this node against its peer, over their link (meshrpc bench --from/--to)");
+    .params(&["peer", "spec"])
+    .help("bench.run(peer, spec) -> report: runs a load from this node against its peer, over their link (meshrpc bench --from/--to). Acts on another node: keep it off public gateways");
     let weak = node.downgrade();
     node.register("fanout", move |(method, args): (String, Value)| {
         let node = weak.upgrade();
@@ -89,7 +131,8 @@ pub fn register(node: &Node) {
             Ok::<Value, &'static str>(fanout(&node, &method, &args).await)
         }
     })
-    .help("fanout(method, args) -> {peer: result}: calls method(args) on every connected peer at once (JSON arguments)");
+    .params(&["method", "args"])
+    .help("fanout(method, args) -> {peer: result}: calls method(args) on every connected peer at once (JSON arguments). Acts on other nodes: keep it off public gateways");
 }
 
 /// Calls `method(args)` on every peer concurrently; errors are reported per peer.

@@ -43,6 +43,7 @@ fn seeds() -> Vec<Vec<u8>> {
             method: "add".into(),
             timeout_ms: Some(1000),
             encoding: Encoding::Bincode,
+            signature: None,
         },
         Header::Cast {
             method: "log".into(),

@@ -59,7 +59,8 @@ print(fault(lambda: s.cube(2**21))[0])
 assert s.add(1, 1) == 2, "still serving after the faults"
 methods = s.system.listMethods()
 assert "add" in methods and "system.listMethods" in methods, methods
-print(s.system.methodHelp("square"))
+assert "system.multicall" in methods and "system.methodSignature" in methods, methods
+print(repr(s.system.methodHelp("square")))
 print(s.system.methodSignature("square"))
 print(s.square(2**20))
 m = x.MultiCall(s)
@@ -82,8 +83,14 @@ print(back)
         lines[4], "-32000",
         "an application error (integer overflow)"
     );
-    assert_eq!(lines[5], "square(x) -> x * x");
-    assert_eq!(lines[6], "undef");
+    assert_eq!(
+        lines[5],
+        r"'square(x: i64) -> i64\n\nx * x; an error when it overflows.'"
+    );
+    assert_eq!(
+        lines[6], "[['int', 'int']]",
+        "result type, then each parameter's"
+    );
     assert_eq!(
         lines[7], "1099511627776",
         "results beyond 32 bits travel as <i8>"

@@ -73,7 +73,12 @@ fn named_groups(line: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = line;
     while let Some(at) = rest.find("crate::") {
+        // `$crate::` in a macro names what the macro's users see: the crate's public face.
+        let in_macro = rest[..at].ends_with('$');
         rest = &rest[at + "crate::".len()..];
+        if in_macro {
+            continue;
+        }
         let names: Vec<&str> = if let Some(inner) = rest.strip_prefix('{') {
             let end = inner.find('}').unwrap_or(inner.len());
             inner[..end]

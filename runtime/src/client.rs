@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handlers::Method;
+use crate::handlers::{Method, MethodInfo};
 use crate::link::tls::Tls;
 use crate::link::transport::{self, Local};
 use crate::link::{Connection, Limits, LinkCtx, NoMethods, Parts, PeerInfo};
@@ -79,6 +79,26 @@ where
     result
 }
 
+/// What a request says besides its arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) encoding: Encoding,
+    /// The caller's fingerprint of the method's types (typed service clients).
+    pub(crate) signature: Option<u64>,
+}
+
+impl<'a> Call<'a> {
+    /// An untyped bincode call.
+    pub(crate) fn bincode(method: &'a str) -> Self {
+        Call {
+            method,
+            encoding: Encoding::Bincode,
+            signature: None,
+        }
+    }
+}
+
 /// A handle to one peer's link; cheap to clone. Calls fail with `Disconnected` once the link
 /// closes: ask the node for the peer again to reconnect.
 #[derive(Clone)]
@@ -123,15 +143,14 @@ impl Peer {
         args: impl Serialize,
         options: CallOptions,
     ) -> Result<R, RpcError> {
-        let (encoding, body) = self.send(method, Encoding::Bincode, &args, options).await?;
+        let (encoding, body) = self.send(Call::bincode(method), &args, options).await?;
         decode_typed(method, encoding, &body)
     }
 
     /// One attempt of a call on this link.
     pub(crate) async fn attempt<A: Serialize + ?Sized>(
         &self,
-        method: &str,
-        encoding: Encoding,
+        call: Call<'_>,
         args: &A,
         options: CallOptions,
         retry: bool,
@@ -139,22 +158,52 @@ impl Peer {
         self.check_open()?;
         let timeout = options.timeout.unwrap_or(self.default_timeout);
         self.conn
-            .request(method, encoding, args, timeout, retry)
+            .request(
+                call.method,
+                call.encoding,
+                args,
+                timeout,
+                retry,
+                call.signature,
+            )
             .await
     }
 
     /// A call on this link, with the retries `options` asks for.
-    async fn send<A: Serialize + ?Sized>(
+    pub(crate) async fn send<A: Serialize + ?Sized>(
         &self,
-        method: &str,
-        encoding: Encoding,
+        call: Call<'_>,
         args: &A,
         options: CallOptions,
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
-        retrying(options, |retry| {
-            self.attempt(method, encoding, args, options, retry)
-        })
-        .await
+        retrying(options, |retry| self.attempt(call, args, options, retry)).await
+    }
+
+    /// Calls a method declared with [`crate::service!`] (what the generated clients do):
+    /// the call carries the declaration's fingerprint, and a callee whose own declaration
+    /// differs answers `bad_arguments` naming both signatures.
+    ///
+    /// # Errors
+    /// As [`Peer::call`].
+    pub async fn call_declared<A: Serialize, R: DeserializeOwned>(
+        &self,
+        info: &'static MethodInfo,
+        args: &A,
+    ) -> Result<R, RpcError> {
+        let call = Call {
+            method: info.name,
+            encoding: Encoding::Bincode,
+            signature: Some(info.fingerprint),
+        };
+        let sent = self.send(call, args, CallOptions::default()).await;
+        let (encoding, body) = sent.map_err(|e| match e {
+            RpcError::BadArguments { method, detail } => RpcError::BadArguments {
+                method,
+                detail: format!("{detail}; this caller declares `{}`", info.signature()),
+            },
+            other => other,
+        })?;
+        decode_typed(info.name, encoding, &body)
     }
 
     /// Calls a typed method: the argument and result types come from `method`.
@@ -177,19 +226,26 @@ impl Peer {
         args: impl Serialize,
         options: CallOptions,
     ) -> Result<bytes::Bytes, RpcError> {
-        let (_, body) = self.send(method, Encoding::Bincode, &args, options).await?;
+        let (_, body) = self.send(Call::bincode(method), &args, options).await?;
         Ok(body)
     }
 
-    /// Calls `method` with JSON arguments (a positional array) and returns the JSON result:
-    /// the path of dynamic callers such as the CLI.
-    pub async fn call_json(
+    /// Calls `method` with JSON arguments (a positional array, or an object naming them) and
+    /// returns the JSON result: the path of dynamic callers such as the CLI and the gateway.
+    /// `args` may be a [`serde_json::Value`] or, to keep numbers exactly as written, a
+    /// [`serde_json::value::RawValue`].
+    pub async fn call_json<A: Serialize + ?Sized>(
         &self,
         method: &str,
-        args: &serde_json::Value,
+        args: &A,
         options: CallOptions,
     ) -> Result<serde_json::Value, RpcError> {
-        let (encoding, body) = self.send(method, Encoding::Json, args, options).await?;
+        let call = Call {
+            method,
+            encoding: Encoding::Json,
+            signature: None,
+        };
+        let (encoding, body) = self.send(call, args, options).await?;
         decode_result(encoding, &body)
             .map_err(|e| RpcError::Protocol(format!("cannot decode the result of `{method}`: {e}")))
     }
@@ -346,6 +402,12 @@ impl Client {
         self.peer.conn.close("client closed", false);
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+impl From<&Client> for Peer {
+    fn from(client: &Client) -> Peer {
+        client.peer.clone()
     }
 }
 

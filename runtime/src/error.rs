@@ -82,12 +82,13 @@ pub enum RpcError {
         /// The name that was called.
         method: String,
     },
-    /// The arguments (or, on the caller's side, the result) did not fit the method's types.
-    #[error("bad arguments for `{method}`: {detail}")]
+    /// The arguments did not fit the method's parameters. The detail names the method and
+    /// what did not fit ("`add` takes 2 arguments (a: i64, b: i64), got 3").
+    #[error("{detail}")]
     BadArguments {
         /// The method called.
         method: String,
-        /// What failed to decode.
+        /// What did not fit, in the method's words.
         detail: String,
     },
     /// The handler returned an error.

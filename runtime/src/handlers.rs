@@ -1,4 +1,6 @@
-//! What a request runs: the method table ([`methods`]), actors ([`actor`]) and the
+//! What a request runs: the method table ([`table`]) of plain functions ([`functions`]),
+//! actors ([`actor`]) and declared services ([`service`]), what each method says about
+//! itself ([`signature`]) and how its arguments are decoded ([`arguments`]), and the
 //! introspection methods every node serves ([`introspection`]).
 //!
 //! [`Handlers`] is the link layer's [`Dispatch`]: for each request a reader admits it looks
@@ -7,8 +9,12 @@
 //! Handler tasks and actors run on the node's tracker and stop with its `stop` token.
 
 mod actor;
+mod arguments;
+mod functions;
 pub(crate) mod introspection;
-mod methods;
+pub(crate) mod service;
+pub(crate) mod signature;
+mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,20 +27,36 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::link::{Dispatch, Request, Responder};
-use crate::wire::Encoding;
+use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
 pub use actor::ActorBuilder;
-pub(crate) use methods::{AsyncFn, Handler, Methods, Route, SyncFn};
-pub use methods::{Method, Registered};
+pub(crate) use functions::{AsyncFn, Handler, SyncFn};
+pub use service::{Registry, Service};
+pub use signature::{Method, MethodInfo, Param};
+pub use table::Registered;
+pub(crate) use table::{Entry, Methods};
+
+use signature::Signature;
 
 /// One admitted request or cast, handed to its handler.
 pub(crate) struct Incoming {
+    /// The method called: its name and signature decode the arguments.
+    pub(crate) entry: Arc<Entry>,
     pub(crate) encoding: Encoding,
     pub(crate) body: Bytes,
     /// When the caller stops waiting, if it said (and the handler asked to know).
     pub(crate) deadline: Option<Instant>,
     pub(crate) responder: Responder,
+}
+
+impl Incoming {
+    /// The arguments, decoded as the method's argument type; `bad_arguments` in the
+    /// method's own words otherwise.
+    pub(crate) fn args<A: DeserializeOwned>(&self) -> Result<A, RemoteError> {
+        let entry = &self.entry;
+        arguments::decode(&entry.name, &entry.signature, self.encoding, &self.body)
+    }
 }
 
 /// Actor name → a function reading its mailbox depth, for `/metrics`.
@@ -75,7 +97,7 @@ impl Handlers {
         R: Serialize + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(name, Arc::new(SyncFn::new(f)))
+        self.insert(name, Arc::new(SyncFn::new(f)), Signature::of::<A, R>())
     }
 
     /// Registers a synchronous function that cannot fail.
@@ -99,7 +121,7 @@ impl Handlers {
         R: Serialize + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(name, Arc::new(AsyncFn::new(f)))
+        self.insert(name, Arc::new(AsyncFn::new(f)), Signature::of::<A, R>())
     }
 
     /// Declares an actor (see `Node::actor`).
@@ -111,8 +133,13 @@ impl Handlers {
         ActorBuilder::new(self.clone(), name, self.mailbox, Arc::new(factory))
     }
 
-    fn insert(&self, name: &str, handler: Arc<dyn Handler>) -> Registered<'_> {
-        self.methods.insert(name, handler);
+    pub(crate) fn insert(
+        &self,
+        name: &str,
+        handler: Arc<dyn Handler>,
+        signature: Signature,
+    ) -> Registered<'_> {
+        self.methods.insert(name, handler, signature);
         Registered {
             methods: &self.methods,
             name: name.to_owned(),
@@ -128,6 +155,7 @@ impl Dispatch for Handlers {
             timeout_ms,
             retry,
             from_node,
+            signature,
             body,
             mut responder,
         } = request;
@@ -143,25 +171,30 @@ impl Dispatch for Handlers {
         if let Err(refused) = responder.admit() {
             return responder.refuse(refused);
         }
-        let Some(Route {
-            handler,
-            idempotent,
-            internal,
-        }) = found
-        else {
+        let Some(entry) = found else {
             return responder.fail(
                 ErrorKind::MethodNotFound,
                 format!("no method `{method}` is registered"),
             );
         };
-        if internal && !from_node {
+        if entry.internal && !from_node {
             let message = "it is node-only: nodes call it on each other, clients and the HTTP gateway may not";
             return responder.fail(ErrorKind::Forbidden, message);
         }
-        if retry && !idempotent {
+        if let (Some(theirs), Some(ours)) = (signature, entry.signature.fingerprint) {
+            if theirs != ours {
+                let message = format!(
+                    "the callee declares `{}`, which the caller's definition does not match",
+                    entry.signature.text(method)
+                );
+                return responder.fail(ErrorKind::BadArguments, message);
+            }
+        }
+        if retry && !entry.idempotent {
             let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
             return responder.fail(ErrorKind::RetryRefused, message);
         }
+        let handler = entry.handler.clone();
         let deadline = match timeout_ms {
             Some(ms) if handler.needs_deadline() => {
                 Some(Instant::now() + Duration::from_millis(ms))
@@ -169,6 +202,7 @@ impl Dispatch for Handlers {
             _ => None,
         };
         let call = Incoming {
+            entry,
             encoding,
             body,
             deadline,

@@ -42,8 +42,14 @@ pub use client::{CallOptions, Client, Peer};
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};
-pub use handlers::{ActorBuilder, Method, Registered};
+pub use handlers::{ActorBuilder, Method, MethodInfo, Param, Registered, Registry, Service};
 pub use link::PeerInfo;
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;
 pub use wire::NodeId;
+
+/// What the [`service!`] macro expands to needs; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use pastey::paste;
+}

@@ -57,6 +57,8 @@ pub(crate) struct Request<'a> {
     /// The caller is a node (it told us an address to dial), not a plain client; with a
     /// cookie or TLS, it proved it belongs to the cluster.
     pub(crate) from_node: bool,
+    /// The caller's fingerprint of the method's types, from a typed caller.
+    pub(crate) signature: Option<u64>,
     /// The arguments, a zero-copy slice of the frame.
     pub(crate) body: Bytes,
     /// Answers the request exactly once; [`Responder::admit`] must pass before anything runs.

@@ -18,13 +18,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{CallOptions, Peer};
+use crate::client::{Call, CallOptions, Peer};
 use crate::cluster::links::Links;
 use crate::cluster::membership::Membership;
 use crate::cluster::{Member, MemberEvent, Target};
-use crate::handlers::{ActorBuilder, Handlers, Method, Registered};
+use crate::handlers::{ActorBuilder, Handlers, Method, Registered, Registry, Service};
 use crate::link::{Limits, PeerInfo};
-use crate::wire::{Encoding, NodeId};
+use crate::wire::NodeId;
 use crate::{NodeConfig, RpcError};
 
 pub use start::NodeBuilder;
@@ -182,8 +182,16 @@ impl Node {
         self.register_fn(method.name(), f)
     }
 
+    /// Registers every method of a service declared with [`crate::service!`]:
+    /// `node.serve(CalcServer::new(CalcImpl))`.
+    pub fn serve(&self, service: impl Service) {
+        service.register(&Registry {
+            handlers: &self.core.handlers,
+        });
+    }
+
     /// [`Node::register`] for a typed method descriptor.
-    pub fn serve<A, R, E, F, Fut>(&self, method: Method<A, R>, f: F) -> Registered<'_>
+    pub fn serve_async<A, R, E, F, Fut>(&self, method: Method<A, R>, f: F) -> Registered<'_>
     where
         F: Fn(A) -> Fut + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
@@ -270,7 +278,7 @@ impl Node {
             async move {
                 self.peer(to)
                     .await?
-                    .attempt(method, Encoding::Bincode, args, options, retry)
+                    .attempt(Call::bincode(method), args, options, retry)
                     .await
             }
         })

@@ -24,7 +24,7 @@ pub use frame::{decode_handshake, encode_handshake, HandshakeError};
 /// The four bytes every handshake frame starts with.
 pub const MAGIC: [u8; 4] = *b"MRPC";
 /// The protocol version this build speaks; peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A node's identity for one run: random, new at every start.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -138,6 +138,9 @@ pub enum Header<'a> {
         timeout_ms: Option<u64>,
         /// How the arguments (and the reply) are encoded.
         encoding: Encoding,
+        /// The caller's fingerprint of the method's parameter and result types (typed
+        /// callers): a callee whose own differs answers `bad_arguments` naming its signature.
+        signature: Option<u64>,
     },
     /// A one-way message: no reply, errors are only logged by the receiver. Arguments follow.
     Cast {
@@ -185,6 +188,8 @@ pub enum Header<'a> {
         timeout_ms: Option<u64>,
         /// As in `Request`.
         encoding: Encoding,
+        /// As in `Request`.
+        signature: Option<u64>,
     },
 }
 

@@ -359,8 +359,7 @@ impl Links {
                         if let Some(more) = refusals.admit() {
                             warn!(
                                 limit = max,
-                                more,
-                                "too many connections in their handshake; closing new ones"
+                                more, "too many connections in their handshake; closing new ones"
                             );
                         }
                         continue;

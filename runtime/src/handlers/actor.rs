@@ -19,7 +19,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use super::methods::{decode_args, Handler};
+use super::functions::Handler;
+use super::signature::Signature;
 use super::{Handlers, Incoming};
 use crate::link::panic_message;
 use crate::ErrorKind;
@@ -43,26 +44,21 @@ where
     E: Display + 'static,
 {
     fn invoke(&self, state: &mut S, call: Incoming) -> bool {
-        let Incoming {
-            encoding,
-            body,
-            deadline,
-            responder,
-        } = call;
-        if deadline.is_some_and(|at| Instant::now() >= at) {
-            responder.fail(
+        if call.deadline.is_some_and(|at| Instant::now() >= at) {
+            call.responder.fail(
                 ErrorKind::Timeout,
                 "the call waited in the mailbox past its deadline",
             );
             return false;
         }
-        let args = match decode_args::<A>(encoding, &body) {
+        let args = match call.args::<A>() {
             Ok(args) => args,
             Err(e) => {
-                responder.reply::<()>(Err(e));
+                call.responder.reply::<()>(Err(e));
                 return false;
             }
         };
+        let responder = call.responder;
         let ran = catch_unwind(AssertUnwindSafe(|| (self.f)(state, args)));
         let panicked = ran.is_err();
         responder.answer(ran);
@@ -114,7 +110,15 @@ pub struct ActorBuilder<S> {
     name: String,
     factory: Factory<S>,
     mailbox: usize,
-    methods: Vec<(String, String, Arc<dyn ActorMethod<S>>)>,
+    methods: Vec<Declared<S>>,
+}
+
+/// A method added to an [`ActorBuilder`], registered at [`ActorBuilder::start`].
+struct Declared<S> {
+    name: String,
+    help: String,
+    signature: Signature,
+    method: Arc<dyn ActorMethod<S>>,
 }
 
 impl<S: Send + 'static> ActorBuilder<S> {
@@ -152,15 +156,27 @@ impl<S: Send + 'static> ActorBuilder<S> {
             f,
             _types: PhantomData,
         };
-        self.methods
-            .push((method.to_owned(), String::new(), Arc::new(typed)));
+        self.methods.push(Declared {
+            name: method.to_owned(),
+            help: String::new(),
+            signature: Signature::of::<A, R>(),
+            method: Arc::new(typed),
+        });
         self
     }
 
     /// Sets the help text of the method added last.
     pub fn help(mut self, text: &str) -> Self {
         if let Some(last) = self.methods.last_mut() {
-            last.1 = text.to_owned();
+            last.help = text.to_owned();
+        }
+        self
+    }
+
+    /// Names the parameters of the method added last (see [`crate::Registered::params`]).
+    pub fn params(mut self, names: &[&str]) -> Self {
+        if let Some(last) = self.methods.last_mut() {
+            last.signature.name_params(names);
         }
         self
     }
@@ -175,16 +191,18 @@ impl<S: Send + 'static> ActorBuilder<S> {
     pub fn start(self) {
         let (tx, rx) = mpsc::channel(self.mailbox);
         let actor: Arc<str> = self.name.as_str().into();
-        for (method, help, handler) in self.methods {
-            let name = format!("{}.{}", self.name, method);
+        for declared in self.methods {
+            let name = format!("{}.{}", self.name, declared.name);
             let forward = Forward {
                 actor: actor.clone(),
                 capacity: self.mailbox,
-                method: handler,
+                method: declared.method,
                 mailbox: tx.clone(),
             };
-            self.ctx.methods.insert(&name, Arc::new(forward));
-            self.ctx.methods.set_help(&name, &help);
+            self.ctx
+                .methods
+                .insert(&name, Arc::new(forward), declared.signature);
+            self.ctx.methods.set_help(&name, &declared.help);
         }
         let queued = tx.downgrade();
         let depth = move || {

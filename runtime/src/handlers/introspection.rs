@@ -1,10 +1,10 @@
-//! The introspection methods every node serves: `system.listMethods` and
-//! `system.methodHelp`. They read the table through a weak handle, so the table never keeps
-//! itself alive.
+//! The introspection methods every node serves: `system.listMethods`, `system.methodHelp`
+//! and `system.methodSignature` (XML-RPC's introspection API). They read the table through
+//! a weak handle, so the table never keeps itself alive.
 
 use super::Handlers;
 
-/// Registers `system.listMethods` and `system.methodHelp` on `handlers`.
+/// Registers the introspection methods on `handlers`.
 pub(crate) fn register(handlers: &Handlers) {
     let table = handlers.methods.downgrade();
     handlers
@@ -15,9 +15,25 @@ pub(crate) fn register(handlers: &Handlers) {
 
     let table = handlers.methods.downgrade();
     handlers
-        .register("system.methodHelp", move |name: String| {
-            let help = table.upgrade().and_then(|m| m.help(&name));
-            async move { help.ok_or_else(|| format!("no method `{name}` is registered")) }
+        .register_try_fn("system.methodHelp", move |name: String| {
+            let entry = table.upgrade().and_then(|m| m.lookup(&name));
+            entry
+                .map(|e| e.help())
+                .ok_or_else(|| format!("no method `{name}` is registered"))
         })
-        .help("system.methodHelp(name) -> string: the help text given when `name` was registered");
+        .params(&["name"])
+        .help(
+            "system.methodHelp(name: string) -> string: the method's signature and documentation",
+        );
+
+    let table = handlers.methods.downgrade();
+    handlers
+        .register_try_fn("system.methodSignature", move |name: String| {
+            let entry = table.upgrade().and_then(|m| m.lookup(&name));
+            entry
+                .map(|e| vec![e.signature.xmlrpc()])
+                .ok_or_else(|| format!("no method `{name}` is registered"))
+        })
+        .params(&["name"])
+        .help("system.methodSignature(name: string) -> [[string]]: the XML-RPC types of the result, then of each parameter");
 }

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -200,27 +201,32 @@ impl Gateway {
             code: jsonrpc::code(&e),
             message: e.to_string(),
         };
-        match method.as_str() {
-            "system.multicall" => {
-                let Some(Value::Array(calls)) = params.into_iter().next() else {
-                    return Err(Fault {
-                        code: jsonrpc::INVALID_PARAMS,
-                        message: "system.multicall takes an array of {methodName, params}".into(),
-                    });
-                };
-                let mut results = Vec::with_capacity(calls.len());
-                for call in calls {
-                    results.push(self.multicall_one(call).await);
-                }
-                Ok(Value::Array(results))
-            }
-            // Handlers take any serde type: there is no signature to tell.
-            "system.methodSignature" => Ok(Value::String("undef".into())),
-            _ => self
-                .call(method, Value::Array(params))
-                .await
-                .map_err(to_fault),
+        self.call(method, raw(&Value::Array(params)))
+            .await
+            .map_err(to_fault)
+    }
+
+    /// `system.multicall([{methodName, params}, ...])`, as Python's
+    /// `register_multicall_functions` answers it: each result in a one-element array, or a
+    /// fault struct.
+    async fn multicall(&self, params: Box<RawValue>) -> Result<Value, RpcError> {
+        let params: Value = serde_json::from_str(params.get()).unwrap_or(Value::Null);
+        let calls = match params {
+            Value::Array(mut outer) if outer.len() == 1 => outer.pop(),
+            _ => None,
+        };
+        let Some(Value::Array(calls)) = calls else {
+            return Err(RpcError::BadArguments {
+                method: "system.multicall".into(),
+                detail: "`system.multicall` takes 1 argument (calls: [{methodName, params}])"
+                    .into(),
+            });
+        };
+        let mut results = Vec::with_capacity(calls.len());
+        for call in calls {
+            results.push(self.multicall_one(call).await);
         }
+        Ok(Value::Array(results))
     }
 
     async fn multicall_one(&self, call: Value) -> Value {
@@ -238,7 +244,7 @@ impl Gateway {
                 jsonrpc::INVALID_REQUEST,
                 "system.multicall cannot be nested",
             ),
-            (Some(m), params @ Value::Array(_)) => match self.call(m, params).await {
+            (Some(m), params @ Value::Array(_)) => match self.call_one(m, raw(&params)).await {
                 Ok(value) => Value::Array(vec![value]),
                 Err(e) => fault(jsonrpc::code(&e), &e.to_string()),
             },
@@ -249,9 +255,17 @@ impl Gateway {
         }
     }
 
+    /// Answers a call: `system.multicall` here, anything else on the node.
+    async fn call(&self, method: String, params: Box<RawValue>) -> Result<Value, RpcError> {
+        match method.as_str() {
+            "system.multicall" => self.multicall(params).await,
+            _ => self.call_one(method, params).await,
+        }
+    }
+
     /// Calls `method` on this node through the gateway's own link, JSON-encoded, if the
     /// allowlist lets it through.
-    async fn call(&self, method: String, params: Value) -> Result<Value, RpcError> {
+    async fn call_one(&self, method: String, params: Box<RawValue>) -> Result<Value, RpcError> {
         if !self.ctx.access.allows(&method) {
             return Err(RpcError::Forbidden {
                 method,
@@ -266,13 +280,17 @@ impl Gateway {
             *self.link.lock().await = None; // reopened by the next call
         }
         match (method.as_str(), result) {
-            // Callers of this gateway are told only of what it lets them call.
-            ("system.listMethods", Ok(Value::Array(names))) => Ok(Value::Array(
-                names
+            // Callers of this gateway are told only of what it lets them call, including the
+            // `system.multicall` it answers itself (XML-RPC).
+            ("system.listMethods", Ok(Value::Array(names))) => {
+                let mut names: Vec<Value> = names
                     .into_iter()
                     .filter(|n| n.as_str().is_some_and(|n| self.ctx.access.allows(n)))
-                    .collect(),
-            )),
+                    .chain(std::iter::once(Value::from("system.multicall")))
+                    .collect();
+                names.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                Ok(Value::Array(names))
+            }
             (_, result) => result,
         }
     }
@@ -301,4 +319,10 @@ impl Gateway {
         self.ctx.stats.record().await;
         reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
     }
+}
+
+/// `value` as JSON text, for the gateway's one calling path.
+fn raw(value: &Value) -> Box<RawValue> {
+    // A `Value` always serializes.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| unreachable!())
 }

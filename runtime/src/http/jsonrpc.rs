@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::{ErrorKind, RpcError};
@@ -45,15 +46,23 @@ fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
 }
 
 /// Answers one HTTP body; `None` when there is nothing to send back (only notifications).
-/// `call(method, params)` runs a method with a positional array or named object.
+/// `call(method, params)` runs a method with a positional array or named object, passed as
+/// the text the caller sent (so a number keeps its digits, even one no Rust type holds).
 pub(crate) async fn handle<F, Fut>(body: &[u8], call: F) -> Option<Value>
 where
-    F: Fn(String, Value) -> Fut,
+    F: Fn(String, Box<RawValue>) -> Fut,
     Fut: Future<Output = Result<Value, RpcError>>,
 {
-    let request: Value = match serde_json::from_slice(body) {
+    let parse_error = |e: &dyn std::fmt::Display| {
+        Some(error(Value::Null, PARSE_ERROR, format!("parse error: {e}")))
+    };
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return parse_error(&e),
+    };
+    let request: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Some(error(Value::Null, PARSE_ERROR, format!("parse error: {e}"))),
+        Err(e) => return parse_error(&e),
     };
     match request {
         Value::Array(batch) if batch.is_empty() => Some(error(
@@ -61,21 +70,34 @@ where
             INVALID_REQUEST,
             "invalid request: empty batch",
         )),
-        Value::Array(batch) => {
+        Value::Array(_) => {
+            // Valid JSON, so valid as raw parts too.
+            let batch: Vec<&RawValue> = serde_json::from_str(text).unwrap_or_default();
             let answers =
                 futures_util::future::join_all(batch.into_iter().map(|r| one(r, &call))).await;
             let answers: Vec<Value> = answers.into_iter().flatten().collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
-        single => one(single, &call).await,
+        _ => match serde_json::from_str::<&RawValue>(text) {
+            Ok(single) => one(single, &call).await,
+            Err(e) => parse_error(&e),
+        },
     }
 }
 
-async fn one<F, Fut>(request: Value, call: &F) -> Option<Value>
+/// The `params` member of a request, as sent.
+#[derive(serde::Deserialize)]
+struct Params<'a> {
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+async fn one<F, Fut>(raw: &RawValue, call: &F) -> Option<Value>
 where
-    F: Fn(String, Value) -> Fut,
+    F: Fn(String, Box<RawValue>) -> Fut,
     Fut: Future<Output = Result<Value, RpcError>>,
 {
+    let request: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
     let Value::Object(mut fields) = request else {
         return Some(error(
             Value::Null,
@@ -109,10 +131,13 @@ where
             "invalid request: \"method\" must be a string",
         ));
     };
-    let params = match fields.remove("params") {
-        None => Value::Array(Vec::new()),
-        Some(p @ (Value::Array(_) | Value::Object(_))) => p,
-        Some(_) => {
+    let sent = serde_json::from_str::<Params<'_>>(raw.get())
+        .ok()
+        .and_then(|p| p.params);
+    let params = match (fields.remove("params"), sent) {
+        (None, _) => RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| unreachable!()),
+        (Some(Value::Array(_) | Value::Object(_)), Some(sent)) => sent.to_owned(),
+        _ => {
             return Some(error(
                 reply_id,
                 INVALID_REQUEST,
@@ -133,7 +158,8 @@ where
 mod tests {
     use super::*;
 
-    async fn add(method: String, params: Value) -> Result<Value, RpcError> {
+    async fn add(method: String, params: Box<RawValue>) -> Result<Value, RpcError> {
+        let params: Value = serde_json::from_str(params.get()).unwrap();
         match (method.as_str(), &params) {
             ("add", Value::Array(p)) if p.len() == 2 => Ok(json!(
                 p[0].as_i64().unwrap_or(0) + p[1].as_i64().unwrap_or(0)

@@ -57,8 +57,7 @@ where
             if let Some(more) = refusals.admit() {
                 warn!(
                     limit = ctx.max_connections,
-                    more,
-                    "too many HTTP connections; closing new ones"
+                    more, "too many HTTP connections; closing new ones"
                 );
             }
             drop(stream);

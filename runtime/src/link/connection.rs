@@ -292,6 +292,7 @@ impl Connection {
         args: &A,
         timeout: Duration,
         retry: bool,
+        signature: Option<u64>,
     ) -> Result<(Encoding, Bytes), RpcError> {
         let shared = &self.shared;
         let now = Instant::now();
@@ -303,6 +304,7 @@ impl Connection {
                 method: method.into(),
                 timeout_ms,
                 encoding,
+                signature,
             }
         } else {
             Header::Request {
@@ -310,6 +312,7 @@ impl Connection {
                 method: method.into(),
                 timeout_ms,
                 encoding,
+                signature,
             }
         };
         // Registered before the frame can leave: the reply may come back at once.
@@ -367,7 +370,7 @@ impl Connection {
                 Ok(()) => Ok(()),
                 Err(FrameError::Encode(e)) => Err(RpcError::BadArguments {
                     method: method.to_owned(),
-                    detail: format!("cannot encode: {e}"),
+                    detail: format!("the arguments of `{method}` cannot be encoded: {e}"),
                 }),
                 Err(FrameError::TooLarge(size)) => Err(RpcError::FrameTooLarge {
                     message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),

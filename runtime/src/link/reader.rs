@@ -170,12 +170,14 @@ async fn read_loop(
                 method,
                 timeout_ms,
                 encoding,
+                signature,
             }
             | Header::Retry {
                 id,
                 method,
                 timeout_ms,
                 encoding,
+                signature,
             } => {
                 ctx.dispatch.dispatch(Request {
                     method: &method,
@@ -183,6 +185,7 @@ async fn read_loop(
                     timeout_ms,
                     retry,
                     from_node,
+                    signature,
                     body,
                     responder: Responder::new(shared.clone(), Some(id), encoding),
                 });
@@ -194,6 +197,7 @@ async fn read_loop(
                     timeout_ms: None,
                     retry: false,
                     from_node,
+                    signature: None,
                     body,
                     responder: Responder::new(shared.clone(), None, encoding),
                 });

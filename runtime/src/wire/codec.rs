@@ -72,26 +72,6 @@ pub(crate) fn encode_json_into<T: Serialize + ?Sized>(
     serde_json::to_writer(buf.writer(), value).map_err(|e| CodecError(e.to_string()))
 }
 
-/// Decodes JSON arguments, which dynamic callers send as a positional array:
-/// `[]` is no argument (unit), `[x]` is the single argument `x` (or a one-element tuple),
-/// `[x, y, ..]` is a tuple; anything else (an object for named fields) is decoded as it is.
-pub(crate) fn decode_json_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    use serde_json::Value;
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))?;
-    let decoded = match value {
-        Value::Array(items) if items.is_empty() => serde_json::from_value(Value::Null),
-        Value::Array(mut items) if items.len() == 1 => {
-            let single = items.pop().unwrap_or(Value::Null);
-            match T::deserialize(&single) {
-                Ok(v) => Ok(v),
-                Err(_) => serde_json::from_value(Value::Array(vec![single])),
-            }
-        }
-        other => serde_json::from_value(other),
-    };
-    decoded.map_err(|e| CodecError(e.to_string()))
-}
-
 /// Decodes a JSON result value.
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
@@ -109,18 +89,6 @@ pub(crate) fn encode_body<T: Serialize + ?Sized>(
     }
 }
 
-/// Decodes a request's arguments in `encoding` (JSON ones by the positional convention of
-/// [`decode_json_args`]).
-pub(crate) fn decode_args<T: DeserializeOwned>(
-    encoding: Encoding,
-    body: &[u8],
-) -> Result<T, CodecError> {
-    match encoding {
-        Encoding::Bincode => decode_exact(body),
-        Encoding::Json => decode_json_args(body),
-    }
-}
-
 /// Decodes a reply's result in `encoding`.
 pub(crate) fn decode_result<T: DeserializeOwned>(
     encoding: Encoding,
@@ -135,20 +103,6 @@ pub(crate) fn decode_result<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_args_follow_the_positional_convention() {
-        let pair: (i64, i64) = decode_json_args(b"[2, 3]").unwrap();
-        assert_eq!(pair, (2, 3));
-        let single: i64 = decode_json_args(b"[5]").unwrap();
-        assert_eq!(single, 5);
-        let one_tuple: (i64,) = decode_json_args(b"[5]").unwrap();
-        assert_eq!(one_tuple, (5,));
-        decode_json_args::<()>(b"[]").unwrap();
-        let bytes: Vec<u8> = decode_json_args(b"[[1, 2, 3]]").unwrap();
-        assert_eq!(bytes, vec![1, 2, 3]);
-        assert!(decode_json_args::<(i64, i64)>(b"[\"a\", 3]").is_err());
-    }
 
     #[test]
     fn a_length_beyond_the_limit_fails_without_allocating() {

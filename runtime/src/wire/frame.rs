@@ -212,6 +212,7 @@ mod tests {
             method: Cow::Borrowed("add"),
             timeout_ms: Some(1500),
             encoding: Encoding::Bincode,
+            signature: None,
         };
         let bytes = build(&header, |body| {
             codec::encode_into(&(2i64, 3i64), body).unwrap()
@@ -296,6 +297,7 @@ mod tests {
             method: "square".into(),
             timeout_ms: None,
             encoding: Encoding::Json,
+            signature: None,
         };
         let full = payload(frame_bytes(&header).unwrap());
         for cut in 0..full.len() {
@@ -314,6 +316,7 @@ mod tests {
             method: "add".into(),
             timeout_ms: Some(30_000),
             encoding: Encoding::Bincode,
+            signature: None,
         };
         let bytes = build(&request, |body| {
             codec::encode_into(&(2i64, 3i64), body).unwrap()
@@ -321,8 +324,8 @@ mod tests {
         assert_eq!(
             &bytes[..],
             &[
-                0, 0, 0, 13, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00,
-                0x04, 0x06
+                0, 0, 0, 14, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00,
+                0x00, 0x04, 0x06
             ]
         );
         let response = Header::Response {
@@ -351,7 +354,7 @@ mod tests {
         assert_eq!(
             &encode_handshake(&identity).unwrap()[..],
             &[
-                0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 1, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
+                0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 2, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
                 0x04, 0x09
             ]
         );

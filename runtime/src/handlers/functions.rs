@@ -1,0 +1,141 @@
+//! The handlers of plain functions: synchronous ones run inline on the connection's reader
+//! (keep them quick), async ones as one task per request on the node's tracker, stopped by a
+//! caller's `Cancel`, its deadline, or the node's `stop` token. Both decode the arguments as
+//! the request says (bincode or JSON) and catch panics, which become `panicked` errors.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Handlers, Incoming};
+use crate::link::panic_message;
+use crate::ErrorKind;
+
+/// Something that answers requests for one method name.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Starts handling `call`; the answer goes through `call.responder`, now or later.
+    fn invoke(&self, call: Incoming, ctx: &Handlers);
+
+    /// Whether this handler uses `call.deadline`; if not, the clock is not read for it.
+    fn needs_deadline(&self) -> bool {
+        true
+    }
+}
+
+/// A synchronous function returning `Result<R, E>`, run on the connection's reader.
+pub(crate) struct SyncFn<F, A, R, E> {
+    f: F,
+    _types: PhantomData<fn(A) -> Result<R, E>>,
+}
+
+impl<F, A, R, E> SyncFn<F, A, R, E> {
+    pub(crate) fn new(f: F) -> Self {
+        SyncFn {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, A, R, E> Handler for SyncFn<F, A, R, E>
+where
+    F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    E: Display + 'static,
+{
+    fn needs_deadline(&self) -> bool {
+        false // runs to completion at once
+    }
+
+    fn invoke(&self, call: Incoming, _ctx: &Handlers) {
+        match call.args::<A>() {
+            Ok(args) => call
+                .responder
+                .answer(catch_unwind(AssertUnwindSafe(|| (self.f)(args)))),
+            Err(e) => call.responder.reply::<()>(Err(e)),
+        }
+    }
+}
+
+/// An async function returning `Result<R, E>`; each request runs as its own task.
+pub(crate) struct AsyncFn<F, A, Fut> {
+    f: F,
+    _types: PhantomData<fn(A) -> Fut>,
+}
+
+impl<F, A, Fut> AsyncFn<F, A, Fut> {
+    pub(crate) fn new(f: F) -> Self {
+        AsyncFn {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, A, Fut, R, E> Handler for AsyncFn<F, A, Fut>
+where
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Display + 'static,
+{
+    fn invoke(&self, call: Incoming, ctx: &Handlers) {
+        let args = match call.args::<A>() {
+            Ok(args) => args,
+            Err(e) => return call.responder.reply::<()>(Err(e)),
+        };
+        let Incoming {
+            deadline,
+            responder,
+            ..
+        } = call;
+        // Building the future runs user code too.
+        let work = match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
+            Ok(work) => AssertUnwindSafe(work).catch_unwind(),
+            Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
+        };
+        let stop = ctx.stop.clone();
+        // Registered before the task starts, so a `Cancel` arriving at once still finds it.
+        let (abort, registration) = AbortHandle::new_pair();
+        let tracked = responder.track(abort);
+        ctx.tasks.spawn(async move {
+            let _tracked = tracked;
+            let outcome = tokio::select! {
+                biased;
+                // Dropping the responder answers `Shutdown`.
+                _ = stop.cancelled() => return,
+                outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
+            };
+            // The caller cancelled: it waits for nothing.
+            let Ok(outcome) = outcome else {
+                return responder.abandon();
+            };
+            match outcome {
+                Some(ran) => responder.answer(ran),
+                None => responder.fail(
+                    ErrorKind::Timeout,
+                    "the handler outlived the caller's deadline",
+                ),
+            }
+        });
+    }
+}
+
+/// Runs `work` until `deadline` (if any); `None` when the deadline passed first.
+async fn run_until<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, work).await.ok(),
+        None => Some(work.await),
+    }
+}

@@ -1,0 +1,393 @@
+//! What a method says about itself: its parameters (names and types), its result type, its
+//! documentation, and — for methods declared with [`crate::service!`] — a fingerprint of
+//! those types that typed callers send with each call, so a caller and a callee whose
+//! definitions disagree get `bad_arguments` naming both, not a misread value.
+//!
+//! [`MethodInfo`] is the static declaration the macro writes; [`Signature`] is what the
+//! method table keeps for every method, declared or inferred from Rust type names.
+//! [`Method`] is the older, lighter descriptor: a name with its Rust types.
+
+use std::marker::PhantomData;
+
+/// A method's name together with its argument and result types, so that the server and its
+/// callers share one definition and a type mistake is a compile error:
+///
+/// ```
+/// use meshrpc::Method;
+/// pub const ADD: Method<(i64, i64), i64> = Method::new("add");
+/// ```
+pub struct Method<A, R> {
+    name: &'static str,
+    _types: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Method<A, R> {
+    /// Declares a method called `name` taking `A` and returning `R`.
+    pub const fn new(name: &'static str) -> Self {
+        Method {
+            name,
+            _types: PhantomData,
+        }
+    }
+
+    /// The method's registered name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> Clone for Method<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A, R> Copy for Method<A, R> {}
+
+/// One declared parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// Its name, as declared.
+    pub name: &'static str,
+    /// Its type, as written in the declaration.
+    pub ty: &'static str,
+}
+
+/// A method as [`crate::service!`] declares it: the descriptor shared by its typed client
+/// and its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The registered name.
+    pub name: &'static str,
+    /// The parameters, in order.
+    pub params: &'static [Param],
+    /// The result type, as written (the `T` of a declared `Result<T, E>`).
+    pub result: &'static str,
+    /// The doc comment, one line per `///` line.
+    pub doc: &'static str,
+    /// FNV-1a over the parameter and result types, whitespace ignored: callers and callees
+    /// compare it on every typed call. Parameter names are not part of it.
+    pub fingerprint: u64,
+}
+
+impl MethodInfo {
+    /// Declares a method; the fingerprint is computed at compile time.
+    pub const fn new(
+        name: &'static str,
+        params: &'static [Param],
+        result: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        MethodInfo {
+            name,
+            params,
+            result,
+            doc,
+            fingerprint: fingerprint(params, result),
+        }
+    }
+
+    /// `add(a: i64, b: i64) -> i64`.
+    pub fn signature(&self) -> String {
+        Signature::declared(self).text(self.name)
+    }
+}
+
+/// FNV-1a 64 over the types, skipping whitespace, with a separator after each type.
+const fn fingerprint(params: &[Param], result: &str) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut i = 0;
+    while i < params.len() {
+        hash = fnv(hash, params[i].ty.as_bytes());
+        i += 1;
+    }
+    hash = fnv(hash, b"->");
+    fnv(hash, result.as_bytes())
+}
+
+const fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !b.is_ascii_whitespace() {
+            hash ^= b as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        i += 1;
+    }
+    hash ^= b';' as u64;
+    hash.wrapping_mul(0x0100_0000_01b3)
+}
+
+/// What the method table knows of a method's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Signature {
+    /// Parameter names (when known) and friendly type names.
+    pub(crate) params: Vec<(Option<String>, String)>,
+    pub(crate) result: String,
+    /// Declared methods only.
+    pub(crate) fingerprint: Option<u64>,
+    /// The argument type is the tuple of the parameters, even for one parameter (declared
+    /// methods); otherwise a single parameter is the argument type itself.
+    pub(crate) tuple: bool,
+    pub(crate) doc: String,
+}
+
+impl Signature {
+    /// From a declaration.
+    pub(crate) fn declared(info: &MethodInfo) -> Self {
+        Signature {
+            params: info
+                .params
+                .iter()
+                .map(|p| (Some(p.name.to_owned()), friendly(p.ty)))
+                .collect(),
+            result: friendly(info.result),
+            fingerprint: Some(info.fingerprint),
+            tuple: true,
+            doc: info
+                .doc
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    /// From the Rust types of a function taking `A` and returning `R`: a tuple argument is
+    /// that many parameters, `()` none, anything else one.
+    pub(crate) fn of<A, R>() -> Self {
+        let params = split_tuple(std::any::type_name::<A>())
+            .into_iter()
+            .map(|ty| (None, friendly(&ty)))
+            .collect();
+        Signature {
+            params,
+            result: friendly(std::any::type_name::<R>()),
+            fingerprint: None,
+            tuple: false,
+            doc: String::new(),
+        }
+    }
+
+    /// Gives the parameters names (`Registered::params`); ignored if the count differs.
+    pub(crate) fn name_params(&mut self, names: &[&str]) -> bool {
+        if names.len() != self.params.len() {
+            return false;
+        }
+        for ((name, _), given) in self.params.iter_mut().zip(names) {
+            *name = Some((*given).to_owned());
+        }
+        true
+    }
+
+    /// The names of the parameters, if every one has a name.
+    pub(crate) fn names(&self) -> Option<Vec<&str>> {
+        self.params.iter().map(|(n, _)| n.as_deref()).collect()
+    }
+
+    /// `(a: i64, b: i64)`.
+    pub(crate) fn params_text(&self) -> String {
+        let each: Vec<String> = self
+            .params
+            .iter()
+            .map(|(name, ty)| match name {
+                Some(name) => format!("{name}: {ty}"),
+                None => ty.clone(),
+            })
+            .collect();
+        format!("({})", each.join(", "))
+    }
+
+    /// `add(a: i64, b: i64) -> i64`.
+    pub(crate) fn text(&self, method: &str) -> String {
+        format!("{method}{} -> {}", self.params_text(), self.result)
+    }
+
+    /// XML-RPC's `system.methodSignature` form: the result's type, then each parameter's.
+    pub(crate) fn xmlrpc(&self) -> Vec<&'static str> {
+        std::iter::once(&self.result)
+            .chain(self.params.iter().map(|(_, ty)| ty))
+            .map(|ty| xmlrpc_type(ty))
+            .collect()
+    }
+}
+
+/// The top-level members of a tuple type name; `()` has none, a non-tuple is itself.
+fn split_tuple(ty: &str) -> Vec<String> {
+    let ty = ty.trim();
+    let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) else {
+        return vec![ty.to_owned()];
+    };
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' | '<' | '[' => depth += 1,
+            ')' | '>' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(inner[start..i].trim().to_owned());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = inner[start..].trim();
+    if !last.is_empty() {
+        parts.push(last.to_owned());
+    }
+    parts
+}
+
+/// A type name as a caller reads it: paths dropped (`alloc::string::String` → `String`),
+/// spacing tidied, text types as `string` and byte buffers as `bytes`.
+pub(crate) fn friendly(ty: &str) -> String {
+    let mut out = String::with_capacity(ty.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        // Keep only the last path segment of a word such as `alloc::vec::Vec`.
+        let last = word.rsplit("::").next().unwrap_or("");
+        out.push_str(last);
+        word.clear();
+    };
+    for c in ty.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            if !c.is_whitespace() {
+                out.push(c);
+                if c == ',' {
+                    out.push(' ');
+                }
+            }
+        }
+    }
+    flush(&mut word, &mut out);
+    match out.as_str() {
+        "String" | "&str" | "&'staticstr" | "str" | "Cow<str>" => "string".to_owned(),
+        "ByteBuf" | "Vec<u8>" | "Bytes" | "&[u8]" => "bytes".to_owned(),
+        _ => out,
+    }
+}
+
+/// The XML-RPC type a Rust type travels as over the gateway.
+fn xmlrpc_type(ty: &str) -> &'static str {
+    match ty {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => "int",
+        "f32" | "f64" => "double",
+        "bool" => "boolean",
+        "string" | "char" => "string",
+        "bytes" => "base64",
+        "()" => "nil",
+        t if t.starts_with("Vec<") || t.starts_with('[') || t.starts_with('(') => "array",
+        t if t.starts_with("Option<") && t.ends_with('>') => {
+            xmlrpc_type(&friendly(&t["Option<".len()..t.len() - 1]))
+        }
+        _ => "struct",
+    }
+}
+
+/// Whether a friendly type name is an integer type.
+pub(crate) fn is_integer(friendly: &str) -> bool {
+    matches!(
+        friendly,
+        "i8" | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "isize"
+            | "u8"
+            | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "usize"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADD: MethodInfo = MethodInfo::new(
+        "add",
+        &[
+            Param {
+                name: "a",
+                ty: "i64",
+            },
+            Param {
+                name: "b",
+                ty: "i64",
+            },
+        ],
+        "i64",
+        " a + b",
+    );
+
+    #[test]
+    fn declared_signatures_read_like_rust_and_fingerprint_only_types() {
+        assert_eq!(ADD.signature(), "add(a: i64, b: i64) -> i64");
+        let renamed = MethodInfo::new(
+            "add",
+            &[
+                Param {
+                    name: "x",
+                    ty: "i64",
+                },
+                Param {
+                    name: "y",
+                    ty: " i64 ",
+                },
+            ],
+            "i64",
+            "",
+        );
+        assert_eq!(
+            renamed.fingerprint, ADD.fingerprint,
+            "names and spaces do not count"
+        );
+        let narrower = MethodInfo::new(
+            "add",
+            &[
+                Param {
+                    name: "a",
+                    ty: "i32",
+                },
+                Param {
+                    name: "b",
+                    ty: "i32",
+                },
+            ],
+            "i32",
+            "",
+        );
+        assert_ne!(narrower.fingerprint, ADD.fingerprint);
+        let fewer = MethodInfo::new(
+            "add",
+            &[Param {
+                name: "a",
+                ty: "i64",
+            }],
+            "i64",
+            "",
+        );
+        assert_ne!(fewer.fingerprint, ADD.fingerprint, "arity counts");
+        assert_eq!(
+            Signature::declared(&ADD).xmlrpc(),
+            vec!["int", "int", "int"]
+        );
+    }
+
+    #[test]
+    fn inferred_signatures_come_from_type_names() {
+        let sig = Signature::of::<(i64, String), Vec<u8>>();
+        assert_eq!(sig.text("f"), "f(i64, string) -> bytes");
+        assert_eq!(Signature::of::<(), ()>().text("g"), "g() -> ()");
+        assert_eq!(Signature::of::<i64, i64>().params.len(), 1);
+        let nested = Signature::of::<(Vec<(u8, u8)>, i64), Option<String>>();
+        assert_eq!(nested.text("h"), "h(Vec<(u8, u8)>, i64) -> Option<String>");
+        assert_eq!(nested.xmlrpc(), vec!["string", "array", "int"]);
+    }
+}
