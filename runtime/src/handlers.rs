@@ -39,10 +39,8 @@ pub(crate) use table::{Entry, Methods};
 
 use signature::Signature;
 
-/// One admitted request or cast, handed to its handler.
+/// One admitted request or cast, handed to its handler with the method's [`Entry`].
 pub(crate) struct Incoming {
-    /// The method called: its name and signature decode the arguments.
-    pub(crate) entry: Arc<Entry>,
     pub(crate) encoding: Encoding,
     pub(crate) body: Bytes,
     /// When the caller stops waiting, if it said (and the handler asked to know).
@@ -50,12 +48,11 @@ pub(crate) struct Incoming {
     pub(crate) responder: Responder,
 }
 
-impl Incoming {
-    /// The arguments, decoded as the method's argument type; `bad_arguments` in the
-    /// method's own words otherwise.
-    pub(crate) fn args<A: DeserializeOwned>(&self) -> Result<A, RemoteError> {
-        let entry = &self.entry;
-        arguments::decode(&entry.name, &entry.signature, self.encoding, &self.body)
+impl Entry {
+    /// The arguments of `call`, decoded as this method's argument type; `bad_arguments` in
+    /// the method's own words otherwise.
+    pub(crate) fn args<A: DeserializeOwned>(&self, call: &Incoming) -> Result<A, RemoteError> {
+        arguments::decode(&self.name, &self.signature, call.encoding, &call.body)
     }
 }
 
@@ -194,20 +191,18 @@ impl Dispatch for Handlers {
             let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
             return responder.fail(ErrorKind::RetryRefused, message);
         }
-        let handler = entry.handler.clone();
         let deadline = match timeout_ms {
-            Some(ms) if handler.needs_deadline() => {
+            Some(ms) if entry.handler.needs_deadline() => {
                 Some(Instant::now() + Duration::from_millis(ms))
             }
             _ => None,
         };
         let call = Incoming {
-            entry,
             encoding,
             body,
             deadline,
             responder,
         };
-        handler.invoke(call, self);
+        entry.handler.invoke(&entry, call, self);
     }
 }

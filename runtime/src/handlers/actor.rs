@@ -21,14 +21,14 @@ use tracing::{error, warn};
 
 use super::functions::Handler;
 use super::signature::Signature;
-use super::{Handlers, Incoming};
+use super::{Entry, Handlers, Incoming};
 use crate::link::panic_message;
 use crate::ErrorKind;
 
 /// One method of an actor with state `S`, type-erased.
 trait ActorMethod<S>: Send + Sync + 'static {
     /// Runs the method on `state` and answers; returns true if it panicked.
-    fn invoke(&self, state: &mut S, call: Incoming) -> bool;
+    fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool;
 }
 
 struct TypedMethod<F, A, R, E> {
@@ -43,7 +43,7 @@ where
     R: Serialize + 'static,
     E: Display + 'static,
 {
-    fn invoke(&self, state: &mut S, call: Incoming) -> bool {
+    fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
         if call.deadline.is_some_and(|at| Instant::now() >= at) {
             call.responder.fail(
                 ErrorKind::Timeout,
@@ -51,7 +51,7 @@ where
             );
             return false;
         }
-        let args = match call.args::<A>() {
+        let args = match entry.args::<A>(&call) {
             Ok(args) => args,
             Err(e) => {
                 call.responder.reply::<()>(Err(e));
@@ -68,6 +68,7 @@ where
 
 struct Msg<S> {
     method: Arc<dyn ActorMethod<S>>,
+    entry: Arc<Entry>,
     call: Incoming,
 }
 
@@ -80,9 +81,10 @@ struct Forward<S> {
 }
 
 impl<S: Send + 'static> Handler for Forward<S> {
-    fn invoke(&self, call: Incoming, _ctx: &Handlers) {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
         let msg = Msg {
             method: self.method.clone(),
+            entry: entry.clone(),
             call,
         };
         match self.mailbox.try_send(msg) {
@@ -235,7 +237,7 @@ async fn run<S: 'static>(
         };
         // `invoke` catches the method's own panics; this also covers decoding and encoding
         // (user Serialize/Deserialize code), so no panic can end the actor.
-        let panicked = catch_unwind(AssertUnwindSafe(|| msg.method.invoke(&mut state, msg.call)))
+        let panicked = catch_unwind(AssertUnwindSafe(|| msg.method.invoke(&mut state, &msg.entry, msg.call)))
             .unwrap_or(true);
         if panicked {
             warn!(actor = %name, "a method panicked; restarting the actor from its factory");

@@ -13,14 +13,17 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Handlers, Incoming};
+use std::sync::Arc;
+
+use super::{Entry, Handlers, Incoming};
 use crate::link::panic_message;
 use crate::ErrorKind;
 
 /// Something that answers requests for one method name.
 pub(crate) trait Handler: Send + Sync + 'static {
-    /// Starts handling `call`; the answer goes through `call.responder`, now or later.
-    fn invoke(&self, call: Incoming, ctx: &Handlers);
+    /// Starts handling `call` for the method `entry`; the answer goes through
+    /// `call.responder`, now or later.
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers);
 
     /// Whether this handler uses `call.deadline`; if not, the clock is not read for it.
     fn needs_deadline(&self) -> bool {
@@ -54,8 +57,8 @@ where
         false // runs to completion at once
     }
 
-    fn invoke(&self, call: Incoming, _ctx: &Handlers) {
-        match call.args::<A>() {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
+        match entry.args::<A>(&call) {
             Ok(args) => call
                 .responder
                 .answer(catch_unwind(AssertUnwindSafe(|| (self.f)(args)))),
@@ -87,8 +90,8 @@ where
     R: Serialize + Send + 'static,
     E: Display + 'static,
 {
-    fn invoke(&self, call: Incoming, ctx: &Handlers) {
-        let args = match call.args::<A>() {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers) {
+        let args = match entry.args::<A>(&call) {
             Ok(args) => args,
             Err(e) => return call.responder.reply::<()>(Err(e)),
         };
