@@ -1,7 +1,7 @@
-//! Rust calling the seed's Python `SimpleXMLRPCServer` (the `square`/`cube` one).
+//! Rust calling the Python tutorial's `SimpleXMLRPCServer` (the `square`/`cube` one).
 //!
 //! ```sh
-//! cargo run --example python_server                           # starts the seed's server itself
+//! cargo run --example python_server                           # starts the Python tutorial's server itself
 //! cargo run --example python_server -- http://localhost:8000  # or calls one already running
 //! ```
 
@@ -10,7 +10,7 @@ use std::process::Stdio;
 use meshrpc::remote::XmlRpcClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The seed's server, verbatim but for the port (from the command line) and a readiness line.
+/// The Python tutorial's server, verbatim but for the port (from the command line) and a readiness line.
 const SEED_SERVER: &str = include_str!("seed_server.py");
 
 #[tokio::main]

@@ -1,5 +1,5 @@
-//! The seed's first example, in Rust: a server that exposes `add`, and a client that calls
-//! `add(2, 3)` and prints 5.
+//! The Python tutorial's first example, in Rust: a server that exposes `add`, and a client
+//! that calls `add(2, 3)` and prints 5.
 //!
 //! ```sh
 //! cargo run --example seed_add                      # both in one process, then exit
@@ -7,24 +7,34 @@
 //! cargo run --example seed_add -- client 127.0.0.1:8000   # the client alone
 //! ```
 
-use meshrpc::{Client, Method, Node};
+use meshrpc::{Client, Node};
 
-/// Shared by server and client: a type mistake on either side is a compile error.
-const ADD: Method<(i64, i64), i64> = Method::new("add");
+meshrpc::service! {
+    /// Shared by server and client: a type mistake on either side is a compile error, and a
+    /// client built from another definition is told both signatures.
+    pub service Calc {
+        /// a + b
+        fn add(a: i64, b: i64) -> i64;
+    }
+}
+
+struct CalcImpl;
+
+impl Calc for CalcImpl {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
 
 async fn server(listen: &str) -> anyhow::Result<Node> {
-    let node = Node::builder("server")
-        .listen(listen.parse()?)
-        .start()
-        .await?;
-    node.serve_fn(ADD, |(a, b)| a + b)
-        .help("add(a, b) -> a + b");
+    let node = Node::builder("server").listen(listen).start().await?;
+    node.serve(CalcServer::new(CalcImpl));
     Ok(node)
 }
 
 async fn client(addr: &str) -> anyhow::Result<()> {
     let server = Client::connect(addr).await?;
-    let result = server.invoke(ADD, (2, 3)).await?;
+    let result = CalcClient::new(&server).add(2, 3).await?;
     println!("{result}");
     Ok(())
 }

@@ -33,6 +33,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         print(&args, &spec, &target, &report);
     }
+    // A load that mostly failed measured nothing worth a zero exit status.
+    let failed = report.failed();
+    if failed > 0 && failed >= report.calls {
+        eprintln!(
+            "error: {failed} of {} calls failed; one said: {}",
+            failed + report.calls,
+            report.sample_error.as_deref().unwrap_or("?")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -50,6 +60,17 @@ fn spec(args: &BenchArgs) -> anyhow::Result<LoadSpec> {
     ensure!(
         args.connections <= args.concurrency,
         "more connections than calls in flight would leave some idle"
+    );
+    if let Some(secs) = args.duration {
+        ensure!(
+            secs.is_finite() && secs > 0.0,
+            "--duration must be more than 0 seconds, got {secs}"
+        );
+    }
+    ensure!(args.calls != Some(0), "--calls must be at least 1");
+    ensure!(
+        args.warmup.is_finite() && args.warmup >= 0.0,
+        "--warmup must be 0 or more seconds"
     );
     let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0)).as_millis() as u64;
     Ok(LoadSpec {
@@ -101,21 +122,42 @@ fn progress_bar(count: Arc<AtomicU64>, spec: &LoadSpec) -> Option<tokio::task::J
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = match spec.calls {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::new_spinner(),
+    let total = match (spec.duration_ms, spec.calls) {
+        (Some(ms), _) => format!("{} s", ms.div_ceil(1000)),
+        (None, Some(n)) => format!("{} calls", thousands(n)),
+        (None, None) => "10 s".to_owned(),
     };
-    let style =
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {pos} calls, {per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    bar.set_style(style);
+    let bar = indicatif::ProgressBar::new_spinner();
     Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let (mut last_count, mut last_at) = (0u64, started);
         loop {
             tick.tick().await;
-            bar.set_position(count.load(Ordering::Relaxed));
+            let (now, done) = (std::time::Instant::now(), count.load(Ordering::Relaxed));
+            let rate = (done - last_count) as f64 / now.duration_since(last_at).as_secs_f64();
+            (last_count, last_at) = (done, now);
+            bar.set_message(format!(
+                "{} calls/s · {} s of {total}",
+                thousands(rate as u64),
+                started.elapsed().as_secs()
+            ));
+            bar.tick();
         }
     }))
+}
+
+/// `386844` → `386,844`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
@@ -127,7 +169,11 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
         "{what} against {target}: {} connection(s), {} in flight, {:.2} s",
         args.connections, spec.concurrency, r.secs
     );
-    println!("  calls       {} ({:.0}/s)", r.calls, r.calls_per_sec);
+    println!(
+        "  calls       {} ({} calls/s)",
+        thousands(r.calls),
+        thousands(r.calls_per_sec as u64)
+    );
     if spec.payload.is_some() {
         println!("  throughput  {:.1} MB/s (payload, one way)", r.mb_per_sec);
     }
@@ -140,5 +186,8 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
     } else {
         let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("  errors      {}", errors.join(", "));
+        if let Some(sample) = &r.sample_error {
+            println!("  for one     {sample}");
+        }
     }
 }

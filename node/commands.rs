@@ -18,10 +18,14 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         cluster: args.cluster.clone(),
         ..MulticastConfig::default()
     });
+    let advertise = match &args.advertise {
+        Some(name) => Some(resolve_one(name).await?),
+        None => None,
+    };
     let config = NodeConfig {
         name: args.name,
         listen: args.listen,
-        advertise: args.advertise,
+        advertise,
         seeds: args.seeds,
         max_frame: args.max_frame,
         default_timeout: Duration::from_millis(args.timeout_ms),
@@ -55,6 +59,16 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first address `host:port` resolves to.
+async fn resolve_one(host_port: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(host_port)
+        .await
+        .with_context(|| format!("cannot resolve --advertise {host_port}"))?;
+    addrs
+        .next()
+        .with_context(|| format!("--advertise {host_port} resolves to no address"))
 }
 
 /// A node holds a descriptor per link, per connection in its handshake and per HTTP

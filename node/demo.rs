@@ -160,7 +160,7 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
         node.stop().await?;
         println!("  {name} stopped cleanly");
     }
-    println!("\ndemo ok: 3 nodes, calls both ways, actor state, 5 error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ndemo ok: 3 nodes, calls both ways, actor state, 5 of the error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

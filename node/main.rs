@@ -90,13 +90,15 @@ struct NodeArgs {
     /// This node's name, unique among the live members of the cluster.
     #[arg(long)]
     name: String,
-    /// Address to listen on; port 0 picks a free port (printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+    /// Address to listen on (HOST:PORT; a name is resolved); port 0 picks a free port
+    /// (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "HOST:PORT")]
+    listen: String,
     /// Address to tell peers to dial, when it differs from the listen address (containers,
-    /// NAT, proxies). Default: the listen address (127.0.0.1 for 0.0.0.0).
-    #[arg(long)]
-    advertise: Option<SocketAddr>,
+    /// NAT, proxies); a name is resolved at start. Default: the listen address (127.0.0.1
+    /// for 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// A peer to join through (HOST:PORT; a DNS name is resolved and every address it returns
     /// is dialed); repeatable. Retried with backoff until reached.
     #[arg(long = "seed", value_name = "HOST:PORT")]

@@ -1,6 +1,6 @@
-//! The HTTP gateway with real clients: the seed's Python programs (xmlrpc.client, unchanged
+//! The HTTP gateway with real clients: the Python tutorial's programs (xmlrpc.client, unchanged
 //! but for the port), a JSON-RPC client written with urllib, hostile HTTP bodies, /metrics and
-//! /health; and meshrpc's Rust client calling the seed's Python server.
+//! /health; and meshrpc's Rust client calling the Python tutorial's server.
 
 mod support;
 
@@ -23,7 +23,7 @@ fn url(node: &NodeProc) -> String {
 #[test]
 fn the_seeds_python_clients_work_unchanged_but_for_the_port() {
     let node = gateway_node();
-    // The seed's first client, then its "two instances" client, as the seed prints them.
+    // The Python tutorial's first client, then its "two instances" client, as the tutorial prints them.
     let first = python(
         "import sys, xmlrpc.client\nserver = xmlrpc.client.ServerProxy(sys.argv[1])\nresult = server.add(2, 3)\nprint(result)\n",
         &[&url(&node)],
@@ -264,7 +264,7 @@ print(urllib.request.urlopen(url + "/metrics").read().decode())
     }
 }
 
-/// The seed's `square`/`cube` server, as the seed writes it but for the port (given on the
+/// The Python tutorial's `square`/`cube` server, as the tutorial writes it but for the port (given on the
 /// command line so the test can pick a free one); shared with `examples/python_server.rs`.
 const SEED_SERVER: &str = include_str!("../examples/seed_server.py");
 
@@ -285,7 +285,7 @@ async fn rust_calls_the_seeds_python_server() {
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("start the seed's server");
+        .expect("start the Python tutorial's server");
     let stdout = server.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let ready = tokio::time::timeout(PATIENCE, lines.next_line())

@@ -127,6 +127,13 @@ fn a_node_killed_mid_call_fails_the_call_with_disconnected() {
 }
 
 fn bench_json(args: &[&str]) -> serde_json::Value {
+    let (ok, report) = bench_json_status(args);
+    assert!(ok, "bench failed: {report}");
+    report
+}
+
+/// `meshrpc bench ARGS --json`: whether it exited 0, and the report it printed.
+fn bench_json_status(args: &[&str]) -> (bool, serde_json::Value) {
     let out = std::process::Command::new(support::BIN)
         .arg("bench")
         .args(args)
@@ -134,12 +141,13 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
         .env("RUST_LOG", "error")
         .output()
         .expect("run meshrpc bench");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "one JSON object, got: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
 }
 
 #[test]
@@ -176,7 +184,9 @@ fn bench_reports_calls_latencies_and_errors_by_kind() {
     let echo = bench_json(&[&a.addr, "--calls", "50", "--payload", "4096"]);
     assert_eq!(echo["calls"], 50);
     assert!(echo["mb_per_sec"].as_f64().unwrap() > 0.0);
-    let failing = bench_json(&[&a.addr, "--calls", "40", "--method", "nope", "--args", "[]"]);
+    let (ok, failing) =
+        bench_json_status(&[&a.addr, "--calls", "40", "--method", "nope", "--args", "[]"]);
+    assert!(!ok, "a bench whose every call failed exits non-zero");
     assert_eq!(failing["calls"], 0);
     assert_eq!(failing["errors"]["method_not_found"], 40);
     // Node to node: a loads b over their link.

@@ -79,6 +79,16 @@ pub struct Report {
     pub mean_us: f64,
     /// Failed calls by error kind.
     pub errors: BTreeMap<String, u64>,
+    /// The message of one failed call, when any failed (`kind: message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_error: Option<String>,
+}
+
+impl Report {
+    /// Calls that failed.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }
 
 /// Encodes a JSON positional array as a typed Rust caller's bincode arguments: `[]` as `()`,
@@ -178,14 +188,16 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
         .collect();
     let mut latencies = new_histogram();
     let mut errors = BTreeMap::new();
+    let mut sample_error = None;
     for worker in workers {
-        let Ok((histogram, failed)) = worker.await else {
+        let Ok(done) = worker.await else {
             continue;
         };
-        let _ = latencies.add(&histogram); // same bounds: cannot fail
-        for (kind, n) in failed {
+        let _ = latencies.add(&done.latencies); // same bounds: cannot fail
+        for (kind, n) in done.errors {
             *errors.entry(kind).or_insert(0) += n;
         }
+        sample_error = sample_error.or(done.sample_error);
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let calls = latencies.len();
@@ -202,7 +214,15 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
         max_us: latencies.max(),
         mean_us: latencies.mean(),
         errors,
+        sample_error,
     }
+}
+
+/// What one worker measured.
+struct Done {
+    latencies: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    sample_error: Option<String>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -217,9 +237,10 @@ async fn worker(
     deadline: Option<Instant>,
     budget: Arc<AtomicU64>,
     progress: Arc<AtomicU64>,
-) -> (Histogram<u64>, BTreeMap<String, u64>) {
+) -> Done {
     let mut latencies = new_histogram();
     let mut errors = BTreeMap::new();
+    let mut sample_error = None;
     let options = CallOptions::timeout(Duration::from_millis(spec.timeout_ms));
     let method = if payload.is_some() {
         "echo"
@@ -252,13 +273,18 @@ async fn worker(
             }
             Err(e) => {
                 *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
+                sample_error.get_or_insert_with(|| format!("{}: {e}", e.kind()));
                 // A dead peer fails every call at once: pause, so the run measures attempts
                 // rather than how fast an error can be returned.
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }
     }
-    (latencies, errors)
+    Done {
+        latencies,
+        errors,
+        sample_error,
+    }
 }
 
 #[cfg(test)]

@@ -291,11 +291,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the node at `addr` (`host:port`) with default settings.
+    /// Connects to the node at `addr` (a `SocketAddr` or `"HOST:PORT"`; a name is resolved
+    /// and each address tried) with default settings.
     ///
     /// # Errors
-    /// `PeerUnavailable` if it cannot be reached, `Protocol` if the handshake fails.
-    pub async fn connect(addr: &str) -> Result<Client, RpcError> {
+    /// `PeerUnavailable` if it cannot be reached, `Unauthenticated` if it refuses this side's
+    /// cookie or certificate, `Protocol` if the handshake fails or the port is not a meshrpc
+    /// node's.
+    pub async fn connect(addr: impl ToString) -> Result<Client, RpcError> {
         Client::connect_with(
             addr,
             &NodeConfig {
@@ -310,9 +313,13 @@ impl Client {
     /// seeds and mailbox are unused).
     ///
     /// # Errors
-    /// `PeerUnavailable` if the node cannot be reached or refuses us (a cookie mismatch, for
-    /// one), `Protocol` if the handshake fails, `Shutdown`-free otherwise.
-    pub async fn connect_with(addr: &str, config: &NodeConfig) -> Result<Client, RpcError> {
+    /// As [`Client::connect`].
+    pub async fn connect_with(
+        addr: impl ToString,
+        config: &NodeConfig,
+    ) -> Result<Client, RpcError> {
+        let addr = addr.to_string();
+        let addr = addr.as_str();
         let unavailable = |reason: String| RpcError::PeerUnavailable {
             peer: addr.to_owned(),
             reason,
@@ -342,6 +349,7 @@ impl Client {
             cookie: config.cookie.as_deref(),
             timeout: config.handshake_timeout,
             tls: tls.as_ref(),
+            probe: true,
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {

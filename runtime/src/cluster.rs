@@ -24,6 +24,18 @@ use membership::{Membership, Rumor};
 pub use membership::{Member, MemberEvent, MemberSummary, Status};
 pub use target::Target;
 
+/// An optional address for a log line: the address, or `none` (not `Some(..)`).
+pub(crate) struct ShowAddr(pub(crate) Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for ShowAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 /// One entry of `system.peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSummary {

@@ -10,8 +10,9 @@ use std::time::Duration;
 pub struct NodeConfig {
     /// The node's name, shown to peers and in logs. Default: `node`.
     pub name: String,
-    /// Where to listen. Default: `127.0.0.1:0` (a free loopback port).
-    pub listen: SocketAddr,
+    /// Where to listen, `HOST:PORT` (a name is resolved at start; port 0 picks a free port).
+    /// Default: `127.0.0.1:0`.
+    pub listen: String,
     /// The address peers are told to dial; default: the bound address, with an unspecified
     /// IP (0.0.0.0) replaced by 127.0.0.1. Set it when peers on other hosts (or behind a
     /// proxy) must dial another address.
@@ -84,7 +85,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             name: "node".to_owned(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: "127.0.0.1:0".to_owned(),
             advertise: None,
             seeds: Vec::new(),
             max_frame: 16 << 20,
@@ -151,6 +152,30 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
+/// Checks that `value` reads as `HOST:PORT` (a name, an IPv4 address or `[IPv6]`, then a
+/// port number): a seed without a port would be retried forever.
+pub(crate) fn host_port(what: &str, value: &str) -> Result<(), String> {
+    let hint = |why: &str| {
+        format!(
+            "{what} `{value}` {why}: give HOST:PORT, such as 127.0.0.1:4000 or node-a.local:4000"
+        )
+    };
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(hint("has no port"));
+    };
+    if host.is_empty() {
+        return Err(hint("has no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(hint(
+            "has no port (an IPv6 address goes in brackets: [::1]:4000)",
+        ));
+    }
+    port.parse::<u16>()
+        .map(drop)
+        .map_err(|_| hint("has no valid port"))
+}
+
 impl NodeConfig {
     /// Checks the values that would make the node misbehave.
     pub(crate) fn validate(&self) -> Result<(), String> {
@@ -177,6 +202,10 @@ impl NodeConfig {
         }
         if self.name.is_empty() {
             return Err("the node name must not be empty".to_owned());
+        }
+        host_port("listen", &self.listen)?;
+        for seed in &self.seeds {
+            host_port("seed", seed)?;
         }
         if self.http_token.as_deref() == Some("") {
             return Err("the HTTP token must not be empty".to_owned());

@@ -149,7 +149,7 @@ pub enum RpcError {
         method: String,
     },
     /// The peer broke the protocol.
-    #[error("protocol error: {0}")]
+    #[error("{0}")]
     Protocol(String),
     /// A request or its result would exceed the frame limit; it was not sent.
     #[error("frame too large: {message}")]
@@ -260,16 +260,16 @@ impl RpcError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listen address could not be resolved or bound (the cause is the source).
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
-        addr: std::net::SocketAddr,
+        addr: String,
         /// The OS error.
         source: std::io::Error,
     },
     /// Multicast discovery could not be set up (no multicast route, for one).
-    #[error("cannot start multicast discovery on {group}: {source}")]
+    #[error("cannot start multicast discovery on {group}")]
     Discovery {
         /// The group asked for.
         group: std::net::SocketAddrV4,

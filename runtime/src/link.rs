@@ -15,6 +15,7 @@ mod outbox;
 mod pending;
 mod reader;
 mod responder;
+mod sniff;
 mod throttle;
 pub mod tls;
 pub(crate) mod transport;

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::peers::{DialStart, Peers};
 use super::target::{resolve, Target};
+use super::ShowAddr;
 use crate::link::tls::Tls;
 use crate::link::transport::{self, HandshakeFailure, Introduced, Local, Socket};
 use crate::link::{Closed, Connection, LinkCtx, LogLimit, Parts, PeerInfo};
@@ -140,6 +141,7 @@ impl Links {
             cookie: inner.config.cookie.as_deref(),
             timeout: inner.config.handshake_timeout,
             tls: inner.tls.as_ref(),
+            probe: false,
         }
     }
 
@@ -314,7 +316,7 @@ impl Links {
             inner.clients.insert(conn.shared.conn_id, conn.clone());
         } else {
             let peer = conn.peer();
-            info!(peer = %peer.name, id = %peer.id, addr = ?peer.addr, outbound, "link up");
+            info!(peer = %peer.name, id = %peer.id, addr = %ShowAddr(peer.addr), outbound, "link up");
         }
         conn
     }
@@ -403,9 +405,10 @@ impl Links {
             }
         };
         let them = introduced.hello.identity.clone();
-        if let Some(reason) = self.refusal(&them) {
-            warn!(peer = %them.name, %reason, "refused a link");
-            let _ = transport::refuse(&mut introduced, self.local(), Verdict::Refuse(reason)).await; // best effort
+        if let Some(refusal) = self.refusal(&them) {
+            warn!(peer = %them.name, %remote, reason = %refusal.ours, "refused a link");
+            let verdict = Verdict::Refuse(refusal.theirs);
+            let _ = transport::refuse(&mut introduced, self.local(), verdict).await; // best effort
             return;
         }
         let accept = match transport::welcome(self.local(), &introduced.transcript, Verdict::Accept)
@@ -442,22 +445,49 @@ impl Links {
     }
 
     /// Why a dialer must be turned away, if it must.
-    fn refusal(&self, them: &Identity) -> Option<String> {
+    fn refusal(&self, them: &Identity) -> Option<Refusal> {
         let me = &self.inner.identity;
+        let name = &them.name;
         if self.closing() {
-            return Some("the node is shutting down".to_owned());
+            return Some(Refusal::same("it is shutting down"));
         }
         if them.id == me.id {
-            return Some("the dialer has this node's own id".to_owned());
+            return Some(Refusal::same("the dialer has this node's own id"));
         }
-        if them.listen.is_some() && them.name == me.name {
-            return Some(format!("name `{}` is this node's own name", them.name));
+        if them.listen.is_some() && *name == me.name {
+            return Some(Refusal {
+                theirs: format!("it is itself named `{name}`: choose another --name for this node"),
+                ours: format!("the dialer is named `{name}` like this node"),
+            });
         }
-        let other = self
+        let holder = self
             .peers()
-            .by_name(&them.name)
-            .filter(|other| other.peer().id != them.id)?;
-        (them.listen.is_some()).then(|| name_conflict(&them.name, other.peer().id))
+            .by_name(name)
+            .filter(|other| other.peer().id != them.id)?
+            .peer()
+            .id;
+        them.listen.is_some().then(|| Refusal {
+            theirs: format!(
+                "{}: choose another --name for this node",
+                name_conflict(name, holder)
+            ),
+            ours: name_conflict(name, holder),
+        })
+    }
+}
+
+/// A refusal in the dialer's words (it is sent) and in ours (it is logged).
+struct Refusal {
+    theirs: String,
+    ours: String,
+}
+
+impl Refusal {
+    fn same(reason: &str) -> Self {
+        Refusal {
+            theirs: reason.to_owned(),
+            ours: reason.to_owned(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::links::{LinkEvent, Links};
+use super::ShowAddr;
 use crate::wire::{Encoding, NodeId};
 use view::View;
 
@@ -264,13 +265,13 @@ impl Actor {
     fn publish(&self, event: MemberEvent) {
         match &event {
             MemberEvent::NodeUp(m) => {
-                info!(member = %m.name, id = %m.id, addr = ?m.addr, "member up")
+                info!(member = %m.name, id = %m.id, addr = %ShowAddr(m.addr), "member up")
             }
             MemberEvent::NodeDown(m) => {
-                warn!(member = %m.name, id = %m.id, addr = ?m.addr, "member down")
+                warn!(member = %m.name, id = %m.id, addr = %ShowAddr(m.addr), "member down")
             }
             MemberEvent::NodeLeft(m) => {
-                info!(member = %m.name, id = %m.id, addr = ?m.addr, "member left")
+                info!(member = %m.name, id = %m.id, addr = %ShowAddr(m.addr), "member left")
             }
         }
         let _ = self.events.send(event); // no subscriber

@@ -237,8 +237,10 @@ async fn run<S: 'static>(
         };
         // `invoke` catches the method's own panics; this also covers decoding and encoding
         // (user Serialize/Deserialize code), so no panic can end the actor.
-        let panicked = catch_unwind(AssertUnwindSafe(|| msg.method.invoke(&mut state, &msg.entry, msg.call)))
-            .unwrap_or(true);
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            msg.method.invoke(&mut state, &msg.entry, msg.call)
+        }))
+        .unwrap_or(true);
         if panicked {
             warn!(actor = %name, "a method panicked; restarting the actor from its factory");
             match build(&name, &factory) {

@@ -1,5 +1,5 @@
 //! Calling XML-RPC and JSON-RPC 2.0 servers by URL from Rust, with serde arguments and
-//! results: for instance the Python `SimpleXMLRPCServer` of the seed document.
+//! results: for instance the `SimpleXMLRPCServer` of the Python tutorial.
 //!
 //! Arguments are positional: a tuple or array becomes the parameter list, `()` no
 //! parameters, anything else the single parameter. Each call is one HTTP POST over hyper.

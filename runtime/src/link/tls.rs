@@ -143,6 +143,11 @@ pub(crate) fn explain(error: &std::io::Error) -> Failure {
             | AlertDescription::CertificateUnknown
             | AlertDescription::CertificateRequired,
         ) => auth("it refused this side's certificate: not signed by its CA, or none was given"),
+        // A plain node greets in plain text at once: the TLS client reads it as garbage.
+        Error::InvalidMessage(_) => Failure {
+            auth: false,
+            reason: "it answered in plain text, not TLS: it does not use TLS (drop --tls-* on this side, or give it TLS)".to_owned(),
+        },
         Error::AlertReceived(AlertDescription::CertificateExpired) => {
             auth("it refused this side's certificate: expired")
         }

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::auth::{self, CookieFailure, Role, Transcript};
+use super::sniff;
 use super::tls::{self, Tls};
 use super::PeerInfo;
 use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
@@ -58,6 +59,9 @@ pub(crate) struct Local<'a> {
     pub(crate) cookie: Option<&'a str>,
     pub(crate) timeout: Duration,
     pub(crate) tls: Option<&'a Tls>,
+    /// A plain client speaks first when the other side stays silent, to tell what it is
+    /// ([`super::sniff`]). Nodes never do: a slow peer must not get garbage.
+    pub(crate) probe: bool,
 }
 
 impl Socket {
@@ -255,13 +259,36 @@ pub(crate) async fn read_greeting(
     socket: &mut Socket,
     local: Local<'_>,
 ) -> Result<Greeting, RpcError> {
-    let failure = match bounded(local.timeout, socket.read::<Greeting>()).await {
+    let probe = local.probe && local.tls.is_none();
+    let read = async {
+        if !probe {
+            return socket.read::<Greeting>().await;
+        }
+        // Reading a frame is cancel-safe: bytes already read stay in the buffer.
+        match tokio::time::timeout(sniff::PROBE_AFTER, socket.read::<Greeting>()).await {
+            Ok(read) => read,
+            Err(_) => {
+                let _ = socket.writer.write_all(sniff::PROBE).await; // it may be gone
+                socket.read::<Greeting>().await
+            }
+        }
+    };
+    let failure = match bounded(local.timeout, read).await {
         Ok(greeting) => return Ok(greeting),
         Err(failure @ HandshakeFailure::Unauthenticated(_)) => {
             return Err(failure.into_rpc(socket.remote.to_string()))
         }
         Err(failure) => failure,
     };
+    if let Some(what) = sniff::describe(socket.reader.read_buffer()) {
+        return Err(RpcError::Protocol(format!("{} {what}", socket.remote)));
+    }
+    if probe && matches!(failure, HandshakeFailure::Closed) {
+        return Err(RpcError::Protocol(format!(
+            "{} closed the connection when spoken to: it is not a meshrpc port, or a node that uses TLS (give this side --tls-cert, --tls-key and --tls-ca)",
+            socket.remote
+        )));
+    }
     let mut reason = failure.to_string();
     // A TLS node says nothing to a plain dialer: it waits for a TLS hello, then gives up.
     if local.tls.is_none() && !reason.contains("version mismatch") {

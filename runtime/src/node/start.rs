@@ -52,9 +52,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Where to listen (default `127.0.0.1:0`).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.config.listen = addr;
+    /// Where to listen: a `SocketAddr` or `"HOST:PORT"`, a name resolved at start
+    /// (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: impl ToString) -> Self {
+        self.config.listen = addr.to_string();
         self
     }
 
@@ -133,11 +134,14 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         (Some(files), true) => Some(tls::https_acceptor(files).map_err(StartError::Tls)?),
         _ => None,
     };
-    let bind_error = |addr| move |source| StartError::Bind { addr, source };
-    let listener = TcpListener::bind(config.listen)
+    let bind_error = |addr: String| move |source| StartError::Bind { addr, source };
+    // `TcpListener::bind` resolves a name and tries each address it returns.
+    let listener = TcpListener::bind(config.listen.as_str())
         .await
-        .map_err(bind_error(config.listen))?;
-    let bound = listener.local_addr().map_err(bind_error(config.listen))?;
+        .map_err(bind_error(config.listen.clone()))?;
+    let bound = listener
+        .local_addr()
+        .map_err(bind_error(config.listen.clone()))?;
     let addr = config.advertise.unwrap_or_else(|| advertised(bound));
     let identity = Identity {
         id: NodeId::random(),
@@ -158,7 +162,11 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         None => None,
     };
     let http = match config.http {
-        Some(at) => Some(TcpListener::bind(at).await.map_err(bind_error(at))?),
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(bind_error(at.to_string()))?,
+        ),
         None => None,
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
