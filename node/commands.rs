@@ -31,6 +31,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         default_timeout: Duration::from_millis(args.timeout_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         down_after: Duration::from_millis(args.down_after_ms),
+        link_idle: Duration::from_millis(args.link_idle_ms),
         cookie: args.cookie,
         multicast,
         http: args.http,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use meshrpc::{CallOptions, Client, ErrorKind, PeerSummary, RpcError};
+use meshrpc::{CallOptions, Client, ErrorKind, MemberSummary, RpcError, Status};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -87,11 +87,11 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     let c2 = Client::connect(&n2.addr).await?;
     let c3 = Client::connect(&n3.addr).await?;
     for (node, client) in [(&n1, &c1), (&n2, &c2), (&n3, &c3)] {
-        wait_for_peers(client, 2)
+        wait_for_members(client, 3)
             .await
-            .with_context(|| format!("{} never saw both peers", node.name))?;
+            .with_context(|| format!("{} never saw all three members up", node.name))?;
     }
-    println!("  mesh formed: every node has a link to the two others");
+    println!("  cluster formed: every node sees the three members up (links open on first call)");
 
     println!("\n== the Python tutorial's examples, from a typed client ==");
     let (calc1, calc2) = (CalcClient::new(&c1), CalcClient::new(&c2));
@@ -102,7 +102,7 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     println!("  n2: The cube of 3 is: {cube}");
     ensure!(sum == 5 && square == 25 && cube == 27, "wrong arithmetic");
 
-    println!("\n== nodes calling each other (fanout runs on a node and calls its peers) ==");
+    println!("\n== nodes calling each other (fanout runs on a node and calls every member) ==");
     let from_n1 = fanout(&c1, "system.whoami", json!([])).await?;
     println!("  n1 -> peers: system.whoami() = {from_n1}");
     let from_n3 = fanout(&c3, "add", json!([20, 22])).await?;
@@ -164,15 +164,16 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_peers(client: &Client, want: usize) -> anyhow::Result<()> {
+async fn wait_for_members(client: &Client, want: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
-        let peers: Vec<PeerSummary> = client.call("system.peers", ()).await?;
-        if peers.len() >= want {
+        let members: Vec<MemberSummary> = client.call("system.members", ()).await?;
+        let up = members.iter().filter(|m| m.status == Status::Up).count();
+        if up >= want {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("saw {} of {want} peers", peers.len());
+            bail!("saw {up} of {want} members up");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

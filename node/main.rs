@@ -120,13 +120,19 @@ struct NodeArgs {
     /// never crosses the wire). Without one, anyone who can connect may join.
     #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
-    /// Idle time after which a link carries a heartbeat, in milliseconds.
+    /// Idle time after which a link carries a heartbeat, and how often membership news goes
+    /// to a few members, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     heartbeat_ms: u64,
-    /// Silence after which a link is dropped, and time a lost peer stays suspect before it
-    /// is down, in milliseconds. Must exceed twice the heartbeat.
+    /// Silence after which a link is dropped; membership probes a member every 0.6 of it,
+    /// waits up to 0.55 of it for an answer, and keeps a member suspect this long before it
+    /// is down. In milliseconds; must exceed twice the heartbeat.
     #[arg(long, default_value_t = 5_000)]
     down_after_ms: u64,
+    /// Close a link on which no call went either way for this long, in milliseconds (0:
+    /// never). Links open again on the next call.
+    #[arg(long, default_value_t = 60_000)]
+    link_idle_ms: u64,
     /// Serve XML-RPC, JSON-RPC 2.0, /metrics and /health over HTTP here (HOST:PORT; port 0
     /// picks one, printed on stdout as `http on HOST:PORT` after the `listening on` line).
     #[arg(long, value_name = "HOST:PORT")]

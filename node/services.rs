@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meshrpc::bench::{self, LoadSpec, Report};
-use meshrpc::{CallOptions, Node};
+use meshrpc::{CallOptions, Node, RpcError, Status};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
 
@@ -132,20 +132,31 @@ pub fn register(node: &Node) {
         }
     })
     .params(&["method", "args"])
-    .help("fanout(method, args) -> {peer: result}: calls method(args) on every connected peer at once (JSON arguments). Acts on other nodes: keep it off public gateways");
+    .help("fanout(method, args) -> {member: result}: calls method(args) on every other member that is up, at once (JSON arguments). Acts on other nodes: keep it off public gateways");
 }
 
-/// Calls `method(args)` on every peer concurrently; errors are reported per peer.
+/// Calls `method(args)` on every other member that is up, concurrently (dialing those it
+/// has no link to yet); errors are reported per member.
 async fn fanout(node: &Node, method: &str, args: &Value) -> Value {
-    let calls = node.peers().into_iter().map(|info| async move {
-        let result = match node.peer(info.id).await {
-            Ok(peer) => peer.call_json(method, args, CallOptions::default()).await,
-            Err(e) => Err(e),
+    let members = node.members().await;
+    let others = members
+        .into_iter()
+        .filter(|m| m.status == Status::Up && m.id != node.id());
+    let calls = others.map(|member| async move {
+        let result = match member.addr {
+            Some(addr) => match node.peer(addr).await {
+                Ok(peer) => peer.call_json(method, args, CallOptions::default()).await,
+                Err(e) => Err(e),
+            },
+            None => Err(RpcError::PeerUnavailable {
+                peer: member.name.clone(),
+                reason: "it has no address".into(),
+            }),
         };
         let value = result.unwrap_or_else(
             |e| json!({ "error": { "kind": e.kind().as_str(), "message": e.to_string() } }),
         );
-        (info.name, value)
+        (member.name, value)
     });
     let results: BTreeMap<String, Value> = futures_util::future::join_all(calls)
         .await

@@ -236,7 +236,7 @@ fn logs_read_as_words_and_a_node_named_like_its_seed_is_told_what_to_do() {
     wait_until("the seed to log the refusal", || {
         std::fs::read_to_string(&a_log)
             .unwrap_or_default()
-            .contains("the dialer is named `a` like this node")
+            .contains("is named `a` like this node")
     });
     drop((b, twin));
     let a_says = std::fs::read_to_string(&a_log).unwrap_or_default();

@@ -69,14 +69,22 @@ fn peer_count(addr: &str) -> usize {
     peers.as_array().map_or(0, Vec::len)
 }
 
+/// How many members `addr` sees up, itself included.
+fn up_count(addr: &str) -> usize {
+    support::members(addr, &[])
+        .values()
+        .filter(|status| *status == "up")
+        .count()
+}
+
 #[test]
 fn three_processes_call_each_other_in_both_directions() {
     let a = NodeProc::start("a", &[]);
     let b = NodeProc::start("b", &["--seed", &a.addr]);
     let c = NodeProc::start("c", &["--seed", &a.addr, "--seed", &b.addr]);
     for node in [&a, &b, &c] {
-        wait_until(&format!("{} to see two peers", node.name), || {
-            peer_count(&node.addr) == 2
+        wait_until(&format!("{} to see the two others up", node.name), || {
+            up_count(&node.addr) == 3
         });
     }
     let from_a: serde_json::Value =
@@ -96,11 +104,18 @@ fn three_processes_call_each_other_in_both_directions() {
 fn sigterm_stops_a_node_cleanly_and_its_peers_notice() {
     let a = NodeProc::start("a", &[]);
     let mut b = NodeProc::start("b", &["--seed", &a.addr]);
-    wait_until("a to see b", || peer_count(&a.addr) == 1);
+    wait_until("a to see b", || up_count(&a.addr) == 2);
+    // Links open on the first call: make one.
+    call_ok(&a.addr, "fanout", &["\"add\"", "[1, 1]"]);
+    assert_eq!(peer_count(&a.addr), 1);
     b.signal("TERM");
     let status = b.wait_exit();
     assert!(status.success(), "b exited with {status}");
     wait_until("a to drop its link to b", || peer_count(&a.addr) == 0);
+    assert_eq!(
+        support::members(&a.addr, &[]).get("b").map(String::as_str),
+        Some("left")
+    );
 }
 
 #[test]
@@ -154,7 +169,7 @@ fn bench_json_status(args: &[&str]) -> (bool, serde_json::Value) {
 fn bench_reports_calls_latencies_and_errors_by_kind() {
     let a = NodeProc::start("a", &[]);
     let b = NodeProc::start("b", &["--seed", &a.addr]);
-    wait_until("a to see b", || peer_count(&a.addr) == 1);
+    wait_until("a to see b", || up_count(&a.addr) == 2);
     let report = bench_json(&[
         &a.addr,
         "--calls",

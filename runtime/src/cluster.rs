@@ -1,12 +1,12 @@
-//! The cluster as one node sees it: its links to other nodes ([`links`], registered in
-//! [`peers`] under the one-link-per-pair rule, kept to seeds by [`seeds`]), who is a member
-//! and in what state ([`membership`]), and how nodes find each other without seeds
-//! ([`discovery`]).
+//! The cluster as one node sees it: who is a member and in what state ([`membership`]: SWIM
+//! over UDP), how a node joins ([`seeds`]) or finds others without seeds ([`discovery`]),
+//! and its links to other nodes ([`links`], opened on demand and registered in [`peers`]
+//! under the one-link-per-pair rule).
 //!
-//! The pieces talk one way: links report link changes as events, membership listens and
-//! asks links to dial, discovery tells membership what it heard. Everything here stops with
-//! the node's tokens. The methods the cluster answers (`system.peers`, `system.members`,
-//! `system.gossip`) are registered by [`register_methods`].
+//! The pieces talk one way: seeds and discovery tell membership where to announce itself,
+//! links read the membership directory to find a member's address. Everything here stops
+//! with the node's tokens. The methods the cluster answers (`system.peers`,
+//! `system.members`, `system.gossip`) are registered by [`register_methods`].
 
 pub(crate) mod discovery;
 pub(crate) mod links;
@@ -35,6 +35,9 @@ impl std::fmt::Display for ShowAddr {
         }
     }
 }
+
+/// At most this many members are taken from one `system.gossip`.
+const MAX_RUMORS: usize = 64;
 
 /// One entry of `system.peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,19 +75,17 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
         .help("system.peers() -> [{name, id, addr}]: the nodes this node has a live link to");
     let m = membership.clone();
     handlers
-        .register_fn("system.gossip", move |rumors: Vec<Rumor>| m.heard(rumors))
+        .register_fn("system.gossip", move |rumors: Vec<Rumor>| {
+            m.announce(rumors.into_iter().take(MAX_RUMORS).map(|r| r.addr).collect())
+        })
         .internal()
         .help(
-            "system.gossip([member]): a peer tells this node which members it sees up (node-only)",
+            "system.gossip([member]): a node tells this one of members it may not know yet; this one announces itself to them (node-only)",
         );
     let m = membership.clone();
     handlers
-        .register("system.members", move |(): ()| {
-            let m = m.clone();
-            async move {
-                let members = m.members().await;
-                Ok::<Vec<MemberSummary>, String>(members.iter().map(MemberSummary::from).collect())
-            }
+        .register_fn("system.members", move |(): ()| {
+            m.members().iter().map(MemberSummary::from).collect::<Vec<_>>()
         })
         .help("system.members() -> [{name, addr, status, id}]: this node's view of the cluster, itself included");
 }

@@ -39,11 +39,16 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// Longest wait between two attempts to reach a seed or a lost peer. Default 2 s.
     pub reconnect_max: Duration,
-    /// Idle time after which a link carries a heartbeat. Default 1 s.
+    /// Idle time after which a link carries a heartbeat, and how often membership news is
+    /// pushed to a few members. Default 1 s.
     pub heartbeat: Duration,
-    /// Silence after which a link is dropped, and how long a lost peer stays `suspect`
-    /// before it is `down`. Default 5 s; must exceed twice the heartbeat.
+    /// Silence after which a link is dropped; and for membership, about twice the longest
+    /// wait for a probe's answer and how long a member stays `suspect` before it is `down`
+    /// (docs/MEMBERSHIP.md has the mapping). Default 5 s; must exceed twice the heartbeat.
     pub down_after: Duration,
+    /// A link on which no call went either way for this long is closed (links open again on
+    /// the next call). Default 60 s; zero keeps links open.
+    pub link_idle: Duration,
     /// The cluster cookie: when set, both ends of every link must prove they know it (an
     /// HMAC challenge-response; the secret never crosses the wire). Default: none, anyone
     /// may connect.
@@ -99,6 +104,7 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
             down_after: Duration::from_secs(5),
+            link_idle: Duration::from_secs(60),
             cookie: None,
             multicast: None,
             http: None,
@@ -133,6 +139,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("heartbeat", &self.heartbeat)
             .field("down_after", &self.down_after)
+            .field("link_idle", &self.link_idle)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("multicast", &self.multicast)
             .field("http", &self.http)
@@ -200,8 +207,14 @@ impl NodeConfig {
         if self.cookie.as_deref() == Some("") {
             return Err("the cookie must not be empty".to_owned());
         }
-        if self.name.is_empty() {
-            return Err("the node name must not be empty".to_owned());
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(format!(
+                "the node name must have 1 to 64 bytes, got {}",
+                self.name.len()
+            ));
+        }
+        if !self.link_idle.is_zero() && self.link_idle < Duration::from_millis(10) {
+            return Err("link_idle must be 0 (never) or at least 10 ms".to_owned());
         }
         host_port("listen", &self.listen)?;
         for seed in &self.seeds {

@@ -213,7 +213,7 @@ impl Node {
 
     /// This node's view of the cluster, itself included, sorted by name.
     pub async fn members(&self) -> Vec<Member> {
-        self.core.membership.members().await
+        self.core.membership.members()
     }
 
     /// Membership changes from now on. A receiver that falls more than 256 events behind
@@ -256,7 +256,9 @@ impl Node {
         method: &str,
         args: impl Serialize,
     ) -> Result<R, RpcError> {
-        self.peer(to).await?.call(method, args).await
+        let (to, args) = (to.into(), &args);
+        self.on_link(&to, |peer| async move { peer.call(method, args).await })
+            .await
     }
 
     /// Calls `method` on a peer with options; see [`Peer::call_with`].
@@ -276,10 +278,11 @@ impl Node {
         let (encoding, body) = crate::client::retrying(options, |retry| {
             let to = to.clone();
             async move {
-                self.peer(to)
-                    .await?
-                    .attempt(Call::bincode(method), args, options, retry)
-                    .await
+                self.on_link(&to, |peer| async move {
+                    peer.attempt(Call::bincode(method), args, options, retry)
+                        .await
+                })
+                .await
             }
         })
         .await?;
@@ -296,7 +299,12 @@ impl Node {
         method: Method<A, R>,
         args: A,
     ) -> Result<R, RpcError> {
-        self.peer(to).await?.invoke(method, args).await
+        let (to, args) = (to.into(), &args);
+        self.on_link(
+            &to,
+            |peer| async move { peer.call(method.name(), args).await },
+        )
+        .await
     }
 
     /// Sends a one-way message to a peer.
@@ -309,7 +317,27 @@ impl Node {
         method: &str,
         args: impl Serialize,
     ) -> Result<(), RpcError> {
-        self.peer(to).await?.cast(method, args)
+        let (to, args) = (to.into(), &args);
+        self.on_link(&to, |peer| async move { peer.cast(method, args) })
+            .await
+    }
+
+    /// Runs `call` on the link to `to`, and once more on a new link if the first was closed
+    /// for being idle before the request left (so it did not run): links open on demand and
+    /// close when idle, and callers need not know.
+    async fn on_link<T, F, Fut>(&self, to: &Target, call: F) -> Result<T, RpcError>
+    where
+        F: Fn(Peer) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RpcError>>,
+    {
+        let peer = self.peer(to.clone()).await?;
+        let conn = peer.conn.clone();
+        match call(peer).await {
+            Err(RpcError::Disconnected { .. }) if conn.closed_idle() => {
+                call(self.peer(to.clone()).await?).await
+            }
+            other => other,
+        }
     }
 
     /// Stops the node: new calls are refused with `Shutdown`, running requests get up to

@@ -8,6 +8,7 @@
 
 pub(crate) mod codec;
 mod frame;
+pub mod swim;
 
 use std::borrow::Cow;
 use std::fmt;

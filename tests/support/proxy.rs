@@ -1,14 +1,15 @@
-//! A fault-injecting TCP proxy on loopback, for partition tests: it forwards (optionally
-//! late), black-holes (accepts bytes, delivers none) or cuts (closes every connection and
-//! refuses new ones).
-//! Plain threads, stopped when the proxy is dropped.
+//! A fault-injecting proxy on loopback, for partition tests: TCP (links) and UDP
+//! (membership datagrams) on one port. It forwards (optionally late), black-holes (accepts
+//! bytes, delivers none) or cuts (closes every connection, refuses new ones, drops
+//! datagrams). Plain threads, stopped when the proxy is dropped.
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -29,9 +30,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on a free loopback port; forwards nowhere until [`Proxy::forward_to`].
+    /// Listens on a free loopback port (TCP and UDP); forwards nowhere until
+    /// [`Proxy::forward_to`].
     pub fn bind() -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let (listener, udp) = (0..64)
+            .find_map(|_| {
+                let tcp = TcpListener::bind("127.0.0.1:0").ok()?;
+                let udp = UdpSocket::bind(tcp.local_addr().ok()?).ok()?;
+                Some((tcp, udp))
+            })
+            .expect("a free TCP and UDP port pair");
         listener.set_nonblocking(true).expect("nonblocking");
         let proxy = Proxy {
             addr: listener.local_addr().expect("addr").to_string(),
@@ -48,6 +56,15 @@ impl Proxy {
             proxy.stop.clone(),
         );
         let delay = proxy.delay_ms.clone();
+        let datagrams = (
+            proxy.mode.clone(),
+            proxy.target.clone(),
+            proxy.stop.clone(),
+            delay.clone(),
+        );
+        std::thread::spawn(move || {
+            relay_datagrams(udp, datagrams.0, datagrams.1, datagrams.2, datagrams.3)
+        });
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let client = match listener.accept() {
@@ -124,6 +141,40 @@ fn pump(
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Forwards every datagram to the target in `Pass` mode (after the delay, in order), and
+/// drops it otherwise.
+fn relay_datagrams(
+    socket: UdpSocket,
+    mode: Arc<AtomicU8>,
+    target: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    delay: Arc<AtomicU64>,
+) {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+    let out = socket.try_clone().expect("clone the datagram socket");
+    let (late, queue) = std::sync::mpsc::channel::<(Instant, Vec<u8>, String)>();
+    std::thread::spawn(move || {
+        for (at, bytes, to) in queue {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let _ = out.send_to(&bytes, to);
+        }
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match socket.recv_from(&mut buf) {
+            Ok((n, _)) => n,
+            Err(_) => continue,
+        };
+        let to = target.lock().unwrap().clone();
+        if let (true, Some(to)) = (mode.load(Ordering::Relaxed) == Mode::Pass as u8, to) {
+            let at = Instant::now() + Duration::from_millis(delay.load(Ordering::Relaxed));
+            if late.send((at, buf[..n].to_vec(), to)).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 impl Drop for Proxy {

@@ -1,6 +1,6 @@
 //! Zero-configuration discovery on one LAN or one machine: every node sends a small UDP
-//! beacon to a multicast group each heartbeat and listens on that group; a beacon from the
-//! same cluster name becomes a rumor for the membership actor, which dials the sender.
+//! beacon to a multicast group each heartbeat and listens on that group; a beacon from an
+//! unknown member of the same cluster name makes membership announce itself to the sender.
 //! Beacons from other clusters, from this node, or that do not decode are ignored. With a
 //! cluster cookie, beacons carry a MAC under it and unsigned or mis-signed ones are ignored,
 //! so a stranger on the network cannot make nodes dial it. The task stops with the node's
@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::membership::{Membership, Rumor};
 use crate::config::MulticastConfig;
-use crate::link::auth;
+use crate::link::auth::{self, Sealed as Mac};
 use crate::wire::{self, NodeId, Proof};
 
 /// One beacon: who sends it and where to dial it.
@@ -108,12 +108,15 @@ pub(crate) async fn run(discovery: Discovery, membership: Membership, intake: Ca
                 if heard.cluster != me.cluster || heard.id == me.id {
                     continue;
                 }
-                membership.heard(vec![Rumor {
-                    name: heard.name,
-                    id: heard.id,
-                    incarnation: heard.incarnation,
-                    addr: heard.addr,
-                }]);
+                // Members are found once: a beacon from one already known is no news.
+                let known = membership
+                    .directory()
+                    .snapshot()
+                    .by_id(heard.id)
+                    .is_some_and(|m| m.status.is_live());
+                if !known {
+                    membership.announce(vec![heard.addr]);
+                }
             }
         }
     }
@@ -121,7 +124,7 @@ pub(crate) async fn run(discovery: Discovery, membership: Membership, intake: Ca
 
 fn encode(beacon: &Beacon, cookie: Option<&str>) -> Option<bytes::Bytes> {
     let proof = match cookie {
-        Some(cookie) => Some(auth::seal(cookie, &body_bytes(beacon)?)),
+        Some(cookie) => Some(auth::seal(cookie, Mac::Beacon, &body_bytes(beacon)?)),
         None => None,
     };
     wire::encode_handshake(&Sealed {
@@ -136,7 +139,7 @@ fn decode(datagram: &[u8], cookie: Option<&str>) -> Option<Beacon> {
     match (cookie, &sealed.proof) {
         (None, _) => Some(sealed.beacon),
         (Some(cookie), Some(proof))
-            if auth::verify_seal(cookie, &body_bytes(&sealed.beacon)?, proof) =>
+            if auth::verify_seal(cookie, Mac::Beacon, &body_bytes(&sealed.beacon)?, proof) =>
         {
             Some(sealed.beacon)
         }

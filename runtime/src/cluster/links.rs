@@ -1,40 +1,33 @@
 //! [`Links`]: a node's links to other nodes and to plain clients — finding the link for a
-//! [`Target`] (dialing when needed), the acceptor's side of new sockets, and the registry
-//! they land in ([`super::peers`]). The handshake's bytes are in [`crate::link::transport`].
+//! [`Target`] (dialing on demand: a member's address comes from the membership
+//! [`Directory`]), the acceptor's side of new sockets, the registry they land in
+//! ([`super::peers`]), and closing links that stay idle. The handshake's bytes are in
+//! [`crate::link::transport`].
 //!
-//! Links report every registered link that comes up or closes as a [`LinkEvent`] (membership
-//! listens). The accept loop stops with the intake token, at the start of shutdown; the links
-//! themselves with the root token, or with [`Links::close_all`].
+//! The accept loop and the idle reaper stop with the intake token, at the start of shutdown;
+//! the links themselves with the root token, or with [`Links::close_all`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
+mod accept;
+mod idle;
+
+use super::membership::{Directory, Member};
 use super::peers::{DialStart, Peers};
 use super::target::{resolve, Target};
 use super::ShowAddr;
 use crate::link::tls::Tls;
-use crate::link::transport::{self, HandshakeFailure, Introduced, Local, Socket};
-use crate::link::{Closed, Connection, LinkCtx, LogLimit, Parts, PeerInfo};
-use crate::wire::{Identity, NodeId, Verdict};
+use crate::link::transport::{self, Local, Socket};
+use crate::link::{Closed, Connection, LinkCtx, LogLimit, Parts};
+use crate::wire::{Identity, NodeId};
 use crate::{NodeConfig, RpcError};
-
-/// A registered link to a node came up or closed.
-#[derive(Debug)]
-pub(crate) enum LinkEvent {
-    /// A link came up: who, and the connection id it is registered under.
-    Up(PeerInfo, u64),
-    /// The registered link to this peer closed, for this reason.
-    Down(PeerInfo, Closed),
-}
 
 /// Handle to a node's links; cheap to clone.
 #[derive(Clone)]
@@ -69,8 +62,8 @@ struct Inner {
     root: CancellationToken,
     /// Cancelled at the start of shutdown: no more accepting or background dialing.
     intake: CancellationToken,
-    /// Where link changes are reported. Unbounded: one message per link admitted or closed.
-    events: mpsc::UnboundedSender<LinkEvent>,
+    /// Where members' addresses are found, for calls by name or id.
+    directory: Directory,
     /// Failed handshakes are logged at most once a second: thousands of silent or hostile
     /// sockets must not flood the log.
     failures: LogLimit,
@@ -83,7 +76,7 @@ impl Links {
         tls: Option<Tls>,
         ctx: LinkCtx,
         root: CancellationToken,
-        events: mpsc::UnboundedSender<LinkEvent>,
+        directory: Directory,
     ) -> Links {
         let inner = Inner {
             peers: Peers::new(identity.id),
@@ -96,7 +89,7 @@ impl Links {
             next_conn: AtomicU64::new(1),
             intake: root.child_token(),
             root,
-            events,
+            directory,
             failures: LogLimit::default(),
         };
         Links {
@@ -110,10 +103,6 @@ impl Links {
 
     pub(crate) fn identity(&self) -> &Identity {
         &self.inner.identity
-    }
-
-    pub(crate) fn config(&self) -> &NodeConfig {
-        &self.inner.config
     }
 
     pub(crate) fn peers(&self) -> &Peers {
@@ -145,30 +134,45 @@ impl Links {
         }
     }
 
-    /// Finds or opens the link to `to`.
+    /// Finds or opens the link to `to`: a member named by name or id is dialed at the address
+    /// membership knows for it.
     pub(crate) async fn link(&self, to: Target) -> Result<Connection, RpcError> {
         if self.closing() {
             return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
-        let unknown = |reason: &str| RpcError::PeerUnavailable {
+        let unknown = |reason: String| RpcError::PeerUnavailable {
             peer: to.to_string(),
-            reason: reason.to_owned(),
+            reason,
         };
         match &to {
-            Target::Id(id) => self
-                .peers()
-                .get(*id)
-                .ok_or_else(|| unknown("no live link to that id")),
+            Target::Id(id) => {
+                if let Some(conn) = self.peers().get(*id) {
+                    return Ok(conn);
+                }
+                let member = self.inner.directory.snapshot().by_id(*id).cloned();
+                match member {
+                    Some(m) => self.dial_member(&m).await.map_err(unknown),
+                    None => Err(unknown(
+                        "no live link to that id, and no member has it".into(),
+                    )),
+                }
+            }
             Target::Addr(addr) => self.dial(*addr).await,
             Target::Name(name) => {
                 if let Some(conn) = self.peers().by_name(name) {
                     return Ok(conn);
                 }
-                if !name.contains(':') {
-                    return Err(unknown("no connected peer has that name"));
+                let member = self.inner.directory.snapshot().by_name(name).cloned();
+                if let Some(m) = member {
+                    return self.dial_member(&m).await.map_err(unknown);
                 }
-                let mut last = unknown("the name resolved to no address");
-                for addr in resolve(name).await.map_err(|e| unknown(&e))? {
+                if !name.contains(':') {
+                    return Err(unknown(
+                        "no connected peer has that name, and no member either".into(),
+                    ));
+                }
+                let mut last = unknown("the name resolved to no address".into());
+                for addr in resolve(name).await.map_err(unknown)? {
                     match self.dial(addr).await {
                         Ok(conn) => return Ok(conn),
                         Err(e) => last = e,
@@ -179,16 +183,19 @@ impl Links {
         }
     }
 
-    /// [`Links::dial`], abandoned when the node starts shutting down: for dials nobody waits
-    /// on (gossip, redials), so they cannot hold up a shutdown.
-    pub(crate) async fn dial_unless_stopping(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<Connection, RpcError> {
-        tokio::select! {
-            _ = self.inner.intake.cancelled() => Err(RpcError::Shutdown("this node is shutting down".to_owned())),
-            result = self.dial(addr) => result,
-        }
+    /// Dials a member, unless it is known to be gone; the error is the reason.
+    async fn dial_member(&self, member: &Member) -> Result<Connection, String> {
+        let (name, status) = (&member.name, member.status);
+        let addr = match (status.is_live(), member.addr) {
+            (true, Some(addr)) => addr,
+            _ => {
+                return Err(format!(
+                    "no connected peer has that name: member `{name}` is {}",
+                    status.as_str()
+                ))
+            }
+        };
+        self.dial(addr).await.map_err(|e| e.to_string())
     }
 
     /// Returns the link to the node listening at `addr`, dialing it if there is none.
@@ -250,16 +257,9 @@ impl Links {
         let conn = admission.outbound(conn).ok_or_else(|| {
             unavailable("the link closed during the handshake, or this node is stopping".to_owned())
         })?;
-        self.report_up(&conn);
         drop(admission);
         self.peers().alias(addr, them.id);
         Ok(conn)
-    }
-
-    /// Reports `conn` as up (again): membership checks that it is still the registered link.
-    pub(crate) fn report_up(&self, conn: &Connection) {
-        let event = LinkEvent::Up(conn.peer().clone(), conn.shared.conn_id);
-        let _ = self.inner.events.send(event); // membership is gone: the node is stopping
     }
 
     /// The peer keeps (or is completing) another link to us: wait for it to register.
@@ -326,10 +326,6 @@ impl Links {
         // Only the registered link's end is news: a link replaced by the tie-break is not.
         if self.peers().remove(conn) {
             info!(peer = %conn.peer().name, reason = %why, "link down");
-            let _ = self
-                .inner
-                .events
-                .send(LinkEvent::Down(conn.peer().clone(), why.clone())); // as in report_up
         }
     }
 
@@ -339,154 +335,6 @@ impl Links {
         self.peers().close_all(reason, leaving);
         for client in self.inner.clients.iter() {
             client.close(reason, leaving);
-        }
-    }
-
-    /// Accepts sockets on `listener` until the intake token is cancelled. At most
-    /// `max_handshakes` sockets may be in their handshake at once (each is bounded by the
-    /// handshake timeout); beyond that new ones are closed at once, so silent sockets cost a
-    /// bounded number of descriptors.
-    pub(crate) async fn accept_loop(self, listener: TcpListener) {
-        let max = self.inner.config.max_handshakes;
-        let slots = Arc::new(tokio::sync::Semaphore::new(max));
-        let refusals = LogLimit::default();
-        loop {
-            let accepted = tokio::select! {
-                _ = self.inner.intake.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        if let Some(more) = refusals.admit() {
-                            warn!(
-                                limit = max,
-                                more, "too many connections in their handshake; closing new ones"
-                            );
-                        }
-                        continue;
-                    };
-                    let admit = self.clone().admit(stream);
-                    self.inner.ctx.tasks.spawn(async move {
-                        admit.await;
-                        drop(slot);
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    /// Runs the acceptor's side of the handshake on a new socket.
-    async fn admit(self, stream: TcpStream) {
-        let remote = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        let mut introduced = match transport::accept(stream, self.local()).await {
-            Ok(introduced) => introduced,
-            Err(HandshakeFailure::Closed) => {
-                return debug!("a dialer hung up during the handshake")
-            }
-            Err(HandshakeFailure::Unauthenticated(reason)) => {
-                if let Some(more) = self.inner.failures.admit() {
-                    warn!(%remote, %reason, more, "refused an unauthenticated link");
-                }
-                return;
-            }
-            Err(HandshakeFailure::Failed(reason)) => {
-                if let Some(more) = self.inner.failures.admit() {
-                    warn!(%remote, %reason, more, "handshake failed");
-                }
-                return;
-            }
-        };
-        let them = introduced.hello.identity.clone();
-        if let Some(refusal) = self.refusal(&them) {
-            warn!(peer = %them.name, %remote, reason = %refusal.ours, "refused a link");
-            let verdict = Verdict::Refuse(refusal.theirs);
-            let _ = transport::refuse(&mut introduced, self.local(), verdict).await; // best effort
-            return;
-        }
-        let accept = match transport::welcome(self.local(), &introduced.transcript, Verdict::Accept)
-        {
-            Ok(frame) => frame,
-            Err(reason) => return warn!(%reason, "cannot encode the handshake reply"),
-        };
-        let Introduced { socket, .. } = introduced;
-        if them.listen.is_none() {
-            self.start_link(socket, &them, false, Some(accept));
-            return;
-        }
-        let peer = transport::peer_info(&them, socket.remote);
-        let verdict = {
-            let admission = self.peers().admission();
-            let verdict = admission.inbound_verdict(&peer);
-            if verdict == Verdict::Accept {
-                let conn = self.start_link(socket, &them, false, Some(accept));
-                if admission.insert(conn.clone()) {
-                    self.report_up(&conn);
-                }
-                return;
-            }
-            verdict
-        };
-        debug!(peer = %peer.name, "simultaneous dial: keeping the other link");
-        let mut introduced = Introduced {
-            socket,
-            hello: introduced.hello,
-            transcript: introduced.transcript,
-        };
-        let _ = transport::refuse(&mut introduced, self.local(), verdict).await;
-        // best effort
-    }
-
-    /// Why a dialer must be turned away, if it must.
-    fn refusal(&self, them: &Identity) -> Option<Refusal> {
-        let me = &self.inner.identity;
-        let name = &them.name;
-        if self.closing() {
-            return Some(Refusal::same("it is shutting down"));
-        }
-        if them.id == me.id {
-            return Some(Refusal::same("the dialer has this node's own id"));
-        }
-        if them.listen.is_some() && *name == me.name {
-            return Some(Refusal {
-                theirs: format!("it is itself named `{name}`: choose another --name for this node"),
-                ours: format!("the dialer is named `{name}` like this node"),
-            });
-        }
-        let holder = self
-            .peers()
-            .by_name(name)
-            .filter(|other| other.peer().id != them.id)?
-            .peer()
-            .id;
-        them.listen.is_some().then(|| Refusal {
-            theirs: format!(
-                "{}: choose another --name for this node",
-                name_conflict(name, holder)
-            ),
-            ours: name_conflict(name, holder),
-        })
-    }
-}
-
-/// A refusal in the dialer's words (it is sent) and in ours (it is logged).
-struct Refusal {
-    theirs: String,
-    ours: String,
-}
-
-impl Refusal {
-    fn same(reason: &str) -> Self {
-        Refusal {
-            theirs: reason.to_owned(),
-            ours: reason.to_owned(),
         }
     }
 }

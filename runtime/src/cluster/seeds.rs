@@ -1,23 +1,35 @@
-//! Seed loops: each keeps the node linked to every address one seed resolves to (a DNS name
-//! may stand for many nodes), redialing with capped, jittered exponential backoff. A seed
-//! that does not resolve or does not answer is reported at its first failure and then every
-//! [`REPORT_EVERY`] while it lasts. A loop stops when the node stops taking new work (the
-//! intake token).
+//! Joining through seeds: while this node knows no live member, it announces itself to every
+//! address its seeds resolve to (a DNS name may stand for many nodes), with capped, jittered
+//! exponential backoff; once one answers, membership takes over (SWIM spreads the rest of
+//! the cluster), and the loop waits until the node is alone again. A seed that does not
+//! resolve or does not answer is reported at its first failure and then every
+//! [`REPORT_EVERY`] while it lasts. The loop stops with the intake token.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::links::{Links, WeakLinks};
+use super::membership::Membership;
 use super::target::resolve;
-use crate::link::Connection;
-use crate::RpcError;
 
 /// How often a seed that keeps failing is reported again.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
+/// What the loop needs.
+pub(crate) struct Seeds {
+    pub(crate) seeds: Vec<String>,
+    pub(crate) membership: Membership,
+    /// How long to wait for an answer before calling an announce unanswered.
+    pub(crate) answer_within: Duration,
+    /// Longest wait between two rounds.
+    pub(crate) reconnect_max: Duration,
+}
+
 /// When to report a failing seed next: at once, then every [`REPORT_EVERY`].
+#[derive(Default)]
 struct Reports {
     next: Option<Instant>,
 }
@@ -35,70 +47,65 @@ impl Reports {
 
     fn reached(&mut self, seed: &str) {
         if self.next.take().is_some() {
-            info!(%seed, "seed reached");
+            info!(%seed, "joined the cluster through its seeds");
         }
     }
 }
 
-/// Dials `seed` with exponential backoff and jitter, capped at `reconnect_max`, waits while
-/// linked, and starts over when a link drops, until the node stops.
-pub(crate) async fn seed_loop(links: WeakLinks, seed: String) {
+/// Runs until `intake` is cancelled; see the module doc.
+pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
+    let mut reports: Vec<Reports> = seeds.seeds.iter().map(|_| Reports::default()).collect();
+    let mut active = seeds.membership.active();
     let mut backoff = Duration::from_millis(50);
-    let mut reports = Reports { next: None };
     loop {
-        let Some(node) = links.upgrade() else { return };
-        let intake = node.intake().clone();
-        if intake.is_cancelled() {
-            return;
+        // Joined: nothing to do until this node is alone again.
+        let alone = active.wait_for(|n| *n == 0);
+        tokio::select! {
+            _ = intake.cancelled() => return,
+            alone = alone => if alone.is_err() { return },
         }
-        let max = node.config().reconnect_max;
-        let linked = link_all(&node, &seed, &mut reports).await;
-        drop(node);
-        if linked.is_empty() {
-            let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
-            tokio::select! {
-                _ = intake.cancelled() => return,
-                _ = tokio::time::sleep(backoff + jitter) => {}
-            }
-            backoff = (backoff * 2).min(max);
-        } else {
-            backoff = Duration::from_millis(50);
-            let any_closed =
-                futures_util::future::select_all(linked.iter().map(|c| Box::pin(c.closed())));
-            tokio::select! {
-                _ = intake.cancelled() => return,
-                _ = any_closed => {}
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut resolved = Vec::with_capacity(seeds.seeds.len());
+        for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
+            match resolve(seed).await {
+                Ok(found) => {
+                    resolved.push(true);
+                    addrs.extend(found);
+                }
+                Err(error) => {
+                    resolved.push(false);
+                    report.failed(seed, &error);
+                }
             }
         }
-    }
-}
-
-/// Dials every address `seed` resolves to; returns the links it has.
-async fn link_all(links: &Links, seed: &str, reports: &mut Reports) -> Vec<Connection> {
-    let addrs = match resolve(seed).await {
-        Ok(addrs) => addrs,
-        Err(error) => {
-            reports.failed(seed, &error);
-            return Vec::new();
+        if !addrs.is_empty() {
+            seeds.membership.announce(addrs);
         }
-    };
-    let dials = addrs.into_iter().map(|addr| links.dial(addr));
-    let mut linked = Vec::new();
-    let mut failure = None;
-    for result in futures_util::future::join_all(dials).await {
-        match result {
-            Ok(conn) => linked.push(conn),
-            // A refusal will not go away by itself: say it every time.
-            Err(error @ (RpcError::Refused { .. } | RpcError::Unauthenticated { .. })) => {
-                warn!(%seed, %error, "seed refused this node")
+        let answered = tokio::time::timeout(seeds.answer_within, active.wait_for(|n| *n > 0));
+        tokio::select! {
+            _ = intake.cancelled() => return,
+            answered = answered => match answered {
+                Ok(Ok(_)) => {
+                    backoff = Duration::from_millis(50);
+                    for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
+                        report.reached(seed);
+                    }
+                    continue;
+                }
+                Ok(Err(_)) => return, // membership stopped
+                Err(_) => {}
+            },
+        }
+        for ((seed, report), ok) in seeds.seeds.iter().zip(&mut reports).zip(resolved) {
+            if ok {
+                report.failed(seed, &"no answer from any of its addresses");
             }
-            Err(error) => failure = Some(error),
         }
+        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
+        tokio::select! {
+            _ = intake.cancelled() => return,
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(seeds.reconnect_max);
     }
-    match (linked.is_empty(), failure) {
-        (true, Some(error)) => reports.failed(seed, &error),
-        (false, _) => reports.reached(seed),
-        (true, None) => {}
-    }
-    linked
 }

@@ -63,7 +63,7 @@ impl Stats {
             metrics::gauge!("meshrpc_client_connections", "node" => node.clone())
                 .set(links.clients() as f64);
         }
-        let members = self.membership.members().await;
+        let members = self.membership.members();
         for status in [Status::Up, Status::Suspect, Status::Down, Status::Left] {
             let n = members.iter().filter(|m| m.status == status).count();
             metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())

@@ -77,19 +77,34 @@ pub(crate) fn check(
     }
 }
 
-/// A MAC of `data` under the cookie, for messages outside a handshake (multicast beacons).
-pub(crate) fn seal(cookie: &str, data: &[u8]) -> Proof {
-    beacon_mac(cookie, data).finalize().into_bytes().into()
+/// What a MAC outside a handshake is for: the tag keeps one kind from passing as another.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sealed {
+    /// A multicast beacon.
+    Beacon,
+    /// A membership datagram.
+    Datagram,
+}
+
+/// A MAC of `data` under the cookie, for messages outside a handshake.
+pub(crate) fn seal(cookie: &str, kind: Sealed, data: &[u8]) -> Proof {
+    sealed_mac(cookie, kind, data)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Checks [`seal`]'s MAC in constant time.
-pub(crate) fn verify_seal(cookie: &str, data: &[u8], proof: &Proof) -> bool {
-    beacon_mac(cookie, data).verify_slice(proof).is_ok()
+pub(crate) fn verify_seal(cookie: &str, kind: Sealed, data: &[u8], proof: &[u8]) -> bool {
+    sealed_mac(cookie, kind, data).verify_slice(proof).is_ok()
 }
 
-fn beacon_mac(cookie: &str, data: &[u8]) -> HmacSha256 {
+fn sealed_mac(cookie: &str, kind: Sealed, data: &[u8]) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(cookie.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(b"meshrpc v1 beacon");
+    mac.update(match kind {
+        Sealed::Beacon => b"meshrpc v1 beacon".as_slice(),
+        Sealed::Datagram => b"meshrpc v2 membership".as_slice(),
+    });
     mac.update(data);
     mac
 }

@@ -70,6 +70,11 @@ pub(crate) struct Shared {
     next_id: CachePadded<AtomicU64>,
     /// Calls in flight both ways; the writer coalesces writes while it is above one.
     pub(crate) in_flight: CachePadded<AtomicUsize>,
+    /// Requests, casts and responses the reader has seen: how idle reaping tells use.
+    /// Written by the reader only.
+    pub(crate) activity: CachePadded<AtomicU64>,
+    /// Set when this node closed the link for being idle (nothing was sent after that).
+    idle_closed: AtomicBool,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: CachePadded<AtomicUsize>,
     /// The node's bounds; `limits.node_inbound` sums `inbound` over every link.
@@ -214,6 +219,8 @@ impl Connection {
             running: Running::default(),
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
+            activity: CachePadded(AtomicU64::new(0)),
+            idle_closed: AtomicBool::new(false),
             inbound: CachePadded(AtomicUsize::new(0)),
             limits: ctx.limits.clone(),
             write_error: OnceLock::new(),
@@ -258,9 +265,31 @@ impl Connection {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
-    /// Resolves when the link has closed.
-    pub(crate) async fn closed(&self) {
-        self.shared.token.cancelled().await
+    /// Closes the link if no call is in flight either way, saying goodbye (not leaving);
+    /// true if it did. A call that races with it finds the link closed before its request
+    /// is sent (see [`Connection::closed_idle`]).
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let shared = &self.shared;
+        let goodbye = Header::Goodbye {
+            reason: "idle".into(),
+            leaving: false,
+        };
+        let max = shared.max_frame;
+        let sealed = shared.outbox.seal_if(
+            || shared.in_flight.load(Ordering::Relaxed) == 0,
+            |buf| wire::append_header(buf, &goodbye, max),
+        );
+        if sealed {
+            shared.idle_closed.store(true, Ordering::SeqCst);
+            self.shutdown();
+        }
+        sealed
+    }
+
+    /// True once this node closed the link for being idle: a call on it that failed with
+    /// `disconnected` was never sent, so it may go on a new link.
+    pub(crate) fn closed_idle(&self) -> bool {
+        self.shared.idle_closed.load(Ordering::SeqCst)
     }
 
     /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.

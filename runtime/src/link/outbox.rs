@@ -50,6 +50,9 @@ struct State {
     replies: usize,
     /// Set when the writer has stopped: frames are refused.
     closed: bool,
+    /// Set when the link was closed for being idle: new frames are refused, what is
+    /// queued (the goodbye) still goes out.
+    sealed: bool,
 }
 
 impl Outbox {
@@ -58,6 +61,7 @@ impl Outbox {
             buf: BytesMut::with_capacity(16 << 10),
             replies: 0,
             closed: false,
+            sealed: false,
         };
         Outbox {
             state: Mutex::new(state),
@@ -82,7 +86,7 @@ impl Outbox {
         encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<bool, E> {
         let mut state = self.lock();
-        if state.closed {
+        if state.closed || state.sealed {
             return Ok(false);
         }
         let was_empty = state.buf.is_empty();
@@ -94,6 +98,32 @@ impl Outbox {
             self.ready.notify_one();
         }
         Ok(true)
+    }
+
+    /// If `idle()` holds, queues a last frame built by `last` and refuses every frame after
+    /// it; true if it did. Checked under the outbox's lock: a call that counts itself in
+    /// flight before queueing its request either is seen by `idle()`, or finds the outbox
+    /// sealed and sends nothing.
+    pub(crate) fn seal_if(
+        &self,
+        idle: impl FnOnce() -> bool,
+        last: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> bool {
+        let mut state = self.lock();
+        if state.closed || state.sealed || !idle() {
+            return false;
+        }
+        let was_empty = state.buf.is_empty();
+        if !last(&mut state.buf) {
+            return false;
+        }
+        state.sealed = true;
+        self.queued.store(state.buf.len(), Ordering::Relaxed);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
     }
 
     /// Moves the waiting bytes into `batch` (empty) and returns how many replies they hold.

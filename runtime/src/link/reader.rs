@@ -161,6 +161,15 @@ async fn read_loop(
             Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
         };
         let retry = matches!(header, Header::Retry { .. });
+        if matches!(
+            header,
+            Header::Request { .. }
+                | Header::Retry { .. }
+                | Header::Cast { .. }
+                | Header::Response { .. }
+        ) {
+            shared.activity.fetch_add(1, Ordering::Relaxed);
+        }
         match header {
             Header::Response { id, outcome } => {
                 shared.pending.complete(id, outcome.map(|enc| (enc, body)));

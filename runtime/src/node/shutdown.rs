@@ -1,6 +1,6 @@
-//! The shutdown sequence of a node, run once by [`super::Node::shutdown`]: stop taking new
-//! work, let running requests finish within the grace period, stop the rest, say goodbye on
-//! every link, cancel every task and wait for all of them.
+//! The shutdown sequence of a node, run once by [`super::Node::shutdown`]: tell the cluster
+//! it leaves, stop taking new work, let running requests finish within the grace period, stop
+//! the rest, say goodbye on every link, cancel every task and wait for all of them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,6 +17,8 @@ impl Core {
 
     pub(super) async fn shutdown_sequence(&self) {
         info!(name = %self.config.name, "shutting down");
+        // Members learn of the leave at once, so they stop sending work here.
+        self.membership.leave().await;
         self.links.intake().cancel();
         let idle = async {
             while self.busy() {

@@ -8,17 +8,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use super::{Core, Node, WhoAmI};
+use crate::cluster;
 use crate::cluster::discovery::{self, Discovery};
 use crate::cluster::links::Links;
-use crate::cluster::membership::{Membership, Rumor};
-use crate::cluster::{self, seeds, Member, Status};
+use crate::cluster::membership::{self, Rumor, SwimStart};
+use crate::cluster::seeds::{self, Seeds};
 use crate::handlers::{introspection, Handlers};
 use crate::http::access::Access;
 use crate::http::gateway::{self, GatewayCtx};
@@ -26,6 +26,7 @@ use crate::http::metrics::{self, Stats};
 use crate::http::server::ServerCtx;
 use crate::link::tls::{self, Tls};
 use crate::link::{Limits, LinkCtx};
+use crate::wire::swim::SwimId;
 use crate::wire::{Identity, NodeId};
 use crate::{NodeConfig, StartError};
 
@@ -135,8 +136,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         _ => None,
     };
     let bind_error = |addr: String| move |source| StartError::Bind { addr, source };
-    // `TcpListener::bind` resolves a name and tries each address it returns.
-    let listener = TcpListener::bind(config.listen.as_str())
+    let (listener, udp) = bind_port(&config.listen)
         .await
         .map_err(bind_error(config.listen.clone()))?;
     let bound = listener
@@ -183,23 +183,28 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         limits: limits.clone(),
         tasks: tasks.clone(),
     };
-    let (link_events, link_events_rx) = mpsc::unbounded_channel();
-    let me = Member {
-        name: config.name.clone(),
+    let me = SwimId {
+        addr,
         id: identity.id,
+        name: identity.name.clone(),
         incarnation: identity.incarnation,
-        addr: Some(addr),
-        status: Status::Up,
+        bump: 0,
     };
+    let swim = SwimStart {
+        me,
+        socket: udp,
+        config: membership::swim_config(config.heartbeat, config.down_after),
+        cookie: config.cookie.clone(),
+    };
+    let membership = membership::start(swim, root.clone(), &tasks);
     let links = Links::new(
         identity,
         config.clone(),
         tls,
         ctx,
         root.clone(),
-        link_events,
+        membership.directory().clone(),
     );
-    let membership = Membership::start(me, links.clone(), link_events_rx, root.clone(), &tasks);
 
     introspection::register(&handlers);
     cluster::register_methods(&handlers, links.downgrade(), &membership);
@@ -208,10 +213,13 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let id = links.identity().id;
     info!(name = %config.name, %id, %addr, "node listening");
     if config.cookie.is_none() {
-        info!("no cluster cookie: any process that can reach {addr} may join and call methods");
+        info!("no cluster cookie: any process that can reach {addr} may join and call methods, and membership datagrams are not authenticated");
     }
     let intake = links.intake().clone();
     tasks.spawn(links.clone().accept_loop(listener));
+    if !config.link_idle.is_zero() {
+        tasks.spawn(links.clone().reap_idle(config.link_idle));
+    }
     if let Some(listener) = http {
         let scheme = if config.http_tls { "https" } else { "http" };
         let access = if config.http_token.is_some() {
@@ -269,8 +277,17 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             intake.clone(),
         ));
     }
-    for seed in config.seeds.clone() {
-        tasks.spawn(seeds::seed_loop(links.downgrade(), seed));
+    if !config.seeds.is_empty() {
+        let seeds = Seeds {
+            seeds: config.seeds.clone(),
+            membership: membership.clone(),
+            answer_within: config
+                .down_after
+                .mul_f64(0.55)
+                .max(Duration::from_millis(200)),
+            reconnect_max: config.reconnect_max,
+        };
+        tasks.spawn(seeds::run(seeds, intake.clone()));
     }
     let core = Core {
         config,
@@ -288,6 +305,31 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     Ok(Node {
         core: Arc::new(core),
     })
+}
+
+/// Binds the TCP listener and, on the same address and port number, the UDP socket of
+/// membership. For port 0 the pair is retried until both are free.
+async fn bind_port(listen: &str) -> std::io::Result<(TcpListener, UdpSocket)> {
+    let mut last = None;
+    for _ in 0..16 {
+        // `TcpListener::bind` resolves a name and tries each address it returns.
+        let tcp = TcpListener::bind(listen).await?;
+        let at = tcp.local_addr()?;
+        match UdpSocket::bind(at).await {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(error) => {
+                let asked_for_any = listen.ends_with(":0");
+                if !asked_for_any {
+                    return Err(std::io::Error::new(
+                        error.kind(),
+                        format!("UDP port {} (membership) is taken: {error}", at.port()),
+                    ));
+                }
+                last = Some(error);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free TCP and UDP port pair")))
 }
 
 /// Registers `system.whoami`.

@@ -1,315 +1,263 @@
-//! The membership view: a pure state machine from (link up, link down, clock, rumor) to
-//! member statuses and events. No IO and no clock of its own: the actor in
-//! [`super`] feeds it and acts on what it returns, and the tests drive it directly.
+//! The membership view: a pure function from what foca knows (each identity and its SWIM
+//! state) and the goodbyes heard to member statuses, and from foca's notifications to
+//! [`MemberEvent`]s, each published once. No IO and no clock of its own: the actor feeds it,
+//! the tests drive it directly.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use foca::{OwnedNotification, State};
 use tokio::time::Instant;
 
-use super::{Member, MemberEvent, Rumor, Status};
-use crate::link::{Closed, PeerInfo};
+use super::{Member, MemberEvent, Status};
+use crate::wire::swim::SwimId;
+use crate::wire::NodeId;
 
-/// Members down or left for this many `down_after` periods are forgotten (5 minutes with
-/// the defaults).
-const FORGET_AFTER: u32 = 60;
-
-/// The membership view: a pure state machine, driven by the actor.
+/// See the module doc.
 pub(crate) struct View {
     me: Member,
-    others: HashMap<String, (Member, Instant)>,
-    down_after: Duration,
+    /// Runs that said goodbye, and when: their down is `left`. Forgotten after `forget`.
+    left: HashMap<NodeId, Instant>,
+    /// The last status published for each run, so an event is not published twice.
+    published: HashMap<NodeId, Status>,
+    forget: Duration,
 }
 
 impl View {
-    pub(crate) fn new(me: Member, down_after: Duration) -> Self {
+    pub(crate) fn new(me: Member, forget: Duration) -> Self {
         View {
             me,
-            others: HashMap::new(),
-            down_after,
+            left: HashMap::new(),
+            published: HashMap::new(),
+            forget,
         }
     }
 
-    /// A link to `peer` is up.
-    pub(crate) fn linked(&mut self, peer: &PeerInfo, now: Instant) -> Option<MemberEvent> {
-        let member = Member {
-            name: peer.name.clone(),
-            id: peer.id,
-            incarnation: peer.incarnation,
-            addr: peer.addr,
-            status: Status::Up,
-        };
-        match self.others.get(&peer.name) {
-            Some((known, _)) if known.id == peer.id && known.status == Status::Up => return None,
-            // An older run while a newer one is up: stale. (A live link from an older run is
-            // still taken when the newer entry is not up: clocks can step back.)
-            Some((known, _))
-                if known.incarnation > peer.incarnation && known.status == Status::Up =>
-            {
-                return None
-            }
-            _ => {}
+    fn member(id: &SwimId, status: Status) -> Member {
+        Member {
+            name: id.name.clone(),
+            id: id.id,
+            incarnation: id.incarnation,
+            addr: Some(id.addr),
+            status,
         }
-        self.others.insert(peer.name.clone(), (member.clone(), now));
-        Some(MemberEvent::NodeUp(member))
     }
 
-    /// The link to `peer` closed for `why`; returns the event and whether to redial it.
-    pub(crate) fn unlinked(
-        &mut self,
-        peer: &PeerInfo,
-        why: &Closed,
-        now: Instant,
-    ) -> (Option<MemberEvent>, bool) {
-        let Some((known, since)) = self.others.get_mut(&peer.name) else {
-            return (None, false);
-        };
-        if known.id != peer.id || matches!(known.status, Status::Left) {
-            return (None, false); // news about another run, or it already left
+    fn status(&self, id: &SwimId, state: State) -> Status {
+        if self.left.contains_key(&id.id) {
+            return Status::Left;
         }
-        match why {
-            Closed::Goodbye { leaving: true, .. } => {
-                known.status = Status::Left;
-                *since = now;
-                (Some(MemberEvent::NodeLeft(known.clone())), false)
+        match state {
+            State::Alive => Status::Up,
+            State::Suspect => Status::Suspect,
+            State::Down => Status::Down,
+        }
+    }
+
+    /// Every member, itself included, one entry per name: the run that matters (live before
+    /// gone, newer before older), sorted by name.
+    pub(crate) fn members<'a>(
+        &self,
+        states: impl Iterator<Item = &'a foca::Member<SwimId>>,
+    ) -> Vec<Member> {
+        let mut best: HashMap<&str, (&SwimId, Status)> = HashMap::new();
+        for m in states {
+            let id = m.id();
+            if id.name.is_empty() {
+                continue; // a stand-in for an address, never a member
             }
-            // This node is closing the link itself (shutting down): nothing to learn.
-            Closed::Locally => (None, false),
-            _ => {
-                if known.status == Status::Up {
-                    known.status = Status::Suspect;
-                    // A silent link was already quiet this long before it was closed.
-                    *since = match why {
-                        Closed::Silent(quiet) => now.checked_sub(*quiet).unwrap_or(now),
-                        _ => now,
-                    };
+            let status = self.status(id, m.state());
+            match best.get(id.name.as_str()) {
+                Some((old, old_status)) if key(old, *old_status) <= key(id, status) => {}
+                _ => {
+                    best.insert(&id.name, (id, status));
                 }
-                (None, true)
             }
         }
-    }
-
-    /// Suspects lost for longer than `down_after` become down.
-    pub(crate) fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
-        let mut events = Vec::new();
-        for (member, since) in self.others.values_mut() {
-            if member.status == Status::Suspect && now.duration_since(*since) >= self.down_after {
-                member.status = Status::Down;
-                *since = now;
-                events.push(MemberEvent::NodeDown(member.clone()));
-            }
-        }
-        events
-    }
-
-    /// Forgets members down or left for longer than `FORGET_AFTER` × `down_after`, so a
-    /// cluster whose names churn does not keep them (and their redials) forever; returns
-    /// their names.
-    pub(crate) fn forget(&mut self, now: Instant) -> Vec<String> {
-        let ttl = self.down_after * FORGET_AFTER;
-        let gone: Vec<String> = self
-            .others
-            .iter()
-            .filter(|(_, (m, since))| {
-                matches!(m.status, Status::Down | Status::Left) && now.duration_since(*since) >= ttl
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &gone {
-            self.others.remove(name);
-        }
-        gone
-    }
-
-    /// Whether a rumor is news worth dialing: a member we do not know, or a newer run of one
-    /// we know that we have no live link to.
-    pub(crate) fn is_news(&self, rumor: &Rumor) -> bool {
-        if rumor.name == self.me.name {
-            return false;
-        }
-        match self.others.get(&rumor.name) {
-            None => true,
-            Some((known, _)) => {
-                rumor.incarnation > known.incarnation
-                    || (rumor.id == known.id && known.status != Status::Up)
-            }
-        }
-    }
-
-    /// The rumors this node spreads: itself and every member it has a live link to.
-    pub(crate) fn rumors(&self) -> Vec<Rumor> {
-        std::iter::once(&self.me)
-            .chain(
-                self.others
-                    .values()
-                    .map(|(m, _)| m)
-                    .filter(|m| m.status == Status::Up),
-            )
-            .filter_map(|m| {
-                Some(Rumor {
-                    name: m.name.clone(),
-                    id: m.id,
-                    incarnation: m.incarnation,
-                    addr: m.addr?,
-                })
-            })
-            .collect()
-    }
-
-    /// Every member, itself included, sorted by name.
-    pub(crate) fn members(&self) -> Vec<Member> {
-        let mut all: Vec<Member> = std::iter::once(self.me.clone())
-            .chain(self.others.values().map(|(m, _)| m.clone()))
+        let mut all: Vec<Member> = best
+            .into_values()
+            .filter(|(id, _)| id.name != self.me.name)
+            .map(|(id, status)| Self::member(id, status))
+            .chain(std::iter::once(self.me.clone()))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&Member> {
-        self.others.get(name).map(|(m, _)| m)
+    /// The event a foca notification makes, if it is news.
+    pub(crate) fn notified(
+        &mut self,
+        notification: OwnedNotification<SwimId>,
+    ) -> Option<MemberEvent> {
+        match notification {
+            OwnedNotification::MemberUp(id) => self.publish(&id, Status::Up),
+            // The same address, a newer identity: a restart, or a rejoin after being
+            // declared down. The old run is gone without a word.
+            OwnedNotification::Rename(old, new) => {
+                if old.id != new.id {
+                    self.published.remove(&old.id);
+                }
+                self.publish(&new, Status::Up)
+            }
+            OwnedNotification::MemberDown(id) => {
+                let status = self.status(&id, State::Down);
+                self.publish(&id, status)
+            }
+            _ => None,
+        }
     }
+
+    /// A member said goodbye: it is `left` from now on.
+    pub(crate) fn goodbye(&mut self, id: &SwimId, now: Instant) -> Option<MemberEvent> {
+        self.left.insert(id.id, now);
+        self.publish(id, Status::Left)
+    }
+
+    fn publish(&mut self, id: &SwimId, status: Status) -> Option<MemberEvent> {
+        if id.name.is_empty() || id.id == self.me.id {
+            return None;
+        }
+        // A goodbye is final for the run: foca's later `down` for it is the same news.
+        let status = if self.left.contains_key(&id.id) {
+            Status::Left
+        } else {
+            status
+        };
+        if self.published.insert(id.id, status) == Some(status) {
+            return None;
+        }
+        let member = Self::member(id, status);
+        match status {
+            Status::Up => Some(MemberEvent::NodeUp(member)),
+            Status::Down => Some(MemberEvent::NodeDown(member)),
+            Status::Left => Some(MemberEvent::NodeLeft(member)),
+            Status::Suspect => None,
+        }
+    }
+
+    /// Forgets goodbyes older than the time foca keeps down members.
+    pub(crate) fn forget(&mut self, now: Instant) {
+        let forget = self.forget;
+        let gone: Vec<NodeId> = self
+            .left
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= forget)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.left.remove(&id);
+            self.published.remove(&id);
+        }
+    }
+}
+
+/// Which run of a name matters most (smallest first): live runs before gone ones (up, then
+/// suspect), and among equals the newer.
+fn key(id: &SwimId, status: Status) -> (u8, std::cmp::Reverse<(u64, u32)>) {
+    let rank = match status {
+        Status::Up => 0,
+        Status::Suspect => 1,
+        Status::Down | Status::Left => 2,
+    };
+    (rank, std::cmp::Reverse((id.incarnation, id.bump)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::NodeId;
-    use std::collections::HashSet;
-    use std::net::SocketAddr;
 
-    fn member(name: &str, id: u64, incarnation: u64) -> Member {
-        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)));
-        Member {
+    fn id(name: &str, node: u64, port: u16, incarnation: u64) -> SwimId {
+        SwimId {
+            addr: ([127, 0, 0, 1], port).into(),
+            id: NodeId(node),
             name: name.into(),
-            id: NodeId(id),
             incarnation,
-            addr,
-            status: Status::Up,
+            bump: 0,
         }
     }
 
-    fn peer(m: &Member) -> PeerInfo {
-        PeerInfo {
-            id: m.id,
-            name: m.name.clone(),
-            addr: m.addr,
-            remote: SocketAddr::from(([127, 0, 0, 1], 1)),
-            incarnation: m.incarnation,
-        }
+    fn me() -> Member {
+        View::member(&id("me", 1, 1000, 1), Status::Up)
     }
 
-    fn status(view: &View, name: &str) -> Option<Status> {
-        view.get(name).map(|m| m.status)
+    fn state(id: &SwimId, state: State) -> foca::Member<SwimId> {
+        foca::Member::new(id.clone(), 0, state)
     }
 
-    const DOWN_AFTER: Duration = Duration::from_secs(5);
+    const FORGET: Duration = Duration::from_secs(300);
 
     #[test]
-    fn a_lost_member_is_suspect_then_down_then_up_again() {
-        let t0 = Instant::now();
-        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
-        let b = member("b", 2, 1);
+    fn statuses_follow_foca_and_goodbyes_make_left() {
+        let mut view = View::new(me(), FORGET);
+        let (b, c) = (id("b", 2, 1001, 1), id("c", 3, 1002, 1));
+        let states = [state(&b, State::Suspect), state(&c, State::Down)];
+        let members = view.members(states.iter());
+        let statuses: Vec<(&str, Status)> = members
+            .iter()
+            .map(|m| (m.name.as_str(), m.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("b", Status::Suspect),
+                ("c", Status::Down),
+                ("me", Status::Up)
+            ]
+        );
         assert!(matches!(
-            view.linked(&peer(&b), t0),
+            view.goodbye(&b, Instant::now()),
+            Some(MemberEvent::NodeLeft(_))
+        ));
+        assert_eq!(view.members(states.iter())[0].status, Status::Left);
+        assert_eq!(
+            view.notified(OwnedNotification::MemberDown(b.clone())),
+            None,
+            "foca's down after a goodbye is the same news"
+        );
+    }
+
+    #[test]
+    fn every_event_is_published_once() {
+        let mut view = View::new(me(), FORGET);
+        let b = id("b", 2, 1001, 1);
+        assert!(matches!(
+            view.notified(OwnedNotification::MemberUp(b.clone())),
             Some(MemberEvent::NodeUp(_))
         ));
-        assert_eq!(view.linked(&peer(&b), t0), None, "a second link is no news");
-        let (event, redial) = view.unlinked(&peer(&b), &Closed::ByPeer, t0);
-        assert_eq!((event, redial), (None, true));
-        assert_eq!(status(&view, "b"), Some(Status::Suspect));
-        assert!(view.tick(t0 + DOWN_AFTER / 2).is_empty());
-        let events = view.tick(t0 + DOWN_AFTER);
-        assert!(matches!(&events[..], [MemberEvent::NodeDown(m)] if m.name == "b"));
-        assert!(view.tick(t0 + DOWN_AFTER * 2).is_empty(), "down once");
+        assert_eq!(view.notified(OwnedNotification::MemberUp(b.clone())), None);
         assert!(matches!(
-            view.linked(&peer(&b), t0 + DOWN_AFTER * 3),
-            Some(MemberEvent::NodeUp(_))
+            view.notified(OwnedNotification::MemberDown(b.clone())),
+            Some(MemberEvent::NodeDown(_))
         ));
-        // Lost for good: forgotten after FORGET_AFTER periods, not before.
-        view.unlinked(&peer(&b), &Closed::ByPeer, t0);
-        view.tick(t0 + DOWN_AFTER);
-        assert!(view.forget(t0 + DOWN_AFTER * 2).is_empty());
-        assert_eq!(
-            view.forget(t0 + DOWN_AFTER * (FORGET_AFTER + 1)),
-            vec!["b".to_owned()]
-        );
-        assert_eq!(status(&view, "b"), None);
+        // A restart at the same address is a new run, up.
+        let b2 = id("b", 9, 1001, 2);
+        let event = view.notified(OwnedNotification::Rename(b, b2.clone()));
+        assert!(matches!(event, Some(MemberEvent::NodeUp(m)) if m.id == NodeId(9)));
     }
 
     #[test]
-    fn silence_counts_toward_down() {
-        let t0 = Instant::now();
-        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
-        let b = member("b", 2, 1);
-        view.linked(&peer(&b), t0);
-        view.unlinked(&peer(&b), &Closed::Silent(DOWN_AFTER), t0 + DOWN_AFTER);
-        assert_eq!(
-            view.tick(t0 + DOWN_AFTER).len(),
-            1,
-            "down as soon as the silent link closes"
-        );
+    fn the_live_newer_run_of_a_name_is_the_one_shown() {
+        let view = View::new(me(), FORGET);
+        let old = id("b", 2, 1001, 1);
+        let new = id("b", 3, 1005, 2);
+        let states = [state(&old, State::Down), state(&new, State::Alive)];
+        let members = view.members(states.iter());
+        assert_eq!(members.len(), 2);
+        assert_eq!((members[0].id, members[0].status), (NodeId(3), Status::Up));
+        // And when both are gone, the newer.
+        let states = [state(&new, State::Down), state(&old, State::Down)];
+        assert_eq!(view.members(states.iter())[0].id, NodeId(3));
     }
 
     #[test]
-    fn a_goodbye_that_says_leaving_is_left_and_not_redialed() {
+    fn goodbyes_are_forgotten_with_the_members() {
+        let mut view = View::new(me(), FORGET);
+        let b = id("b", 2, 1001, 1);
         let t0 = Instant::now();
-        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
-        let b = member("b", 2, 1);
-        view.linked(&peer(&b), t0);
-        let why = Closed::Goodbye {
-            reason: "bye".into(),
-            leaving: true,
-        };
-        let (event, redial) = view.unlinked(&peer(&b), &why, t0);
-        assert!(matches!(event, Some(MemberEvent::NodeLeft(_))));
-        assert!(!redial);
-        assert!(view.tick(t0 + DOWN_AFTER * 2).is_empty(), "left stays left");
-    }
-
-    #[test]
-    fn a_newer_incarnation_replaces_and_stale_news_is_ignored() {
-        let t0 = Instant::now();
-        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
-        let old = member("b", 2, 100);
-        let new = member("b", 3, 200);
-        view.linked(&peer(&old), t0);
-        assert!(
-            matches!(view.linked(&peer(&new), t0), Some(MemberEvent::NodeUp(m)) if m.id == NodeId(3))
-        );
-        // The old run's link closing says nothing about the new run.
-        assert_eq!(
-            view.unlinked(&peer(&old), &Closed::ByPeer, t0),
-            (None, false)
-        );
-        assert_eq!(status(&view, "b"), Some(Status::Up));
-        // Nor does a late link from the old run.
-        assert_eq!(view.linked(&peer(&old), t0), None);
-        assert_eq!(view.get("b").map(|m| m.id), Some(NodeId(3)));
-    }
-
-    #[test]
-    fn rumors_spread_up_members_and_news_is_what_we_cannot_reach() {
-        let t0 = Instant::now();
-        let mut view = View::new(member("me", 1, 1), DOWN_AFTER);
-        let b = member("b", 2, 1);
-        let c = member("c", 3, 1);
-        view.linked(&peer(&b), t0);
-        view.linked(&peer(&c), t0);
-        view.unlinked(&peer(&c), &Closed::ByPeer, t0);
-        let names: HashSet<String> = view.rumors().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["me", "b"].into_iter().map(String::from).collect());
-        let rumor = |m: &Member| Rumor {
-            name: m.name.clone(),
-            id: m.id,
-            incarnation: m.incarnation,
-            addr: m.addr.unwrap(),
-        };
-        assert!(!view.is_news(&rumor(&b)), "already up");
-        assert!(view.is_news(&rumor(&c)), "known but lost: worth dialing");
-        assert!(view.is_news(&rumor(&member("d", 4, 1))), "unknown");
-        assert!(
-            !view.is_news(&rumor(&member("me", 9, 9))),
-            "never ourselves"
-        );
+        view.goodbye(&b, t0);
+        view.forget(t0 + FORGET / 2);
+        assert_eq!(view.left.len(), 1);
+        view.forget(t0 + FORGET);
+        assert!(view.left.is_empty());
     }
 }
