@@ -37,7 +37,25 @@ impl NodeProc {
         extra: &[&str],
         stderr: impl Into<Stdio>,
     ) -> NodeProc {
-        let mut child = Command::new(BIN)
+        Self::launch(Command::new(BIN), name, listen, extra, stderr)
+    }
+
+    /// Like [`NodeProc::start_with`], inside network namespace `netns` (`ip netns exec`
+    /// replaces itself with the node, so killing the child kills the node).
+    pub fn start_in(netns: &str, name: &str, listen: &str, extra: &[&str]) -> NodeProc {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, BIN]);
+        Self::launch(command, name, listen, extra, Stdio::inherit())
+    }
+
+    fn launch(
+        mut command: Command,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> NodeProc {
+        let mut child = command
             .args(["node", "--name", name, "--listen", listen])
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,235 @@
+//! Five hosts on one bridge, each a network namespace with its own address, each running a
+//! real `meshrpc node`: they form a cluster through one seed and advertise their own
+//! addresses; one host is cut off (its link down) and both sides mark the other down while
+//! calls across fail fast; the link comes back and the cluster heals by itself.
+//!
+//! The test makes its namespaces and always deletes them (even when it fails). It needs
+//! root, as CI has; where namespaces cannot be made it says so and passes without running.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::{wait_until, NodeProc, BIN};
+
+const FAST: [&str; 4] = ["--heartbeat-ms", "100", "--down-after-ms", "1000"];
+const HOSTS: usize = 5;
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)")
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bridge in a namespace of its own (the switch) and one namespace per host, wired to it
+/// by a veth pair. Every namespace is deleted on drop.
+struct Lan {
+    switch: String,
+    hosts: Vec<String>,
+    /// The switch side of each host's cable.
+    ports: Vec<String>,
+    subnet: String,
+}
+
+impl Lan {
+    /// `None` (with the reason printed) where namespaces cannot be made.
+    fn build(hosts: usize) -> Option<Lan> {
+        let tag = std::process::id() % 10_000;
+        let switch = format!("mr{tag}sw");
+        let probe = ip(&["netns", "add", &switch]);
+        if !probe.status.success() {
+            eprintln!(
+                "SKIPPED: cannot create network namespaces here ({}); this test needs root and iproute2",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            );
+            return None;
+        }
+        let mut lan = Lan {
+            switch,
+            hosts: Vec::new(),
+            ports: Vec::new(),
+            subnet: format!("10.{}.{}", 100 + tag % 100, tag % 200 + 1),
+        };
+        let sw = lan.switch.clone();
+        ip_ok(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ip_ok(&["-n", &sw, "link", "set", "br0", "up"]);
+        for i in 1..=hosts {
+            let (host, end, port) = (
+                format!("mr{tag}h{i}"),
+                format!("mr{tag}e{i}"),
+                format!("mr{tag}p{i}"),
+            );
+            ip_ok(&["netns", "add", &host]);
+            lan.hosts.push(host.clone());
+            ip_ok(&["link", "add", &end, "type", "veth", "peer", "name", &port]);
+            ip_ok(&["link", "set", &end, "netns", &host]);
+            ip_ok(&["link", "set", &port, "netns", &sw]);
+            lan.ports.push(port.clone());
+            let addr = format!("{}/24", lan.addr(i));
+            ip_ok(&["-n", &host, "addr", "add", &addr, "dev", &end]);
+            ip_ok(&["-n", &host, "link", "set", &end, "up"]);
+            ip_ok(&["-n", &host, "link", "set", "lo", "up"]);
+            ip_ok(&["-n", &sw, "link", "set", &port, "master", "br0"]);
+            ip_ok(&["-n", &sw, "link", "set", &port, "up"]);
+        }
+        Some(lan)
+    }
+
+    fn addr(&self, host: usize) -> String {
+        format!("{}.{host}", self.subnet)
+    }
+
+    /// Pulls host `i`'s cable out of the switch, or puts it back.
+    fn cable(&self, host: usize, plugged: bool) {
+        let state = if plugged { "up" } else { "down" };
+        ip_ok(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &self.ports[host - 1],
+            state,
+        ]);
+    }
+
+    /// `meshrpc members --json` run inside host `i`, against its own node.
+    fn members(&self, host: usize) -> BTreeMap<String, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.hosts[host - 1], BIN])
+            .args(["members", "--json", "--timeout-ms", "2000"])
+            .arg(format!("{}:4000", self.addr(host)))
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run meshrpc members");
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter()
+            .filter_map(|m| {
+                Some((
+                    m["name"].as_str()?.to_owned(),
+                    m["status"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// `meshrpc call` run inside host `i`, against its own node.
+    fn call(&self, host: usize, method: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.hosts[host - 1], BIN])
+            .args(["call", "--timeout-ms", "5000"])
+            .arg(format!("{}:4000", self.addr(host)))
+            .arg(method)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run meshrpc call")
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+#[test]
+fn five_hosts_form_a_cluster_survive_a_cut_cable_and_heal() {
+    let Some(lan) = Lan::build(HOSTS) else {
+        return;
+    };
+    let names: Vec<String> = (1..=HOSTS).map(|i| format!("h{i}")).collect();
+    let seed = format!("{}:4000", lan.addr(1));
+    let mut nodes = Vec::new();
+    for i in 1..=HOSTS {
+        let listen = format!("{}:4000", lan.addr(i));
+        let mut extra = FAST.to_vec();
+        if i > 1 {
+            extra.extend(["--seed", &seed]);
+        }
+        nodes.push(NodeProc::start_in(
+            &lan.hosts[i - 1],
+            &names[i - 1],
+            &listen,
+            &extra,
+        ));
+    }
+    let everyone = |status: &str| -> BTreeMap<String, String> {
+        names
+            .iter()
+            .map(|n| (n.clone(), status.to_owned()))
+            .collect()
+    };
+    for i in 1..=HOSTS {
+        wait_until(&format!("h{i} to see five hosts up"), || {
+            lan.members(i) == everyone("up")
+        });
+    }
+    // Each advertises its own address, so calls by name cross the bridge.
+    let whoami: serde_json::Value =
+        serde_json::from_slice(&lan.call(1, "fanout", &["\"system.whoami\"", "[]"]).stdout)
+            .unwrap_or_default();
+    assert_eq!(
+        whoami["h5"]["addr"],
+        format!("{}:4000", lan.addr(5)),
+        "{whoami}"
+    );
+
+    lan.cable(5, false);
+    let cut = Instant::now();
+    wait_until("h1 to mark h5 down", || {
+        lan.members(1).get("h5").map(String::as_str) == Some("down")
+    });
+    wait_until("h5 to mark the others down", || {
+        let view = lan.members(5);
+        names[..HOSTS - 1]
+            .iter()
+            .all(|n| view.get(n).map(String::as_str) == Some("down"))
+    });
+    println!(
+        "cut off: both sides saw the other down after {:?}",
+        cut.elapsed()
+    );
+    // A call across the cut fails at once with a reason, instead of hanging.
+    let started = Instant::now();
+    let out = lan.call(
+        1,
+        "bench.run",
+        &[
+            "\"h5\"",
+            r#"{"method":"add","args":[1,1],"payload":null,"concurrency":1,"duration_ms":null,"calls":1,"warmup_ms":0,"timeout_ms":1000}"#,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("member `h5` is down"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    lan.cable(5, true);
+    let plugged = Instant::now();
+    for i in 1..=HOSTS {
+        wait_until(&format!("h{i} to see everyone up again"), || {
+            lan.members(i) == everyone("up")
+        });
+    }
+    println!("healed after {:?}", plugged.elapsed());
+    drop(nodes);
+}
