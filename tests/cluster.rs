@@ -736,3 +736,41 @@ async fn retries_resend_only_what_is_safe_to_run_twice() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_open_on_demand_close_when_idle_and_reopen_on_the_next_call() {
+    let idle = Duration::from_millis(200);
+    let quick = |name: &str| NodeConfig {
+        name: name.to_owned(),
+        link_idle: idle,
+        ..NodeConfig::default()
+    };
+    let a = Node::start(quick("a")).await.unwrap();
+    let b = Node::start(quick("b")).await.unwrap();
+    b.serve_fn(ADD, |(x, y)| x + y);
+    assert!(a.peers().is_empty(), "no link before the first call");
+    assert_eq!(a.invoke(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
+    assert_eq!(a.peers().len(), 1);
+    // A call in flight keeps the link however long it takes.
+    b.register("sleep", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<u64, String>(ms)
+    });
+    let slow: u64 = a.call(b.addr(), "sleep", 600u64).await.unwrap();
+    assert_eq!(slow, 600);
+    let closed_at = Instant::now();
+    eventually("the idle link to close on both sides", || {
+        a.peers().is_empty() && b.peers().is_empty()
+    })
+    .await;
+    // Looked at every idle/4: a link closes at least 3/4 of `idle` after its last call.
+    assert!(
+        closed_at.elapsed() >= idle * 3 / 4,
+        "closed before it was idle"
+    );
+    // The next call opens a new one.
+    assert_eq!(a.invoke(b.addr(), ADD, (2, 2)).await.unwrap(), 4);
+    assert_eq!(a.peers().len(), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! under the one-link-per-pair rule).
 //!
 //! The pieces talk one way: seeds and discovery tell membership where to announce itself,
-//! links read the membership directory to find a member's address. Everything here stops
+//! links read the membership directory to find a member's address, and [`sync`] swaps
+//! member lists over links now and then. Everything here stops
 //! with the node's tokens. The methods the cluster answers (`system.peers`,
 //! `system.members`, `system.gossip`) are registered by [`register_methods`].
 
@@ -13,13 +14,14 @@ pub(crate) mod links;
 pub(crate) mod membership;
 pub(crate) mod peers;
 pub(crate) mod seeds;
+pub(crate) mod sync;
 mod target;
 
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::Handlers;
 use links::WeakLinks;
-use membership::{Membership, Rumor};
+use membership::{Membership, Rumor, SwimMember};
 
 pub use membership::{Member, MemberEvent, MemberSummary, Status};
 pub use target::Target;
@@ -82,6 +84,19 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
         .help(
             "system.gossip([member]): a node tells this one of members it may not know yet; this one announces itself to them (node-only)",
         );
+    let m = membership.clone();
+    handlers
+        .register(sync::METHOD, move |theirs: Vec<SwimMember>| {
+            let m = m.clone();
+            async move {
+                let ours = m.state().await;
+                m.apply(theirs).await;
+                Ok::<Vec<SwimMember>, String>(ours)
+            }
+        })
+        .internal()
+        .params(&["members"])
+        .help("system.members.sync(members) -> members: two nodes swap what they know of the cluster, each keeping what is news (node-only)");
     let m = membership.clone();
     handlers
         .register_fn("system.members", move |(): ()| {

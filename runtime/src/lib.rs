@@ -48,6 +48,12 @@ pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;
 pub use wire::NodeId;
 
+/// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
+#[doc(hidden)]
+pub mod simulation {
+    pub use crate::cluster::membership::swim_config;
+}
+
 /// What the [`service!`] macro expands to needs; not an API.
 #[doc(hidden)]
 pub mod __private {

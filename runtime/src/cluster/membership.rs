@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::wire::NodeId;
 
 pub(crate) use swim::{start, SwimStart};
-pub(crate) use timing::swim_config;
+pub use timing::swim_config;
 
 /// A member's status in this node's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,7 +166,14 @@ enum Cmd {
     /// Tell every member this node leaves, then stop answering; the reply comes when the
     /// goodbyes are out.
     Leave(oneshot::Sender<()>),
+    /// Every member foca knows, with its state (for a state sync).
+    State(oneshot::Sender<Vec<SwimMember>>),
+    /// Members another node knows (a state sync): foca takes what is news.
+    Apply(Vec<SwimMember>),
 }
+
+/// A member as SWIM knows it: its identity, SWIM incarnation and state.
+pub(crate) type SwimMember = foca::Member<crate::wire::swim::SwimId>;
 
 /// Handle to the membership actor; cheap to clone.
 #[derive(Clone)]
@@ -201,6 +208,20 @@ impl Membership {
     /// Announces this node to `addrs`; dropped when the actor is busy (the caller repeats).
     pub(crate) fn announce(&self, addrs: Vec<SocketAddr>) {
         let _ = self.tx.try_send(Cmd::Announce(addrs)); // full or stopped: next round
+    }
+
+    /// Every member SWIM knows, with its state; empty once the actor has stopped.
+    pub(crate) async fn state(&self) -> Vec<SwimMember> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::State(reply)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Hands members another node knows to SWIM, which keeps what is news.
+    pub(crate) async fn apply(&self, members: Vec<SwimMember>) {
+        let _ = self.tx.send(Cmd::Apply(members)).await; // stopped: nothing to learn
     }
 
     /// Tells the cluster this node leaves; returns when the goodbyes are sent (or the actor

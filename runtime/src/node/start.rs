@@ -19,6 +19,7 @@ use crate::cluster::discovery::{self, Discovery};
 use crate::cluster::links::Links;
 use crate::cluster::membership::{self, Rumor, SwimStart};
 use crate::cluster::seeds::{self, Seeds};
+use crate::cluster::sync::Sync;
 use crate::handlers::{introspection, Handlers};
 use crate::http::access::Access;
 use crate::http::gateway::{self, GatewayCtx};
@@ -277,6 +278,13 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             intake.clone(),
         ));
     }
+    let sync = Sync {
+        links: links.clone(),
+        membership: membership.clone(),
+        every: config.heartbeat * 300,
+        timeout: config.down_after,
+    };
+    tasks.spawn(cluster::sync::run(sync, intake.clone()));
     if !config.seeds.is_empty() {
         let seeds = Seeds {
             seeds: config.seeds.clone(),

@@ -168,34 +168,35 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram<'_>, DatagramError> {
     }
 }
 
-/// foca's messages in the node's own encoding (bincode, bounded like every decode).
+/// foca's messages in the node's own encoding (bincode, bounded like every decode), for any
+/// serde identity (the node's [`SwimId`], or the simulation's).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SwimCodec;
 
-impl foca::Codec<SwimId> for SwimCodec {
+impl<T: Serialize + serde::de::DeserializeOwned> foca::Codec<T> for SwimCodec {
     type Error = CodecError;
 
     fn encode_header(
         &mut self,
-        header: &foca::Header<SwimId>,
+        header: &foca::Header<T>,
         buf: impl BufMut,
     ) -> Result<(), CodecError> {
         encode(header, buf)
     }
 
-    fn decode_header(&mut self, buf: impl Buf) -> Result<foca::Header<SwimId>, CodecError> {
+    fn decode_header(&mut self, buf: impl Buf) -> Result<foca::Header<T>, CodecError> {
         decode(buf)
     }
 
     fn encode_member(
         &mut self,
-        member: &foca::Member<SwimId>,
+        member: &foca::Member<T>,
         buf: impl BufMut,
     ) -> Result<(), CodecError> {
         encode(member, buf)
     }
 
-    fn decode_member(&mut self, buf: impl Buf) -> Result<foca::Member<SwimId>, CodecError> {
+    fn decode_member(&mut self, buf: impl Buf) -> Result<foca::Member<T>, CodecError> {
         decode(buf)
     }
 }
@@ -215,16 +216,6 @@ fn decode<T: serde::de::DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecE
     let (value, used) = codec::decode_prefix(buf.chunk())?;
     buf.advance(used);
     Ok(value)
-}
-
-/// Identity for membership datagrams: the bytes of a [`SwimId`].
-///
-/// # Errors
-/// If it cannot be encoded.
-pub fn encode_swim_id(id: &SwimId) -> Result<BytesMut, CodecError> {
-    let mut buf = BytesMut::new();
-    codec::encode_into(id, &mut buf)?;
-    Ok(buf)
 }
 
 #[cfg(test)]

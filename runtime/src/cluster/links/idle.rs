@@ -1,4 +1,4 @@
-//! Closing idle links: a link on which no call went either way for `link_idle` is closed
+//! Closing idle links: a link on which no call ran either way for `link_idle` is closed
 //! with a goodbye that does not say leaving; the next call opens a new one. Stops with the
 //! intake token.
 
@@ -14,7 +14,8 @@ use super::Links;
 impl Links {
     /// Closes links to nodes on which no call went either way for `idle`, until the intake
     /// token is cancelled. A link is looked at four times per `idle`, so it closes between
-    /// `idle` and 1.25 × `idle` after its last call.
+    /// 0.75 × `idle` and 1.25 × `idle` after its last call ended (a call is seen running
+    /// at one look and gone at the next).
     pub(crate) async fn reap_idle(self, idle: Duration) {
         let mut tick = tokio::time::interval(idle / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -30,8 +31,10 @@ impl Links {
             for conn in self.peers().list() {
                 let id = conn.shared.conn_id;
                 let count = conn.shared.activity.load(Ordering::Relaxed);
+                let busy = conn.shared.in_flight.load(Ordering::Relaxed) > 0;
+                // A call still running is activity: idleness counts from its end.
                 let since = match seen.get(&id) {
-                    Some((last, since)) if *last == count => *since,
+                    Some((last, since)) if *last == count && !busy => *since,
                     _ => now,
                 };
                 if now.duration_since(since) >= idle && conn.close_if_idle() {

@@ -7,7 +7,7 @@
 //! The actor stops when the node's token is cancelled; leaving first tells every member.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -67,9 +67,14 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         events: events.clone(),
         active: active_tx,
         left: false,
+        announced: VecDeque::new(),
         refusals: LogLimit::default(),
         dropped: LogLimit::default(),
+        unpublished: Vec::new(),
+        flush_at: None,
+        published: 0,
     };
+    let mut actor = actor;
     actor.publish();
     tasks.spawn(actor.run(rx, stop, refresh));
     Membership {
@@ -94,9 +99,28 @@ struct Actor {
     active: watch::Sender<usize>,
     /// Set once this node has left: nothing is answered any more.
     left: bool,
+    /// The latest addresses announced to (bounded): a node that leaves before the answer
+    /// to its announce arrived still says goodbye to the seed that already lists it.
+    announced: VecDeque<SocketAddr>,
     refusals: LogLimit,
     dropped: LogLimit,
+    /// Events waiting for the next flush, and when it is due (`None`: nothing changed).
+    /// Publishing costs O(members): a join storm is published every [`FLUSH_AFTER`], not
+    /// once per datagram.
+    unpublished: Vec<MemberEvent>,
+    flush_at: Option<Instant>,
+    /// A digest of foca's states at the last publish, to skip refreshes that change nothing.
+    published: u64,
 }
+
+/// At most this many members are taken from one state sync.
+const MAX_SYNC: usize = 100_000;
+
+/// How many announced-to addresses a leaving node remembers to say goodbye to.
+const MAX_ANNOUNCED: usize = 64;
+
+/// How long a change waits before it is published (with the changes that join it).
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
 impl Actor {
     async fn run(
@@ -112,6 +136,7 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            let flush_at = self.flush_at;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -122,6 +147,11 @@ impl Actor {
                         self.leave().await;
                         let _ = reply.send(()); // the node stopped waiting
                     }
+                    Some(Cmd::State(reply)) => {
+                        let all = self.foca.iter_membership_state().cloned().collect();
+                        let _ = reply.send(all); // the asker gave up
+                    }
+                    Some(Cmd::Apply(members)) => self.apply(members),
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.datagram(&buf[..n], from).await,
@@ -130,9 +160,15 @@ impl Actor {
                 _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
                     self.due_timers();
                 }
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.flush();
+                }
                 _ = tick.tick() => {
                     self.view.forget(Instant::now());
-                    self.publish();
+                    // Suspicion changes come without notifications.
+                    if self.digest() != self.published {
+                        self.changed(Vec::new());
+                    }
                 }
             }
             self.drain().await;
@@ -144,9 +180,36 @@ impl Actor {
             return;
         }
         for addr in addrs {
+            if !self.announced.contains(addr) {
+                if self.announced.len() == MAX_ANNOUNCED {
+                    self.announced.pop_front();
+                }
+                self.announced.push_back(*addr);
+            }
             if let Err(error) = self.foca.announce(SwimId::at(*addr), &mut self.runtime) {
                 debug!(%addr, %error, "cannot announce");
             }
+        }
+    }
+
+    /// Members from a state sync: those whose name a live member holds are left out, as a
+    /// newcomer announcing itself would be.
+    fn apply(&mut self, members: Vec<super::SwimMember>) {
+        if self.left {
+            return;
+        }
+        let me = self.foca.identity().clone();
+        let news = members
+            .into_iter()
+            .take(MAX_SYNC)
+            .filter(|m| m.id() != &me && !m.id().name.is_empty())
+            .filter(|m| self.conflict(m.id()).is_none());
+        let news: Vec<_> = news.collect();
+        if let Err(error) = self
+            .foca
+            .apply_many(news.into_iter(), false, &mut self.runtime)
+        {
+            debug!(%error, "applying a state sync");
         }
     }
 
@@ -235,18 +298,20 @@ impl Actor {
 
     /// A member leaves: `left` at once, and down in foca so it is no longer probed.
     fn goodbye(&mut self, id: &SwimId) {
+        // The run, under whichever identity this node last heard of it.
         let known = self
             .foca
             .iter_membership_state()
-            .find(|m| m.id() == id)
-            .map(|m| m.incarnation());
-        let Some(incarnation) = known else {
+            .filter(|m| m.id().id == id.id)
+            .max_by_key(|m| m.id().bump)
+            .map(|m| (m.id().clone(), m.incarnation()));
+        let Some((known, incarnation)) = known else {
             return; // not a member we know: nothing to forget
         };
-        if let Some(event) = self.view.goodbye(id, Instant::now()) {
+        if let Some(event) = self.view.goodbye(&known, Instant::now()) {
             self.emit(event);
         }
-        let down = foca::Member::new(id.clone(), incarnation, State::Down);
+        let down = foca::Member::new(known, incarnation, State::Down);
         if let Err(error) = self
             .foca
             .apply_many(std::iter::once(down), true, &mut self.runtime)
@@ -262,7 +327,10 @@ impl Actor {
             return;
         }
         let me = self.foca.identity().clone();
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let mut live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        live.extend(self.announced.iter().copied());
+        live.sort_unstable();
+        live.dedup();
         for addr in &live {
             self.send(*addr, &Datagram::Goodbye(me.clone())).await;
         }
@@ -270,6 +338,7 @@ impl Actor {
             debug!(%error, "leaving the cluster");
         }
         self.drain().await;
+        self.flush();
         self.left = true;
         info!(told = live.len(), "left the cluster");
     }
@@ -289,12 +358,8 @@ impl Actor {
             changed = true;
             events.extend(self.view.notified(notification));
         }
-        // The directory first: a subscriber told of a change finds it in the view.
         if changed {
-            self.publish();
-        }
-        for event in events {
-            self.emit(event);
+            self.changed(events);
         }
     }
 
@@ -339,8 +404,26 @@ impl Actor {
         let _ = self.events.send(event); // no subscriber
     }
 
+    /// Something changed: publish it (with `events`) at the next flush.
+    fn changed(&mut self, events: Vec<MemberEvent>) {
+        self.unpublished.extend(events);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + FLUSH_AFTER);
+        }
+    }
+
+    /// Publishes the view, then the events that led to it: a subscriber told of a change
+    /// finds it in the directory.
+    fn flush(&mut self) {
+        self.flush_at = None;
+        self.publish();
+        for event in std::mem::take(&mut self.unpublished) {
+            self.emit(event);
+        }
+    }
+
     /// Publishes the view to the directory and the count of live members.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let members = self.view.members(self.foca.iter_membership_state());
         let live = members
             .iter()
@@ -350,6 +433,30 @@ impl Actor {
         self.directory.publish(Snapshot::new(members));
         self.active
             .send_if_modified(|n| std::mem::replace(n, live) != live);
+        self.published = self.digest();
+    }
+
+    /// A digest of every member's identity and state, and of the goodbyes heard; the same
+    /// whatever order foca keeps its members in.
+    fn digest(&self) -> u64 {
+        let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x0100_0000_01b3);
+        let states = self
+            .foca
+            .iter_membership_state()
+            .map(|m| {
+                let state = match m.state() {
+                    State::Alive => 0,
+                    State::Suspect => 1,
+                    State::Down => 2,
+                };
+                let id = m.id();
+                mix(
+                    mix(mix(0xcbf2_9ce4_8422_2325, id.id.0), u64::from(id.bump)),
+                    state,
+                )
+            })
+            .fold(0u64, u64::wrapping_add);
+        mix(states, self.view.goodbyes() as u64)
     }
 }
 

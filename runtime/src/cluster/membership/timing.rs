@@ -15,7 +15,7 @@ use crate::wire::swim::MAX_SWIM_PAYLOAD;
 pub(crate) const FORGET_AFTER: u32 = 60;
 
 /// foca's configuration for `heartbeat` and `down_after`.
-pub(crate) fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
+pub fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
     // `down_after` is more than twice `heartbeat` (the configuration is checked).
     let probe_period = down_after.mul_f64(0.6);
     let probe_rtt = down_after.mul_f64(0.55).min(probe_period.mul_f64(0.9));
@@ -35,9 +35,11 @@ pub(crate) fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
         remove_down_after: down_after * FORGET_AFTER,
         max_packet_size: NonZeroUsize::new(MAX_SWIM_PAYLOAD).unwrap_or(NonZeroUsize::MIN),
         notify_down_members: true,
-        periodic_announce: every(heartbeat * 10, 1),
+        // Asking a member for more members: for big clusters, not often (30 s by default).
+        periodic_announce: every(heartbeat * 30, 1),
         periodic_announce_to_down_members: every(probe_period * 2, 2),
-        periodic_gossip: every(heartbeat, 3),
+        // News spreads in about log4(members) heartbeats; there is none to send when idle.
+        periodic_gossip: every(heartbeat, 4),
     }
 }
 

@@ -135,6 +135,11 @@ impl View {
         }
     }
 
+    /// How many goodbyes the view remembers.
+    pub(crate) fn goodbyes(&self) -> usize {
+        self.left.len()
+    }
+
     /// Forgets goodbyes older than the time foca keeps down members.
     pub(crate) fn forget(&mut self, now: Instant) {
         let forget = self.forget;

@@ -1,0 +1,92 @@
+//! State sync (memberlist's push-pull): SWIM spreads news by gossip, and a node that joins
+//! a big cluster hears of the members that joined long before it only slowly. So right
+//! after joining (and after being alone, as after a partition), and then every
+//! [`Sync::every`], a node swaps its whole member list with one random live member over a
+//! link (`system.members.sync`, node-only); each side's SWIM keeps what is news. A link
+//! opened only for it is closed after it. The loop stops with the intake token.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::links::Links;
+use super::membership::{Membership, SwimMember};
+use super::Target;
+use crate::wire::codec::decode_result;
+use crate::wire::Encoding;
+
+/// The method nodes swap member lists with.
+pub(crate) const METHOD: &str = "system.members.sync";
+
+/// What the loop needs.
+pub(crate) struct Sync {
+    pub(crate) links: Links,
+    pub(crate) membership: Membership,
+    /// Between two syncs, once joined.
+    pub(crate) every: Duration,
+    /// Deadline of one sync call.
+    pub(crate) timeout: Duration,
+}
+
+/// Runs until `intake` is cancelled; see the module doc.
+pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
+    let mut active = sync.membership.active();
+    loop {
+        // A node alone has no one to sync with; one that just joined syncs at once.
+        let joined = active.wait_for(|n| *n > 0);
+        tokio::select! {
+            _ = intake.cancelled() => return,
+            joined = joined => if joined.is_err() { return },
+        }
+        once(&sync).await;
+        let jitter = sync.every.mul_f64(rand::random::<f64>() * 0.2);
+        // Again after a while, or as soon as this node finds itself alone.
+        tokio::select! {
+            _ = intake.cancelled() => return,
+            _ = tokio::time::sleep(sync.every + jitter) => {}
+            alone = active.wait_for(|n| *n == 0) => if alone.is_err() { return },
+        }
+    }
+}
+
+/// Swaps member lists with one random live member.
+async fn once(sync: &Sync) {
+    let me = sync.links.identity().id;
+    let snapshot = sync.membership.directory().snapshot();
+    let live: Vec<_> = snapshot
+        .members
+        .iter()
+        .filter(|m| m.status.is_live() && m.id != me)
+        .filter_map(|m| m.addr)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let addr = live[rand::random::<u64>() as usize % live.len()];
+    let ours = sync.membership.state().await;
+    // A link opened only for the sync is closed after it: an idle link costs heartbeats.
+    let linked_before = sync.links.peers().by_addr(addr).is_some();
+    let theirs = async {
+        let conn = sync
+            .links
+            .link(Target::Addr(addr))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = conn
+            .request(METHOD, Encoding::Bincode, &ours, sync.timeout, false, None)
+            .await;
+        if !linked_before {
+            conn.close_if_idle();
+        }
+        let (encoding, body) = reply.map_err(|e| e.to_string())?;
+        decode_result::<Vec<SwimMember>>(encoding, &body).map_err(|e| e.to_string())
+    };
+    match theirs.await {
+        Ok(members) => {
+            debug!(%addr, members = members.len(), "state sync");
+            sync.membership.apply(members).await;
+        }
+        Err(error) => debug!(%addr, %error, "state sync failed"),
+    }
+}
