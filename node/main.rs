@@ -176,6 +176,10 @@ struct NodeArgs {
     /// Deadline of calls this node makes (fanout), in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Worker threads (0: one per CPU). 1 runs the node on a single thread: the cheapest
+    /// choice when many nodes share a machine.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// Options shared by the commands that connect to a node as a client.
@@ -266,6 +270,21 @@ struct DemoArgs {
     load_ms: u64,
 }
 
+/// The tokio runtime: `threads` workers (0: one per CPU); one means a single-threaded
+/// runtime, the cheapest way to idle when many nodes share a machine.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -282,7 +301,11 @@ fn main() -> ExitCode {
     // Handler panics are caught and answered as `panicked` errors; log them as one line
     // instead of the default hook's backtrace.
     std::panic::set_hook(Box::new(|info| tracing::error!(%info, "panic")));
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = match &cli.command {
+        Command::Node(args) => args.threads,
+        _ => 0,
+    };
+    let runtime = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");

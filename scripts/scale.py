@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Scale: N real `meshrpc node` processes on this machine, each seeded with a random earlier
+one. Measures, from the nodes' own timestamped logs (so measuring adds no load):
+
+  - convergence: from the last start until every node has logged every other one up;
+  - detection: SIGKILL of --kills random nodes, until every live node has logged each of
+    them down;
+  - the idle cluster's CPU (all node processes, from /proc) and membership traffic per node
+    (loopback bytes, from /proc/net/dev), over --idle-secs.
+
+Kills every node it started and removes its logs when it ends, however it ends. A benchmark,
+not a test: docs/MEMBERSHIP.md has its figures.
+
+    cargo build --release && python3 scripts/scale.py --nodes 1000 [--json]
+"""
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+LINE = re.compile(r"^(\S+)\s+\S+\s+meshrpc::\S+: member (up|down|left) member=(\S+)")
+
+
+def parse_ts(text):
+    # 2026-12-01T12:53:46.413430Z
+    return datetime.strptime(text.rstrip("Z")[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+class Log:
+    """One node's log, read incrementally: (timestamp, kind, member) for every membership
+    line, kept as they come (so following a thousand logs costs only their new lines)."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.partial, self.events = path, 0, "", []
+
+    def read(self):
+        try:
+            with open(self.path, errors="replace") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+                self.offset = log.tell()
+        except FileNotFoundError:
+            return self.events
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            m = LINE.match(line)
+            if m:
+                self.events.append((parse_ts(m.group(1)), m.group(2), m.group(3)))
+        return self.events
+
+
+def cpu_seconds(pids):
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
+    return total / ticks
+
+
+def loopback_bytes():
+    with open("/proc/net/dev") as dev:
+        for line in dev:
+            if line.strip().startswith("lo:"):
+                return int(line.split(":", 1)[1].split()[0])
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--idle-secs", type=float, default=10.0)
+    parser.add_argument("--heartbeat-ms", type=int, default=1000)
+    parser.add_argument("--down-after-ms", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="worker threads per node (1: single-threaded, as befits a thousand nodes on two cores)")
+    parser.add_argument("--patience", type=float, default=180.0,
+                        help="give up waiting for convergence or detection after this long")
+    parser.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "meshrpc"))
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    # A SIGTERM (timeout, Ctrl-C's cousin) still runs the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    logs = tempfile.mkdtemp(prefix="meshrpc-scale-")
+    procs, addrs, names = [], [], []
+    result = {"nodes": args.nodes, "heartbeat_ms": args.heartbeat_ms,
+              "down_after_ms": args.down_after_ms, "threads": args.threads}
+    try:
+        started = time.time()
+        for i in range(args.nodes):
+            name = f"n{i:04d}"
+            cmd = [args.bin, "node", "--name", name, "--listen", "127.0.0.1:0",
+                   "--heartbeat-ms", str(args.heartbeat_ms), "--down-after-ms", str(args.down_after_ms),
+                   "--threads", str(args.threads)]
+            if addrs:
+                cmd += ["--seed", rng.choice(addrs)]
+            log = open(os.path.join(logs, name), "w")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                    env={**os.environ, "RUST_LOG": "info"})
+            log.close()
+            line = proc.stdout.readline().strip()
+            if not line.startswith("listening on "):
+                raise SystemExit(f"{name} did not start: {line!r}")
+            procs.append(proc)
+            addrs.append(line.removeprefix("listening on "))
+            names.append(name)
+        last_start = time.time()
+        logs_of = {name: Log(os.path.join(logs, name)) for name in names}
+        result["start_secs"] = round(last_start - started, 1)
+        print(f"started {args.nodes} nodes in {result['start_secs']} s", file=sys.stderr)
+
+        # Convergence: every node has logged every other one up.
+        want = args.nodes - 1
+        converged_at = {}
+        deadline = last_start + args.patience
+        while len(converged_at) < args.nodes and time.time() < deadline:
+            time.sleep(1)
+            for name in names:
+                if name in converged_at:
+                    continue
+                ups = {}
+                for ts, kind, member in logs_of[name].read():
+                    if kind == "up":
+                        ups.setdefault(member, ts)
+                if len(ups) >= want:
+                    converged_at[name] = max(ups.values())
+            print(f"  {len(converged_at)}/{args.nodes} nodes see everyone up", file=sys.stderr)
+        if len(converged_at) < args.nodes:
+            result["converged"] = False
+            result["converged_nodes"] = len(converged_at)
+        else:
+            result["converged"] = True
+            result["converge_secs"] = round(max(converged_at.values()) - last_start, 2)
+
+        # Idle: CPU of every node process and loopback traffic.
+        time.sleep(2)
+        pids = [p.pid for p in procs]
+        cpu0, lo0, t0 = cpu_seconds(pids), loopback_bytes(), time.time()
+        time.sleep(args.idle_secs)
+        cpu1, lo1, t1 = cpu_seconds(pids), loopback_bytes(), time.time()
+        result["idle_cores"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+        result["membership_bytes_per_sec_per_node"] = round((lo1 - lo0) / (t1 - t0) / args.nodes)
+
+        # Detection: kill some, watch every live node log each of them down.
+        victims = rng.sample(range(1, args.nodes), min(args.kills, args.nodes - 1))
+        killed_at = time.time()
+        for i in victims:
+            procs[i].send_signal(signal.SIGKILL)
+        dead = {names[i] for i in victims}
+        live = [n for n in names if n not in dead]
+        detected = {}
+        deadline = killed_at + args.patience
+        while len(detected) < len(live) and time.time() < deadline:
+            time.sleep(1)
+            for name in live:
+                if name in detected:
+                    continue
+                downs = {}
+                for ts, kind, member in logs_of[name].read():
+                    if kind == "down" and member in dead and ts >= killed_at:
+                        downs.setdefault(member, ts)
+                if len(downs) == len(dead):
+                    detected[name] = max(downs.values())
+            print(f"  {len(detected)}/{len(live)} live nodes saw all {len(dead)} kills", file=sys.stderr)
+        # False downs: a live node logged down by another live node.
+        false_downs = 0
+        for name in live:
+            for ts, kind, member in logs_of[name].read():
+                if kind == "down" and member not in dead:
+                    false_downs += 1
+        result["false_downs"] = false_downs
+        if len(detected) == len(live):
+            spans = sorted(ts - killed_at for ts in detected.values())
+            result["detect_all_secs"] = round(spans[-1], 2)
+            result["detect_median_secs"] = round(statistics.median(spans), 2)
+        else:
+            result["detected_everywhere"] = False
+            result["detected_nodes"] = len(detected)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(logs, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:36} {v}")
+
+
+if __name__ == "__main__":
+    main()
