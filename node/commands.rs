@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use meshrpc::{CallOptions, Client, MemberSummary, MulticastConfig, Node, NodeConfig, RpcError};
+use meshrpc::{
+    Activation, CallOptions, Client, MemberSummary, MulticastConfig, Node, NodeConfig, RpcError,
+};
 use serde_json::value::RawValue;
 
 use crate::{ClientArgs, Discover, MembersArgs, NodeArgs};
@@ -48,7 +50,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     };
     raise_descriptor_limit(config.http_max_connections + config.max_handshakes);
     let node = Node::start(config).await?;
-    crate::services::register(&node);
+    crate::services::register(&node).await?;
     // The one line scripts and tests wait for.
     println!("listening on {}", node.listen_addr());
     if let Some(http) = node.http_addr() {
@@ -148,7 +150,14 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(failed(&e)),
     };
     let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
-    let result = client.call_json(&args.method, &*body, options).await;
+    let method = match method_name(&args) {
+        Ok(method) => method,
+        Err(message) => {
+            client.close().await;
+            anyhow::bail!(message);
+        }
+    };
+    let result = client.call_json(&method, &*body, options).await;
     client.close().await;
     match result {
         Ok(value) => {
@@ -157,6 +166,25 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Ok(failed(&e)),
     }
+}
+
+/// The wire name of what `meshrpc call` calls: `TYPE.METHOD/KEY` for a virtual actor,
+/// `system.group.any|all/GROUP/METHOD` for a group, else the method itself.
+fn method_name(args: &crate::CallArgs) -> Result<String, String> {
+    let method = &args.method;
+    if let Some(actor) = &args.actor {
+        let Some((kind, key)) = actor.split_once('/') else {
+            return Err(format!(
+                "--actor takes TYPE/KEY (e.g. vcounter/user-42), not `{actor}`"
+            ));
+        };
+        return Ok(format!("{kind}.{method}/{key}"));
+    }
+    if let Some(group) = &args.group {
+        let how = if args.all { "all" } else { "any" };
+        return Ok(format!("system.group.{how}/{group}/{method}"));
+    }
+    Ok(method.clone())
 }
 
 /// The JSON arguments of `meshrpc call`, as the text given (a number keeps its digits):
@@ -203,6 +231,27 @@ fn arguments(args: &[String]) -> anyhow::Result<Box<RawValue>> {
 }
 
 /// `meshrpc members`: `NAME ADDR STATUS` per line (or `--json`), itself included.
+pub async fn actors(args: crate::ActorsArgs) -> anyhow::Result<ExitCode> {
+    let client = match connect(&args.addr, &args.client, "meshrpc-actors").await {
+        Ok(client) => client,
+        Err(e) => return Ok(failed(&e)),
+    };
+    let result = client.call::<Vec<Activation>>("system.actors", ()).await;
+    client.close().await;
+    let activations = match result {
+        Ok(activations) => activations,
+        Err(e) => return Ok(failed(&e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&activations)?);
+    } else {
+        for a in &activations {
+            println!("{}/{}", a.kind, a.key);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn members(args: MembersArgs) -> anyhow::Result<ExitCode> {
     let client = match connect(&args.addr, &args.client, "meshrpc-members").await {
         Ok(client) => client,

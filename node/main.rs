@@ -30,6 +30,9 @@ enum Command {
     Call(CallArgs),
     /// Print a node's view of the cluster: one line per member, NAME ADDR STATUS.
     Members(MembersArgs),
+    /// Print the virtual-actor activations living on a node: one line per activation,
+    /// TYPE/KEY.
+    Actors(ActorsArgs),
     /// Load a node (or, with --from/--to, a link between two nodes) and report throughput
     /// and latency percentiles.
     Bench(BenchArgs),
@@ -201,8 +204,18 @@ struct CallArgs {
     client: ClientArgs,
     /// The node's address (HOST:PORT).
     addr: String,
-    /// The method to call, e.g. `add` or `counter.incr`.
+    /// The method to call, e.g. `add` or `counter.incr` (with --actor: `incr`).
     method: String,
+    /// Call the virtual actor TYPE/KEY (e.g. `vcounter/user-42`), wherever it lives: the
+    /// node at ADDR routes the call to the key's owner.
+    #[arg(long, value_name = "TYPE/KEY", conflicts_with = "group")]
+    actor: Option<String>,
+    /// Call a member of the process group NAME (one chosen at random), through ADDR.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// With --group: call every member and print each one's result.
+    #[arg(long, requires = "group")]
+    all: bool,
     /// Arguments, each a JSON value (`meshrpc call 127.0.0.1:4000 add 2 -3`; quote
     /// strings: '"text"'), or all of them by name as NAME=JSON (`add a=40 b=2`). Options may
     /// come before or after them.
@@ -217,6 +230,17 @@ struct MembersArgs {
     /// The node's address (HOST:PORT).
     addr: String,
     /// Print a JSON array of {name, addr, status, id} instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ActorsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The node's address (HOST:PORT).
+    addr: String,
+    /// Print a JSON array of {type, key} instead of lines.
     #[arg(long)]
     json: bool,
 }
@@ -317,6 +341,7 @@ fn main() -> ExitCode {
             Command::Node(args) => commands::node(args).await,
             Command::Call(args) => commands::call(args).await,
             Command::Members(args) => commands::members(args).await,
+            Command::Actors(args) => commands::actors(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::TlsGen(args) => commands::tls_gen(args),
             Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))

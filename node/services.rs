@@ -85,8 +85,9 @@ struct Scale {
     factor: f64,
 }
 
-/// Registers every demo service on `node`.
-pub fn register(node: &Node) {
+/// Registers every demo service on `node`, declares the `vcounter` virtual-actor type and
+/// joins the `demo` group.
+pub async fn register(node: &Node) -> Result<(), RpcError> {
     node.serve(CalcServer::new(DemoImpl));
     node.serve(DemoServer::new(DemoImpl));
     node.actor("counter", || 0i64)
@@ -99,6 +100,18 @@ pub fn register(node: &Node) {
         .method("get", |count: &mut i64, (): ()| *count)
         .help("counter.get() -> i64: the current value")
         .start();
+    node.virtual_actor("vcounter", |_key: &str| 0i64)
+        .method("incr", |count: &mut i64, by: i64| {
+            *count = count.saturating_add(by);
+            *count
+        })
+        .params(&["by"])
+        .help("vcounter.incr/KEY(by: i64) -> i64: adds `by` to the counter KEY, wherever in the cluster it lives, and returns the new value")
+        .method("get", |count: &mut i64, (): ()| *count)
+        .help("vcounter.get/KEY() -> i64: the value of the counter KEY")
+        .start()
+        .await?;
+    node.join_group("demo").await?;
     node.register_fn("mirror", |value: Value| value)
         .params(&["value"])
         .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");
@@ -133,6 +146,7 @@ pub fn register(node: &Node) {
     })
     .params(&["method", "args"])
     .help("fanout(method, args) -> {member: result}: calls method(args) on every other member that is up, at once (JSON arguments). Acts on other nodes: keep it off public gateways");
+    Ok(())
 }
 
 /// Calls `method(args)` on every other member that is up, concurrently (dialing those it

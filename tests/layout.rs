@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("handlers", &["wire", "link"]),
     ("cluster", &["wire", "link", "handlers"]),
     ("client", &["wire", "link", "handlers"]),
+    ("actors", &["wire", "link", "handlers", "cluster", "client"]),
     ("http", &["wire", "link", "handlers", "cluster", "client"]),
     ("bench", &["wire", "client"]),
 ];

@@ -20,8 +20,9 @@ mod target;
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::Handlers;
+pub(crate) use links::Links;
 use links::WeakLinks;
-use membership::{Membership, Rumor, SwimMember};
+use membership::{Membership, Rumor, SyncState};
 
 pub use membership::{Member, MemberEvent, MemberSummary, Status};
 pub use target::Target;
@@ -86,16 +87,16 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
         );
     let m = membership.clone();
     handlers
-        .register(sync::METHOD, move |theirs: Vec<SwimMember>| {
+        .register(sync::METHOD, move |theirs: SyncState| {
             let m = m.clone();
             async move {
                 let ours = m.state().await;
                 m.apply(theirs).await;
-                Ok::<Vec<SwimMember>, String>(ours)
+                Ok::<SyncState, String>(ours)
             }
         })
         .internal()
-        .params(&["members"])
+        .params(&["state"])
         .help("system.members.sync(members) -> members: two nodes swap what they know of the cluster, each keeping what is news (node-only)");
     let m = membership.clone();
     handlers

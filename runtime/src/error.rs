@@ -42,6 +42,9 @@ pub enum ErrorKind {
     /// The caller may not call this method: a node-only method called by a client or
     /// through the gateway, or a method outside the gateway's allowlist.
     Forbidden,
+    /// The virtual actor called does not live on the callee (any more, or not yet): the
+    /// cluster's view is changing. Safe to retry: nothing ran. `ActorRef` retries it.
+    Moved,
 }
 
 impl ErrorKind {
@@ -62,6 +65,7 @@ impl ErrorKind {
             ErrorKind::RetryRefused => "retry_refused",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Moved => "moved",
         }
     }
 }
@@ -177,6 +181,14 @@ pub enum RpcError {
         /// Why it may not be called from here.
         message: String,
     },
+    /// The virtual actor is not on the callee now; nothing ran, and a retry may reach it.
+    #[error("`{method}` moved: {message}")]
+    Moved {
+        /// The method called.
+        method: String,
+        /// Where the callee thinks it lives, or why it cannot serve it now.
+        message: String,
+    },
     /// A resent call was refused because the method is not idempotent; callers see the
     /// error of the attempt before it instead.
     #[error("retry of `{method}` refused: {message}")]
@@ -208,6 +220,7 @@ impl RpcError {
             RpcError::RetryRefused { .. } => ErrorKind::RetryRefused,
             RpcError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             RpcError::Forbidden { .. } => ErrorKind::Forbidden,
+            RpcError::Moved { .. } => ErrorKind::Moved,
         }
     }
 
@@ -247,6 +260,7 @@ impl RpcError {
                 reason: message,
             },
             ErrorKind::Forbidden => RpcError::Forbidden { method, message },
+            ErrorKind::Moved => RpcError::Moved { method, message },
         }
     }
 

@@ -31,6 +31,7 @@ use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
 pub use actor::ActorBuilder;
+pub(crate) use actor::{build_state, ActorMethod, TypedMethod};
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
 pub use service::{Registry, Service};
 pub use signature::{Method, MethodInfo, Param};
@@ -45,6 +46,10 @@ pub(crate) struct Incoming {
     pub(crate) body: Bytes,
     /// When the caller stops waiting, if it said (and the handler asked to know).
     pub(crate) deadline: Option<Instant>,
+    /// For a keyed method called as `method/KEY`: the key.
+    pub(crate) key: Option<Box<str>>,
+    /// The caller is a node (not a plain client or the gateway).
+    pub(crate) from_node: bool,
     pub(crate) responder: Responder,
 }
 
@@ -144,6 +149,20 @@ impl Handlers {
     }
 }
 
+impl Handlers {
+    /// `method/KEY` for a keyed method: its entry and the key.
+    #[cold]
+    fn lookup_keyed(&self, name: &str) -> (Option<Arc<Entry>>, Option<Box<str>>) {
+        let Some((method, key)) = name.split_once('/') else {
+            return (None, None);
+        };
+        match self.methods.lookup(method) {
+            Some(entry) if entry.handler.keyed() => (Some(entry), Some(key.into())),
+            _ => (None, None),
+        }
+    }
+}
+
 impl Dispatch for Handlers {
     fn dispatch(&self, request: Request<'_>) {
         let Request {
@@ -156,11 +175,14 @@ impl Dispatch for Handlers {
             body,
             mut responder,
         } = request;
-        let found = self.methods.lookup(method);
+        let (found, key) = match self.methods.lookup(method) {
+            Some(entry) => (Some(entry), None),
+            None => self.lookup_keyed(method),
+        };
         if responder.metered() {
             // Only registered names become labels: a caller cannot grow the label set.
-            let label = match found {
-                Some(_) => metrics::SharedString::from(Arc::<str>::from(method)),
+            let label = match &found {
+                Some(entry) => metrics::SharedString::from(entry.name.clone()),
                 None => metrics::SharedString::const_str("<unknown>"),
             };
             responder.meter(label);
@@ -201,6 +223,8 @@ impl Dispatch for Handlers {
             encoding,
             body,
             deadline,
+            key,
+            from_node,
             responder,
         };
         entry.handler.invoke(&entry, call, self);

@@ -22,6 +22,7 @@
 //! docs/PROTOCOL.md gives the bytes.
 #![warn(missing_docs, unreachable_pub)]
 
+mod actors;
 pub mod bench;
 mod client;
 mod cluster;
@@ -38,6 +39,7 @@ pub use http::fuzzing;
 pub use http::remote;
 pub use link::tls;
 
+pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
 pub use client::{CallOptions, Client, Peer};
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
 pub use config::{MulticastConfig, NodeConfig};

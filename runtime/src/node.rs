@@ -6,6 +6,7 @@
 //! each given only the handles it needs. Every task is spawned through one tracker and
 //! stopped through the node's tokens; [`Node::shutdown`] runs the sequence in [`shutdown`].
 
+mod actors;
 mod shutdown;
 mod start;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actors::Actors;
 use crate::client::{Call, CallOptions, Peer};
 use crate::cluster::links::Links;
 use crate::cluster::membership::Membership;
@@ -63,6 +65,8 @@ pub(crate) struct Core {
     membership: Membership,
     /// The method table and what handlers run on.
     handlers: Handlers,
+    /// Virtual actors, singletons, groups.
+    actors: Actors,
     /// The bounds requests are admitted under; `closing` is set when shutdown starts.
     limits: Arc<Limits>,
     /// Every task of the node.

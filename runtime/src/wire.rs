@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::{
     decode_exact as decode_value, encode_into as encode_value, CodecError, DECODE_LIMIT,
 };
-pub(crate) use frame::{append_frame, append_header, frame_bytes, FrameError};
+pub(crate) use frame::{append_frame, append_frame_raw, append_header, frame_bytes, FrameError};
 pub use frame::{decode_frame, FrameBuf};
 pub use frame::{decode_handshake, encode_handshake, HandshakeError};
 

@@ -67,6 +67,8 @@ struct Inner {
     /// Failed handshakes are logged at most once a second: thousands of silent or hostile
     /// sockets must not flood the log.
     failures: LogLimit,
+    /// The in-memory link to this node itself, made on first use.
+    myself: std::sync::OnceLock<Connection>,
 }
 
 impl Links {
@@ -91,6 +93,7 @@ impl Links {
             root,
             directory,
             failures: LogLimit::default(),
+            myself: std::sync::OnceLock::new(),
         };
         Links {
             inner: Arc::new(inner),
@@ -117,6 +120,41 @@ impl Links {
     /// Cancelled when the node stops taking new work.
     pub(crate) fn intake(&self) -> &CancellationToken {
         &self.inner.intake
+    }
+
+    /// The link from this node to itself: in memory, no handshake, not registered as a
+    /// peer; calls on it are dispatched like any other. Closed with the node.
+    pub(crate) fn to_self(&self) -> Connection {
+        let inner = &self.inner;
+        inner
+            .myself
+            .get_or_init(|| {
+                let me = &inner.identity;
+                let addr = me
+                    .listen
+                    .as_deref()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                let (ours, theirs) = Socket::loopback(addr);
+                let end = |socket: Socket, outbound: bool| {
+                    let parts = Parts {
+                        socket,
+                        peer: transport::peer_info(me, addr),
+                        conn_id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
+                        outbound,
+                        max_frame: inner.config.max_frame,
+                        max_frame_in: inner.config.max_frame,
+                        heartbeat: inner.config.heartbeat,
+                        silence: inner.config.down_after,
+                    };
+                    let token = inner.root.child_token();
+                    Connection::start(parts, None, inner.ctx.clone(), token, |_, _| {})
+                };
+                // The far end lives on in its own reader and writer tasks.
+                end(theirs, false);
+                end(ours, true)
+            })
+            .clone()
     }
 
     fn closing(&self) -> bool {

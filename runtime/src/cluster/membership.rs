@@ -7,6 +7,7 @@
 //! address (seeds, beacons) or to leave. It publishes [`MemberEvent`]s on a broadcast channel
 //! and stops with the node (or after leaving). Status rules are in docs/MEMBERSHIP.md.
 
+pub(crate) mod hosting;
 mod swim;
 mod timing;
 mod view;
@@ -19,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::wire::NodeId;
+
+pub(crate) use hosting::Hosting;
 
 pub(crate) use swim::{start, SwimStart};
 pub use timing::swim_config;
@@ -107,20 +110,117 @@ impl From<&Member> for MemberSummary {
 
 /// The latest view of the cluster, readable anywhere without a round trip to the actor;
 /// cheap to clone. Written only by the membership actor.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Directory {
     current: Arc<RwLock<Arc<Snapshot>>>,
+    /// The version of the latest snapshot, for whoever waits for a change.
+    changes: Arc<watch::Sender<u64>>,
 }
 
-/// One view: every member (one entry per name, the run that matters), sorted by name.
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            current: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+/// One view: every member (one entry per name, the run that matters), sorted by name, and
+/// what each live member hosts.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) members: Vec<Member>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<NodeId, usize>,
+    /// Virtual-actor type → the live (`up` or `suspect`) members hosting it, by id.
+    types: HashMap<String, Arc<[Host]>>,
+    /// Group → its live members.
+    groups: HashMap<String, Arc<[GroupMember]>>,
+    /// Counts publishes: a cache keyed by it is stale once it changes.
+    pub(crate) version: u64,
+}
+
+/// A live member that hosts a virtual-actor type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Host {
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+}
+
+/// A live member of a process group: a node, or an actor on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupMember {
+    pub(crate) node: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) actor: Option<String>,
 }
 
 impl Snapshot {
+    /// A view with what each member hosts (entries of members not live are left out).
+    pub(crate) fn with_hosting(
+        members: Vec<Member>,
+        hosting: &HashMap<NodeId, Arc<Hosting>>,
+        version: u64,
+    ) -> Self {
+        let mut snapshot = Snapshot::new(members);
+        snapshot.version = version;
+        let mut types: HashMap<String, Vec<Host>> = HashMap::new();
+        let mut groups: HashMap<String, Vec<GroupMember>> = HashMap::new();
+        for (id, entry) in hosting {
+            let Some(member) = snapshot.by_id(*id) else {
+                continue;
+            };
+            let (true, Some(addr)) = (member.status.is_live(), member.addr) else {
+                continue;
+            };
+            for t in &entry.types {
+                types
+                    .entry(t.clone())
+                    .or_default()
+                    .push(Host { id: *id, addr });
+            }
+            for (g, actor) in &entry.groups {
+                groups.entry(g.clone()).or_default().push(GroupMember {
+                    node: *id,
+                    addr,
+                    actor: actor.clone(),
+                });
+            }
+        }
+        snapshot.types = types
+            .into_iter()
+            .map(|(t, mut hosts)| {
+                hosts.sort_by_key(|h| h.id);
+                (t, hosts.into())
+            })
+            .collect();
+        snapshot.groups = groups
+            .into_iter()
+            .map(|(g, mut members)| {
+                members.sort_by(|a, b| (a.node, &a.actor).cmp(&(b.node, &b.actor)));
+                (g, members.into())
+            })
+            .collect();
+        snapshot
+    }
+
+    /// The live members hosting virtual-actor type `name`, sorted by id.
+    pub(crate) fn hosts(&self, name: &str) -> Arc<[Host]> {
+        self.types
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]))
+    }
+
+    /// The live members of group `name`.
+    pub(crate) fn group(&self, name: &str) -> Arc<[GroupMember]> {
+        self.groups
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]))
+    }
+
     pub(crate) fn new(mut members: Vec<Member>) -> Self {
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let by_name = members
@@ -133,6 +233,7 @@ impl Snapshot {
             members,
             by_name,
             by_id,
+            ..Snapshot::default()
         }
     }
 
@@ -154,8 +255,15 @@ impl Directory {
             .clone()
     }
 
+    /// Changes each time a new snapshot is published.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn publish(&self, snapshot: Snapshot) {
+        let version = snapshot.version;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        self.changes.send_replace(version);
     }
 }
 
@@ -166,14 +274,27 @@ enum Cmd {
     /// Tell every member this node leaves, then stop answering; the reply comes when the
     /// goodbyes are out.
     Leave(oneshot::Sender<()>),
-    /// Every member foca knows, with its state (for a state sync).
-    State(oneshot::Sender<Vec<SwimMember>>),
-    /// Members another node knows (a state sync): foca takes what is news.
-    Apply(Vec<SwimMember>),
+    /// Every member foca knows, with its state, and what each hosts (for a state sync).
+    State(oneshot::Sender<SyncState>),
+    /// What another node knows (a state sync): foca and the hosting table take what is news.
+    Apply(SyncState),
+    /// This node now hosts these types and belongs to these groups: spread it.
+    Host {
+        types: Vec<String>,
+        groups: Vec<(String, Option<String>)>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A member as SWIM knows it: its identity, SWIM incarnation and state.
 pub(crate) type SwimMember = foca::Member<crate::wire::swim::SwimId>;
+
+/// What two nodes swap in a state sync.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SyncState {
+    pub(crate) members: Vec<SwimMember>,
+    pub(crate) hosting: Vec<Hosting>,
+}
 
 /// Handle to the membership actor; cheap to clone.
 #[derive(Clone)]
@@ -210,18 +331,42 @@ impl Membership {
         let _ = self.tx.try_send(Cmd::Announce(addrs)); // full or stopped: next round
     }
 
-    /// Every member SWIM knows, with its state; empty once the actor has stopped.
-    pub(crate) async fn state(&self) -> Vec<SwimMember> {
+    /// Every member SWIM knows, with its state, and what each hosts; empty once the actor
+    /// has stopped.
+    pub(crate) async fn state(&self) -> SyncState {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Cmd::State(reply)).await.is_err() {
-            return Vec::new();
+            return SyncState::default();
         }
         rx.await.unwrap_or_default()
     }
 
-    /// Hands members another node knows to SWIM, which keeps what is news.
-    pub(crate) async fn apply(&self, members: Vec<SwimMember>) {
-        let _ = self.tx.send(Cmd::Apply(members)).await; // stopped: nothing to learn
+    /// Hands what another node knows to SWIM and the hosting table, which keep what is news.
+    pub(crate) async fn apply(&self, state: SyncState) {
+        let _ = self.tx.send(Cmd::Apply(state)).await; // stopped: nothing to learn
+    }
+
+    /// Tells the cluster which virtual-actor types this node hosts and which groups it
+    /// belongs to (replacing what it said before).
+    ///
+    /// # Errors
+    /// If it is too much to spread in one datagram, or membership has stopped.
+    pub(crate) async fn host(
+        &self,
+        types: Vec<String>,
+        groups: Vec<(String, Option<String>)>,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Host {
+            types,
+            groups,
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return Err("membership has stopped".to_owned());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("membership has stopped".to_owned()))
     }
 
     /// Tells the cluster this node leaves; returns when the goodbyes are sent (or the actor

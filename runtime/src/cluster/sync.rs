@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::links::Links;
-use super::membership::{Membership, SwimMember};
+use super::membership::{Membership, SyncState};
 use super::Target;
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
@@ -80,12 +80,12 @@ async fn once(sync: &Sync) {
             conn.close_if_idle();
         }
         let (encoding, body) = reply.map_err(|e| e.to_string())?;
-        decode_result::<Vec<SwimMember>>(encoding, &body).map_err(|e| e.to_string())
+        decode_result::<SyncState>(encoding, &body).map_err(|e| e.to_string())
     };
     match theirs.await {
-        Ok(members) => {
-            debug!(%addr, members = members.len(), "state sync");
-            sync.membership.apply(members).await;
+        Ok(state) => {
+            debug!(%addr, members = state.members.len(), "state sync");
+            sync.membership.apply(state).await;
         }
         Err(error) => debug!(%addr, %error, "state sync failed"),
     }

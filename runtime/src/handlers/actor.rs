@@ -26,14 +26,23 @@ use crate::link::panic_message;
 use crate::ErrorKind;
 
 /// One method of an actor with state `S`, type-erased.
-trait ActorMethod<S>: Send + Sync + 'static {
+pub(crate) trait ActorMethod<S>: Send + Sync + 'static {
     /// Runs the method on `state` and answers; returns true if it panicked.
     fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool;
 }
 
-struct TypedMethod<F, A, R, E> {
+pub(crate) struct TypedMethod<F, A, R, E> {
     f: F,
     _types: PhantomData<fn(A) -> Result<R, E>>,
+}
+
+impl<F, A, R, E> TypedMethod<F, A, R, E> {
+    pub(crate) fn new(f: F) -> Self {
+        TypedMethod {
+            f,
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<S, F, A, R, E> ActorMethod<S> for TypedMethod<F, A, R, E>
@@ -250,6 +259,17 @@ async fn run<S: 'static>(
         }
     }
     // Messages still queued are dropped here; their responders answer `Shutdown`.
+}
+
+/// Runs a state factory, catching its panic (logged under the actor's `name`).
+pub(crate) fn build_state<S>(name: &str, factory: impl FnOnce() -> S) -> Option<S> {
+    match catch_unwind(AssertUnwindSafe(factory)) {
+        Ok(state) => Some(state),
+        Err(payload) => {
+            error!(actor = %name, panic = %panic_message(&*payload), "the actor's factory panicked");
+            None
+        }
+    }
 }
 
 fn build<S>(name: &str, factory: &Factory<S>) -> Option<S> {

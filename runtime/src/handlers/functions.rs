@@ -29,6 +29,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn needs_deadline(&self) -> bool {
         true
     }
+
+    /// Whether the method is called with a key, as `method/KEY` (virtual actors).
+    fn keyed(&self) -> bool {
+        false
+    }
 }
 
 /// A synchronous function returning `Result<R, E>`, run on the connection's reader.

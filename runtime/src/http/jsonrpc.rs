@@ -38,6 +38,7 @@ pub(crate) fn code(e: &RpcError) -> i64 {
         ErrorKind::PeerUnavailable | ErrorKind::Disconnected | ErrorKind::Shutdown => -32003,
         ErrorKind::Forbidden => FORBIDDEN,
         ErrorKind::Unauthenticated => -32005,
+        ErrorKind::Moved => -32006,
     }
 }
 

@@ -2,7 +2,7 @@
 //! gauges a node sets just before each scrape (links, clients, members by status, actor
 //! mailbox depths). Call counters and latencies are recorded by the link layer.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::warn;
@@ -51,6 +51,8 @@ pub(crate) struct Stats {
     pub(crate) links: WeakLinks,
     pub(crate) membership: Membership,
     pub(crate) mailboxes: Mailboxes,
+    /// Virtual-actor activations here, per type.
+    pub(crate) activations: Arc<dyn Fn() -> Vec<(String, usize)> + Send + Sync>,
 }
 
 impl Stats {
@@ -72,6 +74,11 @@ impl Stats {
         let mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
         for (actor, depth) in mailboxes.iter() {
             metrics::gauge!("meshrpc_mailbox_depth", "node" => node.clone(), "actor" => actor.clone()).set(depth() as f64);
+        }
+        drop(mailboxes);
+        for (kind, n) in (self.activations)() {
+            metrics::gauge!("meshrpc_activations", "node" => node.clone(), "type" => kind)
+                .set(n as f64);
         }
     }
 }

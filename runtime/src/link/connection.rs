@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::AbortHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -42,6 +42,15 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// When the peer's current run started (ms since the Unix epoch); larger is newer.
     pub incarnation: u64,
+}
+
+/// One request about to be sent.
+struct Outgoing<'a> {
+    method: &'a str,
+    encoding: Encoding,
+    timeout: Duration,
+    retry: bool,
+    signature: Option<u64>,
 }
 
 /// What a waiting caller receives: the result's encoding and bytes, or the callee's error.
@@ -323,6 +332,53 @@ impl Connection {
         retry: bool,
         signature: Option<u64>,
     ) -> Result<(Encoding, Bytes), RpcError> {
+        let call = Outgoing {
+            method,
+            encoding,
+            timeout,
+            retry,
+            signature,
+        };
+        self.exchange(call, |buf, header, max| {
+            wire::append_frame(buf, header, encoding, args, max)
+        })
+        .await
+    }
+
+    /// Sends a request whose arguments are already encoded in `encoding` (a call this node
+    /// forwards) and waits for its reply, at most `timeout`. Cancel safe as [`Self::request`].
+    pub(crate) async fn request_raw(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<(Encoding, Bytes), RpcError> {
+        let call = Outgoing {
+            method,
+            encoding,
+            timeout,
+            retry: false,
+            signature: None,
+        };
+        self.exchange(call, |buf, header, max| {
+            wire::append_frame_raw(buf, header, body, max)
+        })
+        .await
+    }
+
+    async fn exchange(
+        &self,
+        call: Outgoing<'_>,
+        append: impl FnOnce(&mut BytesMut, &Header<'_>, usize) -> Result<(), FrameError>,
+    ) -> Result<(Encoding, Bytes), RpcError> {
+        let Outgoing {
+            method,
+            encoding,
+            timeout,
+            retry,
+            signature,
+        } = call;
         let shared = &self.shared;
         let now = Instant::now();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +409,7 @@ impl Connection {
         shared.pending.insert(id, tx, deadline);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = PendingGuard { shared, id };
-        if self.is_closed() || !self.send(&header, encoding, args, method)? {
+        if self.is_closed() || !self.send(&header, method, append)? {
             return Err(self.disconnected(method));
         }
         // The link's sweeper answers `timeout` when the deadline passes.
@@ -379,23 +435,26 @@ impl Connection {
             method: method.into(),
             encoding,
         };
-        if self.is_closed() || !self.send(&header, encoding, args, method)? {
+        let append = |buf: &mut BytesMut, header: &Header<'_>, max| {
+            wire::append_frame(buf, header, encoding, args, max)
+        };
+        if self.is_closed() || !self.send(&header, method, append)? {
             return Err(self.disconnected(method));
         }
         Ok(())
     }
 
     /// Encodes the frame straight into the outbox; false if the writer has stopped.
-    fn send<A: Serialize + ?Sized>(
+    fn send(
         &self,
         header: &Header<'_>,
-        encoding: Encoding,
-        args: &A,
         method: &str,
+        append: impl FnOnce(&mut BytesMut, &Header<'_>, usize) -> Result<(), FrameError>,
     ) -> Result<bool, RpcError> {
         let max = self.shared.max_frame;
-        self.shared.outbox.push(false, |buf| {
-            match wire::append_frame(buf, header, encoding, args, max) {
+        self.shared
+            .outbox
+            .push(false, |buf| match append(buf, header, max) {
                 Ok(()) => Ok(()),
                 Err(FrameError::Encode(e)) => Err(RpcError::BadArguments {
                     method: method.to_owned(),
@@ -404,8 +463,7 @@ impl Connection {
                 Err(FrameError::TooLarge(size)) => Err(RpcError::FrameTooLarge {
                     message: format!("a request of {size} bytes exceeds the limit of {max} bytes"),
                 }),
-            }
-        })
+            })
     }
 
     fn disconnected(&self, method: &str) -> RpcError {

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::future::AbortHandle;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -151,6 +152,47 @@ impl Responder {
             Ok(Err(e)) => self.fail(ErrorKind::Application, e.to_string()),
             Err(payload) => self.fail(ErrorKind::Panicked, panic_message(&*payload)),
         }
+    }
+
+    /// Answers with a reply another node gave (a call this node forwarded): its bytes as
+    /// they came, in their encoding.
+    pub(crate) fn reply_raw(mut self, reply: Result<(Encoding, Bytes), RemoteError>) {
+        let Some(id) = self.id else {
+            return self.finish(false, "ok");
+        };
+        let (queued, outcome) = match reply {
+            Ok((encoding, body)) => {
+                let header = Header::Response {
+                    id,
+                    outcome: Ok(encoding),
+                };
+                let max = self.link.max_frame;
+                let pushed = self.link.outbox.push(true, |buf| {
+                    wire::append_frame_raw(buf, &header, &body, max).map_err(|_| ())
+                });
+                match pushed {
+                    Ok(queued) => (queued, "ok"),
+                    Err(()) => {
+                        let error = RemoteError::new(
+                            ErrorKind::FrameTooLarge,
+                            format!(
+                                "the result takes {} bytes, over the {max}-byte frame limit",
+                                body.len()
+                            ),
+                        );
+                        (
+                            self.push_error(id, error),
+                            ErrorKind::FrameTooLarge.as_str(),
+                        )
+                    }
+                }
+            }
+            Err(error) => {
+                let kind = error.kind.as_str();
+                (self.push_error(id, error), kind)
+            }
+        };
+        self.finish(queued, outcome);
     }
 
     /// Sends an error.

@@ -17,6 +17,18 @@ impl Core {
 
     pub(super) async fn shutdown_sequence(&self) {
         info!(name = %self.config.name, "shutting down");
+        // Virtual actors are handed over first (their save hooks run), so the next owners
+        // load what this node saved; calls meanwhile are answered `moved` and retried.
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.actors.close())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?grace,
+                "virtual actors still deactivating after the grace period"
+            );
+        }
         // Members learn of the leave at once, so they stop sending work here.
         self.membership.leave().await;
         self.links.intake().cancel();

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use super::{Core, Node, WhoAmI};
+use crate::actors::Actors;
 use crate::cluster;
 use crate::cluster::discovery::{self, Discovery};
 use crate::cluster::links::Links;
@@ -210,6 +211,13 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     introspection::register(&handlers);
     cluster::register_methods(&handlers, links.downgrade(), &membership);
     register_whoami(&handlers, links.identity());
+    let actors = Actors::new(
+        handlers.clone(),
+        links.clone(),
+        membership.clone(),
+        closing.clone(),
+        (config.down_after, config.default_timeout),
+    );
 
     let id = links.identity().id;
     info!(name = %config.name, %id, %addr, "node listening");
@@ -217,6 +225,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         info!("no cluster cookie: any process that can reach {addr} may join and call methods, and membership datagrams are not authenticated");
     }
     let intake = links.intake().clone();
+    tasks.spawn(actors.clone().run(root.clone()));
     tasks.spawn(links.clone().accept_loop(listener));
     if !config.link_idle.is_zero() {
         tasks.spawn(links.clone().reap_idle(config.link_idle));
@@ -247,6 +256,10 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 links: links.downgrade(),
                 membership: membership.clone(),
                 mailboxes: handlers.mailboxes.clone(),
+                activations: {
+                    let actors = actors.clone();
+                    Arc::new(move || actors.counts())
+                },
             },
             server: ServerCtx {
                 tls: https,
@@ -305,6 +318,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         links,
         membership,
         handlers,
+        actors,
         limits,
         tasks,
         root,

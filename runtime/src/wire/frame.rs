@@ -92,6 +92,19 @@ pub(crate) fn append_frame<T: Serialize + ?Sized>(
     frame.finish(max_frame).map_err(FrameError::TooLarge)
 }
 
+/// Appends one whole frame, `header` then a body already encoded (a forwarded call or
+/// reply); on failure `buf` is left as it was.
+pub(crate) fn append_frame_raw(
+    buf: &mut BytesMut,
+    header: &Header<'_>,
+    body: &[u8],
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let mut frame = FrameBuf::new(buf, header).map_err(FrameError::Encode)?;
+    frame.body_mut().extend_from_slice(body);
+    frame.finish(max_frame).map_err(FrameError::TooLarge)
+}
+
 /// Appends a frame with no body (control frames, error responses); `false` if it does not
 /// fit in `max_frame` or its header does not encode, and then `buf` is left as it was.
 pub(crate) fn append_header(buf: &mut BytesMut, header: &Header<'_>, max_frame: usize) -> bool {

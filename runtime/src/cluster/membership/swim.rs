@@ -9,9 +9,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Codec, Foca, NoCustomBroadcast, State, Timer};
+use foca::{AccumulatingRuntime, Codec, Foca, State, Timer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
@@ -21,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::hosting::{self, Hosting};
 use super::view::View;
-use super::{Cmd, Directory, Member, MemberEvent, Membership, Snapshot, Status};
+use super::{Cmd, Directory, Member, MemberEvent, Membership, Status, SyncState};
 use crate::link::auth::{self, Sealed};
 use crate::link::LogLimit;
 use crate::wire::swim::{
@@ -39,7 +41,7 @@ pub(crate) struct SwimStart {
     pub(crate) cookie: Option<String>,
 }
 
-type Swim = Foca<SwimId, SwimCodec, StdRng, NoCustomBroadcast>;
+type Swim = Foca<SwimId, SwimCodec, StdRng, hosting::Handler>;
 
 /// Starts the actor on `tasks`; it stops when `stop` is cancelled.
 pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTracker) -> Membership {
@@ -56,8 +58,29 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
     };
     let forget = start.config.remove_down_after;
     let refresh = start.config.probe_period;
+    let table = hosting::Table::default();
+    let handler = hosting::Handler {
+        table: table.clone(),
+        me: start.me.id,
+    };
+    let mine = Hosting {
+        node: start.me.id,
+        version: 0,
+        types: Vec::new(),
+        groups: Vec::new(),
+    };
     let actor = Actor {
-        foca: Foca::new(start.me, start.config, StdRng::from_os_rng(), SwimCodec),
+        foca: Foca::with_custom_broadcast(
+            start.me,
+            start.config,
+            StdRng::from_os_rng(),
+            SwimCodec,
+            handler,
+        ),
+        hosting: table,
+        mine: Arc::new(mine),
+        publishes: 0,
+        rebroadcast_at: None,
         runtime: AccumulatingRuntime::new(),
         socket: start.socket,
         cookie: start.cookie,
@@ -87,6 +110,14 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
 
 struct Actor {
     foca: Swim,
+    /// What every other member hosts (shared with foca's broadcast handler).
+    hosting: hosting::Table,
+    /// What this node hosts.
+    mine: Arc<Hosting>,
+    /// How many times the directory was published.
+    publishes: u64,
+    /// When this node's hosting entry was last spread again.
+    rebroadcast_at: Option<Instant>,
     /// Where foca puts what it wants done; drained after every input.
     runtime: AccumulatingRuntime<SwimId>,
     socket: UdpSocket,
@@ -116,11 +147,16 @@ struct Actor {
 /// At most this many members are taken from one state sync.
 const MAX_SYNC: usize = 100_000;
 
+/// At most this often, a node spreads its hosting entry again when members come up.
+const REBROADCAST_EVERY: Duration = Duration::from_secs(1);
+
 /// How many announced-to addresses a leaving node remembers to say goodbye to.
 const MAX_ANNOUNCED: usize = 64;
 
 /// How long a change waits before it is published (with the changes that join it).
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+mod publish;
 
 impl Actor {
     async fn run(
@@ -148,10 +184,15 @@ impl Actor {
                         let _ = reply.send(()); // the node stopped waiting
                     }
                     Some(Cmd::State(reply)) => {
-                        let all = self.foca.iter_membership_state().cloned().collect();
-                        let _ = reply.send(all); // the asker gave up
+                        let mut hosting = self.hosting.all();
+                        hosting.push(Hosting::clone(&self.mine));
+                        let members = self.foca.iter_membership_state().cloned().collect();
+                        let _ = reply.send(SyncState { members, hosting }); // the asker gave up
                     }
-                    Some(Cmd::Apply(members)) => self.apply(members),
+                    Some(Cmd::Apply(state)) => self.apply(state),
+                    Some(Cmd::Host { types, groups, reply }) => {
+                        let _ = reply.send(self.host(types, groups)); // the asker gave up
+                    }
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.datagram(&buf[..n], from).await,
@@ -172,6 +213,10 @@ impl Actor {
                 }
             }
             self.drain().await;
+            // A member's hosting entry arrived (piggybacked, or in a sync).
+            if self.hosting.is_changed() {
+                self.changed(Vec::new());
+            }
         }
     }
 
@@ -194,10 +239,17 @@ impl Actor {
 
     /// Members from a state sync: those whose name a live member holds are left out, as a
     /// newcomer announcing itself would be.
-    fn apply(&mut self, members: Vec<super::SwimMember>) {
+    fn apply(&mut self, state: SyncState) {
         if self.left {
             return;
         }
+        let me_id = self.mine.node;
+        for entry in state.hosting.into_iter().take(MAX_SYNC) {
+            if entry.node != me_id {
+                self.hosting.offer(entry);
+            }
+        }
+        let members = state.members;
         let me = self.foca.identity().clone();
         let news = members
             .into_iter()
@@ -211,6 +263,32 @@ impl Actor {
         {
             debug!(%error, "applying a state sync");
         }
+    }
+
+    /// Replaces what this node hosts and spreads the new entry.
+    fn host(
+        &mut self,
+        mut types: Vec<String>,
+        mut groups: Vec<(String, Option<String>)>,
+    ) -> Result<(), String> {
+        types.sort();
+        types.dedup();
+        groups.sort();
+        groups.dedup();
+        let entry = Hosting {
+            node: self.mine.node,
+            version: self.mine.version + 1,
+            types,
+            groups,
+        };
+        let bytes = entry.encode()?;
+        self.foca
+            .add_broadcast(&bytes)
+            .map_err(|e| format!("cannot spread what this node hosts: {e}"))?;
+        self.mine = Arc::new(entry);
+        // At once: the caller may route to this node's new type right after.
+        self.flush();
+        Ok(())
     }
 
     fn due_timers(&mut self) {
@@ -388,80 +466,6 @@ impl Actor {
         let (body, mac) = bytes.split_at(split);
         auth::verify_seal(cookie, Sealed::Datagram, body, mac).then_some(body)
     }
-
-    fn emit(&self, event: MemberEvent) {
-        match &event {
-            MemberEvent::NodeUp(m) => {
-                info!(member = %m.name, id = %m.id, addr = %show(m), "member up")
-            }
-            MemberEvent::NodeDown(m) => {
-                warn!(member = %m.name, id = %m.id, addr = %show(m), "member down")
-            }
-            MemberEvent::NodeLeft(m) => {
-                info!(member = %m.name, id = %m.id, addr = %show(m), "member left")
-            }
-        }
-        let _ = self.events.send(event); // no subscriber
-    }
-
-    /// Something changed: publish it (with `events`) at the next flush.
-    fn changed(&mut self, events: Vec<MemberEvent>) {
-        self.unpublished.extend(events);
-        if self.flush_at.is_none() {
-            self.flush_at = Some(Instant::now() + FLUSH_AFTER);
-        }
-    }
-
-    /// Publishes the view, then the events that led to it: a subscriber told of a change
-    /// finds it in the directory.
-    fn flush(&mut self) {
-        self.flush_at = None;
-        self.publish();
-        for event in std::mem::take(&mut self.unpublished) {
-            self.emit(event);
-        }
-    }
-
-    /// Publishes the view to the directory and the count of live members.
-    fn publish(&mut self) {
-        let members = self.view.members(self.foca.iter_membership_state());
-        let live = members
-            .iter()
-            .filter(|m| m.status.is_live())
-            .count()
-            .saturating_sub(1);
-        self.directory.publish(Snapshot::new(members));
-        self.active
-            .send_if_modified(|n| std::mem::replace(n, live) != live);
-        self.published = self.digest();
-    }
-
-    /// A digest of every member's identity and state, and of the goodbyes heard; the same
-    /// whatever order foca keeps its members in.
-    fn digest(&self) -> u64 {
-        let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x0100_0000_01b3);
-        let states = self
-            .foca
-            .iter_membership_state()
-            .map(|m| {
-                let state = match m.state() {
-                    State::Alive => 0,
-                    State::Suspect => 1,
-                    State::Down => 2,
-                };
-                let id = m.id();
-                mix(
-                    mix(mix(0xcbf2_9ce4_8422_2325, id.id.0), u64::from(id.bump)),
-                    state,
-                )
-            })
-            .fold(0u64, u64::wrapping_add);
-        mix(states, self.view.goodbyes() as u64)
-    }
-}
-
-fn show(m: &Member) -> String {
-    m.addr.map_or_else(|| "none".to_owned(), |a| a.to_string())
 }
 
 /// A refusal in the sender's words (it is sent) and in ours (it is logged).

@@ -141,6 +141,11 @@ impl View {
     }
 
     /// Forgets goodbyes older than the time foca keeps down members.
+    /// How long gone members are remembered.
+    pub(crate) fn forget_after(&self) -> Duration {
+        self.forget
+    }
+
     pub(crate) fn forget(&mut self, now: Instant) {
         let forget = self.forget;
         let gone: Vec<NodeId> = self

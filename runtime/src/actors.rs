@@ -1,0 +1,299 @@
+//! Location-transparent actors: virtual actors by key (Orleans' grains), cluster
+//! singletons, process groups (Erlang's `pg`) and monitors. Placement is computed, not
+//! looked up: each key lives on the member that scores highest for it among the members
+//! hosting its type ([`placement`], rendezvous hashing over the membership view), so a caller
+//! sends straight to the owner.
+//!
+//! [`Actors`] is the node's handle on this layer: the types it hosts ([`activation`]), the
+//! groups it joined, and the loop that hands activations over when the view changes. It
+//! gets the narrow handles it needs from the node (the method table, the links, the
+//! membership directory and handle) and stops with the node: [`Actors::close`] hands every
+//! activation over (their save hooks run) before the node says goodbye. docs/ACTORS.md has
+//! the guarantees.
+
+pub(crate) mod activation;
+mod builder;
+mod groups;
+pub(crate) mod hosted;
+pub(crate) mod monitor;
+pub(crate) mod placement;
+mod refs;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::membership::{Directory, Membership};
+use crate::cluster::Links;
+use crate::handlers::Handlers;
+use crate::wire::NodeId;
+use crate::RpcError;
+
+pub use builder::VirtualBuilder;
+pub use groups::{Group, Member as GroupMember};
+use hosted::Hosted;
+pub use monitor::{Down, Monitored};
+pub use refs::ActorRef;
+
+/// The node-only method a new owner calls on the previous one: "let this key go".
+pub(crate) const RELEASE: &str = "system.actors.release";
+
+/// What every type and ref needs from the node.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) me: NodeId,
+    pub(crate) directory: Directory,
+    pub(crate) links: Links,
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when handlers must stop (end of the shutdown grace).
+    pub(crate) stop: CancellationToken,
+    /// Set when the node starts stopping: no new activations.
+    closing: Arc<AtomicBool>,
+    pub(crate) release_timeout: Duration,
+    pub(crate) default_timeout: Duration,
+}
+
+impl Ctx {
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// One activation, as `meshrpc actors` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The virtual-actor type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key.
+    pub key: String,
+}
+
+/// The node's actors layer; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Actors {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Ctx,
+    handlers: Handlers,
+    membership: Membership,
+    types: DashMap<String, Arc<dyn Hosted>>,
+    /// Groups this node joined: `(group, actor)`, no actor meaning the node itself.
+    groups: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl Actors {
+    pub(crate) fn new(
+        handlers: Handlers,
+        links: Links,
+        membership: Membership,
+        closing: Arc<AtomicBool>,
+        timeouts: (Duration, Duration),
+    ) -> Self {
+        let ctx = Ctx {
+            me: links.identity().id,
+            directory: membership.directory().clone(),
+            links,
+            tasks: handlers.tasks.clone(),
+            stop: handlers.stop.clone(),
+            closing,
+            release_timeout: timeouts.0,
+            default_timeout: timeouts.1,
+        };
+        let actors = Actors {
+            inner: Arc::new(Inner {
+                ctx,
+                handlers,
+                membership,
+                types: DashMap::new(),
+                groups: Mutex::new(Vec::new()),
+            }),
+        };
+        actors.register_methods();
+        actors
+    }
+
+    pub(crate) fn ctx(&self) -> &Ctx {
+        &self.inner.ctx
+    }
+
+    pub(crate) fn handlers(&self) -> &Handlers {
+        &self.inner.handlers
+    }
+
+    /// Tells the cluster what this node hosts now.
+    async fn publish(&self) -> Result<(), RpcError> {
+        let mut types: Vec<String> = self.inner.types.iter().map(|t| t.key().clone()).collect();
+        types.sort();
+        let groups = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.inner
+            .membership
+            .host(types, groups)
+            .await
+            .map_err(|message| RpcError::BadArguments {
+                method: "hosting".to_owned(),
+                detail: message,
+            })
+    }
+
+    /// Adds a hosted type and tells the cluster.
+    pub(crate) async fn add_type(&self, name: &str, kind: Arc<dyn Hosted>) -> Result<(), RpcError> {
+        if self.inner.types.contains_key(name) {
+            return Err(RpcError::BadArguments {
+                method: name.to_owned(),
+                detail: format!("virtual actor type `{name}` is already registered on this node"),
+            });
+        }
+        self.inner.types.insert(name.to_owned(), kind);
+        let published = self.publish().await;
+        if published.is_err() {
+            self.inner.types.remove(name);
+        }
+        published
+    }
+
+    /// Joins `group` (as the node, or as one of its actors) and tells the cluster.
+    pub(crate) async fn join(&self, group: &str, actor: Option<&str>) -> Result<(), RpcError> {
+        {
+            let mut groups = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = (group.to_owned(), actor.map(str::to_owned));
+            if !groups.contains(&entry) {
+                groups.push(entry);
+            }
+        }
+        self.publish().await
+    }
+
+    /// Leaves `group` and tells the cluster.
+    pub(crate) async fn leave_group(
+        &self,
+        group: &str,
+        actor: Option<&str>,
+    ) -> Result<(), RpcError> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(g, a)| !(g == group && a.as_deref() == actor));
+        self.publish().await
+    }
+
+    /// Every activation on this node.
+    pub(crate) fn activations(&self) -> Vec<Activation> {
+        let mut all: Vec<Activation> = self
+            .inner
+            .types
+            .iter()
+            .flat_map(|t| {
+                let kind = t.key().clone();
+                t.value().keys().into_iter().map(move |key| Activation {
+                    kind: kind.clone(),
+                    key: key.to_string(),
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+        all
+    }
+
+    /// Activations per type, for metrics and the dashboard.
+    pub(crate) fn counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = self
+            .inner
+            .types
+            .iter()
+            .map(|t| (t.key().clone(), t.value().active()))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// Hands activations over as the view changes, and keeps singletons running on their
+    /// owner, until `stop` is cancelled.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let mut changes = self.inner.ctx.directory.changes();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            // A burst of changes (a join storm) is handled once.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            changes.borrow_and_update();
+            for t in self.inner.types.iter() {
+                t.value().rebalance();
+                t.value().ensure_singleton();
+            }
+        }
+    }
+
+    /// Stops new activations and ends every activation here (save hooks run), so the next
+    /// owners load what this node saved. Called before the node says goodbye.
+    pub(crate) async fn close(&self) {
+        self.inner.ctx.closing.store(true, Ordering::SeqCst);
+        let types: Vec<Arc<dyn Hosted>> =
+            self.inner.types.iter().map(|t| t.value().clone()).collect();
+        for t in types {
+            t.leave_all().await;
+        }
+    }
+
+    fn register_methods(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner
+            .handlers
+            .register(RELEASE, move |(kind, key): (String, String)| {
+                let inner = weak.upgrade();
+                async move {
+                    let hosted = inner.and_then(|i| i.types.get(&kind).map(|t| t.value().clone()));
+                    // Not hosted here: nothing to let go.
+                    let refusal = match hosted {
+                        Some(t) => t.release(&key).await,
+                        None => None,
+                    };
+                    Ok::<Option<String>, String>(refusal)
+                }
+            })
+            .internal()
+            .params(&["type", "key"])
+            .help("system.actors.release(type, key) -> refusal: the new owner of a virtual actor asks the previous one to deactivate it; null when done, else why not yet (node-only)");
+        for (name, all) in [("system.group.any", false), ("system.group.all", true)] {
+            let routed = groups::Routed {
+                ctx: self.inner.ctx.clone(),
+                all,
+            };
+            let signature =
+                crate::handlers::signature::Signature::of::<serde_json::Value, serde_json::Value>();
+            let help = if all {
+                "system.group.all/GROUP/METHOD(args...) -> [{node, actor, result | error}]: calls METHOD on every live member of GROUP (JSON callers)"
+            } else {
+                "system.group.any/GROUP/METHOD(args...) -> result: calls METHOD on one live member of GROUP"
+            };
+            self.inner
+                .handlers
+                .insert(name, Arc::new(routed), signature)
+                .help(help);
+        }
+        let weak = Arc::downgrade(&self.inner);
+        self.inner
+            .handlers
+            .register_fn("system.actors", move |(): ()| {
+                weak.upgrade()
+                    .map(|inner| Actors { inner }.activations())
+                    .unwrap_or_default()
+            })
+            .help("system.actors() -> [{type, key}]: the virtual-actor activations living on this node");
+    }
+}

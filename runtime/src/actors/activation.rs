@@ -1,0 +1,473 @@
+//! One virtual-actor type on one node ([`Kind`]): its activations, by key, each a task that
+//! owns the key's state and reads a bounded mailbox, like any actor. A call for a key this
+//! node owns goes to the key's mailbox, activating it first if needed; a call for a key
+//! another node owns is refused with `moved` (from a node, which retries at the owner) or
+//! forwarded (from a client or the gateway, which cannot place keys themselves).
+//!
+//! An activation ends when it has been idle for the type's idle time, when it is handed
+//! over (this node no longer owns its key), or when the node stops: it finishes the message
+//! it runs, answers what is queued (served when idle, `moved` otherwise), runs the
+//! deactivate hook, and leaves its slot. A call that finds the slot closing waits for it to
+//! go, then activates the key again, so a key never has two activations on one node and a
+//! save hook always runs before the next load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry as SlotEntry;
+use dashmap::DashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{placement, Ctx};
+use crate::cluster::membership::Host;
+use crate::cluster::Target;
+use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
+use crate::wire::{Encoding, RemoteError};
+use crate::{ErrorKind, RpcError};
+
+/// A hook run with the key and its state.
+pub(crate) type Hook<S> = Arc<dyn Fn(&str, &mut S) + Send + Sync>;
+/// Makes the state of a key.
+pub(crate) type Factory<S> = Arc<dyn Fn(&str) -> S + Send + Sync>;
+
+/// What a type is made of (from its builder).
+pub(crate) struct Spec<S> {
+    pub(crate) factory: Factory<S>,
+    pub(crate) on_activate: Option<Hook<S>>,
+    pub(crate) on_deactivate: Option<Hook<S>>,
+    /// Idle time before deactivation; `None`: never (singletons).
+    pub(crate) idle: Option<Duration>,
+    pub(crate) mailbox: usize,
+}
+
+/// One virtual-actor type hosted here.
+pub(crate) struct Kind<S> {
+    pub(crate) name: Arc<str>,
+    spec: Spec<S>,
+    slots: DashMap<Arc<str>, Slot<S>>,
+    /// Woken whenever a slot is removed.
+    gone: Notify,
+    next_id: AtomicU64,
+    pub(crate) ctx: Ctx,
+}
+
+struct Slot<S> {
+    id: u64,
+    tx: mpsc::Sender<Msg<S>>,
+}
+
+/// What an activation's mailbox carries. Boxed calls keep an idle mailbox small.
+enum Msg<S> {
+    Call(Box<Call<S>>),
+    Leave(Leaving),
+}
+
+pub(crate) struct Call<S> {
+    pub(crate) method: Arc<dyn ActorMethod<S>>,
+    pub(crate) entry: Arc<Entry>,
+    pub(crate) call: Incoming,
+}
+
+/// Why an activation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    Idle,
+    /// Another node owns its key now.
+    Moved,
+    /// This node is stopping.
+    Shutdown,
+}
+
+/// How long a forwarded or waiting call may take when its caller set no deadline.
+const NO_DEADLINE: Duration = Duration::from_secs(30);
+
+impl<S: Send + 'static> Kind<S> {
+    pub(crate) fn new(name: &str, spec: Spec<S>, ctx: Ctx) -> Self {
+        Kind {
+            name: name.into(),
+            spec,
+            slots: DashMap::new(),
+            gone: Notify::new(),
+            next_id: AtomicU64::new(1),
+            ctx,
+        }
+    }
+
+    /// The owner of `key` in this node's current view, with its address.
+    pub(crate) fn owner(&self, key: &str) -> Option<Host> {
+        let hosts = self.ctx.directory.snapshot().hosts(&self.name);
+        let hash = placement::key_hash(&self.name, key);
+        let id = placement::owner(hash, hosts.iter().map(|h| h.id))?;
+        hosts.iter().find(|h| h.id == id).copied()
+    }
+
+    /// Routes a call for `key`: to its activation here, or away (see the module doc).
+    pub(crate) fn deliver(self: &Arc<Self>, key: Arc<str>, call: Call<S>) {
+        if self.ctx.closing() {
+            let message = "this node is stopping and hands its virtual actors over";
+            return call.call.responder.fail(ErrorKind::Moved, message);
+        }
+        match self.owner(&key) {
+            Some(owner) if owner.id == self.ctx.me => self.local(key, Msg::Call(Box::new(call))),
+            Some(owner) if call.call.from_node => {
+                let message = format!(
+                    "`{}/{key}` lives on node {} ({}) in this node's view",
+                    self.name, owner.id, owner.addr
+                );
+                call.call.responder.fail(ErrorKind::Moved, message);
+            }
+            Some(_) => {
+                let kind = self.clone();
+                self.ctx
+                    .tasks
+                    .spawn(async move { kind.forward(key, call).await });
+            }
+            None => {
+                // Only before this node's own hosting is published (just registered).
+                let message = format!("no member hosts virtual actor type `{}` yet", self.name);
+                call.call.responder.fail(ErrorKind::Moved, message);
+            }
+        }
+    }
+
+    /// Into the key's mailbox, activating it if it has none.
+    fn local(self: &Arc<Self>, key: Arc<str>, msg: Msg<S>) {
+        let msg = match self.slots.get(&key) {
+            Some(slot) => match slot.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(msg)) => return self.overloaded(msg),
+                Err(TrySendError::Closed(msg)) => msg,
+            },
+            None => msg,
+        };
+        match self.slots.entry(key.clone()) {
+            SlotEntry::Vacant(vacant) => {
+                let (tx, rx) = mpsc::channel(self.spec.mailbox);
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                // A new channel has room for one.
+                let _ = tx.try_send(msg);
+                vacant.insert(Slot { id, tx });
+                let kind = self.clone();
+                self.ctx
+                    .tasks
+                    .spawn(async move { kind.activation(key, id, rx).await });
+            }
+            SlotEntry::Occupied(slot) => match slot.get().tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => self.overloaded(msg),
+                Err(TrySendError::Closed(msg)) => {
+                    // Its activation is ending: wait for it to go, then activate anew.
+                    drop(slot);
+                    let kind = self.clone();
+                    self.ctx.tasks.spawn(async move {
+                        kind.after_gone(key, msg).await;
+                    });
+                }
+            },
+        }
+    }
+
+    fn overloaded(&self, msg: Msg<S>) {
+        if let Msg::Call(call) = msg {
+            let message = format!(
+                "the mailbox of virtual actor `{}` is full ({} messages)",
+                self.name, self.spec.mailbox
+            );
+            call.call.responder.fail(ErrorKind::Overloaded, message);
+        }
+    }
+
+    /// Waits until the closing activation of `key` has left its slot, then delivers again.
+    async fn after_gone(self: Arc<Self>, key: Arc<str>, msg: Msg<S>) {
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            let closing = self.slots.get(&key).is_some_and(|slot| slot.tx.is_closed());
+            if !closing {
+                break;
+            }
+            gone.await;
+        }
+        match msg {
+            Msg::Call(call) => self.deliver(key, *call),
+            Msg::Leave(_) => {}
+        }
+    }
+
+    /// The same call, to the owner, retried while the cluster's view settles.
+    async fn forward(self: Arc<Self>, key: Arc<str>, call: Call<S>) {
+        let incoming = &call.call;
+        let deadline = incoming
+            .deadline
+            .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
+        let method = format!("{}/{key}", call.entry.name);
+        let mut backoff = Duration::from_millis(5);
+        let reply = loop {
+            let Some(owner) = self.owner(&key) else {
+                break Err(RemoteError::new(ErrorKind::Moved, "no member hosts it"));
+            };
+            if owner.id == self.ctx.me {
+                return self.local(key, Msg::Call(Box::new(call)));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                let conn = self.ctx.links.link(Target::Addr(owner.addr)).await?;
+                conn.request_raw(&method, incoming.encoding, &incoming.body, left)
+                    .await
+            };
+            match attempt.await {
+                Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
+                    debug!(%method, error = %e, "forwarding again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => break Err(RemoteError::new(e.kind(), e.to_string())),
+                Ok(reply) => break Ok(reply),
+            }
+        };
+        call.call.responder.reply_raw(reply);
+    }
+
+    /// Asks the node that owned `key` before this one (the runner-up) to let it go, so the
+    /// key's state is saved there before it is loaded here.
+    async fn claim(&self, key: &str) -> Result<(), String> {
+        let hosts = self.ctx.directory.snapshot().hosts(&self.name);
+        let hash = placement::key_hash(&self.name, key);
+        let Some(before) = placement::runner_up(hash, hosts.iter().map(|h| h.id), self.ctx.me)
+        else {
+            return Ok(()); // the only host
+        };
+        let Some(addr) = hosts.iter().find(|h| h.id == before).map(|h| h.addr) else {
+            return Ok(());
+        };
+        let timeout = self.ctx.release_timeout;
+        let ask = async {
+            let conn = self.ctx.links.link(Target::Addr(addr)).await?;
+            conn.request(
+                super::RELEASE,
+                Encoding::Bincode,
+                &(&*self.name, key),
+                timeout,
+                false,
+                None,
+            )
+            .await
+        };
+        let answer = ask.await.and_then(|(encoding, body)| {
+            crate::client::decode_typed::<Option<String>>(super::RELEASE, encoding, &body)
+        });
+        match answer {
+            Ok(None) => Ok(()),
+            // It still owns the key in its view: not ours yet.
+            Ok(Some(refusal)) => Err(refusal),
+            // Gone or cut off: it cannot serve the key either (see docs/ACTORS.md).
+            Err(e) => {
+                debug!(kind = %self.name, %key, peer = %addr, error = %e, "could not ask the previous owner");
+                Ok(())
+            }
+        }
+    }
+
+    /// The previous owner's side of [`Self::claim`]: lets `key` go unless this node still
+    /// owns it in its own view, and then says why not.
+    pub(crate) async fn release(&self, key: &str) -> Option<String> {
+        if self.owner(key).is_some_and(|o| o.id == self.ctx.me) {
+            return Some(format!(
+                "node {} still owns `{}/{key}` in its view",
+                self.ctx.me, self.name
+            ));
+        }
+        self.leave(key, Leaving::Moved).await;
+        None
+    }
+
+    /// Ends the activation of `key`, if any, and waits until it is gone.
+    pub(crate) async fn leave(&self, key: &str, why: Leaving) {
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            let Some(tx) = self.slots.get(key).map(|slot| slot.tx.clone()) else {
+                return;
+            };
+            let _ = tx.send(Msg::Leave(why)).await; // already closing
+            drop(tx);
+            gone.await;
+        }
+    }
+
+    /// Hands over every activation whose key another node owns now.
+    pub(crate) fn rebalance(&self) {
+        let hosts = self.ctx.directory.snapshot().hosts(&self.name);
+        let moved: Vec<mpsc::Sender<Msg<S>>> = self
+            .slots
+            .iter()
+            .filter(|slot| {
+                let hash = placement::key_hash(&self.name, slot.key());
+                placement::owner(hash, hosts.iter().map(|h| h.id)) != Some(self.ctx.me)
+            })
+            .map(|slot| slot.tx.clone())
+            .collect();
+        for tx in moved {
+            if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Leave(Leaving::Moved)) {
+                self.ctx.tasks.spawn(async move {
+                    let _ = tx.send(Msg::Leave(Leaving::Moved)).await;
+                });
+            }
+        }
+    }
+
+    /// Activates the key if this node owns it and it is not active (singletons run always).
+    pub(crate) fn ensure(self: &Arc<Self>, key: &str) {
+        let owned = self.owner(key).is_some_and(|o| o.id == self.ctx.me);
+        if owned && !self.slots.contains_key(key) && !self.ctx.closing() {
+            let (tx, rx) = mpsc::channel(self.spec.mailbox);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if let SlotEntry::Vacant(vacant) = self.slots.entry(key.into()) {
+                vacant.insert(Slot { id, tx });
+                let kind = self.clone();
+                let key: Arc<str> = key.into();
+                self.ctx
+                    .tasks
+                    .spawn(async move { kind.activation(key, id, rx).await });
+            }
+        }
+    }
+
+    /// Ends every activation (the node stops) and waits for their hooks.
+    pub(crate) async fn leave_all(&self) {
+        let keys: Vec<Arc<str>> = self.slots.iter().map(|s| s.key().clone()).collect();
+        for key in keys {
+            self.leave(&key, Leaving::Shutdown).await;
+        }
+    }
+
+    /// A singleton: never idles out, activated by its owner without waiting for a call.
+    pub(crate) fn runs_always(&self) -> bool {
+        self.spec.idle.is_none()
+    }
+
+    /// The keys active here.
+    pub(crate) fn keys(&self) -> Vec<Arc<str>> {
+        self.slots.iter().map(|s| s.key().clone()).collect()
+    }
+
+    /// How many keys are active here.
+    pub(crate) fn active(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// One activation: claims the key, builds its state, serves its mailbox, then ends.
+    async fn activation(self: Arc<Self>, key: Arc<str>, id: u64, mut rx: mpsc::Receiver<Msg<S>>) {
+        let state = match self.claim(&key).await {
+            Ok(()) => self.build(&key),
+            Err(why) => {
+                debug!(kind = %self.name, %key, %why, "not activated: the previous owner keeps it");
+                None
+            }
+        };
+        let Some(mut state) = state else {
+            rx.close();
+            while let Ok(msg) = rx.try_recv() {
+                if let Msg::Call(call) = msg {
+                    let message = format!("`{}/{key}` could not be activated here now", self.name);
+                    call.call.responder.fail(ErrorKind::Moved, message);
+                }
+            }
+            return self.vacate(&key, id);
+        };
+        let stop = self.ctx.stop.clone();
+        let idle = self.spec.idle.unwrap_or(Duration::MAX);
+        let mut last = Instant::now();
+        let why = loop {
+            let idle_at = last.checked_add(idle);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break Leaving::Shutdown,
+                msg = rx.recv() => match msg {
+                    Some(Msg::Call(call)) => {
+                        if self.run(&key, &mut state, *call) {
+                            match self.build(&key) {
+                                Some(fresh) => state = fresh,
+                                None => break Leaving::Shutdown,
+                            }
+                        }
+                        last = Instant::now();
+                    }
+                    Some(Msg::Leave(why)) => break why,
+                    None => break Leaving::Shutdown,
+                },
+                _ = sleep_until(idle_at) => break Leaving::Idle,
+            }
+        };
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                // Idle: these came in the last instant; serve them.
+                Msg::Call(call) if why == Leaving::Idle => {
+                    self.run(&key, &mut state, *call);
+                }
+                Msg::Call(call) => {
+                    let message = format!("`{}/{key}` is being handed over", self.name);
+                    call.call.responder.fail(ErrorKind::Moved, message);
+                }
+                Msg::Leave(_) => {}
+            }
+        }
+        if let Some(hook) = &self.spec.on_deactivate {
+            if catch_unwind(AssertUnwindSafe(|| hook(&key, &mut state))).is_err() {
+                warn!(kind = %self.name, %key, "the deactivate hook panicked");
+            }
+        }
+        drop(state);
+        debug!(kind = %self.name, %key, ?why, "deactivated");
+        self.vacate(&key, id);
+    }
+
+    fn vacate(&self, key: &str, id: u64) {
+        self.slots.remove_if(key, |_, slot| slot.id == id);
+        self.gone.notify_waiters();
+    }
+
+    /// The key's state from the factory, after the activate hook.
+    fn build(&self, key: &str) -> Option<S> {
+        let mut state = build_state(&self.name, || (self.spec.factory)(key))?;
+        if let Some(hook) = &self.spec.on_activate {
+            if catch_unwind(AssertUnwindSafe(|| hook(key, &mut state))).is_err() {
+                warn!(kind = %self.name, %key, "the activate hook panicked; not activated");
+                return None;
+            }
+        }
+        Some(state)
+    }
+
+    /// Runs one call; true if the method panicked (the state is rebuilt then).
+    fn run(&self, key: &str, state: &mut S, call: Call<S>) -> bool {
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            call.method.invoke(state, &call.entry, call.call)
+        }))
+        .unwrap_or(true);
+        if panicked {
+            warn!(kind = %self.name, %key, "a method panicked; the key's state is rebuilt");
+        }
+        panicked
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Nothing ran, so another attempt is safe: the owner moved, or could not be reached.
+fn retryable(e: &RpcError) -> bool {
+    matches!(e.kind(), ErrorKind::Moved | ErrorKind::PeerUnavailable)
+}

@@ -1,0 +1,202 @@
+//! Declaring a virtual-actor type: its state factory, methods, hooks and idle time; then
+//! [`VirtualBuilder::start`] registers the methods (`type.method`, called as
+//! `type.method/KEY`) and tells the cluster this node hosts the type.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::activation::{Call, Hook, Kind, Spec};
+use super::Actors;
+use crate::cluster::membership::hosting::MAX_NAME;
+use crate::handlers::{ActorMethod, Entry, Handler, Handlers, Incoming, TypedMethod};
+use crate::{ErrorKind, RpcError};
+
+/// How long an activation stays without calls before it is deactivated, by default.
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+
+struct Declared<S> {
+    name: String,
+    help: String,
+    params: Vec<String>,
+    signature: crate::handlers::signature::Signature,
+    method: Arc<dyn ActorMethod<S>>,
+}
+
+/// Declares a virtual-actor type; see [`crate::Node::virtual_actor`].
+pub struct VirtualBuilder<S> {
+    actors: Actors,
+    name: String,
+    spec: Spec<S>,
+    methods: Vec<Declared<S>>,
+}
+
+impl<S: Send + 'static> VirtualBuilder<S> {
+    pub(crate) fn new(
+        actors: Actors,
+        name: &str,
+        factory: impl Fn(&str) -> S + Send + Sync + 'static,
+        mailbox: usize,
+    ) -> Self {
+        VirtualBuilder {
+            actors,
+            name: name.to_owned(),
+            spec: Spec {
+                factory: Arc::new(factory),
+                on_activate: None,
+                on_deactivate: None,
+                idle: Some(DEFAULT_IDLE),
+                mailbox,
+            },
+            methods: Vec::new(),
+        }
+    }
+
+    /// Adds a method that cannot fail.
+    pub fn method<A, R, F>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> R + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.try_method(method, move |state: &mut S, args: A| {
+            Ok::<R, Infallible>(f(state, args))
+        })
+    }
+
+    /// Adds a method whose error becomes an `application` error for the caller.
+    pub fn try_method<A, R, E, F>(mut self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: Display + 'static,
+    {
+        self.methods.push(Declared {
+            name: method.to_owned(),
+            help: String::new(),
+            params: Vec::new(),
+            signature: crate::handlers::signature::Signature::of::<A, R>(),
+            method: Arc::new(TypedMethod::new(f)),
+        });
+        self
+    }
+
+    /// Sets the help text of the method added last.
+    pub fn help(mut self, text: &str) -> Self {
+        if let Some(last) = self.methods.last_mut() {
+            last.help = text.to_owned();
+        }
+        self
+    }
+
+    /// Names the parameters of the method added last (`incr(by)`).
+    pub fn params(mut self, names: &[&str]) -> Self {
+        if let Some(last) = self.methods.last_mut() {
+            last.params = names.iter().map(|n| n.to_string()).collect();
+        }
+        self
+    }
+
+    /// Runs when a key is activated, after the factory: load the key's state here.
+    pub fn on_activate(mut self, hook: impl Fn(&str, &mut S) + Send + Sync + 'static) -> Self {
+        self.spec.on_activate = Some(Arc::new(hook) as Hook<S>);
+        self
+    }
+
+    /// Runs when an activation ends (idle, handed over, node stopping): save its state here.
+    pub fn on_deactivate(mut self, hook: impl Fn(&str, &mut S) + Send + Sync + 'static) -> Self {
+        self.spec.on_deactivate = Some(Arc::new(hook) as Hook<S>);
+        self
+    }
+
+    /// How long an activation may go without calls before it is deactivated (default
+    /// [`DEFAULT_IDLE`], five minutes).
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.spec.idle = Some(idle);
+        self
+    }
+
+    /// Mailbox capacity of each activation (default: the node's `mailbox` setting).
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.spec.mailbox = capacity.max(1);
+        self
+    }
+
+    pub(crate) fn never_idle(mut self) -> Self {
+        self.spec.idle = None;
+        self
+    }
+
+    /// Registers the methods and tells the cluster this node hosts the type.
+    ///
+    /// # Errors
+    /// `bad_arguments` if the name is empty, too long, has a `/` or `.`, or is registered
+    /// already, or if what this node hosts no longer fits in one membership datagram.
+    pub async fn start(self) -> Result<(), RpcError> {
+        let name = self.name;
+        let bad = |detail: String| RpcError::BadArguments {
+            method: name.clone(),
+            detail,
+        };
+        if name.is_empty() || name.len() > MAX_NAME || name.contains(['/', '.']) {
+            return Err(bad(format!(
+                "a virtual actor type is named by 1 to {MAX_NAME} characters without `/` or `.`"
+            )));
+        }
+        let kind = Arc::new(Kind::new(&name, self.spec, self.actors.ctx().clone()));
+        let handlers: &Handlers = self.actors.handlers();
+        for declared in self.methods {
+            let full = format!("{name}.{}", declared.name);
+            let handler = VirtualMethod {
+                kind: kind.clone(),
+                method: declared.method,
+            };
+            let registered = handlers.insert(&full, Arc::new(handler), declared.signature);
+            let names: Vec<&str> = declared.params.iter().map(String::as_str).collect();
+            let registered = if names.is_empty() {
+                registered
+            } else {
+                registered.params(&names)
+            };
+            if !declared.help.is_empty() {
+                registered.help(&declared.help);
+            }
+        }
+        self.actors.add_type(&name, Arc::new(kind.clone())).await?;
+        super::hosted::Hosted::ensure_singleton(&kind);
+        Ok(())
+    }
+}
+
+/// The handler of one method of a virtual-actor type: routes the call by its key.
+struct VirtualMethod<S> {
+    kind: Arc<Kind<S>>,
+    method: Arc<dyn ActorMethod<S>>,
+}
+
+impl<S: Send + 'static> Handler for VirtualMethod<S> {
+    fn invoke(&self, entry: &Arc<Entry>, mut call: Incoming, _ctx: &Handlers) {
+        let Some(key) = call.key.take() else {
+            let message = format!(
+                "`{0}` is a method of virtual actor type `{1}`: call it as `{0}/KEY`",
+                entry.name, self.kind.name
+            );
+            return call.responder.fail(ErrorKind::BadArguments, message);
+        };
+        let call = Call {
+            method: self.method.clone(),
+            entry: entry.clone(),
+            call,
+        };
+        self.kind.deliver(key.into(), call);
+    }
+
+    fn keyed(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,44 @@
+//! What the actors layer needs of each hosted type, whatever its state type: listing,
+//! hand-over, singletons, release and shutdown.
+
+use std::sync::Arc;
+
+use super::activation::Kind;
+
+/// A hosted virtual-actor type, its state type erased.
+pub(crate) trait Hosted: Send + Sync + 'static {
+    fn keys(&self) -> Vec<Arc<str>>;
+    fn active(&self) -> usize;
+    fn rebalance(&self);
+    fn ensure_singleton(&self);
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
+    fn leave_all(&self) -> BoxFuture<'_, ()>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The key a singleton lives under.
+pub(crate) const SINGLETON_KEY: &str = "singleton";
+
+impl<S: Send + 'static> Hosted for Arc<Kind<S>> {
+    fn keys(&self) -> Vec<Arc<str>> {
+        Kind::keys(self)
+    }
+    fn active(&self) -> usize {
+        Kind::active(self)
+    }
+    fn rebalance(&self) {
+        Kind::rebalance(self);
+    }
+    fn ensure_singleton(&self) {
+        if self.runs_always() {
+            self.ensure(SINGLETON_KEY);
+        }
+    }
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(Kind::release(self, key))
+    }
+    fn leave_all(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Kind::leave_all(self))
+    }
+}

@@ -1,0 +1,132 @@
+//! A reference to a virtual actor by type and key: each call computes the owner from this
+//! node's view (no lookup) and goes straight to it — over the in-memory link when the owner
+//! is this node. While the view settles, the owner may answer `moved` (nothing ran) or be
+//! unreachable; the ref tries again, with backoff, until the call's deadline.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{placement, Ctx};
+use crate::cluster::Target;
+use crate::wire::Encoding;
+use crate::{ErrorKind, RpcError};
+
+/// A virtual actor, wherever it lives; cheap to clone.
+#[derive(Clone)]
+pub struct ActorRef {
+    ctx: Ctx,
+    kind: String,
+    key: String,
+    hash: u64,
+}
+
+impl std::fmt::Debug for ActorRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorRef({}/{})", self.kind, self.key)
+    }
+}
+
+impl ActorRef {
+    pub(crate) fn new(ctx: Ctx, kind: &str, key: &str) -> Self {
+        ActorRef {
+            hash: placement::key_hash(kind, key),
+            ctx,
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The type.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The member that owns this key in this node's view: its name, if any host is live.
+    pub fn owner(&self) -> Option<String> {
+        let snapshot = self.ctx.directory.snapshot();
+        let hosts = snapshot.hosts(&self.kind);
+        let id = placement::owner(self.hash, hosts.iter().map(|h| h.id))?;
+        snapshot.by_id(id).map(|m| m.name.clone())
+    }
+
+    /// Calls `method` on the actor with the node's default timeout.
+    ///
+    /// # Errors
+    /// Any [`RpcError`]; `moved` only if the view did not settle before the deadline.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<R, RpcError> {
+        self.call_timeout(method, args, self.ctx.default_timeout)
+            .await
+    }
+
+    /// Calls `method`, giving up after `timeout` (retries included).
+    ///
+    /// # Errors
+    /// Any [`RpcError`].
+    pub async fn call_timeout<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+        timeout: Duration,
+    ) -> Result<R, RpcError> {
+        let name = format!("{}.{method}/{}", self.kind, self.key);
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let attempt = self.attempt(&name, &args, deadline).await;
+            match attempt {
+                Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+                Ok((encoding, body)) => {
+                    return crate::client::decode_typed(&name, encoding, &body);
+                }
+            }
+        }
+    }
+
+    async fn attempt<A: Serialize>(
+        &self,
+        name: &str,
+        args: &A,
+        deadline: Instant,
+    ) -> Result<(Encoding, bytes::Bytes), RpcError> {
+        let owner = {
+            let hosts = self.ctx.directory.snapshot().hosts(&self.kind);
+            let id = placement::owner(self.hash, hosts.iter().map(|h| h.id));
+            id.and_then(|id| hosts.iter().find(|h| h.id == id).copied())
+        };
+        let Some(owner) = owner else {
+            return Err(RpcError::PeerUnavailable {
+                peer: format!("{}/{}", self.kind, self.key),
+                reason: format!("no live member hosts virtual actor type `{}`", self.kind),
+            });
+        };
+        let conn = if owner.id == self.ctx.me {
+            self.ctx.links.to_self()
+        } else {
+            self.ctx.links.link(Target::Addr(owner.addr)).await?
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.request(name, Encoding::Bincode, args, left, false, None)
+            .await
+    }
+}
+
+/// Nothing ran: the owner moved, or could not be reached (it may be going down).
+fn retryable(e: &RpcError) -> bool {
+    matches!(e.kind(), ErrorKind::Moved) || matches!(e, RpcError::PeerUnavailable { .. })
+}

@@ -1,0 +1,223 @@
+//! What each member hosts — the virtual-actor types it may activate and the process groups
+//! it belongs to — spread as foca custom broadcasts (piggybacked on SWIM's own messages)
+//! and swapped whole in state syncs. Every node's entry carries a version it bumps on each
+//! change; a newer version replaces the older everywhere. Entries of members that are gone
+//! are dropped at the next publish. Plain data: the membership actor owns the table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foca::{BroadcastHandler, Invalidates};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::wire::codec::{self, CodecError};
+use crate::wire::swim::SwimId;
+use crate::wire::NodeId;
+
+/// Longest type or group name.
+pub(crate) const MAX_NAME: usize = 128;
+
+/// Most bytes one node's entry may take encoded (it must ride in one datagram).
+pub(crate) const MAX_HOSTING: usize = 900;
+
+/// What one node hosts, at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hosting {
+    pub(crate) node: NodeId,
+    /// Bumped by the node on every change.
+    pub(crate) version: u64,
+    /// Virtual-actor types it may activate, sorted.
+    pub(crate) types: Vec<String>,
+    /// Groups it belongs to, sorted: `(group, actor)`; no actor means the node itself.
+    pub(crate) groups: Vec<(String, Option<String>)>,
+}
+
+impl Hosting {
+    /// The encoded entry, or why it cannot be spread.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut buf = bytes::BytesMut::new();
+        codec::encode_into(self, &mut buf).map_err(|e| e.0)?;
+        if buf.len() > MAX_HOSTING {
+            return Err(format!(
+                "what this node hosts takes {} bytes encoded, more than the {MAX_HOSTING} one \
+                 membership datagram carries: use fewer or shorter type and group names",
+                buf.len()
+            ));
+        }
+        Ok(buf.to_vec())
+    }
+}
+
+/// The key foca keeps a broadcast under: a newer version of a node's entry replaces an
+/// older one still being spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Version {
+    node: NodeId,
+    version: u64,
+}
+
+impl Invalidates for Version {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node == other.node && self.version >= other.version
+    }
+}
+
+/// Every node's latest entry; shared between the actor and foca's broadcast handler.
+#[derive(Clone, Default)]
+pub(crate) struct Table {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Each entry, and when its member was last known to membership.
+    entries: HashMap<NodeId, (Arc<Hosting>, Instant)>,
+    /// Set when an entry changed since the last [`Table::take_changed`].
+    changed: bool,
+}
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `entry` if it is newer than what the table has; true if it did.
+    pub(crate) fn offer(&self, entry: Hosting) -> bool {
+        let mut inner = self.lock();
+        let newer = inner
+            .entries
+            .get(&entry.node)
+            .is_none_or(|(known, _)| known.version < entry.version);
+        if newer {
+            inner
+                .entries
+                .insert(entry.node, (Arc::new(entry), Instant::now()));
+            inner.changed = true;
+        }
+        newer
+    }
+
+    /// Whether an entry changed since the last [`Table::take_changed`].
+    pub(crate) fn is_changed(&self) -> bool {
+        self.lock().changed
+    }
+
+    /// Every entry, for a state sync.
+    pub(crate) fn all(&self) -> Vec<Hosting> {
+        self.lock()
+            .entries
+            .values()
+            .map(|(e, _)| Hosting::clone(e))
+            .collect()
+    }
+
+    /// Every entry, and whether anything changed since the last call. Entries of members
+    /// membership has not known (`known`) for `forget` are dropped: an entry may arrive
+    /// before its member does, and a member declared down may come back with its entry.
+    pub(crate) fn take_changed(
+        &self,
+        known: impl Fn(NodeId) -> bool,
+        now: Instant,
+        forget: Duration,
+    ) -> (HashMap<NodeId, Arc<Hosting>>, bool) {
+        let mut inner = self.lock();
+        let before = inner.entries.len();
+        inner.entries.retain(|id, (_, seen)| {
+            if known(*id) {
+                *seen = now;
+            }
+            now.duration_since(*seen) < forget
+        });
+        let changed = std::mem::take(&mut inner.changed) || inner.entries.len() != before;
+        let entries = inner
+            .entries
+            .iter()
+            .map(|(id, (e, _))| (*id, e.clone()))
+            .collect();
+        (entries, changed)
+    }
+}
+
+/// foca's side: decodes the entries that arrive piggybacked and keeps the newer ones.
+pub(crate) struct Handler {
+    pub(crate) table: Table,
+    pub(crate) me: NodeId,
+}
+
+impl BroadcastHandler<SwimId> for Handler {
+    type Key = Version;
+    type Error = CodecError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&SwimId>,
+    ) -> Result<Option<Version>, CodecError> {
+        if data.len() > MAX_HOSTING {
+            return Err(CodecError(format!("{} bytes of hosting", data.len())));
+        }
+        let entry: Hosting = codec::decode_exact(data)?;
+        let key = Version {
+            node: entry.node,
+            version: entry.version,
+        };
+        if entry.node == self.me {
+            // Ours: spread it when this node adds it (no sender), not when it comes back.
+            return Ok(sender.is_none().then_some(key));
+        }
+        Ok(self.table.offer(entry).then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(node: u64, version: u64, types: &[&str]) -> Hosting {
+        Hosting {
+            node: NodeId(node),
+            version,
+            types: types.iter().map(|t| t.to_string()).collect(),
+            groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_newer_version_replaces_an_older_one_and_not_the_reverse() {
+        let table = Table::default();
+        assert!(table.offer(entry(1, 2, &["a"])));
+        assert!(!table.offer(entry(1, 1, &["b"])));
+        assert!(table.offer(entry(1, 3, &["c"])));
+        let (t0, forget) = (Instant::now(), Duration::from_secs(60));
+        let (all, changed) = table.take_changed(|_| true, t0, forget);
+        assert!(changed);
+        assert_eq!(all[&NodeId(1)].types, ["c"]);
+        let (_, changed) = table.take_changed(|_| true, t0, forget);
+        assert!(!changed, "nothing new since");
+        let unknown = |id| id != NodeId(1);
+        let (all, _) = table.take_changed(unknown, t0 + forget / 2, forget);
+        assert_eq!(
+            all.len(),
+            1,
+            "kept a while: its member may be about to arrive"
+        );
+        let (all, changed) = table.take_changed(unknown, t0 + forget, forget);
+        assert!(
+            changed && all.is_empty(),
+            "a member unknown for long is dropped"
+        );
+    }
+
+    #[test]
+    fn an_entry_too_big_for_a_datagram_is_refused() {
+        let names: Vec<String> = (0..100).map(|i| format!("type-number-{i}")).collect();
+        let big = Hosting {
+            types: names,
+            ..entry(1, 1, &[])
+        };
+        assert!(big.encode().unwrap_err().contains("fewer or shorter"));
+        assert!(entry(1, 1, &["vcounter"]).encode().is_ok());
+    }
+}
