@@ -28,9 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::links::WeakLinks;
 use crate::cluster::membership::{Directory, Membership};
-use crate::cluster::Links;
+use crate::cluster::{Links, Target};
 use crate::handlers::Handlers;
+use crate::link::Connection;
 use crate::wire::NodeId;
 use crate::RpcError;
 
@@ -48,7 +50,8 @@ pub(crate) const RELEASE: &str = "system.actors.release";
 pub(crate) struct Ctx {
     pub(crate) me: NodeId,
     pub(crate) directory: Directory,
-    pub(crate) links: Links,
+    /// Weak: the method table holds this context, and the links hold the method table.
+    links: WeakLinks,
     pub(crate) tasks: TaskTracker,
     /// Cancelled when handlers must stop (end of the shutdown grace).
     pub(crate) stop: CancellationToken,
@@ -61,6 +64,22 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) fn closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The link to `to` (this node itself over the in-memory link), if the node still runs.
+    pub(crate) async fn link(
+        &self,
+        to: NodeId,
+        addr: std::net::SocketAddr,
+    ) -> Result<Connection, RpcError> {
+        let Some(links) = self.links.upgrade() else {
+            return Err(RpcError::Shutdown("this node has stopped".to_owned()));
+        };
+        if to == self.me {
+            Ok(links.to_self())
+        } else {
+            links.link(Target::Addr(addr)).await
+        }
     }
 }
 
@@ -100,7 +119,7 @@ impl Actors {
         let ctx = Ctx {
             me: links.identity().id,
             directory: membership.directory().clone(),
-            links,
+            links: links.downgrade(),
             tasks: handlers.tasks.clone(),
             stop: handlers.stop.clone(),
             closing,
@@ -295,5 +314,14 @@ impl Actors {
                     .unwrap_or_default()
             })
             .help("system.actors() -> [{type, key}]: the virtual-actor activations living on this node");
+        let weak = Arc::downgrade(&self.inner);
+        self.inner
+            .handlers
+            .register_fn("system.actors.owner", move |(kind, key): (String, String)| {
+                let inner = weak.upgrade()?;
+                ActorRef::new(inner.ctx.clone(), &kind, &key).owner()
+            })
+            .params(&["type", "key"])
+            .help("system.actors.owner(type, key) -> name | null: the member that owns the virtual actor TYPE/KEY in this node's view");
     }
 }

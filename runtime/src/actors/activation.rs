@@ -25,7 +25,6 @@ use tracing::{debug, warn};
 
 use super::{placement, Ctx};
 use crate::cluster::membership::Host;
-use crate::cluster::Target;
 use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
 use crate::wire::{Encoding, RemoteError};
 use crate::{ErrorKind, RpcError};
@@ -217,7 +216,7 @@ impl<S: Send + 'static> Kind<S> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = async {
-                let conn = self.ctx.links.link(Target::Addr(owner.addr)).await?;
+                let conn = self.ctx.link(owner.id, owner.addr).await?;
                 conn.request_raw(&method, incoming.encoding, &incoming.body, left)
                     .await
             };
@@ -248,7 +247,7 @@ impl<S: Send + 'static> Kind<S> {
         };
         let timeout = self.ctx.release_timeout;
         let ask = async {
-            let conn = self.ctx.links.link(Target::Addr(addr)).await?;
+            let conn = self.ctx.link(before, addr).await?;
             conn.request(
                 super::RELEASE,
                 Encoding::Bincode,

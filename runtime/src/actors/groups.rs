@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::cluster::membership::GroupMember;
-use crate::cluster::Target;
 use crate::handlers::{Entry, Handler, Handlers, Incoming};
 use crate::link::Connection;
 use crate::wire::{Encoding, RemoteError};
@@ -140,11 +139,7 @@ impl Group {
     }
 
     async fn link(&self, member: &GroupMember) -> Result<Connection, RpcError> {
-        if member.node == self.ctx.me {
-            Ok(self.ctx.links.to_self())
-        } else {
-            self.ctx.links.link(Target::Addr(member.addr)).await
-        }
+        self.ctx.link(member.node, member.addr).await
     }
 
     fn empty(&self) -> RpcError {

@@ -10,7 +10,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{placement, Ctx};
-use crate::cluster::Target;
 use crate::wire::Encoding;
 use crate::{ErrorKind, RpcError};
 
@@ -115,11 +114,7 @@ impl ActorRef {
                 reason: format!("no live member hosts virtual actor type `{}`", self.kind),
             });
         };
-        let conn = if owner.id == self.ctx.me {
-            self.ctx.links.to_self()
-        } else {
-            self.ctx.links.link(Target::Addr(owner.addr)).await?
-        };
+        let conn = self.ctx.link(owner.id, owner.addr).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         conn.request(name, Encoding::Bincode, args, left, false, None)
             .await

@@ -1,0 +1,223 @@
+//! Virtual actors across real `meshrpc node` processes: five nodes route sixty keys to one
+//! activation each, whoever is called; a SIGKILL moves only the dead node's keys; a restart
+//! and a healed partition end with every key on exactly one node.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use support::proxy::{Mode, Proxy};
+use support::{call, call_ok, members, wait_until, NodeProc, BIN};
+
+const FAST: [&str; 4] = ["--heartbeat-ms", "100", "--down-after-ms", "1000"];
+
+fn start(name: &str, extra: &[&str]) -> NodeProc {
+    let mut args = FAST.to_vec();
+    args.extend_from_slice(extra);
+    NodeProc::start(name, &args)
+}
+
+/// `meshrpc actors --json ADDR`: the keys of `vcounter` active on that node.
+fn activations(addr: &str) -> BTreeSet<String> {
+    let out = Command::new(BIN)
+        .args(["actors", "--json", "--timeout-ms", "5000", addr])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc actors");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    list.iter()
+        .filter(|a| a["type"] == "vcounter")
+        .filter_map(|a| a["key"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Key → the node holding its activation; fails if a key is active on two nodes.
+fn placement(nodes: &[&NodeProc]) -> BTreeMap<String, String> {
+    let mut at = BTreeMap::new();
+    for node in nodes {
+        for key in activations(&node.addr) {
+            if let Some(other) = at.insert(key.clone(), node.name.clone()) {
+                panic!("{key} is active on {other} and {}", node.name);
+            }
+        }
+    }
+    at
+}
+
+/// The owner of `key` in `node`'s view (empty if none).
+fn owner(node: &NodeProc, key: &str) -> String {
+    let out = call_ok(
+        &node.addr,
+        "system.actors.owner",
+        &["\"vcounter\"", &format!("\"{key}\"")],
+    );
+    serde_json::from_str::<Option<String>>(&out)
+        .expect("a name or null")
+        .unwrap_or_default()
+}
+
+/// Until every node sees `n` members up and all of them place 40 probe keys alike, over
+/// all `n` nodes.
+fn settled(nodes: &[&NodeProc]) {
+    let n = nodes.len();
+    wait_until("membership and hosting to settle", || {
+        let all_up = nodes.iter().all(|node| {
+            let view = members(&node.addr, &[]);
+            view.len() >= n && view.values().filter(|s| *s == "up").count() == n
+        });
+        if !all_up {
+            return false;
+        }
+        let mut owners = BTreeSet::new();
+        for k in 0..40 {
+            let key = format!("probe-{k}");
+            let seen: BTreeSet<String> = nodes.iter().map(|node| owner(node, &key)).collect();
+            if seen.len() != 1 {
+                return false;
+            }
+            owners.extend(seen);
+        }
+        owners.len() == n
+    });
+}
+
+fn incr(node: &NodeProc, key: &str) -> i64 {
+    let out = call(
+        &node.addr,
+        "incr",
+        &["--actor", &format!("vcounter/{key}"), "1"],
+    );
+    assert!(
+        out.status.success(),
+        "incr {key} on {}: {}",
+        node.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+fn get(node: &NodeProc, key: &str) -> i64 {
+    call_ok(&node.addr, "get", &["--actor", &format!("vcounter/{key}")])
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+fn five_nodes_one_activation_per_key_and_a_kill_moves_only_its_keys() {
+    let a = start("a", &[]);
+    let mut others: Vec<NodeProc> = ["b", "c", "d", "e"]
+        .iter()
+        .map(|name| start(name, &["--seed", &a.addr]))
+        .collect();
+    {
+        let all: Vec<&NodeProc> = std::iter::once(&a).chain(&others).collect();
+        settled(&all);
+        let keys: Vec<String> = (0..60).map(|k| format!("user-{k}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            // Through two different nodes: the second call finds the first's activation.
+            assert_eq!(incr(all[i % 5], key), 1, "{key}");
+            assert_eq!(incr(all[(i + 1) % 5], key), 2, "{key}");
+        }
+        let at = placement(&all);
+        assert_eq!(at.len(), 60, "every key active once");
+        let used: BTreeSet<&String> = at.values().collect();
+        assert_eq!(used.len(), 5, "keys spread over every node: {at:?}");
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(get(all[(i + 2) % 5], key), 2, "{key} agrees on its count");
+        }
+    }
+    // SIGKILL c: only c's keys move (and start over: c saved nothing); the others keep
+    // their activation and their count.
+    let before = {
+        let all: Vec<&NodeProc> = std::iter::once(&a).chain(&others).collect();
+        placement(&all)
+    };
+    let c = others.remove(1);
+    assert_eq!(c.name, "c");
+    c.signal("KILL");
+    drop(c);
+    wait_until("the survivors to see c down", || {
+        std::iter::once(&a)
+            .chain(&others)
+            .all(|n| members(&n.addr, &[]).get("c").map(String::as_str) == Some("down"))
+    });
+    let alive: Vec<&NodeProc> = std::iter::once(&a).chain(&others).collect();
+    settled(&alive);
+    for (key, was) in &before {
+        let n = get(alive[0], key);
+        if was == "c" {
+            assert_eq!(n, 0, "{key} was on c and starts over");
+        } else {
+            assert_eq!(n, 2, "{key} kept its state");
+        }
+    }
+    let after = placement(&alive);
+    for (key, was) in &before {
+        if was != "c" {
+            assert_eq!(&after[key], was, "{key} did not move");
+        }
+    }
+    // c comes back (a new run, so new placement): every key ends on exactly one node.
+    let c = start("c", &["--seed", &a.addr]);
+    let all: Vec<&NodeProc> = std::iter::once(&a).chain(&others).chain([&c]).collect();
+    settled(&all);
+    for key in before.keys() {
+        get(all[0], key);
+    }
+    wait_until(
+        "every key on exactly one node, where placement says",
+        || {
+            let at = placement(&all);
+            at.len() == 60 && at.iter().all(|(key, node)| owner(&a, key) == *node)
+        },
+    );
+}
+
+#[test]
+fn a_healed_partition_ends_with_one_activation_per_key() {
+    // Each node advertises its own proxy, so everything between them goes through it.
+    let (pa, pb) = (Proxy::bind(), Proxy::bind());
+    let a = start("a", &["--advertise", &pa.addr]);
+    pa.forward_to(&a.addr);
+    let b = start("b", &["--advertise", &pb.addr, "--seed", &pa.addr]);
+    pb.forward_to(&b.addr);
+    settled(&[&a, &b]);
+    let keys: Vec<String> = (0..10).map(|k| format!("p{k}")).collect();
+    pa.set(Mode::Cut);
+    pb.set(Mode::Cut);
+    wait_until("each side to see the other down", || {
+        members(&a.addr, &[]).get("b").map(String::as_str) == Some("down")
+            && members(&b.addr, &[]).get("a").map(String::as_str) == Some("down")
+    });
+    // Each side owns every key now, and activates those it is called for.
+    for key in &keys {
+        assert_eq!(incr(&a, key), 1);
+        assert_eq!(incr(&b, key), 1);
+    }
+    assert_eq!(activations(&a.addr).len(), 10);
+    assert_eq!(activations(&b.addr).len(), 10, "one activation per side");
+    pa.set(Mode::Pass);
+    pb.set(Mode::Pass);
+    settled(&[&a, &b]);
+    wait_until("the non-owner's activations to be handed over", || {
+        let (on_a, on_b) = (activations(&a.addr), activations(&b.addr));
+        on_a.is_disjoint(&on_b) && on_a.len() + on_b.len() == 10
+    });
+    for key in &keys {
+        let at = if activations(&a.addr).contains(key) {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(owner(&a, key), at, "{key} stayed with its owner");
+    }
+}
