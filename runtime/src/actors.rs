@@ -15,6 +15,7 @@ pub(crate) mod activation;
 mod builder;
 mod groups;
 pub(crate) mod hosted;
+mod mailbox;
 pub(crate) mod monitor;
 pub(crate) mod placement;
 mod refs;
@@ -245,8 +246,8 @@ impl Actors {
         let mut changes = self.inner.ctx.directory.changes();
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => break,
+                changed = changes.changed() => if changed.is_err() { break },
             }
             // A burst of changes (a join storm) is handled once.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -255,6 +256,10 @@ impl Actors {
                 t.value().rebalance();
                 t.value().ensure_singleton();
             }
+        }
+        // The node stops: activations still running end (their hooks run).
+        for t in self.inner.types.iter() {
+            t.value().stop_all();
         }
     }
 

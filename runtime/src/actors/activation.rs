@@ -18,11 +18,11 @@ use std::time::Duration;
 use dashmap::mapref::entry::Entry as SlotEntry;
 use dashmap::DashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::mailbox::{Mailbox, Refused};
 use super::{placement, Ctx};
 use crate::cluster::membership::Host;
 use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
@@ -52,12 +52,14 @@ pub(crate) struct Kind<S> {
     /// Woken whenever a slot is removed.
     gone: Notify,
     next_id: AtomicU64,
+    /// The clock mailboxes record their last call on (ms since this instant).
+    epoch: Instant,
     pub(crate) ctx: Ctx,
 }
 
 struct Slot<S> {
     id: u64,
-    tx: mpsc::Sender<Msg<S>>,
+    mailbox: Arc<Mailbox<Msg<S>>>,
 }
 
 /// What an activation's mailbox carries. Boxed calls keep an idle mailbox small.
@@ -93,6 +95,7 @@ impl<S: Send + 'static> Kind<S> {
             slots: DashMap::new(),
             gone: Notify::new(),
             next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
             ctx,
         }
     }
@@ -137,29 +140,32 @@ impl<S: Send + 'static> Kind<S> {
     /// Into the key's mailbox, activating it if it has none.
     fn local(self: &Arc<Self>, key: Arc<str>, msg: Msg<S>) {
         let msg = match self.slots.get(&key) {
-            Some(slot) => match slot.tx.try_send(msg) {
+            Some(slot) => match slot.mailbox.try_send(msg) {
                 Ok(()) => return,
-                Err(TrySendError::Full(msg)) => return self.overloaded(msg),
-                Err(TrySendError::Closed(msg)) => msg,
+                Err(Refused::Full(msg)) => return self.overloaded(msg),
+                Err(Refused::Closed(msg)) => msg,
             },
             None => msg,
         };
         match self.slots.entry(key.clone()) {
             SlotEntry::Vacant(vacant) => {
-                let (tx, rx) = mpsc::channel(self.spec.mailbox);
+                let mailbox = self.mailbox();
+                // A new mailbox has room for one.
+                let _ = mailbox.try_send(msg);
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                // A new channel has room for one.
-                let _ = tx.try_send(msg);
-                vacant.insert(Slot { id, tx });
+                vacant.insert(Slot {
+                    id,
+                    mailbox: mailbox.clone(),
+                });
                 let kind = self.clone();
                 self.ctx
                     .tasks
-                    .spawn(async move { kind.activation(key, id, rx).await });
+                    .spawn(async move { kind.activation(key, id, mailbox).await });
             }
-            SlotEntry::Occupied(slot) => match slot.get().tx.try_send(msg) {
+            SlotEntry::Occupied(slot) => match slot.get().mailbox.try_send(msg) {
                 Ok(()) => {}
-                Err(TrySendError::Full(msg)) => self.overloaded(msg),
-                Err(TrySendError::Closed(msg)) => {
+                Err(Refused::Full(msg)) => self.overloaded(msg),
+                Err(Refused::Closed(msg)) => {
                     // Its activation is ending: wait for it to go, then activate anew.
                     drop(slot);
                     let kind = self.clone();
@@ -187,7 +193,10 @@ impl<S: Send + 'static> Kind<S> {
             let gone = self.gone.notified();
             tokio::pin!(gone);
             gone.as_mut().enable();
-            let closing = self.slots.get(&key).is_some_and(|slot| slot.tx.is_closed());
+            let closing = self
+                .slots
+                .get(&key)
+                .is_some_and(|slot| slot.mailbox.is_closed());
             if !closing {
                 break;
             }
@@ -292,11 +301,11 @@ impl<S: Send + 'static> Kind<S> {
             let gone = self.gone.notified();
             tokio::pin!(gone);
             gone.as_mut().enable();
-            let Some(tx) = self.slots.get(key).map(|slot| slot.tx.clone()) else {
+            let Some(mailbox) = self.slots.get(key).map(|slot| slot.mailbox.clone()) else {
                 return;
             };
-            let _ = tx.send(Msg::Leave(why)).await; // already closing
-            drop(tx);
+            let _ = mailbox.send_anyway(Msg::Leave(why)); // already closing
+            drop(mailbox);
             gone.await;
         }
     }
@@ -304,21 +313,17 @@ impl<S: Send + 'static> Kind<S> {
     /// Hands over every activation whose key another node owns now.
     pub(crate) fn rebalance(&self) {
         let hosts = self.ctx.directory.snapshot().hosts(&self.name);
-        let moved: Vec<mpsc::Sender<Msg<S>>> = self
+        let moved: Vec<Arc<Mailbox<Msg<S>>>> = self
             .slots
             .iter()
             .filter(|slot| {
                 let hash = placement::key_hash(&self.name, slot.key());
                 placement::owner(hash, hosts.iter().map(|h| h.id)) != Some(self.ctx.me)
             })
-            .map(|slot| slot.tx.clone())
+            .map(|slot| slot.mailbox.clone())
             .collect();
-        for tx in moved {
-            if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Leave(Leaving::Moved)) {
-                self.ctx.tasks.spawn(async move {
-                    let _ = tx.send(Msg::Leave(Leaving::Moved)).await;
-                });
-            }
+        for mailbox in moved {
+            let _ = mailbox.send_anyway(Msg::Leave(Leaving::Moved)); // already closing
         }
     }
 
@@ -326,25 +331,70 @@ impl<S: Send + 'static> Kind<S> {
     pub(crate) fn ensure(self: &Arc<Self>, key: &str) {
         let owned = self.owner(key).is_some_and(|o| o.id == self.ctx.me);
         if owned && !self.slots.contains_key(key) && !self.ctx.closing() {
-            let (tx, rx) = mpsc::channel(self.spec.mailbox);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             if let SlotEntry::Vacant(vacant) = self.slots.entry(key.into()) {
-                vacant.insert(Slot { id, tx });
+                let mailbox = self.mailbox();
+                vacant.insert(Slot {
+                    id,
+                    mailbox: mailbox.clone(),
+                });
                 let kind = self.clone();
                 let key: Arc<str> = key.into();
                 self.ctx
                     .tasks
-                    .spawn(async move { kind.activation(key, id, rx).await });
+                    .spawn(async move { kind.activation(key, id, mailbox).await });
             }
         }
     }
 
     /// Ends every activation (the node stops) and waits for their hooks.
     pub(crate) async fn leave_all(&self) {
-        let keys: Vec<Arc<str>> = self.slots.iter().map(|s| s.key().clone()).collect();
-        for key in keys {
-            self.leave(&key, Leaving::Shutdown).await;
+        self.stop_all();
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.slots.is_empty() {
+                return;
+            }
+            gone.await;
         }
+    }
+
+    /// Tells every activation to end (the node stops), without waiting.
+    pub(crate) fn stop_all(&self) {
+        for slot in self.slots.iter() {
+            let _ = slot.mailbox.send_anyway(Msg::Leave(Leaving::Shutdown)); // already closing
+        }
+    }
+
+    /// Ends the activations idle for the type's idle time, every quarter of it, until the
+    /// node stops (singletons never idle).
+    pub(crate) async fn sweep_idle(self: Arc<Self>) {
+        let Some(idle) = self.spec.idle else { return };
+        let idle_ms = idle.as_millis().min(u128::from(u64::MAX)) as u64;
+        let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.ctx.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.now_ms();
+            for slot in self.slots.iter() {
+                if now.saturating_sub(slot.mailbox.touched()) >= idle_ms {
+                    let _ = slot.mailbox.send_anyway(Msg::Leave(Leaving::Idle));
+                }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    fn mailbox(&self) -> Arc<Mailbox<Msg<S>>> {
+        Arc::new(Mailbox::new(self.spec.mailbox, self.now_ms()))
     }
 
     /// A singleton: never idles out, activated by its owner without waiting for a call.
@@ -363,8 +413,11 @@ impl<S: Send + 'static> Kind<S> {
     }
 
     /// One activation: claims the key, builds its state, serves its mailbox, then ends.
-    async fn activation(self: Arc<Self>, key: Arc<str>, id: u64, mut rx: mpsc::Receiver<Msg<S>>) {
-        let state = match self.claim(&key).await {
+    async fn activation(self: Arc<Self>, key: Arc<str>, id: u64, mailbox: Arc<Mailbox<Msg<S>>>) {
+        // Boxed: the claim's future (a dial, a request) is large, and an idle activation
+        // should not carry its space for its whole life.
+        let claimed = Box::pin(self.claim(&key)).await;
+        let state = match claimed {
             Ok(()) => self.build(&key),
             Err(why) => {
                 debug!(kind = %self.name, %key, %why, "not activated: the previous owner keeps it");
@@ -372,8 +425,7 @@ impl<S: Send + 'static> Kind<S> {
             }
         };
         let Some(mut state) = state else {
-            rx.close();
-            while let Ok(msg) = rx.try_recv() {
+            for msg in mailbox.close() {
                 if let Msg::Call(call) = msg {
                     let message = format!("`{}/{key}` could not be activated here now", self.name);
                     call.call.responder.fail(ErrorKind::Moved, message);
@@ -381,32 +433,26 @@ impl<S: Send + 'static> Kind<S> {
             }
             return self.vacate(&key, id);
         };
-        let stop = self.ctx.stop.clone();
-        let idle = self.spec.idle.unwrap_or(Duration::MAX);
-        let mut last = Instant::now();
         let why = loop {
-            let idle_at = last.checked_add(idle);
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break Leaving::Shutdown,
-                msg = rx.recv() => match msg {
-                    Some(Msg::Call(call)) => {
-                        if self.run(&key, &mut state, *call) {
-                            match self.build(&key) {
-                                Some(fresh) => state = fresh,
-                                None => break Leaving::Shutdown,
-                            }
+            match mailbox.recv().await {
+                Some(Msg::Call(call)) => {
+                    if self.run(&key, &mut state, *call) {
+                        match self.build(&key) {
+                            Some(fresh) => state = fresh,
+                            None => break Leaving::Shutdown,
                         }
-                        last = Instant::now();
                     }
-                    Some(Msg::Leave(why)) => break why,
-                    None => break Leaving::Shutdown,
-                },
-                _ = sleep_until(idle_at) => break Leaving::Idle,
+                    mailbox.touch(self.now_ms());
+                }
+                // The sweeper's verdict may be stale: a call came since.
+                Some(Msg::Leave(Leaving::Idle))
+                    if self.now_ms().saturating_sub(mailbox.touched())
+                        < self.spec.idle.map_or(u64::MAX, |d| d.as_millis() as u64) => {}
+                Some(Msg::Leave(why)) => break why,
+                None => break Leaving::Shutdown,
             }
         };
-        rx.close();
-        while let Ok(msg) = rx.try_recv() {
+        for msg in mailbox.close() {
             match msg {
                 // Idle: these came in the last instant; serve them.
                 Msg::Call(call) if why == Leaving::Idle => {
@@ -456,13 +502,6 @@ impl<S: Send + 'static> Kind<S> {
             warn!(kind = %self.name, %key, "a method panicked; the key's state is rebuilt");
         }
         panicked
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -168,6 +168,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
             }
         }
         self.actors.add_type(&name, Arc::new(kind.clone())).await?;
+        self.actors.ctx().tasks.spawn(kind.clone().sweep_idle());
         super::hosted::Hosted::ensure_singleton(&kind);
         Ok(())
     }

@@ -13,6 +13,7 @@ pub(crate) trait Hosted: Send + Sync + 'static {
     fn ensure_singleton(&self);
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
     fn leave_all(&self) -> BoxFuture<'_, ()>;
+    fn stop_all(&self);
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -37,6 +38,9 @@ impl<S: Send + 'static> Hosted for Arc<Kind<S>> {
     }
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(Kind::release(self, key))
+    }
+    fn stop_all(&self) {
+        Kind::stop_all(self);
     }
     fn leave_all(&self) -> BoxFuture<'_, ()> {
         Box::pin(Kind::leave_all(self))
