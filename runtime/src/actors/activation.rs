@@ -26,8 +26,8 @@ use super::mailbox::{Mailbox, Refused};
 use super::{placement, Ctx};
 use crate::cluster::membership::Host;
 use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
-use crate::wire::{Encoding, RemoteError};
-use crate::{ErrorKind, RpcError};
+
+use crate::ErrorKind;
 
 /// A hook run with the key and its state.
 pub(crate) type Hook<S> = Arc<dyn Fn(&str, &mut S) + Send + Sync>;
@@ -84,8 +84,7 @@ pub(crate) enum Leaving {
     Shutdown,
 }
 
-/// How long a forwarded or waiting call may take when its caller set no deadline.
-const NO_DEADLINE: Duration = Duration::from_secs(30);
+mod routing;
 
 impl<S: Send + 'static> Kind<S> {
     pub(crate) fn new(name: &str, spec: Spec<S>, ctx: Ctx) -> Self {
@@ -206,93 +205,6 @@ impl<S: Send + 'static> Kind<S> {
             Msg::Call(call) => self.deliver(key, *call),
             Msg::Leave(_) => {}
         }
-    }
-
-    /// The same call, to the owner, retried while the cluster's view settles.
-    async fn forward(self: Arc<Self>, key: Arc<str>, call: Call<S>) {
-        let incoming = &call.call;
-        let deadline = incoming
-            .deadline
-            .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
-        let method = format!("{}/{key}", call.entry.name);
-        let mut backoff = Duration::from_millis(5);
-        let reply = loop {
-            let Some(owner) = self.owner(&key) else {
-                break Err(RemoteError::new(ErrorKind::Moved, "no member hosts it"));
-            };
-            if owner.id == self.ctx.me {
-                return self.local(key, Msg::Call(Box::new(call)));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = async {
-                let conn = self.ctx.link(owner.id, owner.addr).await?;
-                conn.request_raw(&method, incoming.encoding, &incoming.body, left)
-                    .await
-            };
-            match attempt.await {
-                Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
-                    debug!(%method, error = %e, "forwarding again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
-                Err(e) => break Err(RemoteError::new(e.kind(), e.to_string())),
-                Ok(reply) => break Ok(reply),
-            }
-        };
-        call.call.responder.reply_raw(reply);
-    }
-
-    /// Asks the node that owned `key` before this one (the runner-up) to let it go, so the
-    /// key's state is saved there before it is loaded here.
-    async fn claim(&self, key: &str) -> Result<(), String> {
-        let hosts = self.ctx.directory.snapshot().hosts(&self.name);
-        let hash = placement::key_hash(&self.name, key);
-        let Some(before) = placement::runner_up(hash, hosts.iter().map(|h| h.id), self.ctx.me)
-        else {
-            return Ok(()); // the only host
-        };
-        let Some(addr) = hosts.iter().find(|h| h.id == before).map(|h| h.addr) else {
-            return Ok(());
-        };
-        let timeout = self.ctx.release_timeout;
-        let ask = async {
-            let conn = self.ctx.link(before, addr).await?;
-            conn.request(
-                super::RELEASE,
-                Encoding::Bincode,
-                &(&*self.name, key),
-                timeout,
-                false,
-                None,
-            )
-            .await
-        };
-        let answer = ask.await.and_then(|(encoding, body)| {
-            crate::client::decode_typed::<Option<String>>(super::RELEASE, encoding, &body)
-        });
-        match answer {
-            Ok(None) => Ok(()),
-            // It still owns the key in its view: not ours yet.
-            Ok(Some(refusal)) => Err(refusal),
-            // Gone or cut off: it cannot serve the key either (see docs/ACTORS.md).
-            Err(e) => {
-                debug!(kind = %self.name, %key, peer = %addr, error = %e, "could not ask the previous owner");
-                Ok(())
-            }
-        }
-    }
-
-    /// The previous owner's side of [`Self::claim`]: lets `key` go unless this node still
-    /// owns it in its own view, and then says why not.
-    pub(crate) async fn release(&self, key: &str) -> Option<String> {
-        if self.owner(key).is_some_and(|o| o.id == self.ctx.me) {
-            return Some(format!(
-                "node {} still owns `{}/{key}` in its view",
-                self.ctx.me, self.name
-            ));
-        }
-        self.leave(key, Leaving::Moved).await;
-        None
     }
 
     /// Ends the activation of `key`, if any, and waits until it is gone.
@@ -503,9 +415,4 @@ impl<S: Send + 'static> Kind<S> {
         }
         panicked
     }
-}
-
-/// Nothing ran, so another attempt is safe: the owner moved, or could not be reached.
-fn retryable(e: &RpcError) -> bool {
-    matches!(e.kind(), ErrorKind::Moved | ErrorKind::PeerUnavailable)
 }
