@@ -123,6 +123,23 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     println!("  counter.get() = {count}");
     ensure!(count == 300, "counter is {count}, expected 300");
 
+    println!(
+        "\n== a virtual actor: vcounter/user-42 lives on one node, called through n1 and n3 =="
+    );
+    let owner = agreed_owner(&[&c1, &c2, &c3], "user-42").await?;
+    async fn hundred(c: &Client) -> Result<(), RpcError> {
+        for _ in 0..100 {
+            c.call::<i64>("vcounter.incr/user-42", 1i64).await?;
+        }
+        Ok(())
+    }
+    let (a, b) = futures_util::future::join(hundred(&c1), hundred(&c3)).await;
+    a?;
+    b?;
+    let total: i64 = c2.call("vcounter.get/user-42", ()).await?;
+    println!("  owner (every node agrees): {owner}; 100 incr through n1 + 100 through n3; get through n2 = {total}");
+    ensure!(total == 200, "vcounter/user-42 is {total}, expected 200");
+
     println!("\n== failures are errors, not crashes ==");
     show(
         c1.call::<Value>("nope", ()).await,
@@ -160,8 +177,28 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
         node.stop().await?;
         println!("  {name} stopped cleanly");
     }
-    println!("\ndemo ok: 3 nodes, calls both ways, actor state, 5 of the error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ndemo ok: 3 nodes, calls both ways, actor state, a virtual actor, 5 of the error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The owner of vcounter/`key` once every node names the same one (bounded wait).
+async fn agreed_owner(clients: &[&Client], key: &str) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut owners = std::collections::BTreeSet::new();
+        for c in clients {
+            let owner: Option<String> = c.call("system.actors.owner", ("vcounter", key)).await?;
+            owners.insert(owner);
+        }
+        if let (1, Some(Some(owner))) = (owners.len(), owners.first()) {
+            return Ok(owner.clone());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never agreed where vcounter/{key} lives: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_for_members(client: &Client, want: usize) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use super::membership::{Membership, SyncState};
 use super::Target;
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
+use crate::RpcError;
 
 /// The method nodes swap member lists with.
 pub(crate) const METHOD: &str = "system.members.sync";
@@ -67,18 +68,24 @@ async fn once(sync: &Sync) {
     let ours = sync.membership.state().await;
     // A link opened only for the sync is closed after it: an idle link costs heartbeats.
     let linked_before = sync.links.peers().by_addr(addr).is_some();
-    let theirs = async {
-        let conn = sync
-            .links
-            .link(Target::Addr(addr))
-            .await
-            .map_err(|e| e.to_string())?;
+    let attempt = || async {
+        let conn = sync.links.link(Target::Addr(addr)).await?;
         let reply = conn
             .request(METHOD, Encoding::Bincode, &ours, sync.timeout, false, None)
             .await;
         if !linked_before {
             conn.close_if_idle();
         }
+        reply
+    };
+    let theirs = async {
+        // Two nodes that sync with each other at once each dial the other; the tie-break
+        // keeps one link and closes the other under one of the calls. A sync is safe to
+        // repeat, so it is tried once more.
+        let reply = match attempt().await {
+            Err(RpcError::Disconnected { .. }) => attempt().await,
+            other => other,
+        };
         let (encoding, body) = reply.map_err(|e| e.to_string())?;
         decode_result::<SyncState>(encoding, &body).map_err(|e| e.to_string())
     };

@@ -136,7 +136,7 @@ struct Actor {
     refusals: LogLimit,
     dropped: LogLimit,
     /// Events waiting for the next flush, and when it is due (`None`: nothing changed).
-    /// Publishing costs O(members): a join storm is published every [`FLUSH_AFTER`], not
+    /// Publishing costs O(members): a join storm is published every [`flush_delay`], not
     /// once per datagram.
     unpublished: Vec<MemberEvent>,
     flush_at: Option<Instant>,
@@ -153,8 +153,15 @@ const REBROADCAST_EVERY: Duration = Duration::from_secs(1);
 /// How many announced-to addresses a leaving node remembers to say goodbye to.
 const MAX_ANNOUNCED: usize = 64;
 
-/// How long a change waits before it is published (with the changes that join it).
+/// How long a change waits before it is published (with the changes that join it), at
+/// least; see [`flush_delay`].
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// Publishing costs O(members), so in a big cluster changes wait longer (0.2 ms per member:
+/// 200 ms for a thousand), keeping the cost per node flat during a join storm.
+fn flush_delay(members: usize) -> Duration {
+    FLUSH_AFTER.max(Duration::from_micros(200).saturating_mul(members as u32))
+}
 
 mod publish;
 

@@ -1,5 +1,5 @@
 //! How the membership actor tells the node what changed: the directory snapshot and the
-//! events (published together at most every `FLUSH_AFTER`), and this node's hosting entry,
+//! events (published together, at most every `flush_delay`), and this node's hosting entry,
 //! spread again when members come up.
 
 use std::collections::HashSet;
@@ -8,7 +8,7 @@ use foca::State;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Actor, FLUSH_AFTER, REBROADCAST_EVERY};
+use super::{flush_delay, Actor, REBROADCAST_EVERY};
 use crate::cluster::membership::{Member, MemberEvent, Snapshot};
 
 impl Actor {
@@ -31,7 +31,8 @@ impl Actor {
     pub(super) fn changed(&mut self, events: Vec<MemberEvent>) {
         self.unpublished.extend(events);
         if self.flush_at.is_none() {
-            self.flush_at = Some(Instant::now() + FLUSH_AFTER);
+            let delay = flush_delay(self.foca.num_members());
+            self.flush_at = Some(Instant::now() + delay);
         }
     }
 
