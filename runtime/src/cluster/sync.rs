@@ -1,9 +1,10 @@
 //! State sync (memberlist's push-pull): SWIM spreads news by gossip, and a node that joins
 //! a big cluster hears of the members that joined long before it only slowly. So right
 //! after joining (and after being alone, as after a partition), and then every
-//! [`Sync::every`], a node swaps its whole member list with one random live member over a
-//! link (`system.members.sync`, node-only); each side's SWIM keeps what is news. A link
-//! opened only for it is closed after it. The loop stops with the intake token.
+//! [`Sync::every`] (longer in big clusters: see [`interval`]), a node swaps its whole
+//! member list with one random live member over a link (`system.members.sync`,
+//! node-only); each side's SWIM keeps what is news. A link opened only for it is closed
+//! after it. The loop stops with the intake token.
 
 use std::time::Duration;
 
@@ -41,14 +42,23 @@ pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
             joined = joined => if joined.is_err() { return },
         }
         once(&sync).await;
-        let jitter = sync.every.mul_f64(rand::random::<f64>() * 0.2);
+        let every = interval(sync.every, *active.borrow() + 1);
+        let jitter = every.mul_f64(rand::random::<f64>() * 0.2);
         // Again after a while, or as soon as this node finds itself alone.
         tokio::select! {
             _ = intake.cancelled() => return,
-            _ = tokio::time::sleep(sync.every + jitter) => {}
+            _ = tokio::time::sleep(every + jitter) => {}
             alone = active.wait_for(|n| *n == 0) => if alone.is_err() { return },
         }
     }
+}
+
+/// Between two syncs in a cluster of `members`: `base` up to 32 members, then `base` more
+/// for each doubling beyond (memberlist's push-pull scale), so the cluster's total sync
+/// traffic grows like N log N rather than N².
+fn interval(base: Duration, members: usize) -> Duration {
+    let doublings = (members.max(1) as f64 / 32.0).log2().ceil().max(0.0) as u32;
+    base.saturating_mul(1 + doublings)
 }
 
 /// Swaps member lists with one random live member.
@@ -95,5 +105,20 @@ async fn once(sync: &Sync) {
             sync.membership.apply(state).await;
         }
         Err(error) => debug!(%addr, %error, "state sync failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_grow_rarer_with_each_doubling_past_32_members() {
+        let base = Duration::from_secs(30);
+        assert_eq!(interval(base, 1), base);
+        assert_eq!(interval(base, 32), base);
+        assert_eq!(interval(base, 33), base * 2);
+        assert_eq!(interval(base, 300), base * 5);
+        assert_eq!(interval(base, 1000), base * 6);
     }
 }

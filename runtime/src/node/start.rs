@@ -294,7 +294,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let sync = Sync {
         links: links.clone(),
         membership: membership.clone(),
-        every: config.heartbeat * 300,
+        every: config.heartbeat * 30,
         timeout: config.down_after,
     };
     tasks.spawn(cluster::sync::run(sync, intake.clone()));
