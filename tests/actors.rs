@@ -370,6 +370,8 @@ async fn groups_reach_their_members_and_drop_those_that_go() {
         .map(|(m, r)| format!("{}={}", m.node, r.unwrap()))
         .collect();
     assert_eq!(only, ["a=a"]);
+    let bad = a.join_group("a/b").await.unwrap_err();
+    assert!(bad.to_string().contains("without `/`"), "{bad}");
     let err = a
         .group("nobody")
         .call_any::<String>("who", ())

@@ -186,6 +186,13 @@ impl Actors {
 
     /// Joins `group` (as the node, or as one of its actors) and tells the cluster.
     pub(crate) async fn join(&self, group: &str, actor: Option<&str>) -> Result<(), RpcError> {
+        let max = crate::cluster::membership::hosting::MAX_NAME;
+        if group.is_empty() || group.len() > max || group.contains('/') {
+            return Err(RpcError::BadArguments {
+                method: group.to_owned(),
+                detail: format!("a group is named by 1 to {max} characters without `/`"),
+            });
+        }
         {
             let mut groups = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
             let entry = (group.to_owned(), actor.map(str::to_owned));
