@@ -147,6 +147,13 @@ impl<S: Send + 'static> Kind<S> {
             None => msg,
         };
         match self.slots.entry(key.clone()) {
+            // Stopping: no new activation (shutdown waits for the slots to empty).
+            SlotEntry::Vacant(_) if self.ctx.closing() => {
+                if let Msg::Call(call) = msg {
+                    let message = "this node is stopping and hands its virtual actors over";
+                    call.call.responder.fail(ErrorKind::Moved, message);
+                }
+            }
             SlotEntry::Vacant(vacant) => {
                 let mailbox = self.mailbox();
                 // A new mailbox has room for one.
