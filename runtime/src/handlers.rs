@@ -31,7 +31,7 @@ use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
 pub use actor::ActorBuilder;
-pub(crate) use actor::{build_state, ActorMethod, TypedMethod};
+pub(crate) use actor::{build_state, ActorMethod, Declared};
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
 pub use service::{Registry, Service};
 pub use signature::{Method, MethodInfo, Param};

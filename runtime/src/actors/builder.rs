@@ -13,19 +13,11 @@ use serde::Serialize;
 use super::activation::{Call, Hook, Kind, Spec};
 use super::Actors;
 use crate::cluster::membership::hosting::MAX_NAME;
-use crate::handlers::{ActorMethod, Entry, Handler, Handlers, Incoming, TypedMethod};
+use crate::handlers::{ActorMethod, Declared, Entry, Handler, Handlers, Incoming};
 use crate::{ErrorKind, RpcError};
 
 /// How long an activation stays without calls before it is deactivated, by default.
 pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(300);
-
-struct Declared<S> {
-    name: String,
-    help: String,
-    params: Vec<String>,
-    signature: crate::handlers::signature::Signature,
-    method: Arc<dyn ActorMethod<S>>,
-}
 
 /// Declares a virtual-actor type; see [`crate::Node::virtual_actor`].
 pub struct VirtualBuilder<S> {
@@ -76,13 +68,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         R: Serialize + 'static,
         E: Display + 'static,
     {
-        self.methods.push(Declared {
-            name: method.to_owned(),
-            help: String::new(),
-            params: Vec::new(),
-            signature: crate::handlers::signature::Signature::of::<A, R>(),
-            method: Arc::new(TypedMethod::new(f)),
-        });
+        self.methods.push(Declared::new(method, f));
         self
     }
 
@@ -97,7 +83,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
     /// Names the parameters of the method added last (`incr(by)`).
     pub fn params(mut self, names: &[&str]) -> Self {
         if let Some(last) = self.methods.last_mut() {
-            last.params = names.iter().map(|n| n.to_string()).collect();
+            last.signature.name_params(names);
         }
         self
     }
@@ -157,12 +143,6 @@ impl<S: Send + 'static> VirtualBuilder<S> {
                 method: declared.method,
             };
             let registered = handlers.insert(&full, Arc::new(handler), declared.signature);
-            let names: Vec<&str> = declared.params.iter().map(String::as_str).collect();
-            let registered = if names.is_empty() {
-                registered
-            } else {
-                registered.params(&names)
-            };
             if !declared.help.is_empty() {
                 registered.help(&declared.help);
             }

@@ -125,11 +125,30 @@ pub struct ActorBuilder<S> {
 }
 
 /// A method added to an [`ActorBuilder`], registered at [`ActorBuilder::start`].
-struct Declared<S> {
-    name: String,
-    help: String,
-    signature: Signature,
-    method: Arc<dyn ActorMethod<S>>,
+/// A method declared on an actor's builder (plain or virtual), registered at `start`.
+pub(crate) struct Declared<S> {
+    pub(crate) name: String,
+    pub(crate) help: String,
+    pub(crate) signature: Signature,
+    pub(crate) method: Arc<dyn ActorMethod<S>>,
+}
+
+impl<S: Send + 'static> Declared<S> {
+    /// The declaration of `f` as method `name`.
+    pub(crate) fn new<A, R, E, F>(name: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: Display + 'static,
+    {
+        Declared {
+            name: name.to_owned(),
+            help: String::new(),
+            signature: Signature::of::<A, R>(),
+            method: Arc::new(TypedMethod::new(f)),
+        }
+    }
 }
 
 impl<S: Send + 'static> ActorBuilder<S> {
@@ -163,16 +182,7 @@ impl<S: Send + 'static> ActorBuilder<S> {
         R: Serialize + 'static,
         E: Display + 'static,
     {
-        let typed = TypedMethod {
-            f,
-            _types: PhantomData,
-        };
-        self.methods.push(Declared {
-            name: method.to_owned(),
-            help: String::new(),
-            signature: Signature::of::<A, R>(),
-            method: Arc::new(typed),
-        });
+        self.methods.push(Declared::new(method, f));
         self
     }
 
