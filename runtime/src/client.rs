@@ -12,6 +12,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod stream;
+
+pub use stream::{ItemSink, ItemStream, ItemStreamOr, StreamOptions, StreamReply};
+
 use crate::handlers::{Method, MethodInfo};
 use crate::link::tls::Tls;
 use crate::link::transport::{self, Local};

@@ -45,6 +45,9 @@ pub enum ErrorKind {
     /// The virtual actor called does not live on the callee (any more, or not yet): the
     /// cluster's view is changing. Safe to retry: nothing ran. `ActorRef` retries it.
     Moved,
+    /// A streaming method called as a plain request, or a plain method opened as a stream:
+    /// nothing ran. `meshrpc call` opens the stream when told this.
+    Streaming,
 }
 
 impl ErrorKind {
@@ -66,6 +69,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Moved => "moved",
+            ErrorKind::Streaming => "streaming",
         }
     }
 }
@@ -189,6 +193,14 @@ pub enum RpcError {
         /// Where the callee thinks it lives, or why it cannot serve it now.
         message: String,
     },
+    /// The method streams and was called as a plain request, or the reverse; nothing ran.
+    #[error("`{method}` {message}")]
+    Streaming {
+        /// The method called.
+        method: String,
+        /// Which shape the callee serves it in.
+        message: String,
+    },
     /// A resent call was refused because the method is not idempotent; callers see the
     /// error of the attempt before it instead.
     #[error("retry of `{method}` refused: {message}")]
@@ -221,6 +233,7 @@ impl RpcError {
             RpcError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             RpcError::Forbidden { .. } => ErrorKind::Forbidden,
             RpcError::Moved { .. } => ErrorKind::Moved,
+            RpcError::Streaming { .. } => ErrorKind::Streaming,
         }
     }
 
@@ -261,6 +274,7 @@ impl RpcError {
             },
             ErrorKind::Forbidden => RpcError::Forbidden { method, message },
             ErrorKind::Moved => RpcError::Moved { method, message },
+            ErrorKind::Streaming => RpcError::Streaming { method, message },
         }
     }
 

@@ -14,6 +14,7 @@ mod functions;
 pub(crate) mod introspection;
 pub(crate) mod service;
 pub(crate) mod signature;
+mod streaming;
 mod table;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::link::{Dispatch, Request, Responder};
+use crate::link::{Dispatch, Request, Responder, StreamPort};
 use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
@@ -35,6 +36,7 @@ pub(crate) use actor::{build_state, ActorMethod, Declared};
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
 pub use service::{Registry, Service};
 pub use signature::{Method, MethodInfo, Param};
+pub use streaming::Items;
 pub use table::Registered;
 pub(crate) use table::{Entry, Methods};
 
@@ -51,6 +53,8 @@ pub(crate) struct Incoming {
     /// The caller is a node (not a plain client or the gateway).
     pub(crate) from_node: bool,
     pub(crate) responder: Responder,
+    /// For a streaming method: the stream's items both ways.
+    pub(crate) stream: Option<StreamPort>,
 }
 
 impl Entry {
@@ -126,6 +130,67 @@ impl Handlers {
         self.insert(name, Arc::new(AsyncFn::new(f)), Signature::of::<A, R>())
     }
 
+    /// Registers a server stream (see `Node::register_try_stream`).
+    pub(crate) fn register_try_stream<A, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let handler = streaming::ServerStream {
+            f,
+            _args: std::marker::PhantomData,
+        };
+        let signature = Signature::streaming::<A, ()>(Signature::stream_of::<T>());
+        self.insert(name, Arc::new(handler), signature)
+    }
+
+    /// Registers a client stream (see `Node::register_client_stream`).
+    pub(crate) fn register_client_stream<A, U, R, E, F, Fut>(
+        &self,
+        name: &str,
+        f: F,
+    ) -> Registered<'_>
+    where
+        F: Fn(A, Items<U>) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let handler = streaming::ClientStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let result = signature::friendly(std::any::type_name::<R>());
+        self.insert(
+            name,
+            Arc::new(handler),
+            Signature::streaming::<A, U>(result),
+        )
+    }
+
+    /// Registers a bidirectional stream (see `Node::register_bidi_stream`).
+    pub(crate) fn register_bidi_stream<A, U, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A, Items<U>) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let handler = streaming::BidiStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let signature = Signature::streaming::<A, U>(Signature::stream_of::<T>());
+        self.insert(name, Arc::new(handler), signature)
+    }
+
     /// Declares an actor (see `Node::actor`).
     pub(crate) fn actor<S: Send + 'static>(
         &self,
@@ -174,6 +239,7 @@ impl Dispatch for Handlers {
             signature,
             body,
             mut responder,
+            stream,
         } = request;
         let (found, key) = match self.methods.lookup(method) {
             Some(entry) => (Some(entry), None),
@@ -209,6 +275,9 @@ impl Dispatch for Handlers {
                 return responder.fail(ErrorKind::BadArguments, message);
             }
         }
+        if stream.is_some() != entry.handler.streams() {
+            return streaming::wrong_shape(responder, entry.handler.streams());
+        }
         if retry && !entry.idempotent {
             let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
             return responder.fail(ErrorKind::RetryRefused, message);
@@ -226,6 +295,7 @@ impl Dispatch for Handlers {
             key,
             from_node,
             responder,
+            stream,
         };
         entry.handler.invoke(&entry, call, self);
     }

@@ -40,11 +40,13 @@ pub use http::remote;
 pub use link::tls;
 
 pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
-pub use client::{CallOptions, Client, Peer};
+pub use client::{
+    CallOptions, Client, ItemSink, ItemStream, ItemStreamOr, Peer, StreamOptions, StreamReply,
+};
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};
-pub use handlers::{ActorBuilder, Method, MethodInfo, Param, Registered, Registry, Service};
+pub use handlers::{ActorBuilder, Items, Method, MethodInfo, Param, Registered, Registry, Service};
 pub use link::PeerInfo;
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;

@@ -10,12 +10,14 @@
 
 pub(crate) mod auth;
 mod connection;
+mod flow;
 mod meter;
 mod outbox;
 mod pending;
 mod reader;
 mod responder;
 mod sniff;
+mod streams;
 mod throttle;
 pub mod tls;
 pub(crate) mod transport;
@@ -31,9 +33,11 @@ use crate::ErrorKind;
 
 pub use connection::PeerInfo;
 pub(crate) use connection::{Connection, Parts};
+pub(crate) use flow::Ending;
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Responder};
+pub(crate) use streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub(crate) use throttle::LogLimit;
 
 /// Where a link's reader sends the requests and casts it admits: the one interface between
@@ -64,6 +68,9 @@ pub(crate) struct Request<'a> {
     pub(crate) body: Bytes,
     /// Answers the request exactly once; [`Responder::admit`] must pass before anything runs.
     pub(crate) responder: Responder,
+    /// For a `StreamOpen`: the stream's items both ways. Its `Response` (the responder's
+    /// answer) ends it.
+    pub(crate) stream: Option<StreamPort>,
 }
 
 /// What every link of one node (or one client) shares; cheap to clone.

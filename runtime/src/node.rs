@@ -9,6 +9,7 @@
 mod actors;
 mod shutdown;
 mod start;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -192,6 +192,44 @@ pub enum Header<'a> {
         /// As in `Request`.
         signature: Option<u64>,
     },
+    /// Opens a stream: a request whose callee may send [`Header::StreamItem`]s before its
+    /// one [`Header::Response`], which ends the stream. Fields and body as in `Request`.
+    StreamOpen {
+        /// As in `Request`; the stream's frames name it, and its `Response` answers it.
+        id: u64,
+        /// As in `Request`.
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        /// Time the caller gives the whole stream; `None`: no deadline.
+        timeout_ms: Option<u64>,
+        /// As in `Request`; every item is encoded so too.
+        encoding: Encoding,
+        /// As in `Request`.
+        signature: Option<u64>,
+        /// How many items the callee may send before the caller grants more.
+        credit: u32,
+    },
+    /// One item of a stream; it follows as the body.
+    StreamItem {
+        /// The stream (the caller's request id).
+        id: u64,
+        /// True from the caller (an item of its upload), false from the callee.
+        from_caller: bool,
+    },
+    /// The sender may receive `n` more items of the stream than it had allowed so far.
+    StreamCredit {
+        /// The stream (the caller's request id).
+        id: u64,
+        /// True from the caller (more items of the callee's), false from the callee.
+        from_caller: bool,
+        /// How many more.
+        n: u32,
+    },
+    /// The caller sends no more items on the stream (its upload is complete).
+    StreamEnd {
+        /// The stream (the caller's request id).
+        id: u64,
+    },
 }
 
 /// The error part of a response: the only error type that crosses the wire.

@@ -34,6 +34,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn keyed(&self) -> bool {
         false
     }
+
+    /// Whether the method streams (it is opened with `StreamOpen`, not called).
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 /// A synchronous function returning `Result<R, E>`, run on the connection's reader.

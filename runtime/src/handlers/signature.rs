@@ -131,6 +131,8 @@ pub(crate) struct Signature {
     /// methods); otherwise a single parameter is the argument type itself.
     pub(crate) tuple: bool,
     pub(crate) doc: String,
+    /// For a method that reads a stream from its caller: the items' type.
+    pub(crate) upload: Option<String>,
 }
 
 impl Signature {
@@ -145,6 +147,7 @@ impl Signature {
             result: friendly(info.result),
             fingerprint: Some(info.fingerprint),
             tuple: true,
+            upload: None,
             doc: info
                 .doc
                 .lines()
@@ -167,7 +170,25 @@ impl Signature {
             fingerprint: None,
             tuple: false,
             doc: String::new(),
+            upload: None,
         }
+    }
+
+    /// A streaming method's: takes `A` (and, when `U` is not `()`, a stream of `U` from
+    /// the caller), and answers with `result` (`stream<T>`, or the client stream's result).
+    pub(crate) fn streaming<A, U>(result: String) -> Self {
+        let mut signature = Self::of::<A, ()>();
+        signature.result = result;
+        let upload = std::any::type_name::<U>();
+        if upload != "()" {
+            signature.upload = Some(format!("stream<{}>", friendly(upload)));
+        }
+        signature
+    }
+
+    /// `stream<T>`.
+    pub(crate) fn stream_of<T>() -> String {
+        format!("stream<{}>", friendly(std::any::type_name::<T>()))
     }
 
     /// Gives the parameters names (`Registered::params`); ignored if the count differs.
@@ -199,9 +220,18 @@ impl Signature {
         format!("({})", each.join(", "))
     }
 
-    /// `add(a: i64, b: i64) -> i64`.
+    /// `add(a: i64, b: i64) -> i64`; `sum(stream<i64>) -> i64` for an upload.
     pub(crate) fn text(&self, method: &str) -> String {
-        format!("{method}{} -> {}", self.params_text(), self.result)
+        let mut params = self.params_text();
+        if let Some(upload) = &self.upload {
+            params.pop();
+            if !self.params.is_empty() {
+                params.push_str(", ");
+            }
+            params.push_str(upload);
+            params.push(')');
+        }
+        format!("{method}{params} -> {}", self.result)
     }
 
     /// XML-RPC's `system.methodSignature` form: the result's type, then each parameter's.

@@ -23,7 +23,7 @@ pub(crate) const INTERNAL_ERROR: i64 = -32603;
 
 /// The code for a failed call: the specification's where one fits, else the server range
 /// (-32000 application error, -32001 timeout, -32002 overloaded, -32003 unavailable,
-/// -32004 forbidden, -32005 unauthenticated).
+/// -32004 forbidden, -32005 unauthenticated, -32006 moved, -32007 streaming).
 pub(crate) fn code(e: &RpcError) -> i64 {
     match e.kind() {
         ErrorKind::MethodNotFound => METHOD_NOT_FOUND,
@@ -39,6 +39,7 @@ pub(crate) fn code(e: &RpcError) -> i64 {
         ErrorKind::Forbidden => FORBIDDEN,
         ErrorKind::Unauthenticated => -32005,
         ErrorKind::Moved => -32006,
+        ErrorKind::Streaming => -32007,
     }
 }
 

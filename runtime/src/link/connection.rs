@@ -24,6 +24,7 @@ use super::meter::{record_call, Side};
 use super::outbox::{self, Outbox};
 use super::pending::Pending;
 use super::reader::{self, Closed};
+use super::streams::Streams;
 use super::transport::Socket;
 use super::{Limits, LinkCtx};
 use crate::wire::{self, Encoding, FrameError, Header, NodeId, RemoteError};
@@ -74,9 +75,11 @@ pub(crate) struct Shared {
     /// Calls waiting for a response, by request id. Entries are removed by the response or by
     /// the caller's drop guard; the link clears the table when it closes.
     pub(super) pending: Pending,
+    /// The streams on this link, both ways (see [`super::streams`]).
+    pub(super) streams: Streams,
     // The counters callers and tasks on every worker touch get a cache line each, so they do
     // not slow each other (or the fields read on every call) down.
-    next_id: CachePadded<AtomicU64>,
+    pub(super) next_id: CachePadded<AtomicU64>,
     /// Calls in flight both ways; the writer coalesces writes while it is above one.
     pub(crate) in_flight: CachePadded<AtomicUsize>,
     /// Requests, casts and responses the reader has seen: how idle reaping tells use.
@@ -225,6 +228,7 @@ impl Connection {
             max_frame: parts.max_frame,
             outbox,
             pending: Pending::new(),
+            streams: Streams::default(),
             running: Running::default(),
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
@@ -317,6 +321,7 @@ impl Connection {
         // Dropping the senders wakes each waiting caller with `Disconnected`. A caller that
         // inserts after this sees `closed` and removes its own entry.
         self.shared.pending.clear();
+        self.shared.streams.clear(&self.shared.peer.name);
     }
 
     /// Sends a request and waits for its reply, at most `timeout`.
@@ -466,7 +471,7 @@ impl Connection {
             })
     }
 
-    fn disconnected(&self, method: &str) -> RpcError {
+    pub(super) fn disconnected(&self, method: &str) -> RpcError {
         RpcError::Disconnected {
             peer: self.shared.peer.name.clone(),
             method: method.to_owned(),

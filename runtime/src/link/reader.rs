@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use tracing::{debug, warn};
 
 use super::connection::{Connection, Shared};
+use super::flow::Ending;
+use super::streams::{StreamPort, UPLOAD_WINDOW};
 use super::transport::Reader;
 use super::{LinkCtx, Request, Responder};
 use crate::wire::{self, Header};
@@ -161,18 +163,17 @@ async fn read_loop(
             Err(e) => return Closed::Failed(format!("undecodable frame: {e}")),
         };
         let retry = matches!(header, Header::Retry { .. });
-        if matches!(
+        if !matches!(
             header,
-            Header::Request { .. }
-                | Header::Retry { .. }
-                | Header::Cast { .. }
-                | Header::Response { .. }
+            Header::Ping | Header::Pong | Header::Goodbye { .. } | Header::Cancel { .. }
         ) {
             shared.activity.fetch_add(1, Ordering::Relaxed);
         }
         match header {
             Header::Response { id, outcome } => {
                 shared.pending.complete(id, outcome.map(|enc| (enc, body)));
+                // A stream's reply ends it: an upload waiting for credit stops now.
+                shared.streams.finish(id, false, Ending::Complete);
             }
             Header::Request {
                 id,
@@ -197,8 +198,42 @@ async fn read_loop(
                     signature,
                     body,
                     responder: Responder::new(shared.clone(), Some(id), encoding),
+                    stream: None,
                 });
             }
+            Header::StreamOpen {
+                id,
+                method,
+                timeout_ms,
+                encoding,
+                signature,
+                credit,
+            } => {
+                let ends = shared.streams.serve(id, credit, UPLOAD_WINDOW);
+                let port = StreamPort::new(shared.clone(), id, ends, encoding, UPLOAD_WINDOW);
+                ctx.dispatch.dispatch(Request {
+                    method: &method,
+                    encoding,
+                    timeout_ms,
+                    retry: false,
+                    from_node,
+                    signature,
+                    body,
+                    responder: Responder::new(shared.clone(), Some(id), encoding),
+                    stream: Some(port),
+                });
+            }
+            Header::StreamItem { id, from_caller } => {
+                if shared.streams.item(id, from_caller, body).is_err() {
+                    return Closed::Failed(
+                        "the peer sent stream items beyond the credit it was given".into(),
+                    );
+                }
+            }
+            Header::StreamCredit { id, from_caller, n } => {
+                shared.streams.credit(id, from_caller, n);
+            }
+            Header::StreamEnd { id } => shared.streams.end_upload(id),
             Header::Cast { method, encoding } => {
                 ctx.dispatch.dispatch(Request {
                     method: &method,
@@ -209,11 +244,16 @@ async fn read_loop(
                     signature: None,
                     body,
                     responder: Responder::new(shared.clone(), None, encoding),
+                    stream: None,
                 });
             }
             // Aborts the request's async handler if it is still running; sync handlers and
             // actor messages run to the end, and the caller discards their reply.
-            Header::Cancel { id } => shared.running.cancel(id),
+            Header::Cancel { id } => {
+                shared.running.cancel(id);
+                let why = Ending::Broken("the caller cancelled the stream".into());
+                shared.streams.finish(id, true, why);
+            }
             Header::Pong => {}
             Header::Ping => shared.send_control(&Header::Pong),
             Header::Goodbye { reason, leaving } => {

@@ -1,0 +1,313 @@
+//! Streams in process: order and completeness, credit (a stalled consumer holds back only
+//! its own stream, with memory bounded on both sides), cancellation both ways, errors
+//! mid-stream, deadlines, a link that dies, client and bidirectional streams.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use meshrpc::{Client, ErrorKind, Items, Node, NodeConfig, RpcError, StreamOptions};
+use support::proxy::{Mode, Proxy};
+use tokio::time::{timeout, Instant};
+
+/// Bounds every wait: a test fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn node(name: &str) -> Node {
+    Node::start(NodeConfig {
+        name: name.to_owned(),
+        ..NodeConfig::default()
+    })
+    .await
+    .expect("node")
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sets its flag when dropped: shows that a producer's stream was dropped (its task ended).
+struct DropFlag(Arc<AtomicU64>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_arrives_whole_and_in_order() {
+    let (a, b) = (node("a").await, node("b").await);
+    b.register_stream("count", |n: u64| stream::iter(0..n));
+    const N: u64 = 200_000;
+    let mut items = a.call_stream::<u64>(b.addr(), "count", N).await;
+    let mut expected = 0;
+    while let Some(item) = timeout(PATIENCE, items.next())
+        .await
+        .expect("an item in time")
+    {
+        assert_eq!(item.expect("an item"), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, N, "every item, then a clean end");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_holds_back_only_its_stream_and_memory_stays_bounded() {
+    let (a, b) = (node("a").await, node("b").await);
+    let produced = Arc::new(AtomicU64::new(0));
+    let counter = produced.clone();
+    b.register_stream("feed", move |n: u64| {
+        let counter = counter.clone();
+        stream::iter(0..n).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            (i, vec![0u8; 1024])
+        })
+    });
+    b.register_fn("add", |(x, y): (i64, i64)| x + y);
+    const WINDOW: u32 = 8;
+    let options = StreamOptions::default().window(WINDOW).idle(None);
+    let mut stalled = a
+        .call_stream_with::<(u64, Vec<u8>)>(b.addr(), "feed", 1000u64, options)
+        .await;
+    // Nobody reads: the producer stops once the window is full.
+    eventually("the producer to fill the window", || {
+        produced.load(Ordering::SeqCst) >= u64::from(WINDOW)
+    })
+    .await;
+    // Unary calls on the same link go through meanwhile; each round trip also gives any
+    // stray credit time to arrive.
+    for i in 0..50 {
+        let sum: i64 = timeout(PATIENCE, a.call(b.addr(), "add", (i, 1)))
+            .await
+            .expect("a unary call answered while the stream is stalled")
+            .expect("add");
+        assert_eq!(sum, i + 1);
+    }
+    // The window, plus the one item the producer holds while it waits for credit.
+    let held = produced.load(Ordering::SeqCst);
+    assert!(
+        held <= u64::from(WINDOW) + 1,
+        "{held} items produced for a window of {WINDOW}"
+    );
+    // Reading resumes the stream, to the end.
+    let mut next = 0;
+    while let Some(item) = timeout(PATIENCE, stalled.next()).await.expect("in time") {
+        assert_eq!(item.expect("item").0, next);
+        next += 1;
+    }
+    assert_eq!(next, 1000);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_stops_the_producer() {
+    let (a, b) = (node("a").await, node("b").await);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let flag = dropped.clone();
+    b.register_stream("forever", move |(): ()| {
+        let guard = DropFlag(flag.clone());
+        stream::iter(0u64..).map(move |i| {
+            let _alive = &guard;
+            i
+        })
+    });
+    let mut items = a.call_stream::<u64>(b.addr(), "forever", ()).await;
+    for expected in 0..100 {
+        let item = timeout(PATIENCE, items.next()).await.expect("in time");
+        assert_eq!(item.expect("open").expect("item"), expected);
+    }
+    drop(items);
+    eventually("the producer's stream to be dropped", || {
+        dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_mid_stream_ends_it_after_the_items_before() {
+    let (a, b) = (node("a").await, node("b").await);
+    b.register_try_stream("flaky", |n: u64| {
+        stream::iter(0..=n).map(move |i| {
+            if i < n {
+                Ok(i)
+            } else {
+                Err(format!("item {i} broke"))
+            }
+        })
+    });
+    let items: Vec<Result<u64, RpcError>> = timeout(
+        PATIENCE,
+        a.call_stream::<u64>(b.addr(), "flaky", 3u64)
+            .await
+            .collect(),
+    )
+    .await
+    .expect("in time");
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert_eq!(
+        items[..3]
+            .iter()
+            .map(|i| *i.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let err = items[3].as_ref().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Application);
+    assert!(err.to_string().contains("item 3 broke"), "{err}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_its_deadline_and_when_idle() {
+    let (a, b) = (node("a").await, node("b").await);
+    // One item, then silence.
+    b.register_stream("stuck", |(): ()| {
+        stream::iter([1u64]).chain(stream::pending())
+    });
+    let deadline = StreamOptions::default().timeout(Duration::from_millis(300));
+    let items: Vec<_> = timeout(
+        PATIENCE,
+        a.call_stream_with::<u64>(b.addr(), "stuck", (), deadline)
+            .await
+            .collect(),
+    )
+    .await
+    .expect("the deadline ends the stream");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[1].as_ref().unwrap_err().kind(), ErrorKind::Timeout);
+
+    let idle = StreamOptions::default().idle(Some(Duration::from_millis(300)));
+    let items: Vec<_> = timeout(
+        PATIENCE,
+        a.call_stream_with::<u64>(b.addr(), "stuck", (), idle)
+            .await
+            .collect(),
+    )
+    .await
+    .expect("the idle limit ends the stream");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[1].as_ref().unwrap_err().kind(), ErrorKind::Timeout);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_dies_ends_every_stream_on_it() {
+    let b = node("b").await;
+    b.register_stream("stuck", |(): ()| {
+        stream::iter([7u64]).chain(stream::pending())
+    });
+    let proxy = Proxy::bind();
+    proxy.forward_to(&b.addr().to_string());
+    let client = Client::connect(&proxy.addr).await.expect("connect");
+    let options = StreamOptions::default().idle(None);
+    let mut streams: Vec<_> = (0..3)
+        .map(|_| client.call_stream_with::<u64>("stuck", (), options))
+        .collect();
+    for s in &mut streams {
+        let first = timeout(PATIENCE, s.next()).await.expect("in time");
+        assert_eq!(first.expect("open").expect("item"), 7);
+    }
+    proxy.set(Mode::Cut);
+    for s in &mut streams {
+        let end = timeout(PATIENCE, s.next()).await.expect("the stream ends");
+        let err = end.expect("an error, not a clean end").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
+        assert!(timeout(PATIENCE, s.next())
+            .await
+            .expect("in time")
+            .is_none());
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_bidirectional_streams_carry_items_both_ways() {
+    let (a, b) = (node("a").await, node("b").await);
+    b.register_client_stream("sum", |(): (), mut items: Items<i64>| async move {
+        let mut sum = 0i64;
+        while let Some(item) = items.next().await {
+            sum += item.map_err(|e| e.to_string())?;
+        }
+        Ok::<i64, String>(sum)
+    });
+    b.register_bidi_stream("running_sum", |start: i64, items: Items<i64>| {
+        items.scan(start, |total, item| {
+            let next = item.map(|x| {
+                *total += x;
+                *total
+            });
+            futures_util::future::ready(Some(next))
+        })
+    });
+    let (sink, reply) = a
+        .client_stream::<i64, i64>(b.addr(), "sum", (), StreamOptions::default())
+        .await
+        .expect("open");
+    // More items than one window: the upload waits for the callee's credit.
+    for i in 1..=1000 {
+        timeout(PATIENCE, sink.send(&i))
+            .await
+            .expect("credit in time")
+            .expect("sent");
+    }
+    sink.finish();
+    assert_eq!(
+        timeout(PATIENCE, reply)
+            .await
+            .expect("in time")
+            .expect("sum"),
+        500_500
+    );
+
+    let (sink, mut totals) = a
+        .bidi_stream::<i64, i64>(b.addr(), "running_sum", 100i64, StreamOptions::default())
+        .await
+        .expect("open");
+    for (i, expected) in [(1, 101), (2, 103), (3, 106)] {
+        sink.send(&i).await.expect("sent");
+        let total = timeout(PATIENCE, totals.next()).await.expect("in time");
+        assert_eq!(total.expect("open").expect("total"), expected);
+    }
+    drop(sink);
+    assert!(
+        timeout(PATIENCE, totals.next())
+            .await
+            .expect("in time")
+            .is_none(),
+        "ends after the upload"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calling_a_stream_as_a_request_or_the_reverse_says_so_and_runs_nothing() {
+    let (a, b) = (node("a").await, node("b").await);
+    b.register_stream("count", |n: u64| stream::iter(0..n));
+    b.register_fn("add", |(x, y): (i64, i64)| x + y);
+    let err = a.call::<u64>(b.addr(), "count", 3u64).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Streaming);
+    assert!(err.to_string().contains("open it as a stream"), "{err}");
+    let mut items = a.call_stream::<i64>(b.addr(), "add", (1i64, 2i64)).await;
+    let err = items.next().await.expect("an error").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Streaming);
+    assert!(err.to_string().contains("not a stream"), "{err}");
+    assert!(items.next().await.is_none());
+    a.shutdown().await;
+    b.shutdown().await;
+}
