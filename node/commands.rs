@@ -158,14 +158,96 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let result = client.call_json(&method, &*body, options).await;
-    client.close().await;
-    match result {
+    let code = match result {
         Ok(value) => {
             println!("{value}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
-        Err(e) => Ok(failed(&e)),
+        // A streaming method: nothing ran; open it as a stream instead.
+        Err(e) if e.kind() == meshrpc::ErrorKind::Streaming => {
+            let idle = Duration::from_millis(args.client.timeout_ms);
+            stream(&client, &method, &body, idle).await?
+        }
+        Err(e) => failed(&e),
+    };
+    client.close().await;
+    Ok(code)
+}
+
+/// `meshrpc call` on a streaming method: each item the callee sends is printed as one JSON
+/// line as it arrives; if the callee reads an upload, JSON values from stdin are streamed
+/// to it (any whitespace between them) until stdin ends. Exits 0 after a clean end (with
+/// the callee's reply on a last line unless it is `null`), 1 after a mid-stream error.
+async fn stream(
+    client: &Client,
+    method: &str,
+    body: &RawValue,
+    idle: Duration,
+) -> anyhow::Result<ExitCode> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let options = meshrpc::StreamOptions::default().idle(Some(idle));
+    let (sink, mut items) = match client.stream_json(method, body, options) {
+        Ok(opened) => opened,
+        Err(e) => return Ok(failed(&e)),
+    };
+    let upload = tokio::spawn(upload_stdin(sink));
+    let mut out = std::io::stdout().lock();
+    let mut code = ExitCode::SUCCESS;
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(value) => {
+                writeln!(out, "{value}")
+                    .and_then(|()| out.flush())
+                    .context("cannot write to stdout")?;
+            }
+            Err(e) => {
+                code = failed(&e);
+                break;
+            }
+        }
     }
+    if let Some(Ok(reply)) = items.reply::<serde_json::Value>() {
+        if !reply.is_null() {
+            writeln!(out, "{reply}").context("cannot write to stdout")?;
+        }
+    }
+    upload.abort();
+    Ok(code)
+}
+
+/// Streams the JSON values on stdin to `sink`, once the callee shows it reads them.
+async fn upload_stdin(sink: meshrpc::ItemSink<serde_json::Value>) {
+    if sink.ready().await.is_err() {
+        return; // over before the callee wanted anything
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<serde_json::Value, String>>(16);
+    // Reading stdin blocks: a thread of its own, which stops with the process.
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin().lock();
+        for value in serde_json::Deserializer::from_reader(stdin).into_iter() {
+            let value = value.map_err(|e| format!("stdin is not a sequence of JSON values: {e}"));
+            if tx.blocking_send(value).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(value) = rx.recv().await {
+        match value {
+            Ok(value) => {
+                if let Err(e) = sink.send(&value).await {
+                    eprintln!("error: {}: {e}", e.kind());
+                    return;
+                }
+            }
+            Err(message) => {
+                // Not a clean end: the callee must not take a cut upload for the whole.
+                eprintln!("error: bad_arguments: {message}");
+                std::process::exit(1);
+            }
+        }
+    }
+    sink.finish();
 }
 
 /// The wire name of what `meshrpc call` calls: `TYPE.METHOD/KEY` for a virtual actor,

@@ -1,6 +1,7 @@
 //! The demo services every `meshrpc node` serves: the Python tutorial's `add`, `square` and
 //! `cube` (the `Calc` service), `echo`, `sleep`, `fail` and `crash` (the `Demo` service),
-//! a `counter` actor, `mirror`, `scale`, `bench.run` and `fanout`.
+//! a `counter` actor, `mirror`, `scale`, `bench.run` and `fanout`, the streams `count`,
+//! `sum` and `running_sum`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,6 +79,36 @@ fn overflow(method: &str) -> String {
     format!("integer overflow: the result of {method} does not fit in i64")
 }
 
+/// The demo streams: `count` (server), `sum` (client) and `running_sum` (bidirectional).
+fn register_streams(node: &Node) {
+    use futures_util::{future, stream, StreamExt};
+    use meshrpc::Items;
+    node.register_stream("count", |n: u64| stream::iter(0..n))
+        .params(&["n"])
+        .help("count(n: u64) -> stream<u64>: streams 0, 1, ... n-1 (`meshrpc call ADDR count 5` prints one per line)");
+    node.register_client_stream("sum", |(): (), mut items: Items<i64>| async move {
+        let mut sum = 0i64;
+        while let Some(item) = items.next().await {
+            let item = item.map_err(|e| e.to_string())?;
+            sum = sum.checked_add(item).ok_or_else(|| overflow("sum"))?;
+        }
+        Ok::<i64, String>(sum)
+    })
+    .help("sum(stream<i64>) -> i64: the sum of the integers the caller streams (`meshrpc call ADDR sum` reads them from stdin)");
+    node.register_bidi_stream("running_sum", |(): (), items: Items<i64>| {
+        items.scan(Some(0i64), |total, item| {
+            let next = match (item, *total) {
+                (Ok(x), Some(t)) => t.checked_add(x).ok_or_else(|| overflow("running_sum")),
+                (Err(e), _) => Err(e.to_string()),
+                (_, None) => return future::ready(None),
+            };
+            *total = next.as_ref().ok().copied();
+            future::ready(Some(next))
+        })
+    })
+    .help("running_sum(stream<i64>) -> stream<i64>: for each integer the caller streams, the total so far");
+}
+
 /// The named arguments of `scale`.
 #[derive(serde::Deserialize)]
 struct Scale {
@@ -112,6 +143,7 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .start()
         .await?;
     node.join_group("demo").await?;
+    register_streams(node);
     node.register_fn("mirror", |value: Value| value)
         .params(&["value"])
         .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");

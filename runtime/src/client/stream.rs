@@ -74,6 +74,8 @@ impl StreamOptions {
 /// `disconnected`...) and then the end.
 pub struct ItemStream<T> {
     down: Option<Downstream>,
+    /// The callee's reply, once the stream ended cleanly.
+    reply: Option<(Encoding, bytes::Bytes)>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     _item: PhantomData<fn() -> T>,
 }
@@ -92,6 +94,7 @@ impl<T> ItemStream<T> {
         let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
         ItemStream {
             down: Some(down),
+            reply: None,
             idle,
             _item: PhantomData,
         }
@@ -131,6 +134,19 @@ impl<T> ItemStream<T> {
     }
 }
 
+impl<T> ItemStream<T> {
+    /// Once the stream has ended cleanly: the callee's reply, decoded (`()` for a server or
+    /// bidirectional stream; some callees end a stream with a summary).
+    pub fn reply<R: DeserializeOwned>(&self) -> Option<Result<R, RpcError>> {
+        let (encoding, body) = self.reply.as_ref()?;
+        Some(
+            decode_result(*encoding, body).map_err(|e| {
+                RpcError::Protocol(format!("the stream's reply does not decode: {e}"))
+            }),
+        )
+    }
+}
+
 impl<T: DeserializeOwned> Stream for ItemStream<T> {
     type Item = Result<T, RpcError>;
 
@@ -138,7 +154,11 @@ impl<T: DeserializeOwned> Stream for ItemStream<T> {
         let encoding = self.down.as_ref().map(Downstream::encoding);
         let method = self.down.as_ref().map(|d| d.method().to_owned());
         match std::task::ready!(self.poll_raw(cx)) {
-            None | Some(Next::End(Ok(_))) => Poll::Ready(None),
+            None => Poll::Ready(None),
+            Some(Next::End(Ok(reply))) => {
+                self.reply = Some(reply);
+                Poll::Ready(None)
+            }
             Some(Next::End(Err(e))) => Poll::Ready(Some(Err(e))),
             Some(Next::Item(bytes)) => {
                 let (encoding, method) = (
@@ -212,6 +232,18 @@ impl<T: Serialize> ItemSink<T> {
         }
     }
 
+    /// Waits until the callee has room for an item (without sending one): a callee that
+    /// reads no upload never has.
+    ///
+    /// # Errors
+    /// `disconnected` once the stream is over.
+    pub async fn ready(&self) -> Result<(), RpcError> {
+        self.up.ready().await.map_err(|_| RpcError::Disconnected {
+            peer: "(the stream is over)".into(),
+            method: self.method.clone(),
+        })
+    }
+
     /// Ends the upload.
     pub fn finish(self) {
         self.up.finish();
@@ -256,9 +288,10 @@ impl Peer {
     fn open(
         &self,
         method: &str,
-        args: &impl Serialize,
+        args: &(impl Serialize + ?Sized),
         options: StreamOptions,
         upload: bool,
+        encoding: Encoding,
     ) -> Result<(ItemStream<()>, Upstream), RpcError> {
         if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(RpcError::Shutdown(format!(
@@ -267,7 +300,7 @@ impl Peer {
         }
         let open = Open {
             method,
-            encoding: Encoding::Bincode,
+            encoding,
             timeout: options.timeout,
             signature: None,
             window: options.window,
@@ -294,7 +327,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> ItemStreamOr<T> {
-        match self.open(method, &args, options, false) {
+        match self.open(method, &args, options, false, Encoding::Bincode) {
             Ok((items, _up)) => ItemStreamOr::Open(retype(items)),
             Err(e) => ItemStream::failed(e),
         }
@@ -311,7 +344,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true)?;
+        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode)?;
         let sink = ItemSink {
             up,
             method: method.to_owned(),
@@ -335,7 +368,30 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true)?;
+        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode)?;
+        let sink = ItemSink {
+            up,
+            method: method.to_owned(),
+            _item: PhantomData,
+        };
+        Ok((sink, retype(items)))
+    }
+}
+
+impl Peer {
+    /// Opens any stream with JSON arguments and JSON items (the CLI, gateways): the
+    /// callee's shape decides what flows; a callee that reads no upload grants the sink no
+    /// room ([`ItemSink::ready`] never resolves).
+    ///
+    /// # Errors
+    /// If the stream cannot be opened.
+    pub fn stream_json<A: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+        options: StreamOptions,
+    ) -> Result<(ItemSink<serde_json::Value>, ItemStream<serde_json::Value>), RpcError> {
+        let (items, up) = self.open(method, args, options, true, Encoding::Json)?;
         let sink = ItemSink {
             up,
             method: method.to_owned(),
@@ -348,6 +404,7 @@ impl Peer {
 fn retype<A, B>(items: ItemStream<A>) -> ItemStream<B> {
     ItemStream {
         down: items.down,
+        reply: items.reply,
         idle: items.idle,
         _item: PhantomData,
     }

@@ -164,6 +164,15 @@ impl Credit {
         Ok(())
     }
 
+    /// Waits until there is credit, leaving it there.
+    pub(crate) async fn ready(&self) -> Result<(), StreamClosed> {
+        self.permits
+            .acquire()
+            .await
+            .map(drop)
+            .map_err(|_| StreamClosed)
+    }
+
     /// Nothing more may be sent; waiting senders wake with [`StreamClosed`].
     pub(crate) fn close(&self) {
         self.permits.close();
