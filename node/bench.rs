@@ -82,6 +82,8 @@ fn spec(args: &BenchArgs) -> anyhow::Result<LoadSpec> {
         calls: args.calls,
         warmup_ms: seconds(args.warmup),
         timeout_ms: args.client.timeout_ms,
+        stream: args.stream,
+        stalled_stream: args.stalled_stream,
     })
 }
 
@@ -162,6 +164,10 @@ fn thousands(n: u64) -> String {
 
 fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
     let what = match spec.payload {
+        _ if spec.stream => format!(
+            "streams of {} (bytes) items",
+            spec.payload.unwrap_or(64 << 10)
+        ),
         Some(n) => format!("echo({n} bytes)"),
         None => format!("{}({})", spec.method, args.args),
     };
@@ -169,12 +175,13 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
         "{what} against {target}: {} connection(s), {} in flight, {:.2} s",
         args.connections, spec.concurrency, r.secs
     );
+    let unit = if spec.stream { "items" } else { "calls" };
     println!(
-        "  calls       {} ({} calls/s)",
+        "  {unit:<11} {} ({} {unit}/s)",
         thousands(r.calls),
         thousands(r.calls_per_sec as u64)
     );
-    if spec.payload.is_some() {
+    if spec.payload.is_some() || spec.stream {
         println!("  throughput  {:.1} MB/s (payload, one way)", r.mb_per_sec);
     }
     println!(

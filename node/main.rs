@@ -282,6 +282,14 @@ struct BenchArgs {
     /// Unmeasured load first, in seconds.
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
+    /// Read server streams of --payload-byte items (default 65536) instead of calling:
+    /// --concurrency streams, items/s and MB/s.
+    #[arg(long, conflicts_with_all = ["from", "calls"])]
+    stream: bool,
+    /// Hold a stream nobody reads on each connection during the load, to see what a
+    /// stalled stream costs the calls beside it.
+    #[arg(long, conflicts_with = "stream")]
+    stalled_stream: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,

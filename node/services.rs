@@ -107,6 +107,29 @@ fn register_streams(node: &Node) {
         })
     })
     .help("running_sum(stream<i64>) -> stream<i64>: for each integer the caller streams, the total so far");
+    node.register_try_stream("payloads", |(size, count): (u64, u64)| {
+        // A small request must not make a node allocate much: items are capped.
+        const MAX: u64 = 1 << 20;
+        let refused = (size > MAX)
+            .then(|| format!("an item of {size} bytes is over the {MAX} bytes `payloads` makes"));
+        let count = if refused.is_some() { 0 } else { count };
+        // One buffer, shared by every item: the stream measures the link, not memcpy.
+        let payload = Payload(std::sync::Arc::from(vec![0xA5u8; size.min(MAX) as usize]));
+        stream::iter(refused.map(Err))
+            .chain(stream::repeat(payload).take(count.min(usize::MAX as u64) as usize).map(Ok))
+    })
+    .params(&["size", "count"])
+    .help("payloads(size: u64, count: u64) -> stream<bytes>: `count` items of `size` bytes, at most 1 MiB each (`meshrpc bench --stream` reads them)");
+}
+
+/// Bytes shared between the items of `payloads`, serialized as a byte string.
+#[derive(Clone)]
+struct Payload(std::sync::Arc<[u8]>);
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
 }
 
 /// The named arguments of `scale`.

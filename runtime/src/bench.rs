@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::{CallOptions, Peer};
+use futures_util::StreamExt;
+
+use crate::{CallOptions, Peer, StreamOptions};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +39,19 @@ pub struct LoadSpec {
     pub warmup_ms: u64,
     /// Deadline of each call (milliseconds).
     pub timeout_ms: u64,
+    /// Instead of calls: each of `concurrency` workers reads one server stream of
+    /// `payload`-byte items (the demo's `payloads`); items count as calls, and latency is
+    /// the gap between two items.
+    #[serde(default)]
+    pub stream: bool,
+    /// Before the load, open on each link a stream of `payloads` that is never read, to
+    /// measure what a stalled stream costs the calls beside it.
+    #[serde(default)]
+    pub stalled_stream: bool,
 }
+
+/// The demo's server stream of payloads: `payloads(size, count)`.
+pub const STREAM_METHOD: &str = "payloads";
 
 impl Default for LoadSpec {
     fn default() -> Self {
@@ -50,6 +64,8 @@ impl Default for LoadSpec {
             calls: None,
             warmup_ms: 0,
             timeout_ms: 10_000,
+            stream: false,
+            stalled_stream: false,
         }
     }
 }
@@ -147,6 +163,23 @@ impl Serialize for AsRust<'_> {
 /// Runs `spec` over `peers` (calls spread evenly); `progress` counts successful calls as
 /// they happen, for a live display.
 pub async fn run(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> Report {
+    // Held, unread, until the run ends: each fills its window and stalls.
+    let _stalled: Vec<_> = if spec.stalled_stream {
+        let size = spec.payload.unwrap_or(64 << 10) as u64;
+        let options = StreamOptions::default().idle(None);
+        peers
+            .iter()
+            .map(|peer| {
+                peer.call_stream_with::<serde_bytes::ByteBuf>(
+                    STREAM_METHOD,
+                    (size, u64::MAX),
+                    options,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if spec.warmup_ms > 0 {
         let warmup = LoadSpec {
             duration_ms: Some(spec.warmup_ms),
@@ -201,7 +234,11 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let calls = latencies.len();
-    let bytes = spec.payload.unwrap_or(0) as f64 * calls as f64;
+    let size = match spec.payload {
+        None if spec.stream => 64 << 10,
+        size => size.unwrap_or(0),
+    };
+    let bytes = size as f64 * calls as f64;
     Report {
         calls,
         secs,
@@ -242,6 +279,9 @@ async fn worker(
     let mut errors = BTreeMap::new();
     let mut sample_error = None;
     let options = CallOptions::timeout(Duration::from_millis(spec.timeout_ms));
+    if spec.stream {
+        return stream_worker(peer, &spec, deadline, budget, progress).await;
+    }
     let method = if payload.is_some() {
         "echo"
     } else {
@@ -277,6 +317,68 @@ async fn worker(
                 // A dead peer fails every call at once: pause, so the run measures attempts
                 // rather than how fast an error can be returned.
                 tokio::time::sleep(ERROR_PAUSE).await;
+            }
+        }
+    }
+    Done {
+        latencies,
+        errors,
+        sample_error,
+    }
+}
+
+/// One server stream read to the deadline (or the budget), recording the gap between
+/// items; a stream that fails is reopened after a pause.
+async fn stream_worker(
+    peer: Peer,
+    spec: &LoadSpec,
+    deadline: Option<Instant>,
+    budget: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
+) -> Done {
+    let mut latencies = new_histogram();
+    let mut errors = BTreeMap::new();
+    let mut sample_error = None;
+    let size = spec.payload.unwrap_or(64 << 10) as u64;
+    let idle = Duration::from_millis(spec.timeout_ms);
+    let options = StreamOptions::default().idle(Some(idle));
+    'open: loop {
+        let mut items =
+            peer.call_stream_with::<serde_bytes::ByteBuf>(STREAM_METHOD, (size, u64::MAX), options);
+        let mut last = Instant::now();
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d)
+                || budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_err()
+            {
+                break 'open; // dropping the stream cancels it
+            }
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, items.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break 'open,
+                },
+                None => items.next().await,
+            };
+            match next {
+                Some(Ok(_)) => {
+                    let now = Instant::now();
+                    let us = now
+                        .duration_since(last)
+                        .as_micros()
+                        .clamp(1, u128::from(MAX_LATENCY_US));
+                    latencies.saturating_record(us as u64);
+                    last = now;
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
+                    sample_error.get_or_insert_with(|| format!("{}: {e}", e.kind()));
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    continue 'open;
+                }
+                None => continue 'open,
             }
         }
     }

@@ -39,7 +39,14 @@ pub(crate) struct Outbox {
     in_hand: AtomicUsize,
     /// Signalled after every write, for a reader that paused while the outbox was full.
     pub(crate) drained: Notify,
+    /// Signalled (to all) when the writer takes the waiting bytes, for stream producers
+    /// waiting for room (see [`Outbox::room_for_items`]).
+    room: Notify,
 }
+
+/// Stream items wait while this many bytes are queued: an active stream shares the link
+/// with the calls beside it instead of burying their replies under its window.
+const ITEM_ROOM: usize = 1 << 20;
 
 struct State {
     /// Whole frames, length prefixes included.
@@ -69,6 +76,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             in_hand: AtomicUsize::new(0),
             drained: Notify::new(),
+            room: Notify::new(),
         }
     }
 
@@ -131,7 +139,24 @@ impl Outbox {
         let mut state = self.lock();
         std::mem::swap(&mut state.buf, batch);
         self.queued.store(0, Ordering::Relaxed);
-        std::mem::take(&mut state.replies)
+        let replies = std::mem::take(&mut state.replies);
+        drop(state);
+        self.room.notify_waiters();
+        replies
+    }
+
+    /// Waits until few enough bytes are queued for a stream item to join them (or the
+    /// writer stopped, which the push then reports).
+    pub(crate) async fn room_for_items(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.queued_bytes() <= ITEM_ROOM || self.lock().closed {
+                return;
+            }
+            room.await;
+        }
     }
 
     /// Bytes waiting for the writer.
@@ -144,7 +169,10 @@ impl Outbox {
         let mut state = self.lock();
         state.closed = true;
         state.buf.clear();
-        std::mem::take(&mut state.replies)
+        let replies = std::mem::take(&mut state.replies);
+        drop(state);
+        self.room.notify_waiters();
+        replies
     }
 }
 

@@ -209,7 +209,13 @@ impl StreamPort {
     /// Waits for the caller's credit for one item and uses it; `Closed`: the caller went
     /// away. Then [`StreamPort::push`] the item.
     pub(crate) async fn credit(&self) -> Result<(), SendError> {
-        self.ends.credit.take().await.map_err(|_| SendError::Closed)
+        self.ends
+            .credit
+            .take()
+            .await
+            .map_err(|_| SendError::Closed)?;
+        self.shared.outbox.room_for_items().await;
+        Ok(())
     }
 
     /// Queues one item the caller has credit for (see [`StreamPort::credit`]).

@@ -244,6 +244,7 @@ impl Upstream {
             .take()
             .await
             .map_err(|_| SendError::Closed)?;
+        opened.shared.outbox.room_for_items().await;
         let header = Header::StreamItem {
             id: opened.id,
             from_caller: true,
