@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use futures_util::StreamExt;
 use meshrpc::{CallOptions, Client, ErrorKind, MemberSummary, RpcError, Status};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -139,6 +140,26 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     let total: i64 = c2.call("vcounter.get/user-42", ()).await?;
     println!("  owner (every node agrees): {owner}; 100 incr through n1 + 100 through n3; get through n2 = {total}");
     ensure!(total == 200, "vcounter/user-42 is {total}, expected 200");
+
+    println!("\n== streams: count(5) from n2, sum of 1..=100 uploaded to n3 ==");
+    let counted: Vec<u64> = c2
+        .call_stream::<u64>("count", 5u64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let (sink, reply) =
+        c3.client_stream::<i64, i64>("sum", (), meshrpc::StreamOptions::default())?;
+    for x in 1..=100i64 {
+        sink.send(&x).await?;
+    }
+    sink.finish();
+    let sum = reply.await?;
+    println!("  count(5) streamed {counted:?}; sum of 100 streamed items = {sum}");
+    ensure!(
+        counted == [0, 1, 2, 3, 4] && sum == 5050,
+        "the streams went wrong"
+    );
 
     println!("\n== failures are errors, not crashes ==");
     show(

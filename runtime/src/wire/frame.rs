@@ -357,6 +357,51 @@ mod tests {
             &frame_bytes(&failure).unwrap()[..],
             &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']
         );
+        // The stream example: `count(3)` with a window of 64 items.
+        let open = Header::StreamOpen {
+            id: 1,
+            method: "count".into(),
+            timeout_ms: None,
+            encoding: Encoding::Bincode,
+            signature: None,
+            credit: 64,
+        };
+        assert_eq!(
+            &build(&open, |body| codec::encode_into(&3u64, body).unwrap())[..],
+            &[
+                0, 0, 0, 13, 0x08, 0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x00, 0x00, 0x00,
+                0x40, 0x03
+            ]
+        );
+        assert_eq!(
+            &frame_bytes(&Header::StreamEnd { id: 1 }).unwrap()[..],
+            &[0, 0, 0, 2, 0x0B, 0x01]
+        );
+        let item = Header::StreamItem {
+            id: 1,
+            from_caller: false,
+        };
+        assert_eq!(
+            &build(&item, |body| codec::encode_into(&0u64, body).unwrap())[..],
+            &[0, 0, 0, 4, 0x09, 0x01, 0x00, 0x00]
+        );
+        let credit = Header::StreamCredit {
+            id: 1,
+            from_caller: true,
+            n: 32,
+        };
+        assert_eq!(
+            &frame_bytes(&credit).unwrap()[..],
+            &[0, 0, 0, 4, 0x0A, 0x01, 0x01, 0x20]
+        );
+        let end = Header::Response {
+            id: 1,
+            outcome: Ok(Encoding::Bincode),
+        };
+        assert_eq!(
+            &build(&end, |body| codec::encode_into(&(), body).unwrap())[..],
+            &[0, 0, 0, 4, 0x02, 0x01, 0x00, 0x00]
+        );
         let identity = Identity {
             id: NodeId(7),
             name: "a".into(),
