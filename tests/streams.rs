@@ -311,3 +311,127 @@ async fn calling_a_stream_as_a_request_or_the_reverse_says_so_and_runs_nothing()
     a.shutdown().await;
     b.shutdown().await;
 }
+
+meshrpc::service! {
+    /// Streams, declared once for both sides.
+    pub service Feed {
+        /// 0, 1, ... n-1.
+        fn count(n: u64) -> stream<u64>;
+        /// 0 .. n-1, then an error.
+        fn flaky(n: u64) -> stream<Result<u64, String>>;
+        /// The sum of what the caller streams.
+        fn sum(items: stream<i64>) -> Result<i64, String>;
+        /// Running totals from `start`.
+        fn scan(items: stream<i64>, start: i64) -> stream<Result<i64, String>>;
+        /// A plain method beside them.
+        fn add(a: i64, b: i64) -> i64;
+    }
+}
+
+struct FeedImpl;
+
+impl Feed for FeedImpl {
+    fn count(&self, n: u64) -> meshrpc::BoxStream<u64> {
+        stream::iter(0..n).boxed()
+    }
+
+    fn flaky(&self, n: u64) -> meshrpc::BoxStream<Result<u64, String>> {
+        stream::iter(0..n)
+            .map(Ok)
+            .chain(stream::iter([Err(format!("broke after {n}"))]))
+            .boxed()
+    }
+
+    async fn sum(&self, mut items: Items<i64>) -> Result<i64, String> {
+        let mut sum = 0;
+        while let Some(item) = items.next().await {
+            sum += item.map_err(|e| e.to_string())?;
+        }
+        Ok(sum)
+    }
+
+    fn scan(&self, items: Items<i64>, start: i64) -> meshrpc::BoxStream<Result<i64, String>> {
+        items
+            .scan(start, |total, item| {
+                let next = item.map(|x| {
+                    *total += x;
+                    *total
+                });
+                futures_util::future::ready(Some(next.map_err(|e| e.to_string())))
+            })
+            .boxed()
+    }
+
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+meshrpc::service! {
+    /// `count` as a caller with another definition sees it.
+    pub service OtherFeed {
+        fn count(n: String) -> stream<u64>;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_service_streams_all_three_shapes_with_typed_clients() {
+    let (a, b) = (node("a").await, node("b").await);
+    b.serve(FeedServer::new(FeedImpl));
+    let feed = FeedClient::new(a.peer(b.addr()).await.expect("peer"));
+    let counted: Vec<u64> = feed.count(4).map(|i| i.expect("item")).collect().await;
+    assert_eq!(counted, [0, 1, 2, 3]);
+    let flaky: Vec<_> = feed.flaky(2).collect().await;
+    assert_eq!(flaky.len(), 3);
+    assert!(flaky[2]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("broke after 2"));
+
+    let (sink, reply) = feed.sum().expect("open");
+    for x in [5, 6, 7] {
+        sink.send(&x).await.expect("sent");
+    }
+    sink.finish();
+    assert_eq!(
+        timeout(PATIENCE, reply)
+            .await
+            .expect("in time")
+            .expect("sum"),
+        18
+    );
+
+    let (sink, mut totals) = feed.scan(10).expect("open");
+    sink.send(&1).await.expect("sent");
+    assert_eq!(totals.next().await.expect("open").expect("total"), 11);
+    sink.send(&2).await.expect("sent");
+    assert_eq!(totals.next().await.expect("open").expect("total"), 13);
+    drop(sink);
+    assert!(totals.next().await.is_none());
+    assert_eq!(feed.add(2, 3).await.expect("add"), 5);
+
+    // Help shows the shapes; a caller whose definition differs is told, and nothing runs.
+    let help: String = a
+        .call(b.addr(), "system.methodHelp", "scan")
+        .await
+        .expect("help");
+    assert!(
+        help.starts_with("scan(stream<i64>, start: i64) -> stream<i64>"),
+        "{help}"
+    );
+    let other = OtherFeedClient::new(a.peer(b.addr()).await.expect("peer"));
+    let err = other
+        .count("four".into())
+        .next()
+        .await
+        .expect("an error")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadArguments);
+    assert!(
+        err.to_string().contains("count(n: u64) -> stream<u64>"),
+        "{err}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

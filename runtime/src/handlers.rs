@@ -34,7 +34,7 @@ use crate::ErrorKind;
 pub use actor::ActorBuilder;
 pub(crate) use actor::{build_state, ActorMethod, Declared};
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
-pub use service::{Registry, Service};
+pub use service::{infallible, BoxStream, Registry, Service};
 pub use signature::{Method, MethodInfo, Param};
 pub use streaming::Items;
 pub use table::Registered;

@@ -46,7 +46,9 @@ pub use client::{
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};
-pub use handlers::{ActorBuilder, Items, Method, MethodInfo, Param, Registered, Registry, Service};
+pub use handlers::{
+    ActorBuilder, BoxStream, Items, Method, MethodInfo, Param, Registered, Registry, Service,
+};
 pub use link::PeerInfo;
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;
@@ -61,5 +63,6 @@ pub mod simulation {
 /// What the [`service!`] macro expands to needs; not an API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::handlers::infallible;
     pub use pastey::paste;
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
 use super::Peer;
+use crate::handlers::MethodInfo;
 use crate::link::{Downstream, Next, Open, SendError, Upstream};
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
@@ -292,6 +293,7 @@ impl Peer {
         options: StreamOptions,
         upload: bool,
         encoding: Encoding,
+        signature: Option<u64>,
     ) -> Result<(ItemStream<()>, Upstream), RpcError> {
         if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(RpcError::Shutdown(format!(
@@ -302,7 +304,7 @@ impl Peer {
             method,
             encoding,
             timeout: options.timeout,
-            signature: None,
+            signature,
             window: options.window,
             upload,
         };
@@ -327,7 +329,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> ItemStreamOr<T> {
-        match self.open(method, &args, options, false, Encoding::Bincode) {
+        match self.open(method, &args, options, false, Encoding::Bincode, None) {
             Ok((items, _up)) => ItemStreamOr::Open(retype(items)),
             Err(e) => ItemStream::failed(e),
         }
@@ -344,7 +346,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode)?;
+        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
         let sink = ItemSink {
             up,
             method: method.to_owned(),
@@ -368,7 +370,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode)?;
+        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
         let sink = ItemSink {
             up,
             method: method.to_owned(),
@@ -391,10 +393,84 @@ impl Peer {
         args: &A,
         options: StreamOptions,
     ) -> Result<(ItemSink<serde_json::Value>, ItemStream<serde_json::Value>), RpcError> {
-        let (items, up) = self.open(method, args, options, true, Encoding::Json)?;
+        let (items, up) = self.open(method, args, options, true, Encoding::Json, None)?;
         let sink = ItemSink {
             up,
             method: method.to_owned(),
+            _item: PhantomData,
+        };
+        Ok((sink, retype(items)))
+    }
+}
+
+/// What the clients [`crate::service!`] generates call: each open carries the method's
+/// fingerprint, as `call_declared` does.
+impl Peer {
+    #[doc(hidden)]
+    pub fn stream_declared<A: Serialize, T: DeserializeOwned>(
+        &self,
+        info: &'static MethodInfo,
+        args: &A,
+    ) -> ItemStreamOr<T> {
+        let options = StreamOptions::default();
+        match self.open(
+            info.name,
+            args,
+            options,
+            false,
+            Encoding::Bincode,
+            Some(info.fingerprint),
+        ) {
+            Ok((items, _up)) => ItemStreamOr::Open(retype(items)),
+            Err(e) => ItemStream::failed(e),
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn client_stream_declared<A: Serialize, U: Serialize, R: DeserializeOwned>(
+        &self,
+        info: &'static MethodInfo,
+        args: &A,
+    ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
+        let options = StreamOptions::default();
+        let (items, up) = self.open(
+            info.name,
+            args,
+            options,
+            true,
+            Encoding::Bincode,
+            Some(info.fingerprint),
+        )?;
+        let sink = ItemSink {
+            up,
+            method: info.name.to_owned(),
+            _item: PhantomData,
+        };
+        let reply = StreamReply {
+            items,
+            _result: PhantomData,
+        };
+        Ok((sink, reply))
+    }
+
+    #[doc(hidden)]
+    pub fn bidi_stream_declared<A: Serialize, U: Serialize, T: DeserializeOwned>(
+        &self,
+        info: &'static MethodInfo,
+        args: &A,
+    ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
+        let options = StreamOptions::default();
+        let (items, up) = self.open(
+            info.name,
+            args,
+            options,
+            true,
+            Encoding::Bincode,
+            Some(info.fingerprint),
+        )?;
+        let sink = ItemSink {
+            up,
+            method: info.name.to_owned(),
             _item: PhantomData,
         };
         Ok((sink, retype(items)))

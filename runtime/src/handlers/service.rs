@@ -14,8 +14,13 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use futures_util::{Stream, StreamExt};
+
 use super::signature::{MethodInfo, Signature};
+use super::streaming::{BidiStream, ClientStream, Items, ServerStream};
 use super::{AsyncFn, Handlers, SyncFn};
+
+mod declare;
 
 /// Something that registers its methods on a node: what [`crate::Node::serve`] takes. The
 /// `…Server` types [`crate::service!`] generates implement it.
@@ -57,244 +62,74 @@ impl Registry<'_> {
         self.handlers
             .insert(info.name, Arc::new(AsyncFn::new(f)), signature);
     }
+
+    /// Registers a server stream declared by `info`: `f(args)` returns its items; an `Err`
+    /// item ends the stream with an `application` error.
+    pub fn stream_method<A, T, E, S, F>(&self, info: &'static MethodInfo, f: F)
+    where
+        F: Fn(A) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let handler = ServerStream {
+            f,
+            _args: std::marker::PhantomData,
+        };
+        let signature = Signature::declared(info);
+        self.handlers
+            .insert(info.name, Arc::new(handler), signature);
+    }
+
+    /// Registers a client stream declared by `info`: `f(args, items)` reads the caller's
+    /// items and answers once.
+    pub fn upload_method<A, U, R, E, F, Fut>(&self, info: &'static MethodInfo, f: F)
+    where
+        F: Fn(A, Items<U>) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + 'static,
+    {
+        let handler = ClientStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let signature = Signature::declared(info);
+        self.handlers
+            .insert(info.name, Arc::new(handler), signature);
+    }
+
+    /// Registers a bidirectional stream declared by `info`: `f(args, items)` returns a
+    /// stream of its own.
+    pub fn bidi_method<A, U, T, E, S, F>(&self, info: &'static MethodInfo, f: F)
+    where
+        F: Fn(A, Items<U>) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let handler = BidiStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let signature = Signature::declared(info);
+        self.handlers
+            .insert(info.name, Arc::new(handler), signature);
+    }
 }
 
-/// Declares a service: a server trait, a `…Server` wrapper to register an implementation
-/// with [`crate::Node::serve`], and a typed `…Client`.
-///
-/// ```
-/// meshrpc::service! {
-///     /// The calculator of the Python tutorial.
-///     pub service Calc {
-///         /// a + b
-///         fn add(a: i64, b: i64) -> i64;
-///         /// x * x, or an error when it overflows.
-///         fn square(x: i64) -> Result<i64, String>;
-///         /// Waits `ms` milliseconds.
-///         async fn sleep(ms: u64) -> u64;
-///     }
-/// }
-///
-/// struct CalcImpl;
-///
-/// impl Calc for CalcImpl {
-///     fn add(&self, a: i64, b: i64) -> i64 {
-///         a + b
-///     }
-///     fn square(&self, x: i64) -> Result<i64, String> {
-///         x.checked_mul(x).ok_or_else(|| "overflow".to_owned())
-///     }
-///     async fn sleep(&self, ms: u64) -> u64 {
-///         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-///         ms
-///     }
-/// }
-///
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = meshrpc::Node::builder("server").start().await?;
-/// server.serve(CalcServer::new(CalcImpl));
-/// let client = meshrpc::Node::builder("client").start().await?;
-/// let calc = CalcClient::new(client.peer(server.addr()).await?);
-/// assert_eq!(calc.add(2, 3).await?, 5);
-/// assert_eq!(CalcClient::ADD.signature(), "add(a: i64, b: i64) -> i64");
-/// # Ok(()) }
-/// ```
-///
-/// Methods are `fn` (run inline on the reader: keep them quick) or `async fn` (a task per
-/// call); a declared `Result<T, E>` makes `E` the caller's `application` error. Each method
-/// is registered under its own name; its doc comment becomes `system.methodHelp`, and its
-/// parameter names let JSON-RPC callers pass them by name.
-#[macro_export]
-macro_rules! service {
-    (
-        $(#[$attr:meta])*
-        $vis:vis service $name:ident {
-            $($methods:tt)*
-        }
-    ) => {
-        $crate::__service_parse! { [$(#[$attr])*] $vis $name [] $($methods)* }
-    };
-}
+/// A stream a service method returns: boxed, so a trait method can name its type.
+pub type BoxStream<T> = futures_util::stream::BoxStream<'static, T>;
 
+/// Items that cannot fail, as the registration takes them (macro support).
 #[doc(hidden)]
-#[macro_export]
-macro_rules! __service_parse {
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        async fn $m:ident ($($p:ident : $pty:ty),* $(,)?) -> Result<$ok:ty, $err:ty>;
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] asynchronous $m [$($p : $pty),*] $ok [$err] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        async fn $m:ident ($($p:ident : $pty:ty),* $(,)?) -> $ok:ty;
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] asynchronous $m [$($p : $pty),*] $ok [] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        async fn $m:ident ($($p:ident : $pty:ty),* $(,)?);
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] asynchronous $m [$($p : $pty),*] () [] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        fn $m:ident ($($p:ident : $pty:ty),* $(,)?) -> Result<$ok:ty, $err:ty>;
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] synchronous $m [$($p : $pty),*] $ok [$err] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        fn $m:ident ($($p:ident : $pty:ty),* $(,)?) -> $ok:ty;
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] synchronous $m [$($p : $pty),*] $ok [] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        fn $m:ident ($($p:ident : $pty:ty),* $(,)?);
-        $($rest:tt)*
-    ) => {
-        $crate::__service_parse! { [$($attr)*] $vis $name
-            [$($done)* { [$($doc),*] synchronous $m [$($p : $pty),*] () [] }] $($rest)* }
-    };
-    ([$($attr:tt)*] $vis:vis $name:ident [$($done:tt)*]) => {
-        $crate::__service_expand! { [$($attr)*] $vis $name $($done)* }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __service_expand {
-    ([$($attr:tt)*] $vis:vis $name:ident $({
-        [$($doc:literal),*] $kind:ident $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$($err:ty)?]
-    })*) => {
-        $crate::__private::paste! {
-            $($attr)*
-            $vis trait $name: ::core::marker::Send + ::core::marker::Sync + 'static {
-                $( $crate::__service_method! { [$($doc),*] $kind $m [$($p : $pty),*] $ok [$($err)?] } )*
-            }
-
-            #[doc = "Registers an implementation of [`" $name "`] with `Node::serve`."]
-            $vis struct [<$name Server>]<T>(pub T);
-
-            impl<T: $name> [<$name Server>]<T> {
-                #[doc = "Wraps an implementation of [`" $name "`] for `Node::serve`."]
-                $vis fn new(service: T) -> Self {
-                    Self(service)
-                }
-            }
-
-            impl<T: $name> $crate::Service for [<$name Server>]<T> {
-                fn register(self, registry: &$crate::Registry<'_>) {
-                    let service = ::std::sync::Arc::new(self.0);
-                    $( $crate::__service_register! {
-                        registry, service, [<$name Client>]::[<$m:upper>],
-                        $kind $m [$($p : $pty),*] $ok [$($err)?]
-                    } )*
-                    let _ = service;
-                }
-            }
-
-            #[doc = "A typed client of [`" $name "`]: each call carries the method's fingerprint."]
-            #[derive(Clone)]
-            $vis struct [<$name Client>] {
-                peer: $crate::Peer,
-            }
-
-            impl [<$name Client>] {
-                $(
-                    #[doc = "The declaration of `" $m "`."]
-                    pub const [<$m:upper>]: $crate::MethodInfo = $crate::MethodInfo::new(
-                        ::core::stringify!($m),
-                        &[$($crate::Param { name: ::core::stringify!($p), ty: ::core::stringify!($pty) }),*],
-                        ::core::stringify!($ok),
-                        ::core::concat!("" $(, $doc, "\n")*),
-                    );
-                )*
-
-                /// Every method of the service, in declaration order.
-                pub const METHODS: &'static [&'static $crate::MethodInfo] = &[$(&Self::[<$m:upper>]),*];
-
-                /// A client calling the service over `peer`'s link.
-                $vis fn new(peer: impl ::core::convert::Into<$crate::Peer>) -> Self {
-                    Self { peer: peer.into() }
-                }
-
-                /// The link this client calls over.
-                $vis fn peer(&self) -> &$crate::Peer {
-                    &self.peer
-                }
-
-                $(
-                    $(#[doc = $doc])*
-                    $vis async fn $m(&self, $($p: $pty),*) -> ::core::result::Result<$ok, $crate::RpcError> {
-                        self.peer.call_declared(&Self::[<$m:upper>], &($($p,)*)).await
-                    }
-                )*
-            }
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __service_method {
-    ([$($doc:literal),*] synchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty []) => {
-        $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*) -> $ok;
-    };
-    ([$($doc:literal),*] synchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty]) => {
-        $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*) -> ::core::result::Result<$ok, $err>;
-    };
-    ([$($doc:literal),*] asynchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty []) => {
-        $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*) -> impl ::core::future::Future<Output = $ok> + ::core::marker::Send;
-    };
-    ([$($doc:literal),*] asynchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty]) => {
-        $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*)
-            -> impl ::core::future::Future<Output = ::core::result::Result<$ok, $err>> + ::core::marker::Send;
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __service_register {
-    ($registry:ident, $service:ident, $info:path, synchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty []) => {{
-        let service = $service.clone();
-        $registry.sync_method(&$info, move |($($p,)*): ($($pty,)*)| {
-            ::core::result::Result::<$ok, ::core::convert::Infallible>::Ok(service.$m($($p),*))
-        });
-    }};
-    ($registry:ident, $service:ident, $info:path, synchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty]) => {{
-        let service = $service.clone();
-        $registry.sync_method(&$info, move |($($p,)*): ($($pty,)*)| service.$m($($p),*));
-    }};
-    ($registry:ident, $service:ident, $info:path, asynchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty []) => {{
-        let service = $service.clone();
-        $registry.async_method(&$info, move |($($p,)*): ($($pty,)*)| {
-            let service = service.clone();
-            async move {
-                ::core::result::Result::<$ok, ::core::convert::Infallible>::Ok(service.$m($($p),*).await)
-            }
-        });
-    }};
-    ($registry:ident, $service:ident, $info:path, asynchronous $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty]) => {{
-        let service = $service.clone();
-        $registry.async_method(&$info, move |($($p,)*): ($($pty,)*)| {
-            let service = service.clone();
-            async move { service.$m($($p),*).await }
-        });
-    }};
+pub fn infallible<T>(
+    items: BoxStream<T>,
+) -> impl Stream<Item = Result<T, std::convert::Infallible>> {
+    items.map(Ok)
 }

@@ -68,6 +68,10 @@ pub struct MethodInfo {
     /// FNV-1a over the parameter and result types, whitespace ignored: callers and callees
     /// compare it on every typed call. Parameter names are not part of it.
     pub fingerprint: u64,
+    /// For a method that reads a stream from its caller: the items' type.
+    pub upload: Option<&'static str>,
+    /// True when the method streams its result: `result` is then the items' type.
+    pub streams: bool,
 }
 
 impl MethodInfo {
@@ -83,7 +87,30 @@ impl MethodInfo {
             params,
             result,
             doc,
-            fingerprint: fingerprint(params, result),
+            fingerprint: fingerprint(params, None, result, false),
+            upload: None,
+            streams: false,
+        }
+    }
+
+    /// Declares a streaming method: it reads `upload` items from its caller (if any), and
+    /// answers with a stream of `result` items (if `streams`) or with one `result`.
+    pub const fn streaming(
+        name: &'static str,
+        params: &'static [Param],
+        upload: Option<&'static str>,
+        result: &'static str,
+        streams: bool,
+        doc: &'static str,
+    ) -> Self {
+        MethodInfo {
+            name,
+            params,
+            result,
+            doc,
+            fingerprint: fingerprint(params, upload, result, streams),
+            upload,
+            streams,
         }
     }
 
@@ -93,15 +120,23 @@ impl MethodInfo {
     }
 }
 
-/// FNV-1a 64 over the types, skipping whitespace, with a separator after each type.
-const fn fingerprint(params: &[Param], result: &str) -> u64 {
+/// FNV-1a 64 over the types, skipping whitespace, with a separator after each type; a
+/// streaming method's upload type follows `<-`, and a streamed result `stream`.
+const fn fingerprint(params: &[Param], upload: Option<&str>, result: &str, streams: bool) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut i = 0;
     while i < params.len() {
         hash = fnv(hash, params[i].ty.as_bytes());
         i += 1;
     }
+    if let Some(upload) = upload {
+        hash = fnv(hash, b"<-");
+        hash = fnv(hash, upload.as_bytes());
+    }
     hash = fnv(hash, b"->");
+    if streams {
+        hash = fnv(hash, b"stream");
+    }
     fnv(hash, result.as_bytes())
 }
 
@@ -144,10 +179,14 @@ impl Signature {
                 .iter()
                 .map(|p| (Some(p.name.to_owned()), friendly(p.ty)))
                 .collect(),
-            result: friendly(info.result),
+            result: if info.streams {
+                format!("stream<{}>", friendly(info.result))
+            } else {
+                friendly(info.result)
+            },
             fingerprint: Some(info.fingerprint),
             tuple: true,
-            upload: None,
+            upload: info.upload.map(|ty| format!("stream<{}>", friendly(ty))),
             doc: info
                 .doc
                 .lines()
@@ -220,16 +259,13 @@ impl Signature {
         format!("({})", each.join(", "))
     }
 
-    /// `add(a: i64, b: i64) -> i64`; `sum(stream<i64>) -> i64` for an upload.
+    /// `add(a: i64, b: i64) -> i64`; `scan(stream<i64>, start: i64) -> stream<i64>` for a
+    /// method that reads an upload (always its first parameter).
     pub(crate) fn text(&self, method: &str) -> String {
         let mut params = self.params_text();
         if let Some(upload) = &self.upload {
-            params.pop();
-            if !self.params.is_empty() {
-                params.push_str(", ");
-            }
-            params.push_str(upload);
-            params.push(')');
+            let sep = if self.params.is_empty() { "" } else { ", " };
+            params.insert_str(1, &format!("{upload}{sep}"));
         }
         format!("{method}{params} -> {}", self.result)
     }
