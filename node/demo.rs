@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::services::CalcClient;
+use crate::services::{CalcClient, StreamsClient};
 
 /// How long a node may take to start or the mesh to form.
 const READY_WITHIN: Duration = Duration::from_secs(15);
@@ -142,14 +142,14 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     ensure!(total == 200, "vcounter/user-42 is {total}, expected 200");
 
     println!("\n== streams: count(5) from n2, sum of 1..=100 uploaded to n3 ==");
-    let counted: Vec<u64> = c2
-        .call_stream::<u64>("count", 5u64)
+    let (streams2, streams3) = (StreamsClient::new(&c2), StreamsClient::new(&c3));
+    let counted: Vec<u64> = streams2
+        .count(5)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    let (sink, reply) =
-        c3.client_stream::<i64, i64>("sum", (), meshrpc::StreamOptions::default())?;
+    let (sink, reply) = streams3.sum()?;
     for x in 1..=100i64 {
         sink.send(&x).await?;
     }

@@ -1,13 +1,15 @@
 //! The demo services every `meshrpc node` serves: the Python tutorial's `add`, `square` and
 //! `cube` (the `Calc` service), `echo`, `sleep`, `fail` and `crash` (the `Demo` service),
-//! a `counter` actor, `mirror`, `scale`, `bench.run` and `fanout`, the streams `count`,
-//! `sum` and `running_sum`.
+//! a `counter` actor, `mirror`, `scale`, `bench.run` and `fanout`, and the `Streams`
+//! service (`count`, `sum`, `running_sum`, `payloads`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{future, stream, StreamExt};
 use meshrpc::bench::{self, LoadSpec, Report};
-use meshrpc::{CallOptions, Node, RpcError, Status};
+use meshrpc::{BoxStream, CallOptions, Items, Node, RpcError, Status};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
 
@@ -79,56 +81,81 @@ fn overflow(method: &str) -> String {
     format!("integer overflow: the result of {method} does not fit in i64")
 }
 
-/// The demo streams: `count` (server), `sum` (client) and `running_sum` (bidirectional).
-fn register_streams(node: &Node) {
-    use futures_util::{future, stream, StreamExt};
-    use meshrpc::Items;
-    node.register_stream("count", |n: u64| stream::iter(0..n))
-        .params(&["n"])
-        .help("count(n: u64) -> stream<u64>: streams 0, 1, ... n-1 (`meshrpc call ADDR count 5` prints one per line)");
-    node.register_client_stream("sum", |(): (), mut items: Items<i64>| async move {
+meshrpc::service! {
+    /// Streams to try the runtime with: one of each shape, and payloads for `bench --stream`.
+    pub service Streams {
+        /// Streams 0, 1, ... n-1 (`meshrpc call ADDR count 5` prints one per line).
+        fn count(n: u64) -> stream<u64>;
+        /// The sum of the integers the caller streams (`meshrpc call ADDR sum` reads them
+        /// from stdin); an error when it overflows.
+        fn sum(items: stream<i64>) -> Result<i64, String>;
+        /// For each integer the caller streams, the total so far.
+        fn running_sum(items: stream<i64>) -> stream<Result<i64, String>>;
+        /// `count` items of `size` bytes, at most 1 MiB each (`meshrpc bench --stream`
+        /// reads them).
+        fn payloads(size: u64, count: u64) -> stream<Result<Payload, String>>;
+    }
+}
+
+/// Items of `payloads` larger than this are refused: a small request must not make a node
+/// allocate much.
+const MAX_PAYLOAD: u64 = 1 << 20;
+
+impl Streams for DemoImpl {
+    fn count(&self, n: u64) -> BoxStream<u64> {
+        stream::iter(0..n).boxed()
+    }
+
+    async fn sum(&self, mut items: Items<i64>) -> Result<i64, String> {
         let mut sum = 0i64;
         while let Some(item) = items.next().await {
             let item = item.map_err(|e| e.to_string())?;
             sum = sum.checked_add(item).ok_or_else(|| overflow("sum"))?;
         }
-        Ok::<i64, String>(sum)
-    })
-    .help("sum(stream<i64>) -> i64: the sum of the integers the caller streams (`meshrpc call ADDR sum` reads them from stdin)");
-    node.register_bidi_stream("running_sum", |(): (), items: Items<i64>| {
-        items.scan(Some(0i64), |total, item| {
-            let next = match (item, *total) {
-                (Ok(x), Some(t)) => t.checked_add(x).ok_or_else(|| overflow("running_sum")),
-                (Err(e), _) => Err(e.to_string()),
-                (_, None) => return future::ready(None),
-            };
-            *total = next.as_ref().ok().copied();
-            future::ready(Some(next))
-        })
-    })
-    .help("running_sum(stream<i64>) -> stream<i64>: for each integer the caller streams, the total so far");
-    node.register_try_stream("payloads", |(size, count): (u64, u64)| {
-        // A small request must not make a node allocate much: items are capped.
-        const MAX: u64 = 1 << 20;
-        let refused = (size > MAX)
-            .then(|| format!("an item of {size} bytes is over the {MAX} bytes `payloads` makes"));
-        let count = if refused.is_some() { 0 } else { count };
+        Ok(sum)
+    }
+
+    fn running_sum(&self, items: Items<i64>) -> BoxStream<Result<i64, String>> {
+        items
+            .scan(Some(0i64), |total, item| {
+                let next = match (item, *total) {
+                    (Ok(x), Some(t)) => t.checked_add(x).ok_or_else(|| overflow("running_sum")),
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, None) => return future::ready(None), // ended by the error before
+                };
+                *total = next.as_ref().ok().copied();
+                future::ready(Some(next))
+            })
+            .boxed()
+    }
+
+    fn payloads(&self, size: u64, count: u64) -> BoxStream<Result<Payload, String>> {
+        if size > MAX_PAYLOAD {
+            let refused =
+                format!("an item of {size} bytes is over the {MAX_PAYLOAD} bytes `payloads` makes");
+            return stream::iter([Err(refused)]).boxed();
+        }
         // One buffer, shared by every item: the stream measures the link, not memcpy.
-        let payload = Payload(std::sync::Arc::from(vec![0xA5u8; size.min(MAX) as usize]));
-        stream::iter(refused.map(Err))
-            .chain(stream::repeat(payload).take(count.min(usize::MAX as u64) as usize).map(Ok))
-    })
-    .params(&["size", "count"])
-    .help("payloads(size: u64, count: u64) -> stream<bytes>: `count` items of `size` bytes, at most 1 MiB each (`meshrpc bench --stream` reads them)");
+        let payload = Payload(Arc::from(vec![0xA5u8; size as usize]));
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        stream::repeat(payload).take(count).map(Ok).boxed()
+    }
 }
 
 /// Bytes shared between the items of `payloads`, serialized as a byte string.
 #[derive(Clone)]
-struct Payload(std::sync::Arc<[u8]>);
+pub struct Payload(Arc<[u8]>);
 
 impl serde::Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = ByteBuf::deserialize(d)?;
+        Ok(Payload(Arc::from(bytes.into_vec())))
     }
 }
 
@@ -166,7 +193,7 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .start()
         .await?;
     node.join_group("demo").await?;
-    register_streams(node);
+    node.serve(StreamsServer::new(DemoImpl));
     node.register_fn("mirror", |value: Value| value)
         .params(&["value"])
         .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");
