@@ -36,7 +36,6 @@ const REEXPORTS: &[(&str, &str)] = &[
     ("Peer", "client"),
     ("StreamOptions", "client"),
     ("ItemStream", "client"),
-    ("ItemStreamOr", "client"),
     ("ItemSink", "client"),
     ("StreamReply", "client"),
     ("Items", "handlers"),

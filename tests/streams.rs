@@ -435,3 +435,93 @@ async fn a_declared_service_streams_all_three_shapes_with_typed_clients() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_and_virtual_actors_stream() {
+    let a = node("a").await;
+    let b = Node::start(NodeConfig {
+        name: "b".into(),
+        seeds: vec![a.addr().to_string()],
+        ..NodeConfig::default()
+    })
+    .await
+    .expect("node");
+    // A plain actor: the stream is made in the actor's turn, from its state.
+    b.actor("log", Vec::<String>::new)
+        .method("push", |log: &mut Vec<String>, line: String| {
+            log.push(line);
+            log.len()
+        })
+        .stream_method("lines", |log: &mut Vec<String>, (): ()| {
+            stream::iter(log.clone())
+        })
+        .start();
+    for line in ["x", "y", "z"] {
+        a.call::<usize>(b.addr(), "log.push", line)
+            .await
+            .expect("push");
+    }
+    let lines: Vec<String> = a
+        .call_stream::<String>(b.addr(), "log.lines", ())
+        .await
+        .map(|l| l.expect("line"))
+        .collect()
+        .await;
+    assert_eq!(lines, ["x", "y", "z"]);
+
+    // A virtual actor type on both nodes: each key's stream comes from its one activation.
+    for n in [&a, &b] {
+        n.virtual_actor("vlog", |_key: &str| Vec::<u64>::new())
+            .method("push", |items: &mut Vec<u64>, x: u64| {
+                items.push(x);
+                items.len()
+            })
+            .stream_method("items", |items: &mut Vec<u64>, (): ()| {
+                stream::iter(items.clone())
+            })
+            .start()
+            .await
+            .expect("vlog");
+    }
+    let keys: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+    eventually("both nodes to agree on owners, both hosting", || {
+        let owners: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                (
+                    a.actor_ref("vlog", k).owner(),
+                    b.actor_ref("vlog", k).owner(),
+                )
+            })
+            .collect();
+        let agree = owners.iter().all(|(x, y)| x == y && x.is_some());
+        let both = ["a", "b"]
+            .iter()
+            .all(|n| owners.iter().any(|(x, _)| x.as_deref() == Some(*n)));
+        agree && both
+    })
+    .await;
+    for key in &keys {
+        for x in 1..=3u64 {
+            let pushed: usize = a
+                .actor_ref("vlog", key)
+                .call("push", x)
+                .await
+                .expect("push");
+            assert_eq!(pushed as u64, x);
+        }
+    }
+    for key in &keys {
+        // Through the other node, whichever owns the key.
+        let items: Vec<u64> = b
+            .actor_ref("vlog", key)
+            .call_stream::<u64>("items", ())
+            .await
+            .map(|i| i.expect("item"))
+            .collect()
+            .await;
+        assert_eq!(items, [1, 2, 3], "{key}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 mod stream;
 
-pub use stream::{ItemSink, ItemStream, ItemStreamOr, StreamOptions, StreamReply};
+pub use stream::{ItemSink, ItemStream, StreamOptions, StreamReply};
 
 use crate::handlers::{Method, MethodInfo};
 use crate::link::tls::Tls;

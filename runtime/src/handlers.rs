@@ -53,8 +53,16 @@ pub(crate) struct Incoming {
     /// The caller is a node (not a plain client or the gateway).
     pub(crate) from_node: bool,
     pub(crate) responder: Responder,
-    /// For a streaming method: the stream's items both ways.
-    pub(crate) stream: Option<StreamPort>,
+    /// For a streaming method: the stream, and where its task runs.
+    pub(crate) stream: Option<Streaming>,
+}
+
+/// A stream a request opened, with the tracker and stop token its task runs under (an
+/// actor's stream method starts it from the actor's task, which has no `Handlers`).
+pub(crate) struct Streaming {
+    pub(crate) port: StreamPort,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stop: CancellationToken,
 }
 
 impl Entry {
@@ -128,67 +136,6 @@ impl Handlers {
         E: std::fmt::Display + 'static,
     {
         self.insert(name, Arc::new(AsyncFn::new(f)), Signature::of::<A, R>())
-    }
-
-    /// Registers a server stream (see `Node::register_try_stream`).
-    pub(crate) fn register_try_stream<A, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> S + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
-        T: Serialize + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
-    {
-        let handler = streaming::ServerStream {
-            f,
-            _args: std::marker::PhantomData,
-        };
-        let signature = Signature::streaming::<A, ()>(Signature::stream_of::<T>());
-        self.insert(name, Arc::new(handler), signature)
-    }
-
-    /// Registers a client stream (see `Node::register_client_stream`).
-    pub(crate) fn register_client_stream<A, U, R, E, F, Fut>(
-        &self,
-        name: &str,
-        f: F,
-    ) -> Registered<'_>
-    where
-        F: Fn(A, Items<U>) -> Fut + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        U: DeserializeOwned + 'static,
-        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: std::fmt::Display + 'static,
-    {
-        let handler = streaming::ClientStream {
-            f,
-            _types: std::marker::PhantomData,
-        };
-        let result = signature::friendly(std::any::type_name::<R>());
-        self.insert(
-            name,
-            Arc::new(handler),
-            Signature::streaming::<A, U>(result),
-        )
-    }
-
-    /// Registers a bidirectional stream (see `Node::register_bidi_stream`).
-    pub(crate) fn register_bidi_stream<A, U, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
-    where
-        F: Fn(A, Items<U>) -> S + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        U: DeserializeOwned + 'static,
-        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
-        T: Serialize + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
-    {
-        let handler = streaming::BidiStream {
-            f,
-            _types: std::marker::PhantomData,
-        };
-        let signature = Signature::streaming::<A, U>(Signature::stream_of::<T>());
-        self.insert(name, Arc::new(handler), signature)
     }
 
     /// Declares an actor (see `Node::actor`).
@@ -295,7 +242,11 @@ impl Dispatch for Handlers {
             key,
             from_node,
             responder,
-            stream,
+            stream: stream.map(|port| Streaming {
+                port,
+                tasks: self.tasks.clone(),
+                stop: self.stop.clone(),
+            }),
         };
         entry.handler.invoke(&entry, call, self);
     }

@@ -40,9 +40,7 @@ pub use http::remote;
 pub use link::tls;
 
 pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
-pub use client::{
-    CallOptions, Client, ItemSink, ItemStream, ItemStreamOr, Peer, StreamOptions, StreamReply,
-};
+pub use client::{CallOptions, Client, ItemSink, ItemStream, Peer, StreamOptions, StreamReply};
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};

@@ -122,6 +122,13 @@ impl<S: Send + 'static> Kind<S> {
                 );
                 call.call.responder.fail(ErrorKind::Moved, message);
             }
+            Some(owner) if call.call.stream.is_some() => {
+                let message = format!(
+                    "`{}/{key}` lives on {}: streams are not forwarded, open it there (or through an ActorRef)",
+                    self.name, owner.addr
+                );
+                call.call.responder.fail(ErrorKind::Moved, message);
+            }
             Some(_) => {
                 let kind = self.clone();
                 self.ctx

@@ -72,6 +72,34 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         self
     }
 
+    /// Adds a stream method (see `ActorBuilder::stream_method`): it runs in the key's
+    /// turn and returns the items, which a task of their own sends.
+    pub fn stream_method<A, T, St, F>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        St: futures_util::Stream<Item = T> + Send + 'static,
+        T: Serialize + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        self.try_stream_method(method, move |state: &mut S, args: A| {
+            f(state, args).map(Ok::<T, Infallible>)
+        })
+    }
+
+    /// Adds a stream method whose items may fail: an `Err` ends the stream.
+    pub fn try_stream_method<A, T, E, St, F>(mut self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.push(Declared::stream(method, f));
+        self
+    }
+
     /// Sets the help text of the method added last.
     pub fn help(mut self, text: &str) -> Self {
         if let Some(last) = self.methods.last_mut() {
@@ -179,5 +207,9 @@ impl<S: Send + 'static> Handler for VirtualMethod<S> {
 
     fn keyed(&self) -> bool {
         true
+    }
+
+    fn streams(&self) -> bool {
+        self.method.streams()
     }
 }

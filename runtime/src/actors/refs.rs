@@ -10,8 +10,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{placement, Ctx};
+use futures_util::StreamExt;
+
 use crate::wire::Encoding;
 use crate::{ErrorKind, RpcError};
+use crate::{ItemStream, StreamOptions};
 
 /// A virtual actor, wherever it lives; cheap to clone.
 #[derive(Clone)]
@@ -103,6 +106,60 @@ impl ActorRef {
         args: &A,
         deadline: Instant,
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
+        let conn = self.owner_link().await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.request(name, Encoding::Bincode, args, left, false, None)
+            .await
+    }
+}
+
+impl ActorRef {
+    /// Opens the stream method `method` of the actor: its items as they come. While the
+    /// view settles, an owner that answers `moved` before any item is asked again.
+    pub async fn call_stream<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> ItemStream<T> {
+        self.call_stream_with(method, args, StreamOptions::default())
+            .await
+    }
+
+    /// [`ActorRef::call_stream`] with options.
+    pub async fn call_stream_with<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+        options: StreamOptions,
+    ) -> ItemStream<T> {
+        let name = format!("{}.{method}/{}", self.kind, self.key);
+        let deadline = Instant::now() + self.ctx.default_timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let mut items = match self.owner_link().await {
+                Ok(conn) => {
+                    ItemStream::open(&conn, &name, &args, options, self.ctx.default_timeout)
+                }
+                Err(e) => ItemStream::failed(e),
+            };
+            // Only a first answer says whether the owner took it; `moved` means nothing ran.
+            let first = items.next().await;
+            match first {
+                Some(Err(e)) if retryable(&e) && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Some(first) => {
+                    items.unread(first);
+                    return items;
+                }
+                None => return items,
+            }
+        }
+    }
+
+    /// The link to the owner of this key in this node's view.
+    async fn owner_link(&self) -> Result<crate::link::Connection, RpcError> {
         let owner = {
             let hosts = self.ctx.directory.snapshot().hosts(&self.kind);
             let id = placement::owner(self.hash, hosts.iter().map(|h| h.id));
@@ -114,10 +171,7 @@ impl ActorRef {
                 reason: format!("no live member hosts virtual actor type `{}`", self.kind),
             });
         };
-        let conn = self.ctx.link(owner.id, owner.addr).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        conn.request(name, Encoding::Bincode, args, left, false, None)
-            .await
+        self.ctx.link(owner.id, owner.addr).await
     }
 }
 

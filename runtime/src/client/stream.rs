@@ -17,8 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
-use super::Peer;
-use crate::handlers::MethodInfo;
+mod peer;
 use crate::link::{Downstream, Next, Open, SendError, Upstream};
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
@@ -74,6 +73,9 @@ impl StreamOptions {
 /// `Err` saying why the stream stopped early (the callee's error, `timeout`,
 /// `disconnected`...) and then the end.
 pub struct ItemStream<T> {
+    /// Yielded before anything else: why the stream could not be opened, or an item
+    /// already read (a virtual actor's ref looks at the first before it settles).
+    front: Option<Result<T, RpcError>>,
     down: Option<Downstream>,
     /// The callee's reply, once the stream ended cleanly.
     reply: Option<(Encoding, bytes::Bytes)>,
@@ -94,6 +96,7 @@ impl<T> ItemStream<T> {
     fn new(down: Downstream, idle: Option<Duration>) -> Self {
         let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
         ItemStream {
+            front: None,
             down: Some(down),
             reply: None,
             idle,
@@ -102,8 +105,52 @@ impl<T> ItemStream<T> {
     }
 
     /// A stream that ends at once with `error` (it could not be opened).
-    pub(crate) fn failed(error: RpcError) -> ItemStreamOr<T> {
-        ItemStreamOr::Failed(Some(error))
+    pub(crate) fn failed(error: RpcError) -> Self {
+        ItemStream {
+            front: Some(Err(error)),
+            down: None,
+            reply: None,
+            idle: None,
+            _item: PhantomData,
+        }
+    }
+
+    /// Why it could not be opened, taken out (a stream that was opened: `None`).
+    pub(crate) fn open_error(&mut self) -> Option<RpcError> {
+        match (&self.down, self.front.take()) {
+            (None, Some(Err(e))) => Some(e),
+            (_, front) => {
+                self.front = front;
+                None
+            }
+        }
+    }
+
+    /// Puts an item read from the stream back in front of it.
+    pub(crate) fn unread(&mut self, item: Result<T, RpcError>) {
+        self.front = Some(item);
+    }
+
+    /// Opens a stream on `conn` (what `Peer` does, for the layers that hold a link).
+    pub(crate) fn open(
+        conn: &crate::link::Connection,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+        options: StreamOptions,
+        default_idle: Duration,
+    ) -> Self {
+        let open = Open {
+            method,
+            encoding: Encoding::Bincode,
+            timeout: options.timeout,
+            signature: None,
+            window: options.window,
+            upload: false,
+        };
+        match conn.open_stream(open, args) {
+            Ok((down, _up)) => ItemStream::new(down, options.idle.unwrap_or(Some(default_idle))),
+            Err(e) => ItemStream::failed(e),
+        }
     }
 
     /// The next raw item or the end, enforcing the idle limit.
@@ -152,6 +199,9 @@ impl<T: DeserializeOwned> Stream for ItemStream<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(front) = self.front.take() {
+            return Poll::Ready(Some(front));
+        }
         let encoding = self.down.as_ref().map(Downstream::encoding);
         let method = self.down.as_ref().map(|d| d.method().to_owned());
         match std::task::ready!(self.poll_raw(cx)) {
@@ -176,25 +226,6 @@ impl<T: DeserializeOwned> Stream for ItemStream<T> {
                     }
                 }
             }
-        }
-    }
-}
-
-/// An [`ItemStream`], or one that could not be opened and yields only its error.
-pub enum ItemStreamOr<T> {
-    /// The stream.
-    Open(ItemStream<T>),
-    /// Why it could not be opened, until read.
-    Failed(Option<RpcError>),
-}
-
-impl<T: DeserializeOwned> Stream for ItemStreamOr<T> {
-    type Item = Result<T, RpcError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.get_mut() {
-            ItemStreamOr::Open(stream) => Pin::new(stream).poll_next(cx),
-            ItemStreamOr::Failed(error) => Poll::Ready(error.take().map(Err)),
         }
     }
 }
@@ -285,200 +316,11 @@ impl<R: DeserializeOwned> Future for StreamReply<R> {
     }
 }
 
-impl Peer {
-    fn open(
-        &self,
-        method: &str,
-        args: &(impl Serialize + ?Sized),
-        options: StreamOptions,
-        upload: bool,
-        encoding: Encoding,
-        signature: Option<u64>,
-    ) -> Result<(ItemStream<()>, Upstream), RpcError> {
-        if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(RpcError::Shutdown(format!(
-                "this node is shutting down; `{method}` was not opened"
-            )));
-        }
-        let open = Open {
-            method,
-            encoding,
-            timeout: options.timeout,
-            signature,
-            window: options.window,
-            upload,
-        };
-        let (down, up) = self.conn.open_stream(open, args)?;
-        let idle = options.idle.unwrap_or(Some(self.default_timeout));
-        Ok((ItemStream::new(down, idle), up))
-    }
-
-    /// Opens the server stream `method(args)`: its items as they come.
-    pub fn call_stream<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: impl Serialize,
-    ) -> ItemStreamOr<T> {
-        self.call_stream_with(method, args, StreamOptions::default())
-    }
-
-    /// [`Peer::call_stream`] with options.
-    pub fn call_stream_with<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: impl Serialize,
-        options: StreamOptions,
-    ) -> ItemStreamOr<T> {
-        match self.open(method, &args, options, false, Encoding::Bincode, None) {
-            Ok((items, _up)) => ItemStreamOr::Open(retype(items)),
-            Err(e) => ItemStream::failed(e),
-        }
-    }
-
-    /// Opens the client stream `method(args)`: upload items through the sink, then await
-    /// the reply.
-    ///
-    /// # Errors
-    /// If the stream cannot be opened (link closed, arguments too large).
-    pub fn client_stream<U: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: impl Serialize,
-        options: StreamOptions,
-    ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
-        };
-        let reply = StreamReply {
-            items,
-            _result: PhantomData,
-        };
-        Ok((sink, reply))
-    }
-
-    /// Opens the bidirectional stream `method(args)`: upload through the sink while
-    /// reading the callee's items.
-    ///
-    /// # Errors
-    /// If the stream cannot be opened (link closed, arguments too large).
-    pub fn bidi_stream<U: Serialize, T: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: impl Serialize,
-        options: StreamOptions,
-    ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
-        };
-        Ok((sink, retype(items)))
-    }
-}
-
-impl Peer {
-    /// Opens any stream with JSON arguments and JSON items (the CLI, gateways): the
-    /// callee's shape decides what flows; a callee that reads no upload grants the sink no
-    /// room ([`ItemSink::ready`] never resolves).
-    ///
-    /// # Errors
-    /// If the stream cannot be opened.
-    pub fn stream_json<A: Serialize + ?Sized>(
-        &self,
-        method: &str,
-        args: &A,
-        options: StreamOptions,
-    ) -> Result<(ItemSink<serde_json::Value>, ItemStream<serde_json::Value>), RpcError> {
-        let (items, up) = self.open(method, args, options, true, Encoding::Json, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
-        };
-        Ok((sink, retype(items)))
-    }
-}
-
-/// What the clients [`crate::service!`] generates call: each open carries the method's
-/// fingerprint, as `call_declared` does.
-impl Peer {
-    #[doc(hidden)]
-    pub fn stream_declared<A: Serialize, T: DeserializeOwned>(
-        &self,
-        info: &'static MethodInfo,
-        args: &A,
-    ) -> ItemStreamOr<T> {
-        let options = StreamOptions::default();
-        match self.open(
-            info.name,
-            args,
-            options,
-            false,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        ) {
-            Ok((items, _up)) => ItemStreamOr::Open(retype(items)),
-            Err(e) => ItemStream::failed(e),
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn client_stream_declared<A: Serialize, U: Serialize, R: DeserializeOwned>(
-        &self,
-        info: &'static MethodInfo,
-        args: &A,
-    ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let options = StreamOptions::default();
-        let (items, up) = self.open(
-            info.name,
-            args,
-            options,
-            true,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        )?;
-        let sink = ItemSink {
-            up,
-            method: info.name.to_owned(),
-            _item: PhantomData,
-        };
-        let reply = StreamReply {
-            items,
-            _result: PhantomData,
-        };
-        Ok((sink, reply))
-    }
-
-    #[doc(hidden)]
-    pub fn bidi_stream_declared<A: Serialize, U: Serialize, T: DeserializeOwned>(
-        &self,
-        info: &'static MethodInfo,
-        args: &A,
-    ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let options = StreamOptions::default();
-        let (items, up) = self.open(
-            info.name,
-            args,
-            options,
-            true,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        )?;
-        let sink = ItemSink {
-            up,
-            method: info.name.to_owned(),
-            _item: PhantomData,
-        };
-        Ok((sink, retype(items)))
-    }
-}
-
+/// The same stream, its items read as `B` (nothing was read from it yet).
 fn retype<A, B>(items: ItemStream<A>) -> ItemStream<B> {
+    debug_assert!(items.front.is_none());
     ItemStream {
+        front: None,
         down: items.down,
         reply: items.reply,
         idle: items.idle,

@@ -29,6 +29,11 @@ use crate::ErrorKind;
 pub(crate) trait ActorMethod<S>: Send + Sync + 'static {
     /// Runs the method on `state` and answers; returns true if it panicked.
     fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool;
+
+    /// Whether it is a stream method (opened with `StreamOpen`).
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct TypedMethod<F, A, R, E> {
@@ -111,6 +116,10 @@ impl<S: Send + 'static> Handler for Forward<S> {
             }
         }
     }
+
+    fn streams(&self) -> bool {
+        self.method.streams()
+    }
 }
 
 type Factory<S> = Arc<dyn Fn() -> S + Send + Sync>;
@@ -149,6 +158,26 @@ impl<S: Send + 'static> Declared<S> {
             method: Arc::new(TypedMethod::new(f)),
         }
     }
+
+    /// The declaration of the server-stream method `f` as method `name`.
+    pub(crate) fn stream<A, T, E, St, F>(name: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        Declared {
+            name: name.to_owned(),
+            help: String::new(),
+            signature: Signature::streaming::<A, ()>(Signature::stream_of::<T>()),
+            method: Arc::new(super::streaming::ActorStream {
+                f,
+                _args: PhantomData,
+            }),
+        }
+    }
 }
 
 impl<S: Send + 'static> ActorBuilder<S> {
@@ -183,6 +212,35 @@ impl<S: Send + 'static> ActorBuilder<S> {
         E: Display + 'static,
     {
         self.methods.push(Declared::new(method, f));
+        self
+    }
+
+    /// Adds a stream method `name.method`: `f(&mut state, args)` runs in the actor's turn
+    /// and returns the items, which are sent by a task of their own while the actor goes on
+    /// (capture what the stream needs: a copy of the state, or a channel it feeds).
+    pub fn stream_method<A, T, St, F>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        St: futures_util::Stream<Item = T> + Send + 'static,
+        T: Serialize + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        self.try_stream_method(method, move |state: &mut S, args: A| {
+            f(state, args).map(Ok::<T, Infallible>)
+        })
+    }
+
+    /// Adds a stream method whose items may fail: an `Err` ends the stream.
+    pub fn try_stream_method<A, T, E, St, F>(mut self, method: &str, f: F) -> Self
+    where
+        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.push(Declared::stream(method, f));
         self
     }
 

@@ -20,8 +20,10 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::actor::ActorMethod;
 use super::functions::Handler;
-use super::{Entry, Handlers, Incoming};
+use super::signature::Signature;
+use super::{Entry, Handlers, Incoming, Registered, Streaming};
 use crate::link::{panic_message, Ending, Responder, SendError, StreamPort};
 use crate::wire::codec::decode_result;
 use crate::{ErrorKind, RpcError};
@@ -119,7 +121,7 @@ enum Outcome<R> {
 
 /// Runs a stream's `work` as a task: abortable by the caller's `Cancel`, bounded by the
 /// deadline, stopped with the node; then answers.
-fn spawn<R, W>(ctx: &Handlers, call: Incoming, port: Arc<StreamPort>, work: W)
+fn spawn<R, W>(runs: Runs, call: Incoming, port: Arc<StreamPort>, work: W)
 where
     R: Serialize + Send + 'static,
     W: Future<Output = Outcome<R>> + Send + 'static,
@@ -129,10 +131,10 @@ where
         responder,
         ..
     } = call;
-    let stop = ctx.stop.clone();
+    let Runs { tasks, stop } = runs;
     let (abort, registration) = AbortHandle::new_pair();
     let tracked = responder.track(abort);
-    ctx.tasks.spawn(async move {
+    tasks.spawn(async move {
         let _tracked = tracked;
         let run = async {
             match deadline {
@@ -160,12 +162,18 @@ where
     });
 }
 
+/// Where a stream's task runs.
+struct Runs {
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
 /// The arguments and the stream of a call the dispatcher routed here (it checked the
 /// shape); `None` after answering the caller.
 fn open<A: DeserializeOwned>(
     entry: &Entry,
     mut call: Incoming,
-) -> Option<(A, Arc<StreamPort>, Incoming)> {
+) -> Option<(A, Arc<StreamPort>, Runs, Incoming)> {
     let args = match entry.args::<A>(&call) {
         Ok(args) => args,
         Err(e) => {
@@ -173,11 +181,11 @@ fn open<A: DeserializeOwned>(
             return None;
         }
     };
-    let Some(port) = call.stream.take() else {
+    let Some(Streaming { port, tasks, stop }) = call.stream.take() else {
         not_a_stream(call.responder);
         return None;
     };
-    Some((args, Arc::new(port), call))
+    Some((args, Arc::new(port), Runs { tasks, stop }, call))
 }
 
 fn not_a_stream(responder: Responder) {
@@ -209,8 +217,8 @@ where
         true
     }
 
-    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers) {
-        let Some((args, port, call)) = open::<A>(entry, call) else {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
+        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
             return;
         };
         let items = match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
@@ -218,7 +226,7 @@ where
             Err(p) => return panicked(call, p),
         };
         let (method, sender) = (entry.name.clone(), port.clone());
-        spawn(ctx, call, port, async move {
+        spawn(runs, call, port, async move {
             produce(items, &sender, &method).await
         });
     }
@@ -243,8 +251,8 @@ where
         true
     }
 
-    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers) {
-        let Some((args, port, call)) = open::<A>(entry, call) else {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
+        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
             return;
         };
         let items = upload(entry, &port);
@@ -252,7 +260,7 @@ where
             Ok(work) => work,
             Err(p) => return panicked(call, p),
         };
-        spawn(ctx, call, port, async move {
+        spawn(runs, call, port, async move {
             match AssertUnwindSafe(work).catch_unwind().await {
                 Ok(Ok(value)) => Outcome::Done(value),
                 Ok(Err(e)) => Outcome::Failed(ErrorKind::Application, e.to_string()),
@@ -291,8 +299,8 @@ where
         true
     }
 
-    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers) {
-        let Some((args, port, call)) = open::<A>(entry, call) else {
+    fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
+        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
             return;
         };
         let items = upload(entry, &port);
@@ -301,7 +309,7 @@ where
             Err(p) => return panicked(call, p),
         };
         let (method, sender) = (entry.name.clone(), port.clone());
-        spawn(ctx, call, port, async move {
+        spawn(runs, call, port, async move {
             produce(out, &sender, &method).await
         });
     }
@@ -314,5 +322,114 @@ pub(crate) fn wrong_shape(responder: Responder, streams: bool) {
     } else {
         let message = "is a plain method, not a stream: call it as a request; it did not run";
         responder.fail(ErrorKind::Streaming, message)
+    }
+}
+
+/// An actor's server-stream method: `f(&mut state, args)` runs in the actor's turn and
+/// returns the items, which a task of their own sends (the actor goes on with its mailbox).
+pub(crate) struct ActorStream<F, A> {
+    pub(crate) f: F,
+    pub(crate) _args: PhantomData<fn(A)>,
+}
+
+impl<S, F, A, St, T, E> ActorMethod<S> for ActorStream<F, A>
+where
+    F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    St: Stream<Item = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Display + Send + 'static,
+{
+    fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
+        if call
+            .deadline
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            let message = "the call waited in the mailbox past its deadline";
+            call.responder.fail(ErrorKind::Timeout, message);
+            return false;
+        }
+        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
+            return false;
+        };
+        let items = match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
+            Ok(items) => items,
+            Err(p) => {
+                panicked(call, p);
+                return true;
+            }
+        };
+        let (method, sender) = (entry.name.clone(), port.clone());
+        spawn(runs, call, port, async move {
+            produce(items, &sender, &method).await
+        });
+        false
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+}
+
+impl Handlers {
+    /// Registers a server stream (see `Node::register_try_stream`).
+    pub(crate) fn register_try_stream<A, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let handler = ServerStream {
+            f,
+            _args: std::marker::PhantomData,
+        };
+        let signature = Signature::streaming::<A, ()>(Signature::stream_of::<T>());
+        self.insert(name, Arc::new(handler), signature)
+    }
+
+    /// Registers a client stream (see `Node::register_client_stream`).
+    pub(crate) fn register_client_stream<A, U, R, E, F, Fut>(
+        &self,
+        name: &str,
+        f: F,
+    ) -> Registered<'_>
+    where
+        F: Fn(A, Items<U>) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let handler = ClientStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let result = super::signature::friendly(std::any::type_name::<R>());
+        self.insert(
+            name,
+            Arc::new(handler),
+            Signature::streaming::<A, U>(result),
+        )
+    }
+
+    /// Registers a bidirectional stream (see `Node::register_bidi_stream`).
+    pub(crate) fn register_bidi_stream<A, U, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(A, Items<U>) -> S + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        U: DeserializeOwned + 'static,
+        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let handler = BidiStream {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        let signature = Signature::streaming::<A, U>(Signature::stream_of::<T>());
+        self.insert(name, Arc::new(handler), signature)
     }
 }

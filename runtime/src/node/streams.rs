@@ -9,9 +9,7 @@ use serde::Serialize;
 
 use super::Node;
 use crate::handlers::{Items, Registered};
-use crate::{
-    ItemSink, ItemStream, ItemStreamOr, Peer, RpcError, StreamOptions, StreamReply, Target,
-};
+use crate::{ItemSink, ItemStream, Peer, RpcError, StreamOptions, StreamReply, Target};
 
 impl Node {
     /// Registers a server stream: `f(args)` returns the items, which the caller reads as
@@ -84,7 +82,7 @@ impl Node {
         to: impl Into<Target>,
         method: &str,
         args: impl Serialize,
-    ) -> ItemStreamOr<T> {
+    ) -> ItemStream<T> {
         self.call_stream_with(to, method, args, StreamOptions::default())
             .await
     }
@@ -96,17 +94,18 @@ impl Node {
         method: &str,
         args: impl Serialize,
         options: StreamOptions,
-    ) -> ItemStreamOr<T> {
+    ) -> ItemStream<T> {
         let to = to.into();
         let opened = self
             .stream_link(&to, |peer| {
-                match peer.call_stream_with(method, &args, options) {
-                    ItemStreamOr::Failed(Some(e)) => Err(e),
-                    other => Ok(other),
+                let mut items = peer.call_stream_with(method, &args, options);
+                match items.open_error() {
+                    Some(e) => Err(e),
+                    None => Ok(items),
                 }
             })
             .await;
-        opened.unwrap_or_else(|e| ItemStream::failed(e))
+        opened.unwrap_or_else(ItemStream::failed)
     }
 
     /// Opens the client stream `method(args)` on a peer; see [`Peer::client_stream`].

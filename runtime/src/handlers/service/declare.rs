@@ -52,8 +52,8 @@
 ///
 /// | declared | implemented as | client method returns |
 /// |---|---|---|
-/// | `fn count(n: u64) -> stream<u64>;` | `fn count(&self, n: u64) -> BoxStream<u64>` | `ItemStreamOr<u64>` |
-/// | `fn lines(p: String) -> stream<Result<String, String>>;` | `-> BoxStream<Result<String, String>>` (an `Err` ends it) | `ItemStreamOr<String>` |
+/// | `fn count(n: u64) -> stream<u64>;` | `fn count(&self, n: u64) -> BoxStream<u64>` | `ItemStream<u64>` |
+/// | `fn lines(p: String) -> stream<Result<String, String>>;` | `-> BoxStream<Result<String, String>>` (an `Err` ends it) | `ItemStream<String>` |
 /// | `fn sum(items: stream<i64>) -> i64;` | `async fn sum(&self, items: Items<i64>) -> i64` | `Result<(ItemSink<i64>, StreamReply<i64>), RpcError>` |
 /// | `fn scan(items: stream<i64>, start: i64) -> stream<i64>;` | `fn scan(&self, items: Items<i64>, start: i64) -> BoxStream<i64>` | `Result<(ItemSink<i64>, ItemStream<i64>), RpcError>` |
 ///
@@ -420,7 +420,7 @@ macro_rules! __service_register {
 macro_rules! __service_client {
     ([$($doc:literal),*] $vis:vis server $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] $($info:tt)+) => {
         $(#[doc = $doc])*
-        $vis fn $m(&self, $($p: $pty),*) -> $crate::ItemStreamOr<$ok> {
+        $vis fn $m(&self, $($p: $pty),*) -> $crate::ItemStream<$ok> {
             self.peer.stream_declared(&$($info)+, &($($p,)*))
         }
     };
