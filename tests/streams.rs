@@ -525,3 +525,55 @@ async fn actors_and_virtual_actors_stream() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_waits_for_a_handler_that_does_not_read_and_resumes_when_it_does() {
+    use futures_util::FutureExt;
+    let (a, b) = (node("a").await, node("b").await);
+    let go = Arc::new(tokio::sync::Notify::new());
+    let wait = go.clone();
+    b.register_client_stream("slow_sum", move |(): (), mut items: Items<u64>| {
+        let wait = wait.clone();
+        async move {
+            wait.notified().await; // reads nothing until told
+            let mut sum = 0;
+            while let Some(item) = items.next().await {
+                sum += item.map_err(|e| e.to_string())?;
+            }
+            Ok::<u64, String>(sum)
+        }
+    });
+    let (sink, reply) = a
+        .client_stream::<u64, u64>(b.addr(), "slow_sum", (), StreamOptions::default())
+        .await
+        .expect("open");
+    // The callee's window (64 items) goes out although nobody reads...
+    for i in 0..64u64 {
+        timeout(PATIENCE, sink.send(&i))
+            .await
+            .expect("within the window")
+            .expect("sent");
+    }
+    // ...and not one more: only the handler taking items grants credit.
+    let mut next = Box::pin(sink.send(&64));
+    assert!(
+        (&mut next).now_or_never().is_none(),
+        "an item beyond the window went out"
+    );
+    go.notify_one();
+    timeout(PATIENCE, next)
+        .await
+        .expect("credit once it reads")
+        .expect("sent");
+    for i in 65..200u64 {
+        sink.send(&i).await.expect("sent");
+    }
+    sink.finish();
+    let sum = timeout(PATIENCE, reply)
+        .await
+        .expect("in time")
+        .expect("sum");
+    assert_eq!(sum, (0..200u64).sum::<u64>());
+    a.shutdown().await;
+    b.shutdown().await;
+}
