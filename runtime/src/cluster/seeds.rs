@@ -1,11 +1,13 @@
 //! Joining through seeds: while this node knows no live member, it announces itself to every
 //! address its seeds resolve to (a DNS name may stand for many nodes), with capped, jittered
-//! exponential backoff; once one answers, membership takes over (SWIM spreads the rest of
+//! exponential backoff; once one answers (the node has joined: `/ready`), membership takes over (SWIM spreads the rest of
 //! the cluster), and the loop waits until the node is alone again. A seed that does not
 //! resolve or does not answer is reported at its first failure and then every
 //! [`REPORT_EVERY`] while it lasts. The loop stops with the intake token.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,6 +28,11 @@ pub(crate) struct Seeds {
     pub(crate) answer_within: Duration,
     /// Longest wait between two rounds.
     pub(crate) reconnect_max: Duration,
+    /// This node's addresses (advertised, bound): seeds that resolve only to them mean
+    /// this node is the first of its cluster.
+    pub(crate) me: Vec<SocketAddr>,
+    /// Set once the node has joined (or is the first): what `/ready` reports.
+    pub(crate) joined: Arc<AtomicBool>,
 }
 
 /// When to report a failing seed next: at once, then every [`REPORT_EVERY`].
@@ -78,6 +85,14 @@ pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
                 }
             }
         }
+        // The first node of a cluster (its seeds name only itself, as a StatefulSet's
+        // headless service does for its first pod) has joined all there is.
+        let alone_by_design = resolved.iter().all(|ok| *ok)
+            && !addrs.is_empty()
+            && addrs.iter().all(|a| seeds.me.contains(a));
+        if alone_by_design && !seeds.joined.swap(true, Ordering::SeqCst) {
+            info!("the seeds name only this node: it is the first of its cluster");
+        }
         if !addrs.is_empty() {
             seeds.membership.announce(addrs);
         }
@@ -86,6 +101,7 @@ pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
             _ = intake.cancelled() => return,
             answered = answered => match answered {
                 Ok(Ok(_)) => {
+                    seeds.joined.store(true, Ordering::SeqCst);
                     backoff = Duration::from_millis(50);
                     for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
                         report.reached(seed);

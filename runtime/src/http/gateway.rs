@@ -1,6 +1,7 @@
 //! The HTTP gateway of a node (`--http HOST:PORT`): XML-RPC (`POST /` or `/RPC2`, `text/xml`)
 //! and JSON-RPC 2.0 (`POST`, `application/json`) on the node's registered methods, plus
-//! `GET /metrics` (Prometheus text) and `GET /health`.
+//! `GET /metrics` (Prometheus text), `GET /health` (liveness) and `GET /ready` (joined the
+//! cluster, not shutting down).
 //!
 //! Calls go through the same dispatch as binary peers: the gateway keeps one client link to
 //! its own node and calls with the JSON body encoding, so a method registered once answers
@@ -8,7 +9,7 @@
 //! `/health` and `/ready` needs it ([`super::access`]); methods outside the allowlist are
 //! refused before they are called. Bodies over `http_max_body` are refused (413) before they
 //! are read whole, and must arrive within the header timeout. Connections are accepted by
-//! [`super::server`]; everything stops with the node's intake.
+//! [`super::server`]; it stops with the node's root token, last, so probes see the shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +41,10 @@ pub(crate) struct GatewayCtx {
     pub(crate) client: NodeConfig,
     /// Largest request body read.
     pub(crate) max_body: usize,
-    /// Set when the node starts shutting down (`/health` answers 503).
+    /// Set when the node starts shutting down (`/health` and `/ready` answer 503).
     pub(crate) closing: Arc<AtomicBool>,
+    /// Set once the node has joined its cluster through its seeds (or has none).
+    pub(crate) joined: Arc<AtomicBool>,
     /// Who may call, and which methods.
     pub(crate) access: Access,
     /// Where `/metrics` reads the node's gauges from.
@@ -93,7 +96,7 @@ impl Gateway {
     async fn route(&self, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_owned();
         // Probes need no credentials: they tell only whether the process is up.
-        let probe = req.method() == Method::GET && path == "/health";
+        let probe = req.method() == Method::GET && (path == "/health" || path == "/ready");
         if !probe && !self.ctx.access.authorized(req.headers()) {
             let mut answer = text(
                 StatusCode::UNAUTHORIZED,
@@ -111,6 +114,18 @@ impl Gateway {
                 false => text(StatusCode::OK, "ok\n"),
                 true => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
             },
+            (&Method::GET, "/ready") => {
+                if self.ctx.closing.load(Ordering::Relaxed) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else if !self.ctx.joined.load(Ordering::Relaxed) {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "joining the cluster through its seeds\n",
+                    )
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }
             (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::POST, "/" | "/RPC2") => self.rpc(req).await,
             (_, "/" | "/RPC2") => text(
@@ -119,7 +134,7 @@ impl Gateway {
             ),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try POST /, GET /metrics or GET /health\n",
+                "not found: try POST /, GET /metrics, GET /health or GET /ready\n",
             ),
         }
     }

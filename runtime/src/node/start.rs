@@ -230,6 +230,8 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     if !config.link_idle.is_zero() {
         tasks.spawn(links.clone().reap_idle(config.link_idle));
     }
+    // Ready (`/ready`) once joined through the seeds; at once without seeds.
+    let joined = Arc::new(AtomicBool::new(config.seeds.is_empty()));
     if let Some(listener) = http {
         let scheme = if config.http_tls { "https" } else { "http" };
         let access = if config.http_token.is_some() {
@@ -250,6 +252,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             },
             max_body: config.http_max_body,
             closing: closing.clone(),
+            joined: joined.clone(),
             access: Access::new(config.http_token.as_deref(), &config.http_methods),
             stats: Stats {
                 name: config.name.clone(),
@@ -265,7 +268,9 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 tls: https,
                 header_timeout: config.http_header_timeout,
                 max_connections: config.http_max_connections,
-                intake: intake.clone(),
+                // Until the very end, so probes see the shutdown (`/ready` 503) while
+                // running calls finish; calls through it are refused with `shutdown`.
+                intake: root.clone(),
                 tasks: tasks.clone(),
             },
         };
@@ -307,6 +312,8 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 .mul_f64(0.55)
                 .max(Duration::from_millis(200)),
             reconnect_max: config.reconnect_max,
+            me: vec![addr, bound],
+            joined,
         };
         tasks.spawn(seeds::run(seeds, intake.clone()));
     }
