@@ -34,6 +34,7 @@ use crate::ErrorKind;
 pub use connection::PeerInfo;
 pub(crate) use connection::{Connection, Parts};
 pub(crate) use flow::Ending;
+pub(crate) use meter::{CallStats, MethodFigures};
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Responder};
@@ -96,6 +97,8 @@ pub(crate) struct Limits {
     pub(crate) node_inbound: AtomicUsize,
     /// Record per-call metrics (the node serves `/metrics`).
     pub(crate) metered: bool,
+    /// Calls served here per method, for the dashboard (when metered).
+    pub(crate) calls: Option<Arc<CallStats>>,
 }
 
 impl Limits {
@@ -106,6 +109,7 @@ impl Limits {
             max_in_flight_node: config.max_in_flight_node,
             node_inbound: AtomicUsize::new(0),
             metered,
+            calls: metered.then(|| Arc::new(CallStats::default())),
         }
     }
 }

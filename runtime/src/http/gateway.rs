@@ -127,6 +127,12 @@ impl Gateway {
                 }
             }
             (&Method::GET, "/metrics") => self.metrics().await,
+            (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", super::dashboard::PAGE),
+            (&Method::GET, "/api/dashboard") => reply(
+                StatusCode::OK,
+                "application/json",
+                super::dashboard::snapshot(&self.ctx.stats).to_string(),
+            ),
             (&Method::POST, "/" | "/RPC2") => self.rpc(req).await,
             (_, "/" | "/RPC2") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -134,7 +140,7 @@ impl Gateway {
             ),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try POST /, GET /metrics, GET /health or GET /ready\n",
+                "not found: try GET / (the dashboard), POST /, GET /metrics, GET /health or GET /ready\n",
             ),
         }
     }

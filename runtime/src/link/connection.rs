@@ -85,6 +85,10 @@ pub(crate) struct Shared {
     /// Requests, casts and responses the reader has seen: how idle reaping tells use.
     /// Written by the reader only.
     pub(crate) activity: CachePadded<AtomicU64>,
+    /// Requests (and stream opens) the peer sent, and replies to ours: calls each way, for
+    /// the dashboard. Written by the reader only.
+    pub(crate) served: AtomicU64,
+    pub(crate) answered: AtomicU64,
     /// Set when this node closed the link for being idle (nothing was sent after that).
     idle_closed: AtomicBool,
     /// Requests from the peer admitted and not yet answered on the wire.
@@ -233,6 +237,8 @@ impl Connection {
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
             activity: CachePadded(AtomicU64::new(0)),
+            served: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             idle_closed: AtomicBool::new(false),
             inbound: CachePadded(AtomicUsize::new(0)),
             limits: ctx.limits.clone(),
@@ -272,6 +278,16 @@ impl Connection {
 
     pub(crate) fn peer(&self) -> &PeerInfo {
         &self.shared.peer
+    }
+
+    /// Calls this node made on the link that were answered, and calls it served: (made,
+    /// served), counted since the link opened.
+    pub(crate) fn calls(&self) -> (u64, u64) {
+        let shared = &self.shared;
+        (
+            shared.answered.load(Ordering::Relaxed),
+            shared.served.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn is_closed(&self) -> bool {

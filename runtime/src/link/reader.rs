@@ -171,6 +171,7 @@ async fn read_loop(
         }
         match header {
             Header::Response { id, outcome } => {
+                shared.answered.fetch_add(1, Ordering::Relaxed);
                 shared.pending.complete(id, outcome.map(|enc| (enc, body)));
                 // A stream's reply ends it: an upload waiting for credit stops now.
                 shared.streams.finish(id, false, Ending::Complete);
@@ -189,6 +190,7 @@ async fn read_loop(
                 encoding,
                 signature,
             } => {
+                shared.served.fetch_add(1, Ordering::Relaxed);
                 ctx.dispatch.dispatch(Request {
                     method: &method,
                     encoding,
@@ -209,6 +211,7 @@ async fn read_loop(
                 signature,
                 credit,
             } => {
+                shared.served.fetch_add(1, Ordering::Relaxed);
                 let ends = shared.streams.serve(id, credit, UPLOAD_WINDOW);
                 let port = StreamPort::new(shared.clone(), id, ends, encoding, UPLOAD_WINDOW);
                 ctx.dispatch.dispatch(Request {

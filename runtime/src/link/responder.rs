@@ -245,6 +245,9 @@ impl Responder {
     /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
     fn finish(&mut self, queued: bool, outcome: &'static str) {
         if let Some((method, arrived)) = self.meter.take() {
+            if let Some(calls) = &self.link.limits.calls {
+                calls.record(&method, outcome == "ok", arrived);
+            }
             record_call(Side::Served, method, outcome, arrived);
         }
         self.answered = true;

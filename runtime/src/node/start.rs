@@ -256,6 +256,9 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             access: Access::new(config.http_token.as_deref(), &config.http_methods),
             stats: Stats {
                 name: config.name.clone(),
+                id,
+                addr,
+                calls: limits.calls.clone(),
                 links: links.downgrade(),
                 membership: membership.clone(),
                 mailboxes: handlers.mailboxes.clone(),
