@@ -33,6 +33,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         print(&args, &spec, &target, &report);
     }
+    if let Some(path) = &args.hgrm {
+        std::fs::write(path, crate::plot::hgrm(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        crate::plot::svg(&[(target.clone(), report.clone())], path)?;
+    }
     // A load that mostly failed measured nothing worth a zero exit status.
     let failed = report.failed();
     if failed > 0 && failed >= report.calls {
@@ -197,4 +204,24 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
             println!("  for one     {sample}");
         }
     }
+}
+
+/// `meshrpc bench-plot`: the curves of several `--json` results on one plot.
+pub fn plot(args: crate::BenchPlotArgs) -> anyhow::Result<ExitCode> {
+    let mut series = Vec::with_capacity(args.reports.len());
+    for path in &args.reports {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let report: Report = serde_json::from_str(text.trim()).with_context(|| {
+            format!("{} is not a `meshrpc bench --json` result", path.display())
+        })?;
+        let label = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        series.push((label, report));
+    }
+    crate::plot::svg(&series, &args.output)?;
+    println!("wrote {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod demo;
+mod plot;
 mod services;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -36,11 +37,25 @@ enum Command {
     /// Load a node (or, with --from/--to, a link between two nodes) and report throughput
     /// and latency percentiles.
     Bench(BenchArgs),
+    /// Draw the latency percentile curves of several `meshrpc bench --json` results on one
+    /// SVG plot, to compare runs.
+    BenchPlot(BenchPlotArgs),
     /// Start a local cluster of real node processes, show them calling each other, and exit.
     Demo(DemoArgs),
     /// Write a development CA and certificates for NAMEs into DIR (ca.pem, NAME.pem,
     /// NAME-key.pem), valid for localhost and 127.0.0.1: for --tls-cert/--tls-key/--tls-ca.
     TlsGen(TlsGenArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchPlotArgs {
+    /// Results written by `meshrpc bench --json` (one JSON object per file); each file's
+    /// name labels its curve.
+    #[arg(required = true)]
+    reports: Vec<std::path::PathBuf>,
+    /// The SVG file to write.
+    #[arg(short, long, default_value = "bench.svg")]
+    output: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -293,6 +308,12 @@ struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also draw the latency percentile curve (p50 to p99.999) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+    /// Also write the latency distribution in HdrHistogram's .hgrm percentile format.
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -351,6 +372,7 @@ fn main() -> ExitCode {
             Command::Members(args) => commands::members(args).await,
             Command::Actors(args) => commands::actors(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchPlot(args) => bench::plot(args),
             Command::TlsGen(args) => commands::tls_gen(args),
             Command::Demo(args) => demo::run(Duration::from_millis(args.load_ms))
                 .await

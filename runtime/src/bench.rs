@@ -93,11 +93,45 @@ pub struct Report {
     pub max_us: u64,
     /// Mean latency.
     pub mean_us: f64,
+    /// Standard deviation of the latency.
+    #[serde(default)]
+    pub stdev_us: f64,
     /// Failed calls by error kind.
     pub errors: BTreeMap<String, u64>,
     /// The message of one failed call, when any failed (`kind: message`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_error: Option<String>,
+    /// The latency distribution, HdrHistogram's percentile iteration (5 ticks per half
+    /// distance): what `--hgrm` writes and `--plot` draws.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub percentiles: Vec<Percentile>,
+}
+
+/// One step of the latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentile {
+    /// The fraction of calls at or below `value_us` (0.5 is p50).
+    pub quantile: f64,
+    /// Latency, in microseconds.
+    pub value_us: u64,
+    /// Calls at or below it.
+    pub count: u64,
+}
+
+/// The percentile iteration of `histogram` (as HdrHistogram prints it).
+fn percentiles(histogram: &Histogram<u64>) -> Vec<Percentile> {
+    let mut total = 0;
+    histogram
+        .iter_quantiles(5)
+        .map(|step| {
+            total += step.count_since_last_iteration();
+            Percentile {
+                quantile: step.quantile_iterated_to(),
+                value_us: step.value_iterated_to(),
+                count: total,
+            }
+        })
+        .collect()
 }
 
 impl Report {
@@ -250,8 +284,10 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
         p999_us: latencies.value_at_quantile(0.999),
         max_us: latencies.max(),
         mean_us: latencies.mean(),
+        stdev_us: latencies.stdev(),
         errors,
         sample_error,
+        percentiles: percentiles(&latencies),
     }
 }
 
