@@ -18,6 +18,7 @@ fn encode<A: Serialize>(buf: &mut BytesMut, method: &str, args: &A) {
         timeout_ms: Some(30_000),
         encoding: Encoding::Bincode,
         signature: None,
+        trace: None,
     };
     let mut frame = FrameBuf::new(buf, &header).expect("header");
     encode_value(args, frame.body_mut()).expect("args");

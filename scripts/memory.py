@@ -36,7 +36,7 @@ def string(s):
 
 
 def handshake_frame(message):
-    payload = b"MRPC" + struct.pack(">H", 2) + message
+    payload = b"MRPC" + struct.pack(">H", 3) + message
     return struct.pack(">I", len(payload)) + payload
 
 

@@ -257,6 +257,7 @@ async fn a_peer_that_never_reads_cannot_grow_the_node_or_stop_it() {
         timeout_ms: Some(60_000),
         encoding: Encoding::Bincode,
         signature: None,
+        trace: None,
     };
     let mut f = FrameBuf::new(&mut frame, &header).unwrap();
     wire::encode_value(

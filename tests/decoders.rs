@@ -44,6 +44,7 @@ fn seeds() -> Vec<Vec<u8>> {
             timeout_ms: Some(1000),
             encoding: Encoding::Bincode,
             signature: None,
+            trace: None,
         },
         Header::Cast {
             method: "log".into(),

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::link::{Dispatch, Request, Responder, StreamPort};
+use crate::link::{trace, Dispatch, Request, Responder, StreamPort};
 use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
@@ -55,6 +55,8 @@ pub(crate) struct Incoming {
     pub(crate) responder: Responder,
     /// For a streaming method: the stream, and where its task runs.
     pub(crate) stream: Option<Streaming>,
+    /// For a traced request: the context its handler runs in (calls it makes carry it).
+    pub(crate) trace: Option<trace::Context>,
 }
 
 /// A stream a request opened, with the tracker and stop token its task runs under (an
@@ -184,6 +186,7 @@ impl Dispatch for Handlers {
             retry,
             from_node,
             signature,
+            trace,
             body,
             mut responder,
             stream,
@@ -235,12 +238,16 @@ impl Dispatch for Handlers {
             }
             _ => None,
         };
+        // A traced request is a hop of its caller's trace; its handler runs in that context.
+        let trace = trace.map(|parent| responder.trace(parent, &entry.name));
+        let context = trace.clone();
         let call = Incoming {
             encoding,
             body,
             deadline,
             key,
             from_node,
+            trace,
             responder,
             stream: stream.map(|port| Streaming {
                 port,
@@ -248,6 +255,6 @@ impl Dispatch for Handlers {
                 stop: self.stop.clone(),
             }),
         };
-        entry.handler.invoke(&entry, call, self);
+        trace::in_context(context, || entry.handler.invoke(&entry, call, self));
     }
 }

@@ -47,10 +47,10 @@ pub use error::{ErrorKind, RpcError, StartError};
 pub use handlers::{
     ActorBuilder, BoxStream, Items, Method, MethodInfo, Param, Registered, Registry, Service,
 };
-pub use link::PeerInfo;
+pub use link::{current_trace, with_trace, PeerInfo};
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
 pub use tls::TlsConfig;
-pub use wire::NodeId;
+pub use wire::{NodeId, Trace};
 
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
 #[doc(hidden)]

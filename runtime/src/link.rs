@@ -16,10 +16,12 @@ mod outbox;
 mod pending;
 mod reader;
 mod responder;
+mod running;
 mod sniff;
 mod streams;
 mod throttle;
 pub mod tls;
+pub(crate) mod trace;
 pub(crate) mod transport;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -40,6 +42,7 @@ pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Responder};
 pub(crate) use streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub(crate) use throttle::LogLimit;
+pub use trace::{current_trace, with_trace};
 
 /// Where a link's reader sends the requests and casts it admits: the one interface between
 /// this layer and the handlers. `dispatch` must not block (it runs on the reader) and must
@@ -65,6 +68,8 @@ pub(crate) struct Request<'a> {
     pub(crate) from_node: bool,
     /// The caller's fingerprint of the method's types, from a typed caller.
     pub(crate) signature: Option<u64>,
+    /// The trace context the caller sent, if any.
+    pub(crate) trace: Option<crate::wire::Trace>,
     /// The arguments, a zero-copy slice of the frame.
     pub(crate) body: Bytes,
     /// Answers the request exactly once; [`Responder::admit`] must pass before anything runs.

@@ -9,6 +9,7 @@
 pub(crate) mod codec;
 mod frame;
 pub mod swim;
+mod trace;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,11 +22,12 @@ pub use codec::{
 pub(crate) use frame::{append_frame, append_frame_raw, append_header, frame_bytes, FrameError};
 pub use frame::{decode_frame, FrameBuf};
 pub use frame::{decode_handshake, encode_handshake, HandshakeError};
+pub use trace::Trace;
 
 /// The four bytes every handshake frame starts with.
 pub const MAGIC: [u8; 4] = *b"MRPC";
 /// The protocol version this build speaks; peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A node's identity for one run: random, new at every start.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -142,6 +144,8 @@ pub enum Header<'a> {
         /// The caller's fingerprint of the method's parameter and result types (typed
         /// callers): a callee whose own differs answers `bad_arguments` naming its signature.
         signature: Option<u64>,
+        /// The W3C trace context the call belongs to, if any.
+        trace: Option<Trace>,
     },
     /// A one-way message: no reply, errors are only logged by the receiver. Arguments follow.
     Cast {
@@ -191,6 +195,8 @@ pub enum Header<'a> {
         encoding: Encoding,
         /// As in `Request`.
         signature: Option<u64>,
+        /// As in `Request`.
+        trace: Option<Trace>,
     },
     /// Opens a stream: a request whose callee may send [`Header::StreamItem`]s before its
     /// one [`Header::Response`], which ends the stream. Fields and body as in `Request`.
@@ -208,6 +214,8 @@ pub enum Header<'a> {
         signature: Option<u64>,
         /// How many items the callee may send before the caller grants more.
         credit: u32,
+        /// As in `Request`.
+        trace: Option<Trace>,
     },
     /// One item of a stream; it follows as the body.
     StreamItem {

@@ -72,8 +72,11 @@ where
                 return false;
             }
         };
-        let responder = call.responder;
-        let ran = catch_unwind(AssertUnwindSafe(|| (self.f)(state, args)));
+        let (responder, trace) = (call.responder, call.trace);
+        // Calls the method makes belong to the caller's trace, if any.
+        let ran = crate::link::trace::in_context(trace, || {
+            catch_unwind(AssertUnwindSafe(|| (self.f)(state, args)))
+        });
         let panicked = ran.is_err();
         responder.answer(ran);
         panicked

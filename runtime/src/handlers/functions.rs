@@ -108,6 +108,7 @@ where
         let Incoming {
             deadline,
             responder,
+            trace,
             ..
         } = call;
         // Building the future runs user code too.
@@ -119,26 +120,27 @@ where
         // Registered before the task starts, so a `Cancel` arriving at once still finds it.
         let (abort, registration) = AbortHandle::new_pair();
         let tracked = responder.track(abort);
-        ctx.tasks.spawn(async move {
-            let _tracked = tracked;
-            let outcome = tokio::select! {
-                biased;
-                // Dropping the responder answers `Shutdown`.
-                _ = stop.cancelled() => return,
-                outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
-            };
-            // The caller cancelled: it waits for nothing.
-            let Ok(outcome) = outcome else {
-                return responder.abandon();
-            };
-            match outcome {
-                Some(ran) => responder.answer(ran),
-                None => responder.fail(
-                    ErrorKind::Timeout,
-                    "the handler outlived the caller's deadline",
-                ),
-            }
-        });
+        ctx.tasks
+            .spawn(crate::link::trace::future_in(trace, async move {
+                let _tracked = tracked;
+                let outcome = tokio::select! {
+                    biased;
+                    // Dropping the responder answers `Shutdown`.
+                    _ = stop.cancelled() => return,
+                    outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
+                };
+                // The caller cancelled: it waits for nothing.
+                let Ok(outcome) = outcome else {
+                    return responder.abandon();
+                };
+                match outcome {
+                    Some(ran) => responder.answer(ran),
+                    None => responder.fail(
+                        ErrorKind::Timeout,
+                        "the handler outlived the caller's deadline",
+                    ),
+                }
+            }));
     }
 }
 

@@ -129,12 +129,13 @@ where
     let Incoming {
         deadline,
         responder,
+        trace,
         ..
     } = call;
     let Runs { tasks, stop } = runs;
     let (abort, registration) = AbortHandle::new_pair();
     let tracked = responder.track(abort);
-    tasks.spawn(async move {
+    tasks.spawn(crate::link::trace::future_in(trace, async move {
         let _tracked = tracked;
         let run = async {
             match deadline {
@@ -159,7 +160,7 @@ where
             Ok(Some(Outcome::Failed(kind, message))) => responder.fail(kind, message),
             Ok(Some(Outcome::Done(value))) => responder.reply(Ok(&value)),
         }
-    });
+    }));
 }
 
 /// Where a stream's task runs.

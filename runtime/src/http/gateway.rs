@@ -133,7 +133,19 @@ impl Gateway {
                 "application/json",
                 super::dashboard::snapshot(&self.ctx.stats).to_string(),
             ),
-            (&Method::POST, "/" | "/RPC2") => self.rpc(req).await,
+            (&Method::POST, "/" | "/RPC2") => {
+                // A W3C `traceparent` makes the call (and every call it leads to) part of
+                // the caller's trace; an invalid one is ignored, as the specification says.
+                let trace = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::Trace::parse);
+                match trace {
+                    Some(trace) => crate::with_trace(trace, self.rpc(req)).await,
+                    None => self.rpc(req).await,
+                }
+            }
             (_, "/" | "/RPC2") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "POST an XML-RPC or JSON-RPC request here\n",

@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::AbortHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -24,6 +23,7 @@ use super::meter::{record_call, Side};
 use super::outbox::{self, Outbox};
 use super::pending::Pending;
 use super::reader::{self, Closed};
+pub(crate) use super::running::Running;
 use super::streams::Streams;
 use super::transport::Socket;
 use super::{Limits, LinkCtx};
@@ -131,33 +131,6 @@ impl Shared {
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.token.cancel();
-    }
-}
-
-/// Abort handles of the peer's requests running as tasks (async handlers), by request id.
-#[derive(Default)]
-pub(crate) struct Running {
-    tasks: std::sync::Mutex<std::collections::HashMap<u64, AbortHandle>>,
-}
-
-impl Running {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, AbortHandle>> {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn insert(&self, id: u64, abort: AbortHandle) {
-        self.lock().insert(id, abort);
-    }
-
-    pub(crate) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    /// Stops request `id` if it is still running.
-    pub(super) fn cancel(&self, id: u64) {
-        if let Some(abort) = self.lock().remove(&id) {
-            abort.abort();
-        }
     }
 }
 
@@ -404,6 +377,7 @@ impl Connection {
         let now = Instant::now();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = Some(timeout.as_millis().min(u64::MAX as u128) as u64);
+        let trace = super::trace::current_trace();
         let header = if retry {
             Header::Retry {
                 id,
@@ -411,6 +385,7 @@ impl Connection {
                 timeout_ms,
                 encoding,
                 signature,
+                trace,
             }
         } else {
             Header::Request {
@@ -419,6 +394,7 @@ impl Connection {
                 timeout_ms,
                 encoding,
                 signature,
+                trace,
             }
         };
         // Registered before the frame can leave: the reply may come back at once.

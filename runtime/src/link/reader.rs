@@ -182,6 +182,7 @@ async fn read_loop(
                 timeout_ms,
                 encoding,
                 signature,
+                trace,
             }
             | Header::Retry {
                 id,
@@ -189,6 +190,7 @@ async fn read_loop(
                 timeout_ms,
                 encoding,
                 signature,
+                trace,
             } => {
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 ctx.dispatch.dispatch(Request {
@@ -198,6 +200,7 @@ async fn read_loop(
                     retry,
                     from_node,
                     signature,
+                    trace,
                     body,
                     responder: Responder::new(shared.clone(), Some(id), encoding),
                     stream: None,
@@ -210,6 +213,7 @@ async fn read_loop(
                 encoding,
                 signature,
                 credit,
+                trace,
             } => {
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 let ends = shared.streams.serve(id, credit, UPLOAD_WINDOW);
@@ -221,6 +225,7 @@ async fn read_loop(
                     retry: false,
                     from_node,
                     signature,
+                    trace,
                     body,
                     responder: Responder::new(shared.clone(), Some(id), encoding),
                     stream: Some(port),
@@ -245,6 +250,7 @@ async fn read_loop(
                     retry: false,
                     from_node,
                     signature: None,
+                    trace: None,
                     body,
                     responder: Responder::new(shared.clone(), None, encoding),
                     stream: None,

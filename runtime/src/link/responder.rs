@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::connection::Shared;
 use super::meter::{record_call, Side};
+use super::trace::{Context, Hop};
 use crate::wire::{self, CodecError, Encoding, FrameError, Header, RemoteError};
 use crate::ErrorKind;
 
@@ -30,6 +31,8 @@ pub(crate) struct Responder {
     answered: bool,
     /// The method's label and when the request arrived, when metrics are recorded.
     meter: Option<(metrics::SharedString, Instant)>,
+    /// For a traced request: its hop, recorded when it is answered.
+    hop: Option<Box<Hop>>,
 }
 
 impl Responder {
@@ -45,7 +48,17 @@ impl Responder {
             encoding,
             answered: false,
             meter: None,
+            hop: None,
         }
+    }
+
+    /// Records this request as a hop of the caller's trace (`parent`), answered by the
+    /// handler of `method`; returns the context its handler runs in.
+    pub(crate) fn trace(&mut self, parent: crate::wire::Trace, method: &str) -> Context {
+        let hop = Hop::new(parent, method, &self.link.peer.name);
+        let context = hop.context.clone();
+        self.hop = Some(Box::new(hop));
+        context
     }
 
     /// Whether calls are being recorded for `/metrics`.
@@ -244,6 +257,9 @@ impl Responder {
 
     /// Releases the counters: `inbound` now unless the writer will, once the reply is out.
     fn finish(&mut self, queued: bool, outcome: &'static str) {
+        if let Some(hop) = self.hop.take() {
+            hop.finish(outcome);
+        }
         if let Some((method, arrived)) = self.meter.take() {
             if let Some(calls) = &self.link.limits.calls {
                 calls.record(&method, outcome == "ok", arrived);

@@ -226,6 +226,7 @@ mod tests {
             timeout_ms: Some(1500),
             encoding: Encoding::Bincode,
             signature: None,
+            trace: None,
         };
         let bytes = build(&header, |body| {
             codec::encode_into(&(2i64, 3i64), body).unwrap()
@@ -311,6 +312,7 @@ mod tests {
             timeout_ms: None,
             encoding: Encoding::Json,
             signature: None,
+            trace: None,
         };
         let full = payload(frame_bytes(&header).unwrap());
         for cut in 0..full.len() {
@@ -330,6 +332,7 @@ mod tests {
             timeout_ms: Some(30_000),
             encoding: Encoding::Bincode,
             signature: None,
+            trace: None,
         };
         let bytes = build(&request, |body| {
             codec::encode_into(&(2i64, 3i64), body).unwrap()
@@ -337,8 +340,8 @@ mod tests {
         assert_eq!(
             &bytes[..],
             &[
-                0, 0, 0, 14, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00,
-                0x00, 0x04, 0x06
+                0, 0, 0, 15, 0x00, 0x01, 0x03, b'a', b'd', b'd', 0x01, 0xFB, 0x30, 0x75, 0x00,
+                0x00, 0x00, 0x04, 0x06
             ]
         );
         let response = Header::Response {
@@ -364,13 +367,14 @@ mod tests {
             timeout_ms: None,
             encoding: Encoding::Bincode,
             signature: None,
+            trace: None,
             credit: 64,
         };
         assert_eq!(
             &build(&open, |body| codec::encode_into(&3u64, body).unwrap())[..],
             &[
-                0, 0, 0, 13, 0x08, 0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x00, 0x00, 0x00,
-                0x40, 0x03
+                0, 0, 0, 14, 0x08, 0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x00, 0x00, 0x00,
+                0x40, 0x00, 0x03
             ]
         );
         assert_eq!(
@@ -402,6 +406,24 @@ mod tests {
             &build(&end, |body| codec::encode_into(&(), body).unwrap())[..],
             &[0, 0, 0, 4, 0x02, 0x01, 0x00, 0x00]
         );
+        // A traced call: the W3C example's trace id, parent span and flags, as raw bytes.
+        let trace =
+            crate::wire::Trace::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let traced = Header::Request {
+            id: 2,
+            method: "add".into(),
+            timeout_ms: None,
+            encoding: Encoding::Bincode,
+            signature: None,
+            trace,
+        };
+        let mut expected = vec![
+            0, 0, 0, 35, 0x00, 0x02, 0x03, b'a', b'd', b'd', 0x00, 0x00, 0x00, 0x01,
+        ];
+        expected.extend([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6]);
+        expected.extend([0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+        expected.extend([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7, 0x01]);
+        assert_eq!(&frame_bytes(&traced).unwrap()[..], &expected[..]);
         let identity = Identity {
             id: NodeId(7),
             name: "a".into(),
@@ -412,7 +434,7 @@ mod tests {
         assert_eq!(
             &encode_handshake(&identity).unwrap()[..],
             &[
-                0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 2, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
+                0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 3, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
                 0x04, 0x09
             ]
         );

@@ -100,6 +100,7 @@ impl Connection {
             encoding: open.encoding,
             signature: open.signature,
             credit: open.window.max(1),
+            trace: super::super::trace::current_trace(),
         };
         if let Err(e) = push_item(shared, &header, open.encoding, args, open.method) {
             // Nothing was sent: `down` forgets the stream without telling the callee.
