@@ -216,3 +216,71 @@ async fn an_undecodable_frame_closes_the_link() {
     still_serves(&node).await;
     node.shutdown().await;
 }
+
+/// One whole frame: `header` and no body.
+fn frame(header: &wire::Header<'_>) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    wire::FrameBuf::new(&mut buf, header)
+        .unwrap()
+        .finish(1 << 20)
+        .unwrap();
+    buf.to_vec()
+}
+
+#[tokio::test]
+async fn uploaded_items_nobody_granted_close_the_link_instead_of_piling_up() {
+    let node = node().await;
+    // A server stream: it reads no upload, so it grants the caller no credit for one.
+    node.register_stream("quiet", |(): ()| futures_util::stream::pending::<u64>());
+    let mut stream = handshaken(&node).await;
+    let open = wire::Header::StreamOpen {
+        id: 1,
+        method: "quiet".into(),
+        timeout_ms: None,
+        encoding: wire::Encoding::Bincode,
+        signature: None,
+        credit: 1,
+        trace: None,
+    };
+    stream.write_all(&frame(&open)).await.unwrap();
+    // Items it never asked for: the first is already a violation.
+    let item = frame(&wire::Header::StreamItem {
+        id: 1,
+        from_caller: true,
+    });
+    // Then a plain call: a node that took the items would answer it.
+    let mut call = bytes::BytesMut::new();
+    let request = wire::Header::Request {
+        id: 2,
+        method: "add".into(),
+        timeout_ms: None,
+        encoding: wire::Encoding::Bincode,
+        signature: None,
+        trace: None,
+    };
+    let mut framed = wire::FrameBuf::new(&mut call, &request).unwrap();
+    wire::encode_value(&(2i64, 3i64), framed.body_mut()).unwrap();
+    framed.finish(1 << 20).unwrap();
+    let mut sent = [item.clone(), item, call.to_vec()].concat();
+    if stream.write_all(&sent).await.is_err() {
+        sent.clear(); // already closed
+    }
+    let seen = expect_closed(&mut stream).await;
+    let mut rest = &seen[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(payload) = rest.get(4..4 + len) else {
+            break;
+        };
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        if let Ok((header, _)) = wire::decode_frame(&payload) {
+            assert!(
+                !matches!(header, wire::Header::Response { .. }),
+                "the link kept serving after the violation: {header:?}"
+            );
+        }
+        rest = &rest[4 + len..];
+    }
+    still_serves(&node).await;
+    node.shutdown().await;
+}

@@ -33,12 +33,12 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Sets its flag when dropped: shows that a producer's stream was dropped (its task ended).
+/// Counts itself when dropped: shows that a producer's stream was dropped (its task ended).
 struct DropFlag(Arc<AtomicU64>);
 
 impl Drop for DropFlag {
     fn drop(&mut self) {
-        self.0.store(1, Ordering::SeqCst);
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -208,8 +208,14 @@ async fn a_stream_ends_at_its_deadline_and_when_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_dies_ends_every_stream_on_it() {
     let b = node("b").await;
-    b.register_stream("stuck", |(): ()| {
-        stream::iter([7u64]).chain(stream::pending())
+    let dropped = Arc::new(AtomicU64::new(0));
+    let flag = dropped.clone();
+    b.register_stream("stuck", move |(): ()| {
+        let guard = DropFlag(flag.clone());
+        stream::iter([7u64]).chain(stream::pending()).map(move |i| {
+            let _alive = &guard;
+            i
+        })
     });
     let proxy = Proxy::bind();
     proxy.forward_to(&b.addr().to_string());
@@ -232,6 +238,11 @@ async fn a_link_that_dies_ends_every_stream_on_it() {
             .expect("in time")
             .is_none());
     }
+    // The producers, waiting for nothing that will come, stop too.
+    eventually("the producers to stop", || {
+        dropped.load(Ordering::SeqCst) == 3
+    })
+    .await;
     b.shutdown().await;
 }
 

@@ -147,6 +147,8 @@ where
             biased;
             // Dropping the responder answers `shutdown`.
             _ = stop.cancelled() => return,
+            // Its link closed (or the caller cancelled): nobody reads what it makes.
+            _ = port.gone() => return responder.abandon(),
             outcome = Abortable::new(run, registration) => outcome,
         };
         drop(port);

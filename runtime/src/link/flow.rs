@@ -26,6 +26,8 @@ pub(crate) enum Ending {
 /// The items that arrived for one direction of a stream; see the module doc.
 pub(crate) struct Inbox {
     state: Mutex<InboxState>,
+    /// Items the sender may run ahead of the consumer.
+    window: u32,
     /// Credit granted when the consumer has taken this many items since the last grant.
     refill: u32,
 }
@@ -36,6 +38,8 @@ struct InboxState {
     allowed: u32,
     /// Items taken since the last grant.
     taken: u32,
+    /// The first window was granted.
+    opened: bool,
     ending: Option<Ending>,
     waker: Option<Waker>,
 }
@@ -45,19 +49,34 @@ struct InboxState {
 pub(crate) struct Overrun;
 
 impl Inbox {
-    /// An inbox that lets the sender run `window` items ahead (at least one).
+    /// An inbox that will let the sender run `window` items ahead (at least one), once
+    /// [`Inbox::open`] grants them: until then any item is an overrun.
     pub(crate) fn new(window: u32) -> Self {
         let window = window.max(1);
         Inbox {
             state: Mutex::new(InboxState {
                 items: VecDeque::new(),
-                allowed: window,
+                allowed: 0,
                 taken: 0,
+                opened: false,
                 ending: None,
                 waker: None,
             }),
+            window,
             refill: window.div_ceil(2),
         }
+    }
+
+    /// Grants the sender the first window; returns it, the credit to send (once: later
+    /// calls grant nothing and return 0).
+    pub(crate) fn open(&self) -> u32 {
+        let mut state = self.lock();
+        if state.opened {
+            return 0;
+        }
+        state.opened = true;
+        state.allowed += self.window;
+        self.window
     }
 
     fn lock(&self) -> MutexGuard<'_, InboxState> {
@@ -138,6 +157,8 @@ impl Inbox {
 /// The credit the other end granted for sending on one stream.
 pub(crate) struct Credit {
     permits: Semaphore,
+    /// Cancelled when the stream ends (see [`Credit::close`]).
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// The stream ended: nothing more may be sent.
@@ -148,6 +169,7 @@ impl Credit {
     pub(crate) fn new(initial: u32) -> Self {
         Credit {
             permits: Semaphore::new((initial as usize).min(MAX_CREDIT)),
+            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -176,6 +198,12 @@ impl Credit {
     /// Nothing more may be sent; waiting senders wake with [`StreamClosed`].
     pub(crate) fn close(&self) {
         self.permits.close();
+        self.closed.cancel();
+    }
+
+    /// Resolves once the stream has ended (cancelled by the caller, answered, link closed).
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -195,6 +223,11 @@ mod tests {
     #[test]
     fn the_sender_runs_at_most_a_window_ahead_and_credit_comes_back_as_items_are_taken() {
         let inbox = Inbox::new(4);
+        assert!(
+            inbox.push(Bytes::from_static(b"early")).is_err(),
+            "nothing granted yet"
+        );
+        assert_eq!((inbox.open(), inbox.open()), (4, 0), "the window, once");
         for i in 0..4u8 {
             inbox.push(Bytes::from(vec![i])).expect("within the window");
         }
@@ -222,6 +255,7 @@ mod tests {
     #[test]
     fn the_first_ending_counts_and_later_items_are_dropped() {
         let inbox = Inbox::new(2);
+        inbox.open();
         assert!(next(&inbox).is_pending());
         inbox.end(Ending::Broken("gone".into()));
         inbox.end(Ending::Complete);

@@ -217,7 +217,7 @@ async fn read_loop(
             } => {
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 let ends = shared.streams.serve(id, credit, UPLOAD_WINDOW);
-                let port = StreamPort::new(shared.clone(), id, ends, encoding, UPLOAD_WINDOW);
+                let port = StreamPort::new(shared.clone(), id, ends, encoding);
                 ctx.dispatch.dispatch(Request {
                     method: &method,
                     encoding,

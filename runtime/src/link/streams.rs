@@ -10,7 +10,7 @@
 //! ends the upload; a link that closes ends every stream on it with `disconnected`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -178,26 +178,16 @@ pub(crate) struct StreamPort {
     id: u64,
     ends: Arc<Ends>,
     encoding: Encoding,
-    /// Items the caller may upload ahead of the handler.
-    window: u32,
-    upload_open: AtomicBool,
 }
 
 impl StreamPort {
-    pub(super) fn new(
-        shared: Arc<Shared>,
-        id: u64,
-        ends: Arc<Ends>,
-        encoding: Encoding,
-        window: u32,
-    ) -> Self {
+    /// The callee's side of stream `id`, whose upload window is its inbox's.
+    pub(super) fn new(shared: Arc<Shared>, id: u64, ends: Arc<Ends>, encoding: Encoding) -> Self {
         StreamPort {
             shared,
             id,
             ends,
             encoding,
-            window,
-            upload_open: AtomicBool::new(false),
         }
     }
 
@@ -218,6 +208,12 @@ impl StreamPort {
         Ok(())
     }
 
+    /// Resolves once the caller is gone (it cancelled, or the link closed): a producer
+    /// waiting for anything else should stop then.
+    pub(crate) async fn gone(&self) {
+        self.ends.credit.closed().await
+    }
+
     /// Queues one item the caller has credit for (see [`StreamPort::credit`]).
     pub(crate) fn push<T: Serialize + ?Sized>(
         &self,
@@ -231,11 +227,10 @@ impl StreamPort {
         push_item(&self.shared, &header, self.encoding, item, method)
     }
 
-    /// Lets the caller start uploading (grants its first window); once.
+    /// Lets the caller start uploading (grants its first window); once. Until then an
+    /// uploaded item is a protocol violation: a method that reads no upload buffers none.
     pub(crate) fn accept_upload(&self) {
-        if !self.upload_open.swap(true, Ordering::SeqCst) {
-            self.grant(self.window);
-        }
+        self.grant(self.ends.inbox.open());
     }
 
     fn grant(&self, n: u32) {

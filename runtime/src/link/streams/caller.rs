@@ -75,6 +75,8 @@ impl Connection {
             inbox: Inbox::new(open.window),
             credit: Credit::new(0),
         });
+        // The open's `credit` is this first window.
+        let credit = ends.inbox.open();
         shared.streams.open(id, ends.clone());
         shared.pending.insert(id, tx, deadline);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -99,9 +101,14 @@ impl Connection {
             timeout_ms,
             encoding: open.encoding,
             signature: open.signature,
-            credit: open.window.max(1),
+            credit,
             trace: super::super::trace::current_trace(),
         };
+        // Closed meanwhile: the link's table was cleared before our entry went in.
+        if self.is_closed() {
+            shared.pending.remove(id);
+            return Err(down.opened.disconnected());
+        }
         if let Err(e) = push_item(shared, &header, open.encoding, args, open.method) {
             // Nothing was sent: `down` forgets the stream without telling the callee.
             shared.pending.remove(id);
