@@ -166,12 +166,60 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
         // A streaming method: nothing ran; open it as a stream instead.
         Err(e) if e.kind() == meshrpc::ErrorKind::Streaming => {
             let idle = Duration::from_millis(args.client.timeout_ms);
-            stream(&client, &method, &body, idle).await?
+            match stream(&client, &method, &body, idle).await? {
+                Streamed::Ended(code) => code,
+                // A virtual actor's stream is served by its owner only: go there.
+                Streamed::Moved(e) => match owner_of(&client, &args).await {
+                    Some(owner) => {
+                        let direct = match connect(&owner, &args.client, "meshrpc-call").await {
+                            Ok(direct) => direct,
+                            Err(e) => return Ok(failed(&e)),
+                        };
+                        let streamed = stream(&direct, &method, &body, idle).await?;
+                        direct.close().await;
+                        match streamed {
+                            Streamed::Ended(code) => code,
+                            Streamed::Moved(e) => failed(&e),
+                        }
+                    }
+                    None => failed(&e),
+                },
+            }
         }
         Err(e) => failed(&e),
     };
     client.close().await;
     Ok(code)
+}
+
+/// With `--actor TYPE/KEY`: the address of the member that owns the key, as the node the
+/// CLI is connected to sees it.
+async fn owner_of(client: &Client, args: &crate::CallArgs) -> Option<String> {
+    let (kind, key) = args.actor.as_deref()?.split_once('/')?;
+    let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
+    let owner = client
+        .call_json(
+            "system.actors.owner",
+            &serde_json::json!([kind, key]),
+            options,
+        )
+        .await
+        .ok()?;
+    let members = client
+        .call_json("system.members", &serde_json::json!([]), options)
+        .await
+        .ok()?;
+    members.as_array()?.iter().find_map(|m| {
+        (m.get("name")? == &owner).then(|| m.get("addr")?.as_str().map(str::to_owned))?
+    })
+}
+
+/// How a stream the CLI opened ended.
+enum Streamed {
+    /// With this exit code, its items printed.
+    Ended(ExitCode),
+    /// Refused before any item: the key lives elsewhere.
+    Moved(RpcError),
 }
 
 /// `meshrpc call` on a streaming method: each item the callee sends is printed as one JSON
@@ -183,19 +231,24 @@ async fn stream(
     method: &str,
     body: &RawValue,
     idle: Duration,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Streamed> {
     use futures_util::StreamExt;
     use std::io::Write;
     let options = meshrpc::StreamOptions::default().idle(Some(idle));
     let (sink, mut items) = match client.stream_json(method, body, options) {
         Ok(opened) => opened,
-        Err(e) => return Ok(failed(&e)),
+        Err(e) => return Ok(Streamed::Ended(failed(&e))),
     };
     let upload = tokio::spawn(upload_stdin(sink));
     let mut out = std::io::stdout().lock();
     let mut code = ExitCode::SUCCESS;
+    let mut first = true;
     while let Some(item) = items.next().await {
         match item {
+            Err(e) if first && e.kind() == meshrpc::ErrorKind::Moved => {
+                upload.abort();
+                return Ok(Streamed::Moved(e));
+            }
             Ok(value) => {
                 writeln!(out, "{value}")
                     .and_then(|()| out.flush())
@@ -206,6 +259,7 @@ async fn stream(
                 break;
             }
         }
+        first = false;
     }
     if let Some(Ok(reply)) = items.reply::<serde_json::Value>() {
         if !reply.is_null() {
@@ -213,7 +267,7 @@ async fn stream(
         }
     }
     upload.abort();
-    Ok(code)
+    Ok(Streamed::Ended(code))
 }
 
 /// Streams the JSON values on stdin to `sink`, once the callee shows it reads them.

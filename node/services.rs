@@ -190,6 +190,8 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .help("vcounter.incr/KEY(by: i64) -> i64: adds `by` to the counter KEY, wherever in the cluster it lives, and returns the new value")
         .method("get", |count: &mut i64, (): ()| *count)
         .help("vcounter.get/KEY() -> i64: the value of the counter KEY")
+        .stream_method("upto", |count: &mut i64, (): ()| stream::iter(0..=*count))
+        .help("vcounter.upto/KEY() -> stream<i64>: streams 0, 1, ... up to the counter's value")
         .start()
         .await?;
     node.join_group("demo").await?;

@@ -129,3 +129,41 @@ except xmlrpc.client.Fault as fault:
     );
     assert!(lines[2].contains("open it as a stream"), "{out}");
 }
+
+#[test]
+fn a_virtual_actors_stream_is_read_through_any_node() {
+    use support::{members, wait_until};
+    let n1 = NodeProc::start("v1", &[]);
+    let n2 = NodeProc::start("v2", &["--seed", &n1.addr]);
+    let n3 = NodeProc::start("v3", &["--seed", &n1.addr]);
+    let nodes = [&n1, &n2, &n3];
+    wait_until(
+        "every node to see all three and where vcounter/k lives",
+        || {
+            nodes.iter().all(|n| {
+                members(&n.addr, &[])
+                    .values()
+                    .filter(|s| *s == "up")
+                    .count()
+                    == 3
+            }) && nodes
+                .iter()
+                .map(|n| call_ok(&n.addr, "system.actors.owner", &["\"vcounter\"", "\"k\""]))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 1
+        },
+    );
+    for _ in 0..3 {
+        call_ok(&n1.addr, "--actor", &["vcounter/k", "incr", "1"]);
+    }
+    // The owner streams it; the others send the CLI there.
+    for node in nodes {
+        assert_eq!(
+            call_ok(&node.addr, "--actor", &["vcounter/k", "upto"]),
+            "0\n1\n2\n3",
+            "through {}",
+            node.name
+        );
+    }
+}
