@@ -288,6 +288,16 @@ pub struct StreamReply<R> {
     _result: PhantomData<fn() -> R>,
 }
 
+impl<R> StreamReply<R> {
+    /// The reply that ends `items` (a client stream sends no items, only its result).
+    fn of(items: ItemStream<()>) -> Self {
+        StreamReply {
+            items,
+            _result: PhantomData,
+        }
+    }
+}
+
 impl<R: DeserializeOwned> Future for StreamReply<R> {
     type Output = Result<R, RpcError>;
 
@@ -313,17 +323,5 @@ impl<R: DeserializeOwned> Future for StreamReply<R> {
                 }
             }
         }
-    }
-}
-
-/// The same stream, its items read as `B` (nothing was read from it yet).
-fn retype<A, B>(items: ItemStream<A>) -> ItemStream<B> {
-    debug_assert!(items.front.is_none());
-    ItemStream {
-        front: None,
-        down: items.down,
-        reply: items.reply,
-        idle: items.idle,
-        _item: PhantomData,
     }
 }

@@ -110,6 +110,19 @@ where
     }
 }
 
+/// Sends `items` from a task of their own, then answers (see [`spawn`]).
+fn send_all<S, T, E>(items: S, entry: &Entry, runs: Runs, call: Incoming, port: Arc<StreamPort>)
+where
+    S: Stream<Item = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let (method, sender) = (entry.name.clone(), port.clone());
+    spawn(runs, call, port, async move {
+        produce(items, &sender, &method).await
+    });
+}
+
 /// How a stream's task ended.
 enum Outcome<R> {
     /// Its reply.
@@ -228,10 +241,7 @@ where
             Ok(items) => items,
             Err(p) => return panicked(call, p),
         };
-        let (method, sender) = (entry.name.clone(), port.clone());
-        spawn(runs, call, port, async move {
-            produce(items, &sender, &method).await
-        });
+        send_all(items, entry, runs, call, port);
     }
 }
 
@@ -311,10 +321,7 @@ where
             Ok(out) => out,
             Err(p) => return panicked(call, p),
         };
-        let (method, sender) = (entry.name.clone(), port.clone());
-        spawn(runs, call, port, async move {
-            produce(out, &sender, &method).await
-        });
+        send_all(out, entry, runs, call, port);
     }
 }
 
@@ -362,10 +369,7 @@ where
                 return true;
             }
         };
-        let (method, sender) = (entry.name.clone(), port.clone());
-        spawn(runs, call, port, async move {
-            produce(items, &sender, &method).await
-        });
+        send_all(items, entry, runs, call, port);
         false
     }
 

@@ -7,23 +7,50 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{retype, ItemSink, ItemStream, StreamOptions, StreamReply};
+use super::{ItemSink, ItemStream, StreamOptions, StreamReply};
 use crate::client::Peer;
 use crate::handlers::MethodInfo;
-use crate::link::{Open, Upstream};
+use crate::link::Open;
 use crate::wire::Encoding;
 use crate::RpcError;
 
+/// What a stream is opened as: the method, how items are encoded, the caller's
+/// fingerprint of it (declared methods), its options.
+struct Opening<'a> {
+    method: &'a str,
+    encoding: Encoding,
+    signature: Option<u64>,
+    options: StreamOptions,
+}
+
+impl<'a> Opening<'a> {
+    fn bincode(method: &'a str, options: StreamOptions) -> Self {
+        Opening {
+            method,
+            encoding: Encoding::Bincode,
+            signature: None,
+            options,
+        }
+    }
+
+    fn declared(info: &'static MethodInfo) -> Self {
+        Opening {
+            signature: Some(info.fingerprint),
+            ..Opening::bincode(info.name, StreamOptions::default())
+        }
+    }
+}
+
 impl Peer {
-    fn open(
+    /// Opens a stream; with `upload`, the sink uploads (otherwise the upload ends at once
+    /// and the sink is useless).
+    fn open<U, T>(
         &self,
-        method: &str,
+        how: Opening<'_>,
         args: &(impl Serialize + ?Sized),
-        options: StreamOptions,
         upload: bool,
-        encoding: Encoding,
-        signature: Option<u64>,
-    ) -> Result<(ItemStream<()>, Upstream), RpcError> {
+    ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
+        let method = how.method;
         if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(RpcError::Shutdown(format!(
                 "this node is shutting down; `{method}` was not opened"
@@ -31,15 +58,28 @@ impl Peer {
         }
         let open = Open {
             method,
-            encoding,
-            timeout: options.timeout,
-            signature,
-            window: options.window,
+            encoding: how.encoding,
+            timeout: how.options.timeout,
+            signature: how.signature,
+            window: how.options.window,
             upload,
         };
         let (down, up) = self.conn.open_stream(open, args)?;
-        let idle = options.idle.unwrap_or(Some(self.default_timeout));
-        Ok((ItemStream::new(down, idle), up))
+        let idle = how.options.idle.unwrap_or(Some(self.default_timeout));
+        let sink = ItemSink {
+            up,
+            method: method.to_owned(),
+            _item: PhantomData,
+        };
+        Ok((sink, ItemStream::new(down, idle)))
+    }
+
+    /// A server stream: what [`Peer::call_stream`] returns, an open error first if any.
+    fn server<T>(&self, how: Opening<'_>, args: &(impl Serialize + ?Sized)) -> ItemStream<T> {
+        match self.open::<(), T>(how, args, false) {
+            Ok((_sink, items)) => items,
+            Err(e) => ItemStream::failed(e),
+        }
     }
 
     /// Opens the server stream `method(args)`: its items as they come.
@@ -58,10 +98,7 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> ItemStream<T> {
-        match self.open(method, &args, options, false, Encoding::Bincode, None) {
-            Ok((items, _up)) => retype(items),
-            Err(e) => ItemStream::failed(e),
-        }
+        self.server(Opening::bincode(method, options), &args)
     }
 
     /// Opens the client stream `method(args)`: upload items through the sink, then await
@@ -75,17 +112,8 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
-        };
-        let reply = StreamReply {
-            items,
-            _result: PhantomData,
-        };
-        Ok((sink, reply))
+        let (sink, items) = self.open(Opening::bincode(method, options), &args, true)?;
+        Ok((sink, StreamReply::of(items)))
     }
 
     /// Opens the bidirectional stream `method(args)`: upload through the sink while
@@ -99,17 +127,9 @@ impl Peer {
         args: impl Serialize,
         options: StreamOptions,
     ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let (items, up) = self.open(method, &args, options, true, Encoding::Bincode, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
-        };
-        Ok((sink, retype(items)))
+        self.open(Opening::bincode(method, options), &args, true)
     }
-}
 
-impl Peer {
     /// Opens any stream with JSON arguments and JSON items (the CLI, gateways): the
     /// callee's shape decides what flows; a callee that reads no upload grants the sink no
     /// room ([`ItemSink::ready`] never resolves).
@@ -122,13 +142,11 @@ impl Peer {
         args: &A,
         options: StreamOptions,
     ) -> Result<(ItemSink<serde_json::Value>, ItemStream<serde_json::Value>), RpcError> {
-        let (items, up) = self.open(method, args, options, true, Encoding::Json, None)?;
-        let sink = ItemSink {
-            up,
-            method: method.to_owned(),
-            _item: PhantomData,
+        let how = Opening {
+            encoding: Encoding::Json,
+            ..Opening::bincode(method, options)
         };
-        Ok((sink, retype(items)))
+        self.open(how, args, true)
     }
 }
 
@@ -141,18 +159,7 @@ impl Peer {
         info: &'static MethodInfo,
         args: &A,
     ) -> ItemStream<T> {
-        let options = StreamOptions::default();
-        match self.open(
-            info.name,
-            args,
-            options,
-            false,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        ) {
-            Ok((items, _up)) => retype(items),
-            Err(e) => ItemStream::failed(e),
-        }
+        self.server(Opening::declared(info), args)
     }
 
     #[doc(hidden)]
@@ -161,25 +168,8 @@ impl Peer {
         info: &'static MethodInfo,
         args: &A,
     ) -> Result<(ItemSink<U>, StreamReply<R>), RpcError> {
-        let options = StreamOptions::default();
-        let (items, up) = self.open(
-            info.name,
-            args,
-            options,
-            true,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        )?;
-        let sink = ItemSink {
-            up,
-            method: info.name.to_owned(),
-            _item: PhantomData,
-        };
-        let reply = StreamReply {
-            items,
-            _result: PhantomData,
-        };
-        Ok((sink, reply))
+        let (sink, items) = self.open(Opening::declared(info), args, true)?;
+        Ok((sink, StreamReply::of(items)))
     }
 
     #[doc(hidden)]
@@ -188,20 +178,6 @@ impl Peer {
         info: &'static MethodInfo,
         args: &A,
     ) -> Result<(ItemSink<U>, ItemStream<T>), RpcError> {
-        let options = StreamOptions::default();
-        let (items, up) = self.open(
-            info.name,
-            args,
-            options,
-            true,
-            Encoding::Bincode,
-            Some(info.fingerprint),
-        )?;
-        let sink = ItemSink {
-            up,
-            method: info.name.to_owned(),
-            _item: PhantomData,
-        };
-        Ok((sink, retype(items)))
+        self.open(Opening::declared(info), args, true)
     }
 }
