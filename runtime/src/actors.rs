@@ -33,8 +33,8 @@ use crate::cluster::links::WeakLinks;
 use crate::cluster::membership::{Directory, Membership};
 use crate::cluster::{Links, Target};
 use crate::handlers::Handlers;
-use crate::link::Connection;
-use crate::wire::NodeId;
+use crate::link::{Connection, Request, Responder};
+use crate::wire::{Encoding, NodeId};
 use crate::RpcError;
 
 pub use builder::VirtualBuilder;
@@ -80,6 +80,48 @@ impl Ctx {
             Ok(links.to_self())
         } else {
             links.link(Target::Addr(addr)).await
+        }
+    }
+
+    /// Calls `method` (a keyed name, `type.method/KEY`) on this node itself without a link:
+    /// dispatched here, on the caller's task, as a request from a node; the answer comes
+    /// back through a channel. What `ActorRef` does when this node owns the key.
+    pub(crate) async fn call_here<A: serde::Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<(Encoding, bytes::Bytes), RpcError> {
+        let Some(ctx) = self.links.upgrade().map(|links| links.link_ctx().clone()) else {
+            return Err(RpcError::Shutdown("this node has stopped".to_owned()));
+        };
+        let mut body = bytes::BytesMut::new();
+        crate::wire::encode_value(args, &mut body).map_err(|e| RpcError::BadArguments {
+            method: method.to_owned(),
+            detail: format!("the arguments of `{method}` cannot be encoded: {e}"),
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx.dispatch.dispatch(Request {
+            method,
+            encoding: Encoding::Bincode,
+            timeout_ms: Some(timeout.as_millis().min(u128::from(u64::MAX)) as u64),
+            retry: false,
+            from_node: true,
+            signature: None,
+            trace: crate::link::current_trace(),
+            body: body.freeze(),
+            responder: Responder::local(ctx.limits.clone(), tx, Encoding::Bincode),
+            stream: None,
+        });
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(RpcError::Timeout {
+                method: method.to_owned(),
+                after: timeout,
+            }),
+            // Dropped unanswered only when the node stopped the handler.
+            Ok(Err(_)) => Err(RpcError::Shutdown(format!("`{method}` was stopped"))),
+            Ok(Ok(Err(remote))) => Err(RpcError::from_remote(method, remote, timeout)),
+            Ok(Ok(Ok(reply))) => Ok(reply),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A reference to a virtual actor by type and key: each call computes the owner from this
-//! node's view (no lookup) and goes straight to it — over the in-memory link when the owner
-//! is this node. While the view settles, the owner may answer `moved` (nothing ran) or be
+//! node's view (no lookup) and goes straight to it — dispatched in place, without a frame,
+//! when the owner is this node (streams take the in-memory link). While the view settles, the owner may answer `moved` (nothing ran) or be
 //! unreachable; the ref tries again, with backoff, until the call's deadline.
 
 use std::time::Duration;
@@ -106,8 +106,13 @@ impl ActorRef {
         args: &A,
         deadline: Instant,
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
-        let conn = self.owner_link().await?;
+        let owner = self.owner_host()?;
         let left = deadline.saturating_duration_since(Instant::now());
+        if owner.id == self.ctx.me {
+            // This node owns the key: no frame, no link, straight to the activation.
+            return self.ctx.call_here(name, args, left).await;
+        }
+        let conn = self.ctx.link(owner.id, owner.addr).await?;
         conn.request(name, Encoding::Bincode, args, left, false, None)
             .await
     }
@@ -158,19 +163,20 @@ impl ActorRef {
         }
     }
 
-    /// The link to the owner of this key in this node's view.
+    /// The owner of this key in this node's view.
+    fn owner_host(&self) -> Result<crate::cluster::membership::Host, RpcError> {
+        let hosts = self.ctx.directory.snapshot().hosts(&self.kind);
+        let id = placement::owner(self.hash, hosts.iter().map(|h| h.id));
+        let owner = id.and_then(|id| hosts.iter().find(|h| h.id == id).copied());
+        owner.ok_or_else(|| RpcError::PeerUnavailable {
+            peer: format!("{}/{}", self.kind, self.key),
+            reason: format!("no live member hosts virtual actor type `{}`", self.kind),
+        })
+    }
+
+    /// The link to the owner of this key in this node's view (the in-memory one to itself).
     async fn owner_link(&self) -> Result<crate::link::Connection, RpcError> {
-        let owner = {
-            let hosts = self.ctx.directory.snapshot().hosts(&self.kind);
-            let id = placement::owner(self.hash, hosts.iter().map(|h| h.id));
-            id.and_then(|id| hosts.iter().find(|h| h.id == id).copied())
-        };
-        let Some(owner) = owner else {
-            return Err(RpcError::PeerUnavailable {
-                peer: format!("{}/{}", self.kind, self.key),
-                reason: format!("no live member hosts virtual actor type `{}`", self.kind),
-            });
-        };
+        let owner = self.owner_host()?;
         self.ctx.link(owner.id, owner.addr).await
     }
 }

@@ -104,6 +104,11 @@ impl Links {
         WeakLinks(Arc::downgrade(&self.inner))
     }
 
+    /// What every link of this node shares: its dispatcher and bounds.
+    pub(crate) fn link_ctx(&self) -> &LinkCtx {
+        &self.inner.ctx
+    }
+
     pub(crate) fn identity(&self) -> &Identity {
         &self.inner.identity
     }

@@ -10,21 +10,82 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::AbortHandle;
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::connection::Shared;
+use super::connection::{Reply, Shared};
 use super::meter::{record_call, Side};
 use super::trace::{Context, Hop};
+use super::Limits;
 use crate::wire::{self, CodecError, Encoding, FrameError, Header, RemoteError};
 use crate::ErrorKind;
 
+/// Where an answer goes: the outbox of the link the request came on, or — for a call this
+/// node makes to itself (a virtual actor it owns) — straight to the waiting caller, with no
+/// frame on any link.
+enum Back {
+    Link(Arc<Shared>),
+    Local(Local),
+}
+
+struct Local {
+    limits: Arc<Limits>,
+    reply: std::sync::Mutex<Option<oneshot::Sender<Reply>>>,
+}
+
+/// The largest answer to a local call (no peer limits it; this bounds a runaway one).
+const LOCAL_MAX_FRAME: usize = 64 << 20;
+
+impl Back {
+    fn limits(&self) -> &Limits {
+        match self {
+            Back::Link(link) => &link.limits,
+            Back::Local(local) => &local.limits,
+        }
+    }
+
+    fn peer(&self) -> &str {
+        match self {
+            Back::Link(link) => &link.peer.name,
+            Back::Local(_) => "this node",
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        match self {
+            Back::Link(link) => link.max_frame,
+            Back::Local(_) => LOCAL_MAX_FRAME,
+        }
+    }
+
+    /// Sends the response frame `encode` writes; false if it could not leave.
+    fn push<E>(&self, encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<bool, E> {
+        let local = match self {
+            Back::Link(link) => return link.outbox.push(true, encode),
+            Back::Local(local) => local,
+        };
+        let mut buf = BytesMut::new();
+        encode(&mut buf)?;
+        let frame = buf.freeze();
+        let reply = match wire::decode_frame(&frame.slice(4.min(frame.len())..)) {
+            Ok((Header::Response { outcome, .. }, body)) => outcome.map(|enc| (enc, body)),
+            _ => Err(RemoteError::new(
+                ErrorKind::Protocol,
+                "the answer is not a response",
+            )),
+        };
+        let waiting = local.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(waiting.is_some_and(|tx| tx.send(reply).is_ok()))
+    }
+}
+
 /// Answers one request exactly once; see the module doc for what happens on drop.
 pub(crate) struct Responder {
-    link: Arc<Shared>,
+    back: Back,
     /// `None` for a cast: nothing is sent back.
     id: Option<u64>,
     encoding: Encoding,
@@ -43,8 +104,29 @@ impl Responder {
         link.limits.node_inbound.fetch_add(1, Ordering::Relaxed);
         link.in_flight.fetch_add(1, Ordering::Relaxed);
         Responder {
-            link,
+            back: Back::Link(link),
             id,
+            encoding,
+            answered: false,
+            meter: None,
+            hop: None,
+        }
+    }
+
+    /// The responder of a call this node makes to itself: the answer goes to `reply`. It
+    /// counts against the node's in-flight bound (and shutdown waits for it) like any.
+    pub(crate) fn local(
+        limits: Arc<Limits>,
+        reply: oneshot::Sender<Reply>,
+        encoding: Encoding,
+    ) -> Self {
+        limits.node_inbound.fetch_add(1, Ordering::Relaxed);
+        Responder {
+            back: Back::Local(Local {
+                limits,
+                reply: std::sync::Mutex::new(Some(reply)),
+            }),
+            id: Some(0),
             encoding,
             answered: false,
             meter: None,
@@ -55,7 +137,7 @@ impl Responder {
     /// Records this request as a hop of the caller's trace (`parent`), answered by the
     /// handler of `method`; returns the context its handler runs in.
     pub(crate) fn trace(&mut self, parent: crate::wire::Trace, method: &str) -> Context {
-        let hop = Hop::new(parent, method, &self.link.peer.name);
+        let hop = Hop::new(parent, method, self.back.peer());
         let context = hop.context.clone();
         self.hop = Some(Box::new(hop));
         context
@@ -63,7 +145,7 @@ impl Responder {
 
     /// Whether calls are being recorded for `/metrics`.
     pub(crate) fn metered(&self) -> bool {
-        self.link.limits.metered
+        self.back.limits().metered
     }
 
     /// Records this request under `method` (a registered name: callers cannot grow the set
@@ -77,7 +159,7 @@ impl Responder {
     /// request, and answer a refusal with [`Responder::refuse`].
     #[inline]
     pub(crate) fn admit(&self) -> Result<(), Refused> {
-        let limits = &self.link.limits;
+        let limits = self.back.limits();
         if limits.closing.load(Ordering::Relaxed) {
             return Err(Refused::Closing);
         }
@@ -85,8 +167,10 @@ impl Responder {
         if limits.node_inbound.load(Ordering::Relaxed) > limits.max_in_flight_node {
             return Err(Refused::Node(limits.max_in_flight_node));
         }
-        if self.link.inbound.load(Ordering::Relaxed) > limits.max_in_flight {
-            return Err(Refused::Link(limits.max_in_flight));
+        if let Back::Link(link) = &self.back {
+            if link.inbound.load(Ordering::Relaxed) > limits.max_in_flight {
+                return Err(Refused::Link(limits.max_in_flight));
+            }
         }
         Ok(())
     }
@@ -115,7 +199,7 @@ impl Responder {
             None => {
                 if let Err(error) = &result {
                     outcome = error.kind.as_str();
-                    debug!(peer = %self.link.peer.name, %error, "cast failed");
+                    debug!(peer = %self.back.peer(), %error, "cast failed");
                 }
                 false
             }
@@ -141,10 +225,12 @@ impl Responder {
     /// Registers the task answering this request, so the caller's `Cancel` can abort it;
     /// the registration ends when the returned guard drops. Casts cannot be cancelled.
     pub(crate) fn track(&self, abort: AbortHandle) -> Option<Tracked> {
-        let id = self.id?;
-        self.link.running.insert(id, abort);
+        let (Back::Link(link), Some(id)) = (&self.back, self.id) else {
+            return None; // a local call is never cancelled by a frame
+        };
+        link.running.insert(id, abort);
         Some(Tracked {
-            link: self.link.clone(),
+            link: link.clone(),
             id,
         })
     }
@@ -179,10 +265,10 @@ impl Responder {
                     id,
                     outcome: Ok(encoding),
                 };
-                let max = self.link.max_frame;
-                let pushed = self.link.outbox.push(true, |buf| {
-                    wire::append_frame_raw(buf, &header, &body, max).map_err(|_| ())
-                });
+                let max = self.back.max_frame();
+                let pushed = self
+                    .back
+                    .push(|buf| wire::append_frame_raw(buf, &header, &body, max).map_err(|_| ()));
                 match pushed {
                     Ok(queued) => (queued, "ok"),
                     Err(()) => {
@@ -219,35 +305,35 @@ impl Responder {
             id,
             outcome: Ok(self.encoding),
         };
-        let (encoding, max) = (self.encoding, self.link.max_frame);
+        let (encoding, max) = (self.encoding, self.back.max_frame());
         let cannot_encode = |e: CodecError| {
             RemoteError::new(
                 ErrorKind::Protocol,
                 format!("cannot encode the result: {e}"),
             )
         };
-        self.link.outbox.push(true, |buf| {
-            match wire::append_frame(buf, &header, encoding, value, max) {
+        self.back.push(
+            |buf| match wire::append_frame(buf, &header, encoding, value, max) {
                 Ok(()) => Ok(()),
                 Err(FrameError::Encode(e)) => Err(cannot_encode(e)),
                 Err(FrameError::TooLarge(size)) => Err(RemoteError::new(
                     ErrorKind::FrameTooLarge,
                     format!("the result takes {size} bytes, over the {max}-byte frame limit"),
                 )),
-            }
-        })
+            },
+        )
     }
 
     /// Queues an error response, cut to fit the caller's frame limit; false if not queued.
     fn push_error(&self, id: u64, mut error: RemoteError) -> bool {
-        let max = self.link.max_frame;
+        let max = self.back.max_frame();
         let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
         truncate_on_char_boundary(&mut error.message, room);
         let header = Header::Response {
             id,
             outcome: Err(error),
         };
-        let pushed = self.link.outbox.push(true, |buf| {
+        let pushed = self.back.push(|buf| {
             wire::append_header(buf, &header, max)
                 .then_some(())
                 .ok_or(())
@@ -261,15 +347,23 @@ impl Responder {
             hop.finish(outcome);
         }
         if let Some((method, arrived)) = self.meter.take() {
-            if let Some(calls) = &self.link.limits.calls {
+            if let Some(calls) = &self.back.limits().calls {
                 calls.record(&method, outcome == "ok", arrived);
             }
             record_call(Side::Served, method, outcome, arrived);
         }
         self.answered = true;
-        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !queued {
-            self.link.release_inbound(1);
+        match &self.back {
+            Back::Link(link) => {
+                link.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if !queued {
+                    link.release_inbound(1);
+                }
+            }
+            // Answered (or never to be): nothing waits for a writer.
+            Back::Local(local) => {
+                local.limits.node_inbound.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
