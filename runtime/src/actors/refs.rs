@@ -1,7 +1,8 @@
 //! A reference to a virtual actor by type and key: each call computes the owner from this
 //! node's view (no lookup) and goes straight to it — dispatched in place, without a frame,
-//! when the owner is this node (streams take the in-memory link). While the view settles, the owner may answer `moved` (nothing ran) or be
-//! unreachable; the ref tries again, with backoff, until the call's deadline.
+//! when the owner is this node (streams take the in-memory link). While the view settles,
+//! the owner may answer `moved` (nothing ran) or be unreachable; the ref tries again, with
+//! backoff, until the call's deadline.
 
 use std::time::Duration;
 

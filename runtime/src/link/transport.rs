@@ -65,8 +65,9 @@ pub(crate) struct Local<'a> {
 }
 
 impl Socket {
-    /// Both ends of an in-memory link from this node to itself (calls to virtual actors it
-    /// owns take the same path as any other), with no handshake: each end is this node.
+    /// Both ends of an in-memory link from this node to itself (streams to virtual actors it
+    /// owns, and forwarded calls, take the same path as any other), with no handshake: each
+    /// end is this node.
     pub(crate) fn loopback(addr: SocketAddr) -> (Socket, Socket) {
         let (a, b) = tokio::io::duplex(256 << 10);
         let end = |stream: tokio::io::DuplexStream| {
