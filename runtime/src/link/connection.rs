@@ -87,8 +87,8 @@ pub(crate) struct Shared {
     pub(crate) activity: CachePadded<AtomicU64>,
     /// Requests (and stream opens) the peer sent, and replies to ours: calls each way, for
     /// the dashboard. Written by the reader only.
-    pub(crate) served: AtomicU64,
-    pub(crate) answered: AtomicU64,
+    pub(crate) served: CachePadded<AtomicU64>,
+    pub(crate) answered: CachePadded<AtomicU64>,
     /// Set when this node closed the link for being idle (nothing was sent after that).
     idle_closed: AtomicBool,
     /// Requests from the peer admitted and not yet answered on the wire.
@@ -210,8 +210,8 @@ impl Connection {
             next_id: CachePadded(AtomicU64::new(1)),
             in_flight: CachePadded(AtomicUsize::new(0)),
             activity: CachePadded(AtomicU64::new(0)),
-            served: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
+            served: CachePadded(AtomicU64::new(0)),
+            answered: CachePadded(AtomicU64::new(0)),
             idle_closed: AtomicBool::new(false),
             inbound: CachePadded(AtomicUsize::new(0)),
             limits: ctx.limits.clone(),
