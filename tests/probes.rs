@@ -2,6 +2,8 @@
 //! joined through its seeds (at once without seeds, or when its seeds name only itself),
 //! not ready again while it shuts down; both answer without the gateway's token.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshrpc::{Node, NodeConfig};
@@ -87,15 +89,21 @@ async fn ready_follows_the_join_and_the_shutdown() {
     }
 
     // Shutting down: not ready while a running call holds the shutdown in its grace.
-    seed.register("sleep", |ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<u64, String>(ms)
+    let running = Arc::new(AtomicBool::new(false));
+    let started = running.clone();
+    seed.register("sleep", move |ms: u64| {
+        started.store(true, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<u64, String>(ms)
+        }
     });
     let caller = joiner.clone();
     let seed_addr = seed.addr();
     let call = tokio::spawn(async move { caller.call::<u64>(seed_addr, "sleep", 2_000u64).await });
+    // Running before the shutdown starts, so the shutdown waits for it.
     let deadline = Instant::now() + PATIENCE;
-    while seed.peers().is_empty() {
+    while !running.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the call never arrived");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
