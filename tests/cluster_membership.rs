@@ -86,15 +86,19 @@ async fn thirty_two_nodes_converge_and_link_on_demand() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged = started.elapsed();
-    // Membership holds no connection per pair: a link opens on the first call, by name.
-    // State syncs (at join, then every 30 heartbeats) open a link for one call and close
-    // it after, so a glance may catch one closing; a mesh would never be empty.
+    // Membership holds no connection per pair (a mesh would hold N - 1 on every node): a
+    // link opens on the first call, by name. State syncs (at join, then every 30
+    // heartbeats) open a link for one call and close it after, unless the other side was
+    // using it at that moment (then it idles out later), so a few may be seen open.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes.iter().all(|n| n.peers().is_empty()) {
-        let linked = nodes.iter().filter(|n| !n.peers().is_empty()).count();
+    loop {
+        let most = nodes.iter().map(|n| n.peers().len()).max().unwrap_or(0);
+        if most <= 2 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "{linked} nodes still hold links without calls"
+            "a node still holds {most} links without calls"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
