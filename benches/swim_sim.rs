@@ -161,7 +161,9 @@ fn main() {
     let members = arg("--members", 10_000) as u32;
     let heartbeat = Duration::from_millis(arg("--heartbeat-ms", 1000));
     let down_after = Duration::from_millis(arg("--down-after-ms", 5000));
-    let config = meshrpc::simulation::swim_config(heartbeat, down_after);
+    let mut config = meshrpc::simulation::swim_config(heartbeat, down_after);
+    // As a node's membership actor sets it for a cluster of this size.
+    config.max_transmissions = meshrpc::simulation::transmissions(members as usize);
     let started = Instant::now();
     // Every member knows every other one from the start, as a converged cluster does.
     // foca's table is a vector searched on each update, so this is the slow part: split it

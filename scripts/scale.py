@@ -2,7 +2,9 @@
 """Scale: N real `meshrpc node` processes on this machine, each seeded with a random earlier
 one. Measures, from the nodes' own timestamped logs (so measuring adds no load):
 
-  - convergence: from the last start until every node has logged every other one up;
+  - convergence: from the last start until every node's latest word on every other one is
+    `up` (a member that flapped down must be back);
+  - false downs: live members logged `down`, until convergence and after it;
   - detection: SIGKILL of --kills random nodes, until every live node has logged each of
     them down;
   - the idle cluster's CPU (all node processes, from /proc) and membership traffic per node
@@ -38,11 +40,13 @@ def parse_ts(text):
 
 
 class Log:
-    """One node's log, read incrementally: (timestamp, kind, member) for every membership
-    line, kept as they come (so following a thousand logs costs only their new lines)."""
+    """One node's log, read incrementally: the latest status it logged for each member, and
+    every `down` it logged, kept as the lines come (so following a thousand logs costs only their
+    new lines, and the script's own CPU does not slow the cluster it measures)."""
 
     def __init__(self, path):
-        self.path, self.offset, self.partial, self.events = path, 0, "", []
+        self.path, self.offset, self.partial = path, 0, ""
+        self.downs, self.latest = [], {}
 
     def read(self):
         try:
@@ -51,14 +55,21 @@ class Log:
                 chunk = log.read()
                 self.offset = log.tell()
         except FileNotFoundError:
-            return self.events
+            return self
         lines = (self.partial + chunk).split("\n")
         self.partial = lines.pop()
         for line in lines:
             m = LINE.match(line)
-            if m:
-                self.events.append((parse_ts(m.group(1)), m.group(2), m.group(3)))
-        return self.events
+            if not m:
+                continue
+            kind, member = m.group(2), m.group(3)
+            self.latest[member] = (kind, parse_ts(m.group(1)))
+            if kind == "down":
+                self.downs.append((parse_ts(m.group(1)), member))
+        return self
+
+    def up_now(self):
+        return {member for member, (kind, _) in self.latest.items() if kind == "up"}
 
 
 def cpu_seconds(pids):
@@ -87,6 +98,8 @@ def main():
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--idle-secs", type=float, default=10.0)
+    parser.add_argument("--settle-secs", type=float, default=30.0,
+                        help="after convergence, wait this long (the join storm's gossip backlog drains) before measuring idle")
     parser.add_argument("--heartbeat-ms", type=int, default=1000)
     parser.add_argument("--down-after-ms", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=1,
@@ -140,22 +153,35 @@ def main():
             for name in names:
                 if name in converged_at:
                     continue
-                ups = {}
-                for ts, kind, member in logs_of[name].read():
-                    if kind == "up":
-                        ups.setdefault(member, ts)
+                # Every other member up now (a member that flapped down counts once it is
+                # back), as of the latest of those ups.
+                ups = [ts for kind, ts in logs_of[name].read().latest.values() if kind == "up"]
                 if len(ups) >= want:
-                    converged_at[name] = max(ups.values())
-            print(f"  {len(converged_at)}/{args.nodes} nodes see everyone up", file=sys.stderr)
+                    converged_at[name] = max(ups)
+            behind = [n for n in names if n not in converged_at]
+            tail = ""
+            if 0 < len(behind) <= 3:
+                tail = "; behind: " + ", ".join(
+                    f"{n} lacks {sorted(set(names) - logs_of[n].up_now() - {n})[:4]}"
+                    for n in behind)
+            print(f"  {len(converged_at)}/{args.nodes} nodes see everyone up{tail}", file=sys.stderr)
         if len(converged_at) < args.nodes:
             result["converged"] = False
             result["converged_nodes"] = len(converged_at)
+            # Who lacks whom: a tail of late starters, or members everyone missed?
+            lacking = {}
+            for name in names:
+                if name not in converged_at:
+                    seen = logs_of[name].up_now() | {name}
+                    lacking[name] = sorted(set(names) - seen)
+            result["lacking"] = {n: (len(m), m[:5]) for n, m in sorted(lacking.items())[:20]}
         else:
             result["converged"] = True
             result["converge_secs"] = round(max(converged_at.values()) - last_start, 2)
 
-        # Idle: CPU of every node process and loopback traffic.
-        time.sleep(2)
+        # Idle: CPU of every node process and loopback traffic, once the updates of the join
+        # storm have been sent their number of times.
+        time.sleep(args.settle_secs)
         pids = [p.pid for p in procs]
         cpu0, lo0, t0 = cpu_seconds(pids), loopback_bytes(), time.time()
         time.sleep(args.idle_secs)
@@ -172,26 +198,34 @@ def main():
         live = [n for n in names if n not in dead]
         detected = {}
         deadline = killed_at + args.patience
-        while len(detected) < len(live) and time.time() < deadline:
+        while dead and len(detected) < len(live) and time.time() < deadline:
             time.sleep(1)
             for name in live:
                 if name in detected:
                     continue
                 downs = {}
-                for ts, kind, member in logs_of[name].read():
-                    if kind == "down" and member in dead and ts >= killed_at:
+                for ts, member in logs_of[name].read().downs:
+                    if member in dead and ts >= killed_at:
                         downs.setdefault(member, ts)
                 if len(downs) == len(dead):
                     detected[name] = max(downs.values())
             print(f"  {len(detected)}/{len(live)} live nodes saw all {len(dead)} kills", file=sys.stderr)
-        # False downs: a live node logged down by another live node.
-        false_downs = 0
+        # False downs: a live node logged down by another live node, during the start and
+        # convergence (a saturated machine answers probes late), and after it.
+        converged_by = max(converged_at.values(), default=time.time())
+        early = late = 0
         for name in live:
-            for ts, kind, member in logs_of[name].read():
-                if kind == "down" and member not in dead:
-                    false_downs += 1
-        result["false_downs"] = false_downs
-        if len(detected) == len(live):
+            for ts, member in logs_of[name].read().downs:
+                if member not in dead:
+                    if ts <= converged_by:
+                        early += 1
+                    else:
+                        late += 1
+        result["false_downs_until_converged"] = early
+        result["false_downs"] = late
+        if not dead:
+            pass
+        elif len(detected) == len(live):
             spans = sorted(ts - killed_at for ts in detected.values())
             result["detect_all_secs"] = round(spans[-1], 2)
             result["detect_median_secs"] = round(statistics.median(spans), 2)

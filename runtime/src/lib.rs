@@ -55,7 +55,7 @@ pub use wire::{NodeId, Trace};
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
 #[doc(hidden)]
 pub mod simulation {
-    pub use crate::cluster::membership::swim_config;
+    pub use crate::cluster::membership::{swim_config, transmissions};
 }
 
 /// What the [`service!`] macro expands to needs; not an API.

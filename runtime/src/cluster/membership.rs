@@ -24,7 +24,7 @@ use crate::wire::NodeId;
 pub(crate) use hosting::Hosting;
 
 pub(crate) use swim::{start, SwimStart};
-pub use timing::swim_config;
+pub use timing::{swim_config, transmissions};
 
 /// A member's status in this node's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,11 +128,15 @@ impl Default for Directory {
 
 /// One view: every member (one entry per name, the run that matters), sorted by name, and
 /// what each live member hosts.
+///
+/// A big cluster's join storm publishes a view every second or so on every node, so it is
+/// built without hashing or copying names: lookups by name search `members`, lookups by id
+/// search `by_id`, both sorted.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) members: Vec<Member>,
-    by_name: HashMap<String, usize>,
-    by_id: HashMap<NodeId, usize>,
+    /// (id, index in `members`), sorted by id.
+    by_id: Vec<(NodeId, u32)>,
     /// Virtual-actor type → the live (`up` or `suspect`) members hosting it, by id.
     types: HashMap<String, Arc<[Host]>>,
     /// Group → its live members.
@@ -157,52 +161,59 @@ pub(crate) struct GroupMember {
 }
 
 impl Snapshot {
-    /// A view with what each member hosts (entries of members not live are left out).
-    pub(crate) fn with_hosting(
-        members: Vec<Member>,
-        hosting: &HashMap<NodeId, Arc<Hosting>>,
-        version: u64,
-    ) -> Self {
-        let mut snapshot = Snapshot::new(members);
-        snapshot.version = version;
+    /// Adds what each member hosts (entries of members not live are left out) and the
+    /// publish count.
+    ///
+    /// Many members host the same few types and groups: a name is copied once, not once
+    /// per member.
+    pub(crate) fn add_hosting(&mut self, hosting: &[(NodeId, Arc<Hosting>)], version: u64) {
+        self.version = version;
         let mut types: HashMap<String, Vec<Host>> = HashMap::new();
         let mut groups: HashMap<String, Vec<GroupMember>> = HashMap::new();
         for (id, entry) in hosting {
-            let Some(member) = snapshot.by_id(*id) else {
+            let Some(member) = self.by_id(*id) else {
                 continue;
             };
             let (true, Some(addr)) = (member.status.is_live(), member.addr) else {
                 continue;
             };
             for t in &entry.types {
-                types
-                    .entry(t.clone())
-                    .or_default()
-                    .push(Host { id: *id, addr });
+                let host = Host { id: *id, addr };
+                match types.get_mut(t.as_str()) {
+                    Some(hosts) => hosts.push(host),
+                    None => {
+                        types.insert(t.clone(), vec![host]);
+                    }
+                }
             }
             for (g, actor) in &entry.groups {
-                groups.entry(g.clone()).or_default().push(GroupMember {
+                let member = GroupMember {
                     node: *id,
                     addr,
                     actor: actor.clone(),
-                });
+                };
+                match groups.get_mut(g.as_str()) {
+                    Some(members) => members.push(member),
+                    None => {
+                        groups.insert(g.clone(), vec![member]);
+                    }
+                }
             }
         }
-        snapshot.types = types
+        self.types = types
             .into_iter()
             .map(|(t, mut hosts)| {
                 hosts.sort_by_key(|h| h.id);
                 (t, hosts.into())
             })
             .collect();
-        snapshot.groups = groups
+        self.groups = groups
             .into_iter()
             .map(|(g, mut members)| {
                 members.sort_by(|a, b| (a.node, &a.actor).cmp(&(b.node, &b.actor)));
                 (g, members.into())
             })
             .collect();
-        snapshot
     }
 
     /// The live members hosting virtual-actor type `name`, sorted by id.
@@ -222,27 +233,29 @@ impl Snapshot {
     }
 
     pub(crate) fn new(mut members: Vec<Member>) -> Self {
-        members.sort_by(|a, b| a.name.cmp(&b.name));
-        let by_name = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.name.clone(), i))
-            .collect();
-        let by_id = members.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+        if !members.is_sorted_by(|a, b| a.name <= b.name) {
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let mut by_id: Vec<(NodeId, u32)> = (members.iter().map(|m| m.id)).zip(0..).collect();
+        by_id.sort_unstable();
         Snapshot {
             members,
-            by_name,
             by_id,
             ..Snapshot::default()
         }
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&Member> {
-        self.by_name.get(name).map(|&i| &self.members[i])
+        let i = self
+            .members
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()?;
+        self.members.get(i)
     }
 
     pub(crate) fn by_id(&self, id: NodeId) -> Option<&Member> {
-        self.by_id.get(&id).map(|&i| &self.members[i])
+        let i = self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+        self.members.get(self.by_id[i].1 as usize)
     }
 }
 

@@ -5,6 +5,12 @@
 //! member list with one random live member over a link (`system.members.sync`,
 //! node-only); each side's SWIM keeps what is news. A link opened only for it is closed
 //! after it. The loop stops with the intake token.
+//!
+//! Members that join at about the same time are the ones most likely to miss each other:
+//! the first copies of one's news go to the members known at that moment, before the other
+//! is among them, and the first sync may be with a member that does not know the other yet.
+//! So after joining, a node syncs again [`Sync::soon`] later, then at doubling intervals
+//! until they reach the regular one.
 
 use std::time::Duration;
 
@@ -27,6 +33,8 @@ pub(crate) struct Sync {
     pub(crate) membership: Membership,
     /// Between two syncs, once joined.
     pub(crate) every: Duration,
+    /// The first wait after joining, doubled after each sync until it reaches `every`.
+    pub(crate) soon: Duration,
     /// Deadline of one sync call.
     pub(crate) timeout: Duration,
 }
@@ -34,6 +42,7 @@ pub(crate) struct Sync {
 /// Runs until `intake` is cancelled; see the module doc.
 pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
     let mut active = sync.membership.active();
+    let mut settling = sync.soon;
     loop {
         // A node alone has no one to sync with; one that just joined syncs at once.
         let joined = active.wait_for(|n| *n > 0);
@@ -43,12 +52,18 @@ pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
         }
         once(&sync).await;
         let every = interval(sync.every, *active.borrow() + 1);
-        let jitter = every.mul_f64(rand::random::<f64>() * 0.2);
-        // Again after a while, or as soon as this node finds itself alone.
+        let wait = settling.min(every);
+        settling = settling.saturating_mul(2);
+        let jitter = wait.mul_f64(rand::random::<f64>() * 0.2);
+        // Again after a while, or as soon as this node finds itself alone (and then, once
+        // it is not any more, settles again).
         tokio::select! {
             _ = intake.cancelled() => return,
-            _ = tokio::time::sleep(every + jitter) => {}
-            alone = active.wait_for(|n| *n == 0) => if alone.is_err() { return },
+            _ = tokio::time::sleep(wait + jitter) => {}
+            alone = active.wait_for(|n| *n == 0) => {
+                if alone.is_err() { return }
+                settling = sync.soon;
+            }
         }
     }
 }

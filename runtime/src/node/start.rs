@@ -303,6 +303,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         links: links.clone(),
         membership: membership.clone(),
         every: config.heartbeat * 30,
+        soon: config.heartbeat * 5,
         timeout: config.down_after,
     };
     tasks.spawn(cluster::sync::run(sync, intake.clone()));

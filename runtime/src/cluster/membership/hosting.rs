@@ -3,8 +3,16 @@
 //! and swapped whole in state syncs. Every node's entry carries a version it bumps on each
 //! change; a newer version replaces the older everywhere. Entries of members that are gone
 //! are dropped at the next publish. Plain data: the membership actor owns the table.
+//!
+//! A node relays an entry that is news to it only while fewer than [`MAX_RELAYED`] custom
+//! broadcasts wait in its foca backlog: foca walks its whole backlog for every datagram it
+//! sends, and in a thousand-node join storm every node would otherwise hold an entry of
+//! every other one. Entries it does not relay it still keeps; the owner's own broadcasts
+//! and the state syncs (right after joining, then at doubling intervals) bring them to the
+//! others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +26,9 @@ use crate::wire::NodeId;
 
 /// Longest type or group name.
 pub(crate) const MAX_NAME: usize = 128;
+
+/// A node relays others' entries while its custom-broadcast backlog is shorter than this.
+pub(crate) const MAX_RELAYED: usize = 64;
 
 /// Most bytes one node's entry may take encoded (it must ride in one datagram).
 pub(crate) const MAX_HOSTING: usize = 900;
@@ -121,7 +132,7 @@ impl Table {
         known: impl Fn(NodeId) -> bool,
         now: Instant,
         forget: Duration,
-    ) -> (HashMap<NodeId, Arc<Hosting>>, bool) {
+    ) -> (Vec<(NodeId, Arc<Hosting>)>, bool) {
         let mut inner = self.lock();
         let before = inner.entries.len();
         inner.entries.retain(|id, (_, seen)| {
@@ -144,6 +155,9 @@ impl Table {
 pub(crate) struct Handler {
     pub(crate) table: Table,
     pub(crate) me: NodeId,
+    /// Whether foca's backlog has room for relayed entries ([`MAX_RELAYED`]); set by the
+    /// membership actor after each input.
+    pub(crate) relay: Arc<AtomicBool>,
 }
 
 impl BroadcastHandler<SwimId> for Handler {
@@ -167,7 +181,8 @@ impl BroadcastHandler<SwimId> for Handler {
             // Ours: spread it when this node adds it (no sender), not when it comes back.
             return Ok(sender.is_none().then_some(key));
         }
-        Ok(self.table.offer(entry).then_some(key))
+        let news = self.table.offer(entry);
+        Ok((news && self.relay.load(Ordering::Relaxed)).then_some(key))
     }
 }
 
@@ -193,7 +208,9 @@ mod tests {
         let (t0, forget) = (Instant::now(), Duration::from_secs(60));
         let (all, changed) = table.take_changed(|_| true, t0, forget);
         assert!(changed);
-        assert_eq!(all[&NodeId(1)].types, ["c"]);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, NodeId(1));
+        assert_eq!(all[0].1.types, ["c"]);
         let (_, changed) = table.take_changed(|_| true, t0, forget);
         assert!(!changed, "nothing new since");
         let unknown = |id| id != NodeId(1);
@@ -208,6 +225,28 @@ mod tests {
             changed && all.is_empty(),
             "a member unknown for long is dropped"
         );
+    }
+
+    #[test]
+    fn news_is_kept_always_but_relayed_only_while_the_backlog_has_room() {
+        let relay = Arc::new(AtomicBool::new(true));
+        let mut handler = Handler {
+            table: Table::default(),
+            me: NodeId(9),
+            relay: relay.clone(),
+        };
+        let sender = SwimId::at("127.0.0.1:1".parse().unwrap());
+        let bytes = |e: Hosting| e.encode().unwrap();
+        let relayed = handler.receive_item(&bytes(entry(1, 1, &["a"])), Some(&sender));
+        assert!(relayed.unwrap().is_some(), "news, and room: relayed");
+        relay.store(false, Ordering::Relaxed);
+        let relayed = handler.receive_item(&bytes(entry(2, 1, &["b"])), Some(&sender));
+        assert!(relayed.unwrap().is_none(), "no room: not relayed");
+        let (all, _) =
+            handler
+                .table
+                .take_changed(|_| true, Instant::now(), Duration::from_secs(60));
+        assert_eq!(all.len(), 2, "but kept");
     }
 
     #[test]

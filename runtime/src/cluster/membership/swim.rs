@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,11 +58,14 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         status: Status::Up,
     };
     let forget = start.config.remove_down_after;
+    let config = start.config.clone();
     let refresh = start.config.probe_period;
     let table = hosting::Table::default();
+    let relay = Arc::new(AtomicBool::new(true));
     let handler = hosting::Handler {
         table: table.clone(),
         me: start.me.id,
+        relay: relay.clone(),
     };
     let mine = Hosting {
         node: start.me.id,
@@ -77,7 +81,9 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
             SwimCodec,
             handler,
         ),
+        config,
         hosting: table,
+        relay,
         mine: Arc::new(mine),
         publishes: 0,
         rebroadcast_at: None,
@@ -110,8 +116,12 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
 
 struct Actor {
     foca: Swim,
+    /// foca's configuration as last set (`max_transmissions` follows the cluster's size).
+    config: foca::Config,
     /// What every other member hosts (shared with foca's broadcast handler).
     hosting: hosting::Table,
+    /// Whether the handler relays entries (see [`hosting::MAX_RELAYED`]).
+    relay: Arc<AtomicBool>,
     /// What this node hosts.
     mine: Arc<Hosting>,
     /// How many times the directory was published.
@@ -157,10 +167,16 @@ const MAX_ANNOUNCED: usize = 64;
 /// least; see [`flush_delay`].
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
-/// Publishing costs O(members), so in a big cluster changes wait longer (0.2 ms per member:
-/// 200 ms for a thousand), keeping the cost per node flat during a join storm.
+/// The longest a change waits before it is published.
+const FLUSH_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Publishing costs O(members), so in a big cluster changes wait longer (0.5 ms per member:
+/// half a second for a thousand): during a join storm, when every node publishes all the
+/// time, a node's publishing cost per second stays flat whatever the cluster's size.
 fn flush_delay(members: usize) -> Duration {
-    FLUSH_AFTER.max(Duration::from_micros(200).saturating_mul(members as u32))
+    let scaled =
+        Duration::from_micros(500).saturating_mul(u32::try_from(members).unwrap_or(u32::MAX));
+    scaled.clamp(FLUSH_AFTER, FLUSH_AT_MOST)
 }
 
 mod publish;
@@ -437,6 +453,8 @@ impl Actor {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timers.push(Reverse((now + after, timer)));
         }
+        let room = self.foca.custom_broadcast_backlog() < hosting::MAX_RELAYED;
+        self.relay.store(room, Ordering::Relaxed);
         let mut changed = false;
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {

@@ -29,8 +29,8 @@ pub fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
         probe_period,
         probe_rtt,
         num_indirect_probes: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
-        // log10(cluster size) × 4 for a thousand members, as memberlist does.
-        max_transmissions: NonZeroU8::new(12).unwrap_or(NonZeroU8::MIN),
+        // Raised with the cluster's size by the membership actor (`transmissions`).
+        max_transmissions: transmissions(0),
         suspect_to_down_after: down_after,
         remove_down_after: down_after * FORGET_AFTER,
         max_packet_size: NonZeroUsize::new(MAX_SWIM_PAYLOAD).unwrap_or(NonZeroUsize::MIN),
@@ -41,6 +41,19 @@ pub fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
         // News spreads in about log4(members) heartbeats; there is none to send when idle.
         periodic_gossip: every(heartbeat, 4),
     }
+}
+
+/// How many times each node piggybacks an update, for a cluster of `members`.
+///
+/// Every node that knows an update sends it this many times to random members, so a member
+/// receives it about that many times and misses it with probability about e^-T. In a join
+/// storm of N members there are N² (member, update) pairs; T = 2 ln N + 3 keeps the expected
+/// number of missed pairs, N² e^-T, under 0.05 — a miss waits for a state sync to be
+/// repaired. memberlist scales the same way (4 log10 N); 12 at the least, 40 at the most:
+/// 15 at 300 members, 17 at 1000, 22 at 10 000.
+pub fn transmissions(members: usize) -> NonZeroU8 {
+    let t = (2.0 * (members as f64 + 1.0).ln() + 3.0).ceil();
+    NonZeroU8::new(t.clamp(12.0, 40.0) as u8).unwrap_or(NonZeroU8::MIN)
 }
 
 #[cfg(test)]
@@ -61,5 +74,21 @@ mod tests {
         let defaults = swim_config(Duration::from_secs(1), Duration::from_secs(5));
         assert_eq!(defaults.probe_period, Duration::from_secs(3));
         assert!(defaults.probe_rtt < defaults.probe_period);
+    }
+
+    #[test]
+    fn updates_are_sent_more_times_in_bigger_clusters() {
+        let t = |n| transmissions(n).get();
+        assert_eq!(t(0), 12);
+        assert_eq!(t(100), 13);
+        assert_eq!(t(300), 15);
+        assert_eq!(t(1000), 17);
+        assert_eq!(t(10_000), 22);
+        assert_eq!(t(usize::MAX), 40);
+        // Expected missed pairs in a storm of N joins stay under 0.05.
+        for n in [300usize, 1000, 10_000] {
+            let missed = (n * n) as f64 * (-f64::from(t(n))).exp();
+            assert!(missed < 0.05, "{n} members: {missed}");
+        }
     }
 }

@@ -44,7 +44,7 @@ impl View {
     }
 
     fn status(&self, id: &SwimId, state: State) -> Status {
-        if self.left.contains_key(&id.id) {
+        if !self.left.is_empty() && self.left.contains_key(&id.id) {
             return Status::Left;
         }
         match state {
@@ -60,27 +60,26 @@ impl View {
         &self,
         states: impl Iterator<Item = &'a foca::Member<SwimId>>,
     ) -> Vec<Member> {
-        let mut best: HashMap<&str, (&SwimId, Status)> = HashMap::new();
-        for m in states {
-            let id = m.id();
-            if id.name.is_empty() {
-                continue; // a stand-in for an address, never a member
-            }
-            let status = self.status(id, m.state());
-            match best.get(id.name.as_str()) {
-                Some((old, old_status)) if key(old, *old_status) <= key(id, status) => {}
-                _ => {
-                    best.insert(&id.name, (id, status));
-                }
-            }
-        }
-        let mut all: Vec<Member> = best
-            .into_values()
-            .filter(|(id, _)| id.name != self.me.name)
-            .map(|(id, status)| Self::member(id, status))
-            .chain(std::iter::once(self.me.clone()))
+        // A stand-in for an address (no name) is never a member.
+        let mut runs: Vec<(&SwimId, Status)> = states
+            .filter(|m| !m.id().name.is_empty())
+            .map(|m| (m.id(), self.status(m.id(), m.state())))
             .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        // By name, the run that matters first; then one per name.
+        runs.sort_unstable_by(|(a, a_status), (b, b_status)| {
+            (a.name.cmp(&b.name))
+                .then_with(|| key(a, *a_status).cmp(&key(b, *b_status)))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        runs.dedup_by(|later, first| later.0.name == first.0.name);
+        let mut all: Vec<Member> = Vec::with_capacity(runs.len() + 1);
+        all.extend(
+            runs.into_iter()
+                .filter(|(id, _)| id.name != self.me.name)
+                .map(|(id, status)| Self::member(id, status)),
+        );
+        let at = all.partition_point(|m| m.name < self.me.name);
+        all.insert(at, self.me.clone());
         all
     }
 

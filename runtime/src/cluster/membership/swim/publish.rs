@@ -2,13 +2,12 @@
 //! events (published together, at most every `flush_delay`), and this node's hosting entry,
 //! spread again when members come up.
 
-use std::collections::HashSet;
-
 use foca::State;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{flush_delay, Actor, REBROADCAST_EVERY};
+use crate::cluster::membership::transmissions;
 use crate::cluster::membership::{Member, MemberEvent, Snapshot};
 
 impl Actor {
@@ -74,24 +73,45 @@ impl Actor {
     /// Publishes the view (and what each member hosts) to the directory, and the count of
     /// live members.
     pub(super) fn publish(&mut self) {
+        self.scale_transmissions();
         let members = self.view.members(self.foca.iter_membership_state());
         let live = members
             .iter()
             .filter(|m| m.status.is_live())
             .count()
             .saturating_sub(1);
-        let known: HashSet<_> = members.iter().map(|m| m.id).collect();
+        let mut snapshot = Snapshot::new(members);
         let forget = self.view.forget_after();
         let (mut hosting, _) =
             self.hosting
-                .take_changed(|id| known.contains(&id), Instant::now(), forget);
-        hosting.insert(self.mine.node, self.mine.clone());
+                .take_changed(|id| snapshot.by_id(id).is_some(), Instant::now(), forget);
+        hosting.push((self.mine.node, self.mine.clone()));
         self.publishes += 1;
-        self.directory
-            .publish(Snapshot::with_hosting(members, &hosting, self.publishes));
+        snapshot.add_hosting(&hosting, self.publishes);
+        self.directory.publish(snapshot);
         self.active
             .send_if_modified(|n| std::mem::replace(n, live) != live);
         self.published = self.digest();
+    }
+
+    /// Sends updates more times as the cluster grows (see [`transmissions`]).
+    fn scale_transmissions(&mut self) {
+        let want = transmissions(self.foca.num_members());
+        if want == self.config.max_transmissions {
+            return;
+        }
+        let mut config = self.config.clone();
+        config.max_transmissions = want;
+        match self.foca.set_config(config.clone()) {
+            Ok(()) => {
+                debug!(
+                    transmissions = want.get(),
+                    "updates spread more (or fewer) times"
+                );
+                self.config = config;
+            }
+            Err(error) => debug!(%error, "cannot change how often updates spread"),
+        }
     }
 
     /// A digest of every member's identity and state, and of the goodbyes heard; the same
