@@ -44,7 +44,7 @@ impl View {
     }
 
     fn status(&self, id: &SwimId, state: State) -> Status {
-        if !self.left.is_empty() && self.left.contains_key(&id.id) {
+        if self.left.contains_key(&id.id) {
             return Status::Left;
         }
         match state {
