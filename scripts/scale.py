@@ -47,6 +47,7 @@ class Log:
     def __init__(self, path):
         self.path, self.offset, self.partial = path, 0, ""
         self.downs, self.latest = [], {}
+        self.late = []  # when the node found itself running late (its detector stretched)
 
     def read(self):
         try:
@@ -61,6 +62,8 @@ class Log:
         for line in lines:
             m = LINE.match(line)
             if not m:
+                if "running late" in line:
+                    self.late.append(parse_ts(line.split(" ", 1)[0]))
                 continue
             kind, member = m.group(2), m.group(3)
             self.latest[member] = (kind, parse_ts(m.group(1)))
@@ -142,6 +145,7 @@ def main():
         last_start = time.time()
         logs_of = {name: Log(os.path.join(logs, name)) for name in names}
         result["start_secs"] = round(last_start - started, 1)
+        result["load_at_last_start"] = round(os.getloadavg()[0], 1)
         print(f"started {args.nodes} nodes in {result['start_secs']} s", file=sys.stderr)
 
         # Convergence: every node has logged every other one up.
@@ -192,6 +196,7 @@ def main():
         # Detection: kill some, watch every live node log each of them down.
         victims = rng.sample(range(1, args.nodes), min(args.kills, args.nodes - 1))
         killed_at = time.time()
+        result["load_at_kills"] = round(os.getloadavg()[0], 1)
         for i in victims:
             procs[i].send_signal(signal.SIGKILL)
         dead = {names[i] for i in victims}
@@ -223,6 +228,16 @@ def main():
                         late += 1
         result["false_downs_until_converged"] = early
         result["false_downs"] = late
+        # Nodes that found themselves running late (their failure detector stretched), by
+        # phase: starting and converging, settling, then idle and the kills.
+        late = [ts for n in names for ts in logs_of[n].late]
+        result["nodes_that_ran_late"] = sum(1 for n in names if logs_of[n].late)
+        result["late_episodes_until_converged"] = sum(1 for ts in late if ts <= converged_by)
+        result["late_episodes_settling"] = sum(1 for ts in late if converged_by < ts < t0)
+        result["late_episodes_idle"] = sum(1 for ts in late if t0 <= ts < killed_at)
+        result["late_episodes_after_kills"] = sum(1 for ts in late if ts >= killed_at)
+        result["false_downs_idle_and_kills"] = sum(
+            1 for n in live for ts, member in logs_of[n].downs if member not in dead and ts >= t0)
         if not dead:
             pass
         elif len(detected) == len(live):

@@ -257,6 +257,7 @@ print(urllib.request.urlopen(url + "/metrics").read().decode())
         "meshrpc_calls_served_total{method=\"<unknown>\",outcome=\"method_not_found\"} 1",
         "meshrpc_call_seconds_bucket",
         "meshrpc_members{node=\"gw\",status=\"up\"} 1",
+        "meshrpc_membership_stretch{node=\"gw\"} 1",
         "meshrpc_mailbox_depth{node=\"gw\",actor=\"counter\"} 0",
         "meshrpc_client_connections{node=\"gw\"}",
     ] {

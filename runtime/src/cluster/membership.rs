@@ -7,6 +7,7 @@
 //! address (seeds, beacons) or to leave. It publishes [`MemberEvent`]s on a broadcast channel
 //! and stops with the node (or after leaving). Status rules are in docs/MEMBERSHIP.md.
 
+mod health;
 pub(crate) mod hosting;
 mod swim;
 mod timing;
@@ -14,6 +15,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -318,6 +320,9 @@ pub(crate) struct Membership {
     directory: Directory,
     /// How many other members are up or suspect.
     active: watch::Receiver<usize>,
+    /// How many times the failure detector's timers are stretched (1: not at all; see
+    /// `health`), as of the last probe period.
+    stretch: Arc<AtomicU32>,
 }
 
 impl Membership {
@@ -337,6 +342,12 @@ impl Membership {
     /// How many other members are live, as it changes.
     pub(crate) fn active(&self) -> watch::Receiver<usize> {
         self.active.clone()
+    }
+
+    /// How many times this node's failure detector is stretched because it runs late (1: it
+    /// keeps time).
+    pub(crate) fn stretch(&self) -> u32 {
+        self.stretch.load(Ordering::Relaxed)
     }
 
     /// Announces this node to `addrs`; dropped when the actor is busy (the caller repeats).

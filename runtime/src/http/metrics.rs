@@ -1,6 +1,6 @@
 //! `/metrics`: the process-wide Prometheus recorder behind the `metrics` facade, and the
-//! gauges a node sets just before each scrape (links, clients, members by status, actor
-//! mailbox depths). Call counters and latencies are recorded by the link layer.
+//! gauges a node sets just before each scrape (links, clients, members by status, how
+//! stretched its failure detector is, actor mailbox depths). Call counters and latencies are recorded by the link layer.
 
 use std::sync::{Arc, OnceLock};
 
@@ -76,6 +76,8 @@ impl Stats {
             metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())
                 .set(n as f64);
         }
+        metrics::gauge!("meshrpc_membership_stretch", "node" => node.clone())
+            .set(f64::from(self.membership.stretch()));
         let mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
         for (actor, depth) in mailboxes.iter() {
             metrics::gauge!("meshrpc_mailbox_depth", "node" => node.clone(), "actor" => actor.clone()).set(depth() as f64);

@@ -1,6 +1,8 @@
 //! The membership actor: owns the `foca` state machine, the node's UDP socket (the node's
 //! port number) and foca's timers, and runs one input at a time — a datagram, a timer, a
 //! request — then does what foca asked: datagrams out, timers in, notifications to the view.
+//! While the actor's own timers fire late (a starved node), foca's probe and suspicion
+//! timers are stretched ([`Health`]).
 //!
 //! Datagrams are sealed under the cookie when there is one, and unsealed ones are dropped.
 //! A newcomer whose name is already held by a live member is refused before foca hears of it.
@@ -9,11 +11,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Codec, Foca, State, Timer};
+use foca::{AccumulatingRuntime, Codec, Foca, Timer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::health::{Change, Health};
 use super::hosting::{self, Hosting};
 use super::view::View;
 use super::{Cmd, Directory, Member, MemberEvent, Membership, Status, SyncState};
@@ -49,6 +52,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
     let (tx, rx) = mpsc::channel(64);
     let (events, _) = broadcast::channel(256);
     let (active_tx, active) = watch::channel(0);
+    let stretch = Arc::new(AtomicU32::new(1));
     let directory = Directory::default();
     let me = Member {
         name: start.me.name.clone(),
@@ -60,6 +64,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
     let forget = start.config.remove_down_after;
     let config = start.config.clone();
     let refresh = start.config.probe_period;
+    let health = Health::new(start.config.probe_rtt);
     let table = hosting::Table::default();
     let relay = Arc::new(AtomicBool::new(true));
     let handler = hosting::Handler {
@@ -91,6 +96,8 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         socket: start.socket,
         cookie: start.cookie,
         timers: BinaryHeap::new(),
+        health,
+        stretch: stretch.clone(),
         view: View::new(me, forget),
         directory: directory.clone(),
         events: events.clone(),
@@ -111,6 +118,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         events,
         directory,
         active,
+        stretch,
     }
 }
 
@@ -134,6 +142,10 @@ struct Actor {
     cookie: Option<String>,
     /// foca's timers, earliest first, delivered in order.
     timers: BinaryHeap<Reverse<(Instant, Timer<SwimId>)>>,
+    /// How starved this node is: its failure-detection timers are stretched by as much.
+    health: Health,
+    /// The stretch, for `/metrics`.
+    stretch: Arc<AtomicU32>,
     view: View,
     directory: Directory,
     events: broadcast::Sender<MemberEvent>,
@@ -179,6 +191,7 @@ fn flush_delay(members: usize) -> Duration {
     scaled.clamp(FLUSH_AFTER, FLUSH_AT_MOST)
 }
 
+mod leave;
 mod publish;
 
 impl Actor {
@@ -227,7 +240,9 @@ impl Actor {
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
                     self.flush();
                 }
-                _ = tick.tick() => {
+                due = tick.tick() => {
+                    self.health.late(due.elapsed());
+                    self.health_period();
                     self.view.forget(Instant::now());
                     // Suspicion changes come without notifications.
                     if self.digest() != self.published {
@@ -320,9 +335,10 @@ impl Actor {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, timer))) = self.timers.pop() else {
+            let Some(Reverse((at, timer))) = self.timers.pop() else {
                 break;
             };
+            self.health.late(now - at);
             if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                 debug!(%error, "membership timer");
             }
@@ -397,53 +413,6 @@ impl Actor {
         })
     }
 
-    /// A member leaves: `left` at once, and down in foca so it is no longer probed.
-    fn goodbye(&mut self, id: &SwimId) {
-        // The run, under whichever identity this node last heard of it.
-        let known = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.id().id == id.id)
-            .max_by_key(|m| m.id().bump)
-            .map(|m| (m.id().clone(), m.incarnation()));
-        let Some((known, incarnation)) = known else {
-            return; // not a member we know: nothing to forget
-        };
-        if let Some(event) = self.view.goodbye(&known, Instant::now()) {
-            self.emit(event);
-        }
-        let down = foca::Member::new(known, incarnation, State::Down);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(down), true, &mut self.runtime)
-        {
-            debug!(%error, "applying a goodbye");
-        }
-        self.publish();
-    }
-
-    /// Tells every live member this node leaves, then stops answering.
-    async fn leave(&mut self) {
-        if self.left {
-            return;
-        }
-        let me = self.foca.identity().clone();
-        let mut live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        live.extend(self.announced.iter().copied());
-        live.sort_unstable();
-        live.dedup();
-        for addr in &live {
-            self.send(*addr, &Datagram::Goodbye(me.clone())).await;
-        }
-        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
-            debug!(%error, "leaving the cluster");
-        }
-        self.drain().await;
-        self.flush();
-        self.left = true;
-        info!(told = live.len(), "left the cluster");
-    }
-
     /// Does what foca asked for.
     async fn drain(&mut self) {
         while let Some((to, payload)) = self.runtime.to_send() {
@@ -451,6 +420,7 @@ impl Actor {
         }
         let now = Instant::now();
         while let Some((after, timer)) = self.runtime.to_schedule() {
+            let after = self.health.delay(&timer, after);
             self.timers.push(Reverse((now + after, timer)));
         }
         let room = self.foca.custom_broadcast_backlog() < hosting::MAX_RELAYED;
@@ -477,6 +447,21 @@ impl Actor {
         if let Err(error) = self.socket.send_to(&bytes, to).await {
             debug!(%to, %error, "membership send failed");
         }
+    }
+
+    /// Ends a probe period of the health score (see [`Health`]).
+    fn health_period(&mut self) {
+        let stretch = self.health.multiplier();
+        match self.health.period() {
+            Some(Change::Degraded) => info!(
+                stretch = self.health.multiplier(),
+                "this node is running late: it waits longer before suspecting members"
+            ),
+            Some(Change::Recovered) => info!(was = stretch, "this node keeps time again"),
+            None => {}
+        }
+        self.stretch
+            .store(self.health.multiplier(), Ordering::Relaxed);
     }
 
     /// The datagram without its MAC, if it is sealed as it must be.
