@@ -13,7 +13,7 @@ mod swim;
 mod timing;
 mod view;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -166,13 +166,15 @@ impl Snapshot {
     /// Adds what each member hosts (entries of members not live are left out) and the
     /// publish count.
     ///
-    /// Many members host the same few types and groups: a name is copied once, not once
-    /// per member.
-    pub(crate) fn add_hosting(&mut self, hosting: &[(NodeId, Arc<Hosting>)], version: u64) {
+    /// Many members host the same few types and groups: names are compared, not hashed, and
+    /// copied once per name, not once per member; taken in id order, the entries come out
+    /// sorted without sorting each list.
+    pub(crate) fn add_hosting(&mut self, hosting: &mut [(NodeId, Arc<Hosting>)], version: u64) {
         self.version = version;
-        let mut types: HashMap<String, Vec<Host>> = HashMap::new();
-        let mut groups: HashMap<String, Vec<GroupMember>> = HashMap::new();
-        for (id, entry) in hosting {
+        hosting.sort_unstable_by_key(|(id, _)| *id);
+        let mut types: BTreeMap<&str, Vec<Host>> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, Vec<GroupMember>> = BTreeMap::new();
+        for (id, entry) in hosting.iter() {
             let Some(member) = self.by_id(*id) else {
                 continue;
             };
@@ -181,39 +183,30 @@ impl Snapshot {
             };
             for t in &entry.types {
                 let host = Host { id: *id, addr };
-                match types.get_mut(t.as_str()) {
-                    Some(hosts) => hosts.push(host),
-                    None => {
-                        types.insert(t.clone(), vec![host]);
-                    }
-                }
+                types.entry(t.as_str()).or_default().push(host);
             }
+            // A node sorts its entry's groups by (group, actor), so each group's members
+            // come out sorted by (node, actor) (checked below: entries come off the wire).
             for (g, actor) in &entry.groups {
                 let member = GroupMember {
                     node: *id,
                     addr,
                     actor: actor.clone(),
                 };
-                match groups.get_mut(g.as_str()) {
-                    Some(members) => members.push(member),
-                    None => {
-                        groups.insert(g.clone(), vec![member]);
-                    }
-                }
+                groups.entry(g.as_str()).or_default().push(member);
             }
         }
-        self.types = types
-            .into_iter()
-            .map(|(t, mut hosts)| {
-                hosts.sort_by_key(|h| h.id);
-                (t, hosts.into())
-            })
+        self.types = (types.into_iter())
+            .map(|(t, hosts)| (t.to_owned(), hosts.into()))
             .collect();
-        self.groups = groups
-            .into_iter()
+        self.groups = (groups.into_iter())
             .map(|(g, mut members)| {
-                members.sort_by(|a, b| (a.node, &a.actor).cmp(&(b.node, &b.actor)));
-                (g, members.into())
+                let order =
+                    |a: &GroupMember, b: &GroupMember| (a.node, &a.actor).cmp(&(b.node, &b.actor));
+                if !members.is_sorted_by(|a, b| order(a, b).is_le()) {
+                    members.sort_by(order);
+                }
+                (g.to_owned(), members.into())
             })
             .collect();
     }

@@ -87,7 +87,7 @@ impl Actor {
                 .take_changed(|id| snapshot.by_id(id).is_some(), Instant::now(), forget);
         hosting.push((self.mine.node, self.mine.clone()));
         self.publishes += 1;
-        snapshot.add_hosting(&hosting, self.publishes);
+        snapshot.add_hosting(&mut hosting, self.publishes);
         self.directory.publish(snapshot);
         self.active
             .send_if_modified(|n| std::mem::replace(n, live) != live);
