@@ -7,12 +7,16 @@
 //!
 //! The evidence is direct: how late the actor's own timers fire. Each probe period ends
 //! with a verdict: if a timer fired later than a quarter of `probe_rtt`, the score rises by
-//! one, or at once to the lag in quarter round trips if that is more; a period without such lag lowers it by one. foca's probe, indirect-probe and
-//! suspicion timers are scheduled `score + 1` times later, up to [`MAX_MULTIPLIER`] times:
-//! a starved node waits longer before it suspects and before it declares down, so the
-//! member it probes gets time to answer and to refute. A healthy node's score is 0 and its
-//! timings are exactly the configured ones. Plain data, no clock of its own: the actor
-//! feeds it lags, the tests drive it directly.
+//! one, or at once to the lag in quarter round trips if that is more; a period without such
+//! lag lowers it by one. foca's probe, indirect-probe and suspicion timers are scheduled
+//! `score + 1` times later, up to [`MAX_MULTIPLIER`] times: a starved node waits longer
+//! before it suspects and before it declares down, so the member it probes gets time to
+//! answer and to refute. A healthy node's score is 0 and its timings are exactly the
+//! configured ones. Plain data, no clock of its own: the actor feeds it lags, the tests
+//! drive it directly.
+//!
+//! (Counting only lags over half a round trip, as noise-proof as it sounds, let a
+//! thousand-node start flap five to ten times as much: docs/MEMBERSHIP.md, "At scale".)
 
 use std::time::Duration;
 
