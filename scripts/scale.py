@@ -8,7 +8,9 @@ one. Measures, from the nodes' own timestamped logs (so measuring adds no load):
   - detection: SIGKILL of --kills random nodes, until every live node has logged each of
     them down;
   - the idle cluster's CPU (all node processes, from /proc) and membership traffic per node
-    (loopback bytes, from /proc/net/dev), over --idle-secs.
+    (loopback bytes, from /proc/net/dev), over --idle-secs, after --settle-secs;
+  - how often nodes logged that they run late (their failure detector stretched), by phase,
+    and the load average at the last start and at the kills.
 
 Kills every node it started and removes its logs when it ends, however it ends. A benchmark,
 not a test: docs/MEMBERSHIP.md has its figures.
@@ -230,12 +232,12 @@ def main():
         result["false_downs"] = late
         # Nodes that found themselves running late (their failure detector stretched), by
         # phase: starting and converging, settling, then idle and the kills.
-        late = [ts for n in names for ts in logs_of[n].late]
+        late_at = [ts for n in names for ts in logs_of[n].late]
         result["nodes_that_ran_late"] = sum(1 for n in names if logs_of[n].late)
-        result["late_episodes_until_converged"] = sum(1 for ts in late if ts <= converged_by)
-        result["late_episodes_settling"] = sum(1 for ts in late if converged_by < ts < t0)
-        result["late_episodes_idle"] = sum(1 for ts in late if t0 <= ts < killed_at)
-        result["late_episodes_after_kills"] = sum(1 for ts in late if ts >= killed_at)
+        result["late_episodes_until_converged"] = sum(1 for ts in late_at if ts <= converged_by)
+        result["late_episodes_settling"] = sum(1 for ts in late_at if converged_by < ts < t0)
+        result["late_episodes_idle"] = sum(1 for ts in late_at if t0 <= ts < killed_at)
+        result["late_episodes_after_kills"] = sum(1 for ts in late_at if ts >= killed_at)
         result["false_downs_idle_and_kills"] = sum(
             1 for n in live for ts, member in logs_of[n].downs if member not in dead and ts >= t0)
         if not dead:
