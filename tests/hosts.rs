@@ -3,13 +3,18 @@
 //! addresses; one host is cut off (its link down) and both sides mark the other down while
 //! calls across fail fast; the link comes back and the cluster heals by itself.
 //!
-//! The test makes its namespaces and always deletes them (even when it fails). It needs
-//! root, as CI has; where namespaces cannot be made it says so and passes without running.
+//! Six hosts split across two switches from the start, every node naming one seed on each
+//! side: each side forms a cluster of its own, and when the switches are joined the two
+//! merge into one by themselves.
+//!
+//! The tests make their namespaces and always delete them (even when they fail). They need
+//! root, as CI has; where namespaces cannot be made they say so and pass without running.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{wait_until, NodeProc, BIN};
@@ -34,8 +39,11 @@ fn ip_ok(args: &[&str]) {
     );
 }
 
-/// A bridge in a namespace of its own (the switch) and one namespace per host, wired to it
-/// by a veth pair. Every namespace is deleted on drop.
+/// Each Lan in this process gets its own names and subnet.
+static LANS: AtomicUsize = AtomicUsize::new(0);
+
+/// Two bridges in a namespace of their own (the switch) joined by a trunk, and one namespace
+/// per host, wired to the first bridge by a veth pair. Every namespace is deleted on drop.
 struct Lan {
     switch: String,
     hosts: Vec<String>,
@@ -47,7 +55,7 @@ struct Lan {
 impl Lan {
     /// `None` (with the reason printed) where namespaces cannot be made.
     fn build(hosts: usize) -> Option<Lan> {
-        let tag = std::process::id() % 10_000;
+        let tag = (std::process::id() * 4 + LANS.fetch_add(1, Ordering::Relaxed) as u32) % 10_000;
         let switch = format!("mr{tag}sw");
         let probe = ip(&["netns", "add", &switch]);
         if !probe.status.success() {
@@ -64,8 +72,17 @@ impl Lan {
             subnet: format!("10.{}.{}", 100 + tag % 100, tag % 200 + 1),
         };
         let sw = lan.switch.clone();
-        ip_ok(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        ip_ok(&["-n", &sw, "link", "set", "br0", "up"]);
+        for br in ["br0", "br1"] {
+            ip_ok(&["-n", &sw, "link", "add", br, "type", "bridge"]);
+            ip_ok(&["-n", &sw, "link", "set", br, "up"]);
+        }
+        ip_ok(&[
+            "-n", &sw, "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+        ]);
+        ip_ok(&["-n", &sw, "link", "set", "t0", "master", "br0"]);
+        ip_ok(&["-n", &sw, "link", "set", "t1", "master", "br1"]);
+        ip_ok(&["-n", &sw, "link", "set", "t0", "up"]);
+        ip_ok(&["-n", &sw, "link", "set", "t1", "up"]);
         for i in 1..=hosts {
             let (host, end, port) = (
                 format!("mr{tag}h{i}"),
@@ -103,6 +120,21 @@ impl Lan {
             &self.ports[host - 1],
             state,
         ]);
+    }
+
+    /// Moves hosts `from..` onto the second bridge and unplugs the trunk: two networks that
+    /// cannot reach each other.
+    fn split(&self, from: usize) {
+        for port in &self.ports[from - 1..] {
+            ip_ok(&["-n", &self.switch, "link", "set", port, "master", "br1"]);
+        }
+        self.trunk(false);
+    }
+
+    /// Plugs the trunk between the two bridges in, or pulls it out.
+    fn trunk(&self, plugged: bool) {
+        let state = if plugged { "up" } else { "down" };
+        ip_ok(&["-n", &self.switch, "link", "set", "t0", state]);
     }
 
     /// `meshrpc members --json` run inside host `i`, against its own node.
@@ -231,5 +263,62 @@ fn five_hosts_form_a_cluster_survive_a_cut_cable_and_heal() {
         });
     }
     println!("healed after {:?}", plugged.elapsed());
+    drop(nodes);
+}
+
+#[test]
+fn two_groups_split_at_bootstrap_merge_when_the_network_heals() {
+    const SIX: usize = 6;
+    let Some(lan) = Lan::build(SIX) else {
+        return;
+    };
+    lan.split(4);
+    // Every node gets the same two seeds, one on each side, and default timings; all start
+    // at once.
+    let seeds = [
+        format!("{}:4000", lan.addr(1)),
+        format!("{}:4000", lan.addr(4)),
+    ];
+    let mut nodes: Vec<NodeProc> = (1..=SIX)
+        .map(|i| {
+            let listen = format!("{}:4000", lan.addr(i));
+            let extra = ["--seed", &seeds[0], "--seed", &seeds[1]];
+            NodeProc::spawn_in(&lan.hosts[i - 1], &format!("h{i}"), &listen, &extra)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_listening();
+    }
+    let up = |host: usize| -> Vec<String> {
+        let view = lan.members(host);
+        view.into_iter()
+            .filter(|(_, status)| status == "up")
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let side = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        range.map(|i| format!("h{i}")).collect()
+    };
+    for i in 1..=SIX {
+        let expected = if i < 4 { side(1..=3) } else { side(4..=6) };
+        wait_until(&format!("h{i} to see its own side up"), || {
+            up(i) == expected
+        });
+    }
+    lan.trunk(true);
+    let healed = Instant::now();
+    let everyone = side(1..=SIX);
+    let deadline = healed + Duration::from_secs(60);
+    for i in 1..=SIX {
+        while up(i) != everyone {
+            assert!(
+                Instant::now() < deadline,
+                "h{i} sees {:?} a minute after the heal",
+                lan.members(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("one cluster {:?} after the heal", healed.elapsed());
     drop(nodes);
 }

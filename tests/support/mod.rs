@@ -20,7 +20,25 @@ pub struct NodeProc {
     pub addr: String,
     /// The HTTP gateway's address, when started with `--http`.
     pub http: Option<String>,
+    http_wanted: bool,
+    /// The node's stdout, line by line.
+    stdout: mpsc::Receiver<String>,
     child: Child,
+}
+
+/// `n` loopback addresses whose TCP and UDP ports were free a moment ago, for nodes that
+/// must be named as seeds before they listen.
+pub fn free_addrs(n: usize) -> Vec<String> {
+    let held: Vec<_> = (0..n)
+        .map(|_| loop {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            let at = tcp.local_addr().expect("local addr");
+            if let Ok(udp) = std::net::UdpSocket::bind(at) {
+                break (tcp, udp, at);
+            }
+        })
+        .collect();
+    held.iter().map(|(_, _, at)| at.to_string()).collect()
 }
 
 impl NodeProc {
@@ -49,6 +67,31 @@ impl NodeProc {
     }
 
     fn launch(
+        command: Command,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> NodeProc {
+        let mut node = Self::spawn_with(command, name, listen, extra, stderr);
+        node.wait_listening();
+        node
+    }
+
+    /// Starts `meshrpc node` listening on `listen` without waiting for it: the way a shell
+    /// loop, docker compose or Kubernetes starts nodes. [`NodeProc::wait_listening`] waits.
+    pub fn spawn(name: &str, listen: &str, extra: &[&str]) -> NodeProc {
+        Self::spawn_with(Command::new(BIN), name, listen, extra, Stdio::inherit())
+    }
+
+    /// Like [`NodeProc::spawn`], inside network namespace `netns`.
+    pub fn spawn_in(netns: &str, name: &str, listen: &str, extra: &[&str]) -> NodeProc {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, BIN]);
+        Self::spawn_with(command, name, listen, extra, Stdio::inherit())
+    }
+
+    fn spawn_with(
         mut command: Command,
         name: &str,
         listen: &str,
@@ -74,26 +117,35 @@ impl NodeProc {
                 }
             }
         });
-        let mut node = NodeProc {
+        NodeProc {
             name: name.to_owned(),
             addr: String::new(),
             http: None,
+            http_wanted: extra.contains(&"--http"),
+            stdout: rx,
             child,
-        };
+        }
+    }
+
+    /// Waits for the `listening on` line (and `http on`, with `--http`) and records the
+    /// addresses; fails the test after [`PATIENCE`].
+    pub fn wait_listening(&mut self) {
         let next = |prefix: &str| {
-            let line = rx
+            let line = self
+                .stdout
                 .recv_timeout(PATIENCE)
                 .expect("node printed its address in time");
             line.trim()
                 .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("expected `{prefix}...` from {name}, got {line:?}"))
+                .unwrap_or_else(|| {
+                    panic!("expected `{prefix}...` from {}, got {line:?}", self.name)
+                })
                 .to_owned()
         };
-        node.addr = next("listening on ");
-        if extra.contains(&"--http") {
-            node.http = Some(next("http on "));
-        }
-        node
+        let addr = next("listening on ");
+        let http = self.http_wanted.then(|| next("http on "));
+        self.addr = addr;
+        self.http = http;
     }
 
     pub fn pid(&self) -> u32 {

@@ -396,6 +396,61 @@ impl Membership {
     }
 }
 
+/// A membership handle with no actor behind it, for tests of what uses one: the test sets
+/// the view and sees what the handle was asked to announce.
+#[cfg(test)]
+pub(crate) struct Fake {
+    cmds: mpsc::Receiver<Cmd>,
+    active: watch::Sender<usize>,
+    directory: Directory,
+    publishes: u64,
+}
+
+#[cfg(test)]
+impl Membership {
+    pub(crate) fn fake() -> (Membership, Fake) {
+        let (tx, cmds) = mpsc::channel(64);
+        let (active_tx, active) = watch::channel(0);
+        let directory = Directory::default();
+        let handle = Membership {
+            tx,
+            events: broadcast::channel(16).0,
+            directory: directory.clone(),
+            active,
+            stretch: Arc::new(AtomicU32::new(1)),
+        };
+        let fake = Fake {
+            cmds,
+            active: active_tx,
+            directory,
+            publishes: 0,
+        };
+        (handle, fake)
+    }
+}
+
+#[cfg(test)]
+impl Fake {
+    /// Publishes `members` as the view (this node among them) with `live` other live members.
+    pub(crate) fn set_view(&mut self, members: Vec<Member>, live: usize) {
+        self.publishes += 1;
+        let mut snapshot = Snapshot::new(members);
+        snapshot.add_hosting(&mut [], self.publishes);
+        self.directory.publish(snapshot);
+        self.active.send_replace(live);
+    }
+
+    /// The addresses of the next announce asked for, if one was.
+    pub(crate) fn announced(&mut self) -> Option<Vec<SocketAddr>> {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            if let Cmd::Announce(addrs) = cmd {
+                return Some(addrs);
+            }
+        }
+        None
+    }
+}
+
 /// What `system.gossip` carried in earlier versions; kept so old casts decode (and are
 /// refused: the method is node-only and does nothing now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

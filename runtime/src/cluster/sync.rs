@@ -11,9 +11,14 @@
 //! is among them, and the first sync may be with a member that does not know the other yet.
 //! So after joining, a node syncs again [`Sync::soon`] later, then at doubling intervals
 //! until they reach the regular one.
+//!
+//! The seed loop hands it the seeds a node meets after it has joined ([`Sync::met`]): each
+//! may bring a cluster of its own, and a sync with it at once merges the two.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -37,10 +42,12 @@ pub(crate) struct Sync {
     pub(crate) soon: Duration,
     /// Deadline of one sync call.
     pub(crate) timeout: Duration,
+    /// Seeds met after joining, to sync with at once.
+    pub(crate) met: mpsc::Receiver<SocketAddr>,
 }
 
 /// Runs until `intake` is cancelled; see the module doc.
-pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
+pub(crate) async fn run(mut sync: Sync, intake: CancellationToken) {
     let mut active = sync.membership.active();
     let mut settling = sync.soon;
     loop {
@@ -50,19 +57,29 @@ pub(crate) async fn run(sync: Sync, intake: CancellationToken) {
             _ = intake.cancelled() => return,
             joined = joined => if joined.is_err() { return },
         }
-        once(&sync).await;
+        if let Some(addr) = random_live(&sync) {
+            once(&sync, addr).await;
+        }
         let every = interval(sync.every, *active.borrow() + 1);
         let wait = settling.min(every);
         settling = settling.saturating_mul(2);
         let jitter = wait.mul_f64(rand::random::<f64>() * 0.2);
+        let until = tokio::time::Instant::now() + wait + jitter;
         // Again after a while, or as soon as this node finds itself alone (and then, once
-        // it is not any more, settles again).
-        tokio::select! {
-            _ = intake.cancelled() => return,
-            _ = tokio::time::sleep(wait + jitter) => {}
-            alone = active.wait_for(|n| *n == 0) => {
-                if alone.is_err() { return }
-                settling = sync.soon;
+        // it is not any more, settles again); meanwhile, with every seed it meets.
+        loop {
+            // (A bool, not the guard `wait_for` returns: the guard may not live across the
+            // sync below.)
+            let alone = async { active.wait_for(|n| *n == 0).await.is_ok() };
+            tokio::select! {
+                _ = intake.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                alone = alone => {
+                    if !alone { return }
+                    settling = sync.soon;
+                    break;
+                }
+                Some(addr) = sync.met.recv() => once(&sync, addr).await,
             }
         }
     }
@@ -76,8 +93,8 @@ fn interval(base: Duration, members: usize) -> Duration {
     base.saturating_mul(1 + doublings)
 }
 
-/// Swaps member lists with one random live member.
-async fn once(sync: &Sync) {
+/// The address of one random live member other than this node.
+fn random_live(sync: &Sync) -> Option<SocketAddr> {
     let me = sync.links.identity().id;
     let snapshot = sync.membership.directory().snapshot();
     let live: Vec<_> = snapshot
@@ -87,9 +104,13 @@ async fn once(sync: &Sync) {
         .filter_map(|m| m.addr)
         .collect();
     if live.is_empty() {
-        return;
+        return None;
     }
-    let addr = live[rand::random::<u64>() as usize % live.len()];
+    Some(live[rand::random::<u64>() as usize % live.len()])
+}
+
+/// Swaps member lists with the member at `addr`.
+async fn once(sync: &Sync, addr: SocketAddr) {
     let ours = sync.membership.state().await;
     // A link opened only for the sync is closed after it: an idle link costs heartbeats.
     let linked_before = sync.links.peers().by_addr(addr).is_some();

@@ -299,12 +299,14 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             intake.clone(),
         ));
     }
+    let (met, met_rx) = tokio::sync::mpsc::channel(16);
     let sync = Sync {
         links: links.clone(),
         membership: membership.clone(),
         every: config.heartbeat * 30,
         soon: config.heartbeat * 5,
         timeout: config.down_after,
+        met: met_rx,
     };
     tasks.spawn(cluster::sync::run(sync, intake.clone()));
     if !config.seeds.is_empty() {
@@ -316,8 +318,11 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 .mul_f64(0.55)
                 .max(Duration::from_millis(200)),
             reconnect_max: config.reconnect_max,
+            rendezvous_max: (config.heartbeat * 10).max(config.reconnect_max),
+            recheck: config.heartbeat * 30,
             me: vec![addr, bound],
             joined,
+            met,
         };
         tasks.spawn(seeds::run(seeds, intake.clone()));
     }
