@@ -138,14 +138,14 @@ struct NodeArgs {
     /// never crosses the wire). Without one, anyone who can connect may join.
     #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
-    /// Idle time after which a link carries a heartbeat, and how often membership news goes
-    /// to a few members, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
+    /// Idle time after which a link carries a heartbeat, and the longest membership news
+    /// waits before it goes to a few members (at most 200 ms), in milliseconds.
+    #[arg(long, default_value_t = 500)]
     heartbeat_ms: u64,
-    /// Silence after which a link is dropped; membership probes a member every 0.6 of it,
-    /// waits up to 0.55 of it for an answer, and keeps a member suspect this long before it
+    /// Silence after which a link is dropped; membership probes a member every half of it,
+    /// waits up to 0.45 of it for an answer, and keeps a member suspect this long before it
     /// is down. In milliseconds; must exceed twice the heartbeat.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 2_000)]
     down_after_ms: u64,
     /// Close a link on which no call went either way for this long, in milliseconds (0:
     /// never). Links open again on the next call.

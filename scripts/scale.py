@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Scale: N real `meshrpc node` processes on this machine, each seeded with a random earlier
-one. Measures, from the nodes' own timestamped logs (so measuring adds no load):
+one (of the --seed-window before it, when given). By default each is started once the one
+before it listens; with --at-once they are all started without waiting, as a shell loop,
+docker compose or Kubernetes starts them, so most seeds are not listening yet when first
+tried. Timings are the nodes' defaults unless --heartbeat-ms / --down-after-ms say otherwise.
+Measures, from the nodes' own timestamped logs (so measuring adds no load):
 
   - convergence: from the last start until every node's latest word on every other one is
-    `up` (a member that flapped down must be back);
+    `up` (a member that flapped down must be back); when it does not come, the islands (groups
+    of nodes that see each other and no one else) and their sizes;
   - false downs: live members logged `down`, until convergence and after it;
   - detection: SIGKILL of --kills random nodes, until every live node has logged each of
     them down;
@@ -15,7 +20,7 @@ one. Measures, from the nodes' own timestamped logs (so measuring adds no load):
 Kills every node it started and removes its logs when it ends, however it ends. A benchmark,
 not a test: docs/MEMBERSHIP.md has its figures.
 
-    cargo build --release && python3 scripts/scale.py --nodes 1000 [--json]
+    cargo build --release && python3 scripts/scale.py --nodes 1000 --at-once [--json]
 """
 import argparse
 import json
@@ -98,6 +103,57 @@ def loopback_bytes():
     return 0
 
 
+def free_addrs(n):
+    """n loopback addresses whose TCP and UDP ports are free (held together while chosen)."""
+    import socket
+    held = []
+    while len(held) < n:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind(("127.0.0.1", 0))
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(tcp.getsockname())
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        held.append((tcp, udp))
+    addrs = ["%s:%d" % tcp.getsockname() for tcp, _ in held]
+    for tcp, udp in held:
+        tcp.close()
+        udp.close()
+    return addrs
+
+
+def listening(proc, name):
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        raise SystemExit(f"{name} did not start: {line!r}")
+    return line.removeprefix("listening on ")
+
+
+def islands(names, logs_of):
+    """Groups of nodes that see each other up, and no one else: the sizes, largest first.
+    One island that has not converged yet is still one cluster."""
+    seen = {n: logs_of[n].up_now() | {n} for n in names}
+    parent = {n: n for n in names}
+
+    def root(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for n in names:
+        for m in seen[n]:
+            if m in parent:
+                parent[root(n)] = root(m)
+    sizes = {}
+    for n in names:
+        sizes[root(n)] = sizes.get(root(n), 0) + 1
+    return sorted(sizes.values(), reverse=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=100)
@@ -105,8 +161,12 @@ def main():
     parser.add_argument("--idle-secs", type=float, default=10.0)
     parser.add_argument("--settle-secs", type=float, default=30.0,
                         help="after convergence, wait this long (the join storm's gossip backlog drains) before measuring idle")
-    parser.add_argument("--heartbeat-ms", type=int, default=1000)
-    parser.add_argument("--down-after-ms", type=int, default=5000)
+    parser.add_argument("--heartbeat-ms", type=int, default=None, help="default: the node's own")
+    parser.add_argument("--down-after-ms", type=int, default=None, help="default: the node's own")
+    parser.add_argument("--at-once", action="store_true",
+                        help="start every node without waiting for the one before to listen")
+    parser.add_argument("--seed-window", type=int, default=None,
+                        help="seed each node with one of the N started just before it (default: any earlier one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="worker threads per node (1: single-threaded, as befits a thousand nodes on two cores)")
     parser.add_argument("--patience", type=float, default=180.0,
@@ -123,28 +183,41 @@ def main():
 
     logs = tempfile.mkdtemp(prefix="meshrpc-scale-")
     procs, addrs, names = [], [], []
-    result = {"nodes": args.nodes, "heartbeat_ms": args.heartbeat_ms,
-              "down_after_ms": args.down_after_ms, "threads": args.threads}
+    result = {"nodes": args.nodes, "at_once": args.at_once, "seed_window": args.seed_window,
+              "heartbeat_ms": args.heartbeat_ms or "default",
+              "down_after_ms": args.down_after_ms or "default", "threads": args.threads}
+    timing = []
+    if args.heartbeat_ms:
+        timing += ["--heartbeat-ms", str(args.heartbeat_ms)]
+    if args.down_after_ms:
+        timing += ["--down-after-ms", str(args.down_after_ms)]
+    # Started at once, nodes must be named as seeds before they listen: their ports are
+    # chosen first (free a moment ago, TCP and UDP both).
+    planned = free_addrs(args.nodes) if args.at_once else None
     try:
         started = time.time()
         for i in range(args.nodes):
             name = f"n{i:04d}"
-            cmd = [args.bin, "node", "--name", name, "--listen", "127.0.0.1:0",
-                   "--heartbeat-ms", str(args.heartbeat_ms), "--down-after-ms", str(args.down_after_ms),
-                   "--threads", str(args.threads)]
-            if addrs:
-                cmd += ["--seed", rng.choice(addrs)]
+            listen = planned[i] if planned else "127.0.0.1:0"
+            cmd = [args.bin, "node", "--name", name, "--listen", listen,
+                   "--threads", str(args.threads)] + timing
+            earlier = planned[:i] if planned else addrs
+            if args.seed_window:
+                earlier = earlier[-args.seed_window:]
+            if earlier:
+                cmd += ["--seed", rng.choice(earlier)]
             log = open(os.path.join(logs, name), "w")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                     env={**os.environ, "RUST_LOG": "info"})
             log.close()
-            line = proc.stdout.readline().strip()
-            if not line.startswith("listening on "):
-                raise SystemExit(f"{name} did not start: {line!r}")
             procs.append(proc)
-            addrs.append(line.removeprefix("listening on "))
             names.append(name)
+            if not planned:
+                addrs.append(listening(proc, name))
         last_start = time.time()
+        if planned:
+            for proc, name in zip(procs, names):
+                addrs.append(listening(proc, name))
         logs_of = {name: Log(os.path.join(logs, name)) for name in names}
         result["start_secs"] = round(last_start - started, 1)
         result["load_at_last_start"] = round(os.getloadavg()[0], 1)
@@ -181,6 +254,7 @@ def main():
                     seen = logs_of[name].up_now() | {name}
                     lacking[name] = sorted(set(names) - seen)
             result["lacking"] = {n: (len(m), m[:5]) for n, m in sorted(lacking.items())[:20]}
+            result["islands"] = islands(names, logs_of)
         else:
             result["converged"] = True
             result["converge_secs"] = round(max(converged_at.values()) - last_start, 2)

@@ -39,12 +39,12 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// Longest wait between two attempts to reach a seed or a lost peer. Default 2 s.
     pub reconnect_max: Duration,
-    /// Idle time after which a link carries a heartbeat, and how often membership news is
-    /// pushed to a few members. Default 1 s.
+    /// Idle time after which a link carries a heartbeat, and the longest membership news
+    /// waits before it is pushed to a few members (at most 200 ms). Default 500 ms.
     pub heartbeat: Duration,
     /// Silence after which a link is dropped; and for membership, about twice the longest
     /// wait for a probe's answer and how long a member stays `suspect` before it is `down`
-    /// (docs/MEMBERSHIP.md has the mapping). Default 5 s; must exceed twice the heartbeat.
+    /// (docs/MEMBERSHIP.md has the mapping). Default 2 s; must exceed twice the heartbeat.
     pub down_after: Duration,
     /// A link on which no call went either way for this long is closed (links open again on
     /// the next call). Default 60 s; zero keeps links open.
@@ -102,8 +102,8 @@ impl Default for NodeConfig {
             mailbox: 1024,
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(1),
-            down_after: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(500),
+            down_after: Duration::from_secs(2),
             link_idle: Duration::from_secs(60),
             cookie: None,
             multicast: None,

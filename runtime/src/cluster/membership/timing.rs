@@ -1,7 +1,8 @@
-//! How a node's two timing settings become SWIM's: the failure detector waits up to about
-//! half of `down_after` for an answer (so a link that is slow but well under `down_after` is
-//! not suspected), a suspect has `down_after` to prove it is alive, and news spreads every
-//! `heartbeat`. docs/MEMBERSHIP.md has the table.
+//! How a node's two timing settings become SWIM's: a random member is probed every half of
+//! `down_after`, the failure detector waits up to 0.45 of it for an answer (so a link that is
+//! slow but well under `down_after` is not suspected), a suspect has `down_after` to prove it
+//! is alive, and news spreads every [`GOSSIP_EVERY`] (or every `heartbeat`, if shorter).
+//! docs/MEMBERSHIP.md has the table.
 
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
@@ -12,13 +13,18 @@ use crate::wire::swim::MAX_SWIM_PAYLOAD;
 
 /// Members down or left for this many `down_after` periods are forgotten (5 minutes with
 /// the defaults).
-pub(crate) const FORGET_AFTER: u32 = 60;
+pub(crate) const FORGET_AFTER: u32 = 150;
+
+/// News waits at most this long before it is pushed to a few members (memberlist's LAN
+/// gossip interval): there is none to push in an idle cluster, so it costs nothing then, and
+/// a verdict reaches a thousand members in about log4(1000) = 5 rounds, one second.
+pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(200);
 
 /// foca's configuration for `heartbeat` and `down_after`.
 pub fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
     // `down_after` is more than twice `heartbeat` (the configuration is checked).
-    let probe_period = down_after.mul_f64(0.6);
-    let probe_rtt = down_after.mul_f64(0.55).min(probe_period.mul_f64(0.9));
+    let probe_period = down_after / 2;
+    let probe_rtt = down_after.mul_f64(0.45).min(probe_period.mul_f64(0.9));
     let every = |frequency: Duration, members: usize| {
         Some(PeriodicParams {
             frequency,
@@ -35,11 +41,11 @@ pub fn swim_config(heartbeat: Duration, down_after: Duration) -> Config {
         remove_down_after: down_after * FORGET_AFTER,
         max_packet_size: NonZeroUsize::new(MAX_SWIM_PAYLOAD).unwrap_or(NonZeroUsize::MIN),
         notify_down_members: true,
-        // Asking a member for more members: for big clusters, not often (30 s by default).
+        // Asking a member for more members: for big clusters, not often (15 s by default).
         periodic_announce: every(heartbeat * 30, 1),
         periodic_announce_to_down_members: every(probe_period * 2, 2),
-        // News spreads in about log4(members) heartbeats; there is none to send when idle.
-        periodic_gossip: every(heartbeat, 4),
+        // News spreads in about log4(members) rounds; there is none to send when idle.
+        periodic_gossip: every(heartbeat.min(GOSSIP_EVERY), 4),
     }
 }
 
@@ -64,16 +70,24 @@ mod tests {
     fn a_slow_link_under_down_after_is_not_suspected() {
         let ms = Duration::from_millis;
         let fast = swim_config(ms(100), ms(1000));
-        assert_eq!(fast.probe_period, ms(600));
-        assert_eq!(fast.probe_rtt, ms(540));
+        assert_eq!(fast.probe_period, ms(500));
+        assert_eq!(fast.probe_rtt, ms(450));
         assert!(
             fast.probe_rtt > ms(400),
             "a 400 ms round trip is answered in time"
         );
         assert_eq!(fast.suspect_to_down_after, ms(1000));
-        let defaults = swim_config(Duration::from_secs(1), Duration::from_secs(5));
-        assert_eq!(defaults.probe_period, Duration::from_secs(3));
+        let defaults = swim_config(ms(500), ms(2000));
+        assert_eq!(defaults.probe_period, ms(1000));
+        assert_eq!(defaults.probe_rtt, ms(900));
         assert!(defaults.probe_rtt < defaults.probe_period);
+        let gossip = |c: &Config| c.periodic_gossip.as_ref().map(|p| p.frequency);
+        assert_eq!(gossip(&defaults), Some(GOSSIP_EVERY));
+        assert_eq!(
+            gossip(&fast),
+            Some(ms(100)),
+            "never slower than the heartbeat"
+        );
     }
 
     #[test]
