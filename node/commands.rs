@@ -59,7 +59,13 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     std::io::stdout()
         .flush()
         .context("cannot write to stdout")?;
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        reason = node.refused() => {
+            node.shutdown().await;
+            anyhow::bail!("{reason}");
+        }
+    }
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

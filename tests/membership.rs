@@ -201,36 +201,75 @@ fn members_with_cookie(addr: &str, cookie: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn a_second_live_node_with_a_taken_name_is_refused_on_both_sides() {
+fn a_second_live_node_with_a_taken_name_is_refused_on_both_sides_and_exits() {
     let log = std::env::temp_dir().join(format!("meshrpc-dup-{}.log", std::process::id()));
     let a_log = std::fs::File::create(&log).unwrap();
     let a = NodeProc::start_with("a", "127.0.0.1:0", &FAST, a_log);
     let b = start("b", Some(&a.addr));
     wait_until("b to join", || members(&a.addr, &[]) == all_up(&["a", "b"]));
     let dup_log = std::env::temp_dir().join(format!("meshrpc-dup2-{}.log", std::process::id()));
-    let dup = NodeProc::start_with(
+    let mut dup = NodeProc::start_with(
         "b",
         "127.0.0.1:0",
         &fast_with_seed(&a.addr),
         std::fs::File::create(&dup_log).unwrap(),
     );
-    wait_until("both sides to log the conflict", || {
-        let a_says = std::fs::read_to_string(&log).unwrap_or_default();
-        let dup_says = std::fs::read_to_string(&dup_log).unwrap_or_default();
-        a_says.contains("name `b` is already used") && dup_says.contains("name `b` is already used")
-    });
+    // The newcomer says why and exits 1, rather than running alone under a taken name.
+    let status = dup.wait_exit();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let a_says = std::fs::read_to_string(&log).unwrap_or_default();
+    let dup_says = std::fs::read_to_string(&dup_log).unwrap_or_default();
+    assert!(a_says.contains("name `b` is already used"), "{a_says}");
+    assert!(
+        dup_says.contains("error:") && dup_says.contains("name `b` is already used"),
+        "{dup_says}"
+    );
+    assert!(!dup_says.contains("seed not reachable"), "{dup_says}");
     assert_eq!(
         members(&a.addr, &[]),
         all_up(&["a", "b"]),
         "the first b is still the member"
     );
-    assert_eq!(
-        members(&dup.addr, &[]),
-        all_up(&["b"]),
-        "the newcomer runs alone"
-    );
     drop((dup, b));
     let _ = (std::fs::remove_file(&log), std::fs::remove_file(&dup_log));
+}
+
+/// A node that leaves a moment after joining, before the news of its join has reached
+/// everyone: every member that heard of it sees it `left`, none `down`.
+#[test]
+fn a_node_that_leaves_right_after_joining_is_left_everywhere() {
+    let names = ["a", "b", "c", "d"];
+    let a = start("a", None);
+    let rest: Vec<NodeProc> = names[1..].iter().map(|n| start(n, Some(&a.addr))).collect();
+    for node in std::iter::once(&a).chain(&rest) {
+        wait_until("four members up", || {
+            members(&node.addr, &[]) == all_up(&names)
+        });
+    }
+    let mut e = start("e", Some(&a.addr));
+    wait_until("a to see e", || {
+        members(&a.addr, &[]).get("e").map(String::as_str) == Some("up")
+    });
+    e.signal("TERM");
+    assert!(e.wait_exit().success());
+    // Long enough for a `down` to show where the goodbye did not arrive.
+    let settled = Instant::now() + DOWN_AFTER * 4;
+    for node in std::iter::once(&a).chain(&rest) {
+        wait_until("e to be left or unknown", || {
+            let status = members(&node.addr, &[]).get("e").cloned();
+            matches!(status.as_deref(), Some("left") | None)
+        });
+    }
+    while Instant::now() < settled {
+        for node in std::iter::once(&a).chain(&rest) {
+            let status = members(&node.addr, &[]).get("e").cloned();
+            assert!(
+                matches!(status.as_deref(), Some("left") | None),
+                "{} sees e {status:?}",
+                node.name
+            );
+        }
+    }
 }
 
 fn fast_with_seed(seed: &str) -> Vec<&str> {

@@ -45,6 +45,8 @@ pub use refs::ActorRef;
 
 /// The node-only method a new owner calls on the previous one: "let this key go".
 pub(crate) const RELEASE: &str = "system.actors.release";
+/// Where a node places a key: `system.actors.owner(type, key) -> name | null`.
+pub(crate) const OWNER: &str = "system.actors.owner";
 
 /// What every type and ref needs from the node.
 #[derive(Clone)]
@@ -371,7 +373,7 @@ impl Actors {
         let weak = Arc::downgrade(&self.inner);
         self.inner
             .handlers
-            .register_fn("system.actors.owner", move |(kind, key): (String, String)| {
+            .register_fn(OWNER, move |(kind, key): (String, String)| {
                 let inner = weak.upgrade()?;
                 ActorRef::new(inner.ctx.clone(), &kind, &key).owner()
             })

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::link::{trace, Dispatch, Request, Responder, StreamPort};
+use crate::link::{trace, Dispatch, Refused, Request, Responder, StreamPort};
 use crate::wire::{Encoding, RemoteError};
 use crate::ErrorKind;
 
@@ -204,6 +204,12 @@ impl Dispatch for Handlers {
             responder.meter(label);
         }
         if let Err(refused) = responder.admit() {
+            // A virtual actor's call refused by a stopping node ran nothing and has another
+            // home: `moved` tells forwarders and `ActorRef`s to try the new owner.
+            if key.is_some() && matches!(refused, Refused::Closing) {
+                let message = "this node is stopping and hands its virtual actors over";
+                return responder.fail(ErrorKind::Moved, message);
+            }
             return responder.refuse(refused);
         }
         let Some(entry) = found else {

@@ -39,7 +39,7 @@ pub(crate) use flow::Ending;
 pub(crate) use meter::{CallStats, MethodFigures};
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
-pub(crate) use responder::{panic_message, Responder};
+pub(crate) use responder::{panic_message, Refused, Responder};
 pub(crate) use streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub(crate) use throttle::LogLimit;
 pub use trace::{current_trace, with_trace};

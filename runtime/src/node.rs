@@ -221,6 +221,13 @@ impl Node {
         self.core.membership.members()
     }
 
+    /// Resolves if the cluster refuses this node before it has joined (its name is held by
+    /// a live member), with the reason; never otherwise. The node keeps running alone and
+    /// keeps trying, in case the holder goes; `meshrpc node` exits 1 instead.
+    pub async fn refused(&self) -> String {
+        self.core.membership.refused().await
+    }
+
     /// Membership changes from now on. A receiver that falls more than 256 events behind
     /// loses the oldest ones (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {

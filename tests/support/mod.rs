@@ -101,7 +101,11 @@ impl NodeProc {
         let mut child = command
             .args(["node", "--name", name, "--listen", listen])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // MESHRPC_TEST_LOG=debug (say) shows more of what the nodes do.
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHRPC_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env_remove("MESHRPC_COOKIE")
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -29,6 +29,9 @@ use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
 
 use crate::ErrorKind;
 
+/// How long a client's call may be placed again when its caller set no deadline.
+pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30);
+
 /// A hook run with the key and its state.
 pub(crate) type Hook<S> = Arc<dyn Fn(&str, &mut S) + Send + Sync>;
 /// Makes the state of a key.
@@ -72,6 +75,8 @@ pub(crate) struct Call<S> {
     pub(crate) method: Arc<dyn ActorMethod<S>>,
     pub(crate) entry: Arc<Entry>,
     pub(crate) call: Incoming,
+    /// How many times this node placed the call again ([`Kind::again`]).
+    pub(crate) tries: u32,
 }
 
 /// Why an activation ends.
@@ -138,9 +143,32 @@ impl<S: Send + 'static> Kind<S> {
             None => {
                 // Only before this node's own hosting is published (just registered).
                 let message = format!("no member hosts virtual actor type `{}` yet", self.name);
-                call.call.responder.fail(ErrorKind::Moved, message);
+                self.again(key, call, message);
             }
         }
+    }
+
+    /// A call this node could not serve after all: the key was being handed over, or the
+    /// previous owner kept it (the views disagree for a moment). A node's call is answered
+    /// `moved`, which its caller retries; a client cannot place keys, so its call is placed
+    /// again after a short wait (5 ms, doubling to 200 ms), within its deadline.
+    fn again(self: &Arc<Self>, key: Arc<str>, mut call: Call<S>, why: String) {
+        let wait = Duration::from_millis(5)
+            .saturating_mul(1 << call.tries.min(6))
+            .min(Duration::from_millis(200));
+        let deadline = call
+            .call
+            .deadline
+            .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
+        if call.call.from_node || self.ctx.closing() || Instant::now() + wait >= deadline {
+            return call.call.responder.fail(ErrorKind::Moved, why);
+        }
+        call.tries += 1;
+        let kind = self.clone();
+        self.ctx.tasks.spawn(async move {
+            tokio::time::sleep(wait).await;
+            kind.deliver(key, call);
+        });
     }
 
     /// Into the key's mailbox, activating it if it has none.
@@ -351,13 +379,15 @@ impl<S: Send + 'static> Kind<S> {
             }
         };
         let Some(mut state) = state else {
-            for msg in mailbox.close() {
+            let queued = mailbox.close();
+            self.vacate(&key, id);
+            for msg in queued {
                 if let Msg::Call(call) = msg {
                     let message = format!("`{}/{key}` could not be activated here now", self.name);
-                    call.call.responder.fail(ErrorKind::Moved, message);
+                    self.again(key.clone(), *call, message);
                 }
             }
-            return self.vacate(&key, id);
+            return;
         };
         let why = loop {
             match mailbox.recv().await {
@@ -378,16 +408,14 @@ impl<S: Send + 'static> Kind<S> {
                 None => break Leaving::Shutdown,
             }
         };
+        let mut handed_over = Vec::new();
         for msg in mailbox.close() {
             match msg {
                 // Idle: these came in the last instant; serve them.
                 Msg::Call(call) if why == Leaving::Idle => {
                     self.run(&key, &mut state, *call);
                 }
-                Msg::Call(call) => {
-                    let message = format!("`{}/{key}` is being handed over", self.name);
-                    call.call.responder.fail(ErrorKind::Moved, message);
-                }
+                Msg::Call(call) => handed_over.push(*call),
                 Msg::Leave(_) => {}
             }
         }
@@ -399,6 +427,11 @@ impl<S: Send + 'static> Kind<S> {
         drop(state);
         debug!(kind = %self.name, %key, ?why, "deactivated");
         self.vacate(&key, id);
+        // Saved and gone: the calls that came meanwhile go to the key's new home.
+        for call in handed_over {
+            let message = format!("`{}/{key}` is being handed over", self.name);
+            self.again(key.clone(), call, message);
+        }
     }
 
     fn vacate(&self, key: &str, id: u64) {

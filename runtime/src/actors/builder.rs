@@ -201,6 +201,7 @@ impl<S: Send + 'static> Handler for VirtualMethod<S> {
             method: self.method.clone(),
             entry: entry.clone(),
             call,
+            tries: 0,
         };
         self.kind.deliver(key.into(), call);
     }

@@ -62,6 +62,9 @@ struct Inner {
     root: CancellationToken,
     /// Cancelled at the start of shutdown: no more accepting or background dialing.
     intake: CancellationToken,
+    /// Cancelled when running requests are stopped (after the shutdown grace): until then
+    /// they may still dial, to finish what they started (a forwarded call, a hand-over).
+    handlers_stop: CancellationToken,
     /// Where members' addresses are found, for calls by name or id.
     directory: Directory,
     /// Failed handshakes are logged at most once a second: thousands of silent or hostile
@@ -78,6 +81,7 @@ impl Links {
         tls: Option<Tls>,
         ctx: LinkCtx,
         root: CancellationToken,
+        handlers_stop: CancellationToken,
         directory: Directory,
     ) -> Links {
         let inner = Inner {
@@ -91,6 +95,7 @@ impl Links {
             next_conn: AtomicU64::new(1),
             intake: root.child_token(),
             root,
+            handlers_stop,
             directory,
             failures: LogLimit::default(),
             myself: std::sync::OnceLock::new(),
@@ -166,6 +171,11 @@ impl Links {
         self.inner.ctx.limits.closing.load(Ordering::Relaxed)
     }
 
+    /// Past the shutdown grace: nothing may dial any more.
+    fn stopped(&self) -> bool {
+        self.inner.handlers_stop.is_cancelled() || self.inner.root.is_cancelled()
+    }
+
     fn local(&self) -> Local<'_> {
         let inner = &self.inner;
         Local {
@@ -180,7 +190,7 @@ impl Links {
     /// Finds or opens the link to `to`: a member named by name or id is dialed at the address
     /// membership knows for it.
     pub(crate) async fn link(&self, to: Target) -> Result<Connection, RpcError> {
-        if self.closing() {
+        if self.stopped() {
             return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
         let unknown = |reason: String| RpcError::PeerUnavailable {
@@ -262,7 +272,7 @@ impl Links {
         if let Some(conn) = self.peers().by_addr(addr) {
             return Ok(conn);
         }
-        if self.closing() {
+        if self.stopped() {
             return Err(RpcError::Shutdown("this node is shutting down".to_owned()));
         }
         let timeout = self.inner.config.connect_timeout;

@@ -316,6 +316,8 @@ pub(crate) struct Membership {
     /// How many times the failure detector's timers are stretched (1: not at all; see
     /// `health`), as of the last probe period.
     stretch: Arc<AtomicU32>,
+    /// Why a member refused this node before it joined, once one did.
+    refused: watch::Receiver<Option<String>>,
 }
 
 impl Membership {
@@ -341,6 +343,19 @@ impl Membership {
     /// keeps time).
     pub(crate) fn stretch(&self) -> u32 {
         self.stretch.load(Ordering::Relaxed)
+    }
+
+    /// Resolves with the reason once a member refuses this node before it has joined.
+    pub(crate) async fn refused(&self) -> String {
+        let mut refused = self.refused.clone();
+        let reason = match refused.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None, // the actor stopped
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Announces this node to `addrs`; dropped when the actor is busy (the caller repeats).
@@ -418,6 +433,7 @@ impl Membership {
             directory: directory.clone(),
             active,
             stretch: Arc::new(AtomicU32::new(1)),
+            refused: watch::channel(None).1,
         };
         let fake = Fake {
             cmds,

@@ -155,6 +155,8 @@ impl Socket {
             // Under TLS 1.3 the acceptor checks our certificate after we think the TLS
             // handshake is done: its refusal arrives as an alert on the first read.
             Some(Err(e)) if is_tls_error(&e) => Err(HandshakeFailure::tls(&e)),
+            // The connection broke (a reset, a node exiting): nothing was said.
+            Some(Err(e)) if is_broken(&e) => Err(HandshakeFailure::Closed),
             Some(Err(e)) => Err(HandshakeFailure::Failed(format!(
                 "handshake read failed: {e}"
             ))),
@@ -209,6 +211,15 @@ impl HandshakeFailure {
             },
         }
     }
+}
+
+/// A connection reset or aborted by the other side.
+fn is_broken(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 fn is_tls_error(e: &std::io::Error) -> bool {
@@ -315,6 +326,14 @@ pub(crate) async fn read_greeting(
     if local.tls.is_none() && !reason.contains("version mismatch") {
         reason.push_str(" (if the node uses TLS, give this side a certificate and the CA)");
     }
+    // A node that closes without a word is going away (or just went), or wants TLS: nothing
+    // ran there, and a caller may try elsewhere.
+    if matches!(failure, HandshakeFailure::Closed) {
+        return Err(RpcError::PeerUnavailable {
+            peer: socket.remote.to_string(),
+            reason,
+        });
+    }
     if reason.contains("version mismatch") {
         let hello = Hello {
             identity: local.identity.clone(),
@@ -360,7 +379,9 @@ pub(crate) async fn introduce(
     };
     let welcome = match bounded(local.timeout, exchange).await {
         Ok(welcome) => welcome,
-        Err(failure @ HandshakeFailure::Unauthenticated(_)) => return Err(failure.into_rpc(at)),
+        Err(failure @ (HandshakeFailure::Unauthenticated(_) | HandshakeFailure::Closed)) => {
+            return Err(failure.into_rpc(at))
+        }
         Err(failure) => return Err(RpcError::Protocol(format!("{at}: {failure}"))),
     };
     match welcome.verdict {

@@ -179,7 +179,8 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let closing = Arc::new(AtomicBool::new(false));
     let metered = http.is_some() && metrics::enable_metrics();
     let limits = Arc::new(Limits::new(closing.clone(), &config, metered));
-    let handlers = Handlers::new(tasks.clone(), CancellationToken::new(), config.mailbox);
+    let handlers_stop = CancellationToken::new();
+    let handlers = Handlers::new(tasks.clone(), handlers_stop.clone(), config.mailbox);
     let ctx = LinkCtx {
         dispatch: Arc::new(handlers.clone()),
         limits: limits.clone(),
@@ -205,6 +206,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         tls,
         ctx,
         root.clone(),
+        handlers_stop,
         membership.directory().clone(),
     );
 

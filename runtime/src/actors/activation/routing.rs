@@ -7,13 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{placement, Call, Kind, Leaving, Msg};
-use crate::actors::RELEASE;
+use super::{placement, Call, Kind, Leaving, Msg, NO_DEADLINE};
+use crate::actors::{OWNER, RELEASE};
+use crate::cluster::membership::Host;
 use crate::wire::{Encoding, RemoteError};
 use crate::{ErrorKind, RpcError};
-
-/// How long a forwarded call may take when its caller set no deadline.
-const NO_DEADLINE: Duration = Duration::from_secs(30);
 
 impl<S: Send + 'static> Kind<S> {
     /// The same call, to the owner, retried while the cluster's view settles.
@@ -24,8 +22,10 @@ impl<S: Send + 'static> Kind<S> {
             .unwrap_or_else(|| Instant::now() + NO_DEADLINE);
         let method = format!("{}/{key}", call.entry.name);
         let mut backoff = Duration::from_millis(5);
+        // Where the last owner tried said the key lives, if that differs from our view.
+        let mut hint: Option<Host> = None;
         let reply = loop {
-            let Some(owner) = self.owner(&key) else {
+            let Some(owner) = hint.take().or_else(|| self.owner(&key)) else {
                 break Err(RemoteError::new(ErrorKind::Moved, "no member hosts it"));
             };
             if owner.id == self.ctx.me {
@@ -39,7 +39,13 @@ impl<S: Send + 'static> Kind<S> {
             };
             match attempt.await {
                 Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
-                    debug!(%method, error = %e, "forwarding again");
+                    debug!(%method, owner = %owner.id, error = %e, "forwarding again");
+                    // The owner of our view places the key elsewhere in its own: ask it
+                    // where, and go there next. Our view may lag for long (a stopping
+                    // node's no longer changes), theirs is the one that refused.
+                    if e.kind() == ErrorKind::Moved {
+                        hint = self.ask_where(owner, &key, left).await;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
@@ -48,6 +54,26 @@ impl<S: Send + 'static> Kind<S> {
             }
         };
         call.call.responder.reply_raw(reply);
+    }
+
+    /// Where `at` places `key` (`system.actors.owner`), if that is a live member of this
+    /// node's view other than `at` itself.
+    async fn ask_where(&self, at: Host, key: &str, left: Duration) -> Option<Host> {
+        let timeout = left.min(Duration::from_secs(1));
+        let conn = self.ctx.link(at.id, at.addr).await.ok()?;
+        let args = (&*self.name, key);
+        let (encoding, body) =
+            (conn.request(OWNER, Encoding::Bincode, &args, timeout, false, None))
+                .await
+                .ok()?;
+        let name = crate::client::decode_typed::<Option<String>>(OWNER, encoding, &body).ok()??;
+        let snapshot = self.ctx.directory.snapshot();
+        let member = snapshot.by_name(&name)?;
+        let host = Host {
+            id: member.id,
+            addr: member.addr?,
+        };
+        (member.status.is_live() && host.id != at.id).then_some(host)
     }
 
     /// Asks the node that owned `key` before this one (the runner-up) to let it go, so the

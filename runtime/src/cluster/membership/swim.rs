@@ -52,6 +52,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
     let (tx, rx) = mpsc::channel(64);
     let (events, _) = broadcast::channel(256);
     let (active_tx, active) = watch::channel(0);
+    let (refused_tx, refused) = watch::channel(None);
     let stretch = Arc::new(AtomicU32::new(1));
     let directory = Directory::default();
     let me = Member {
@@ -102,6 +103,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         directory: directory.clone(),
         events: events.clone(),
         active: active_tx,
+        refused: refused_tx,
         left: false,
         announced: VecDeque::new(),
         refusals: LogLimit::default(),
@@ -119,6 +121,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         directory,
         active,
         stretch,
+        refused,
     }
 }
 
@@ -150,6 +153,8 @@ struct Actor {
     directory: Directory,
     events: broadcast::Sender<MemberEvent>,
     active: watch::Sender<usize>,
+    /// Set when a member refuses this node before it has joined.
+    refused: watch::Sender<Option<String>>,
     /// Set once this node has left: nothing is answered any more.
     left: bool,
     /// The latest addresses announced to (bounded): a node that leaves before the answer
@@ -192,6 +197,7 @@ fn flush_delay(members: usize) -> Duration {
 }
 
 mod leave;
+mod names;
 mod publish;
 
 impl Actor {
@@ -358,12 +364,8 @@ impl Actor {
         };
         match decode_datagram(body) {
             Ok(Datagram::Swim(payload)) => self.swim(payload).await,
-            Ok(Datagram::Goodbye(id)) => self.goodbye(&id),
-            Ok(Datagram::Refused(reason)) => {
-                if let Some(more) = self.refusals.admit() {
-                    warn!(%from, %reason, more, "a member refused this node");
-                }
-            }
+            Ok(Datagram::Goodbye(id)) => self.goodbye(&id, from).await,
+            Ok(Datagram::Refused(reason)) => self.refused_by(from, &reason),
             Err(error) => {
                 if let Some(more) = self.dropped.admit() {
                     debug!(%from, %error, more, "ignored a datagram");
@@ -388,29 +390,6 @@ impl Actor {
         if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
             debug!(%error, "membership message");
         }
-    }
-
-    /// Why `src` may not join, if it may not: its name is held by a live member.
-    fn conflict(&self, src: &SwimId) -> Option<Refusal> {
-        let me = self.foca.identity();
-        let name = &src.name;
-        if *name == me.name && src.id != me.id {
-            return Some(Refusal {
-                theirs: format!("it is itself named `{name}`: choose another --name for this node"),
-                ours: format!("the sender is named `{name}` like this node"),
-            });
-        }
-        let snapshot = self.directory.snapshot();
-        let holder = snapshot.by_name(name)?;
-        let taken =
-            holder.status == Status::Up && holder.id != src.id && holder.addr != Some(src.addr);
-        taken.then(|| {
-            let ours = format!("name `{name}` is already used by live node {}", holder.id);
-            Refusal {
-                theirs: format!("{ours}: choose another --name for this node"),
-                ours,
-            }
-        })
     }
 
     /// Does what foca asked for.
@@ -476,10 +455,4 @@ impl Actor {
         let (body, mac) = bytes.split_at(split);
         auth::verify_seal(cookie, Sealed::Datagram, body, mac).then_some(body)
     }
-}
-
-/// A refusal in the sender's words (it is sent) and in ours (it is logged).
-struct Refusal {
-    theirs: String,
-    ours: String,
 }

@@ -134,6 +134,11 @@ impl View {
         }
     }
 
+    /// Whether run `id` said goodbye (and it is not forgotten yet).
+    pub(crate) fn has_left(&self, id: NodeId) -> bool {
+        self.left.contains_key(&id)
+    }
+
     /// How many goodbyes the view remembers.
     pub(crate) fn goodbyes(&self) -> usize {
         self.left.len()

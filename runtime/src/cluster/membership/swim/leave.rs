@@ -1,28 +1,43 @@
 //! How a node leaves (a goodbye to every member it knows, then silence) and how it hears
 //! that another one leaves (`left` at once, and down in foca so it is no longer probed).
+//!
+//! A node that leaves right after joining does not know yet everyone who heard of it, so a
+//! goodbye that is news is relayed to a few random members ([`RELAY_TO`]), which relay it
+//! in turn; and a goodbye from a run not heard of yet is kept (down in foca, `left` in the
+//! view), so the news of its join, arriving later, does not bring it back `up`.
 
 use std::net::SocketAddr;
 
 use foca::State;
+use rand::seq::IteratorRandom;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::Actor;
 use crate::wire::swim::{Datagram, SwimId};
 
+/// How many random members a node passes a goodbye on to, the first time it hears it.
+/// Each does the same, so all but about e^-4 (2 %) of the members the leaver did not know
+/// hear it (the rest see it `down` a few seconds later).
+const RELAY_TO: usize = 4;
+
 impl Actor {
-    /// A member leaves: `left` at once, and down in foca so it is no longer probed.
-    pub(super) fn goodbye(&mut self, id: &SwimId) {
-        // The run, under whichever identity this node last heard of it.
+    /// A member leaves (its goodbye came from `from`): `left` at once, and down in foca so
+    /// it is no longer probed.
+    pub(super) async fn goodbye(&mut self, id: &SwimId, from: SocketAddr) {
+        if id.name.is_empty() || id.id == self.foca.identity().id {
+            return;
+        }
+        let news = !self.view.has_left(id.id);
+        // The run, under whichever identity this node last heard of it; one not heard of
+        // yet is kept down, so its join, if that news comes later, is already stale.
         let known = self
             .foca
             .iter_membership_state()
             .filter(|m| m.id().id == id.id)
             .max_by_key(|m| m.id().bump)
             .map(|m| (m.id().clone(), m.incarnation()));
-        let Some((known, incarnation)) = known else {
-            return; // not a member we know: nothing to forget
-        };
+        let (known, incarnation) = known.unwrap_or_else(|| (id.clone(), 0));
         if let Some(event) = self.view.goodbye(&known, Instant::now()) {
             self.emit(event);
         }
@@ -34,6 +49,15 @@ impl Actor {
             debug!(%error, "applying a goodbye");
         }
         self.publish();
+        if news {
+            let others = (self.foca.iter_members())
+                .map(|m| m.id().addr)
+                .filter(|addr| *addr != from && *addr != id.addr);
+            let relay = others.choose_multiple(&mut rand::rng(), RELAY_TO);
+            for addr in relay {
+                self.send(addr, &Datagram::Goodbye(id.clone())).await;
+            }
+        }
     }
 
     /// Tells every live member this node leaves, then stops answering.
