@@ -45,6 +45,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         http_header_timeout: Duration::from_millis(args.http_header_timeout_ms),
         http_max_connections: args.http_max_connections,
         max_handshakes: args.max_handshakes,
+        max_protocol: args.max_protocol,
         tls: args.tls.config(),
         ..NodeConfig::default()
     };

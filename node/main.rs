@@ -198,6 +198,11 @@ struct NodeArgs {
     /// choice when many nodes share a machine.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// The newest protocol version this node speaks on links (it always speaks the one
+    /// before too): 3 makes it speak exactly as the previous release. Links use the newest
+    /// version both ends speak, so upgrades need no setting (docs/DEPLOY.md).
+    #[arg(long, default_value_t = meshrpc::wire::PROTOCOL_VERSION)]
+    max_protocol: u16,
 }
 
 /// Options shared by the commands that connect to a node as a client.

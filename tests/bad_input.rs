@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use meshrpc::wire::{
-    self, Greeting, Hello, Identity, NodeId, Verdict, Welcome, MAGIC, PROTOCOL_VERSION,
+    self, Greeting, Hello, Identity, NodeId, Verdict, Welcome, MAGIC, PREVIOUS_VERSION,
+    PROTOCOL_VERSION,
 };
 use meshrpc::{Client, ErrorKind, Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,20 +113,32 @@ async fn wrong_magic_is_dropped() {
 }
 
 #[tokio::test]
-async fn a_dialer_with_another_version_is_dropped() {
+async fn a_dialer_with_a_version_this_node_does_not_speak_is_dropped() {
     let node = node().await;
-    let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
-    frame[8..10].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
-    let mut stream = greeted(&node).await;
-    stream.write_all(&frame).await.unwrap();
-    assert!(expect_closed(&mut stream).await.is_empty());
+    // Two releases back, and one ahead.
+    for version in [PREVIOUS_VERSION - 1, PROTOCOL_VERSION + 1] {
+        let mut frame = wire::encode_handshake(&client_hello()).unwrap().to_vec();
+        frame[8..10].copy_from_slice(&version.to_be_bytes());
+        let mut stream = greeted(&node).await;
+        stream.write_all(&frame).await.unwrap();
+        assert!(
+            expect_closed(&mut stream).await.is_empty(),
+            "version {version}"
+        );
+    }
     still_serves(&node).await;
     node.shutdown().await;
 }
 
 #[tokio::test]
-async fn an_acceptor_with_another_version_is_reported_as_such() {
-    // A fake node from the future: greets in version 2, then records what the dialer sends.
+async fn an_acceptor_two_versions_apart_is_reported_as_such() {
+    for version in [PREVIOUS_VERSION - 1, PROTOCOL_VERSION + 1] {
+        acceptor_of_version(version).await;
+    }
+}
+
+/// A fake node greeting in `version`, which this release does not speak.
+async fn acceptor_of_version(version: u16) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fake = tokio::spawn(async move {
@@ -143,7 +156,7 @@ async fn an_acceptor_with_another_version_is_reported_as_such() {
         })
         .unwrap()
         .to_vec();
-        frame[8..10].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+        frame[8..10].copy_from_slice(&version.to_be_bytes());
         stream.write_all(&frame).await.unwrap();
         expect_closed(&mut stream).await
     });
@@ -153,8 +166,7 @@ async fn an_acceptor_with_another_version_is_reported_as_such() {
         .expect("the handshake fails");
     assert_eq!(err.kind(), ErrorKind::Protocol);
     let expected = format!(
-        "version mismatch: peer speaks {}, this node speaks {PROTOCOL_VERSION}",
-        PROTOCOL_VERSION + 1
+        "version mismatch: peer speaks {version}, this node speaks {PREVIOUS_VERSION} to {PROTOCOL_VERSION}"
     );
     assert!(err.to_string().contains(&expected), "{err}");
     // The dialer still sent its own hello, so the other side can report the mismatch too.

@@ -354,6 +354,7 @@ impl Client {
             timeout: config.handshake_timeout,
             tls: tls.as_ref(),
             probe: true,
+            versions: config.protocol_versions(),
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {
@@ -389,7 +390,7 @@ impl Client {
             limits: Arc::new(Limits::new(closing.clone(), config, false)),
             tasks: tasks.clone(),
         };
-        let peer = transport::peer_info(theirs, socket.remote);
+        let peer = transport::peer_info(theirs, &socket);
         let parts = Parts {
             socket,
             peer,

@@ -51,6 +51,9 @@ pub struct PeerSummary {
     pub id: String,
     /// The address it listens on.
     pub addr: String,
+    /// The protocol version the link speaks (absent from nodes of the release before).
+    #[serde(default)]
+    pub protocol: u16,
 }
 
 /// Registers `system.peers`, `system.members` and `system.gossip` (how peers tell each
@@ -71,11 +74,12 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
                         name: p.name.clone(),
                         id: p.id.to_string(),
                         addr: p.addr.map(|a| a.to_string()).unwrap_or_default(),
+                        protocol: p.protocol,
                     }
                 })
                 .collect::<Vec<_>>()
         })
-        .help("system.peers() -> [{name, id, addr}]: the nodes this node has a live link to");
+        .help("system.peers() -> [{name, id, addr, protocol}]: the nodes this node has a live link to, and the protocol version each link speaks");
     let m = membership.clone();
     handlers
         .register_fn("system.gossip", move |rumors: Vec<Rumor>| {

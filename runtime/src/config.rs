@@ -84,6 +84,11 @@ pub struct NodeConfig {
     pub max_handshakes: usize,
     /// Mutual TLS on every link (certificate, key, cluster CA). Default: off (plain TCP).
     pub tls: Option<TlsConfig>,
+    /// The newest protocol version this node speaks on links: this release's
+    /// ([`crate::wire::PROTOCOL_VERSION`]) by default, or the one before
+    /// ([`crate::wire::PREVIOUS_VERSION`]) to speak exactly as the previous release does.
+    /// Either way links use the newest version both ends speak (docs/DEPLOY.md, upgrades).
+    pub max_protocol: u16,
 }
 
 impl Default for NodeConfig {
@@ -117,7 +122,15 @@ impl Default for NodeConfig {
             http_max_connections: 10_000,
             max_handshakes: 10_000,
             tls: None,
+            max_protocol: crate::wire::PROTOCOL_VERSION,
         }
+    }
+}
+
+impl NodeConfig {
+    /// The oldest and newest protocol versions this configuration speaks.
+    pub(crate) fn protocol_versions(&self) -> (u16, u16) {
+        (crate::wire::PREVIOUS_VERSION, self.max_protocol)
     }
 }
 
@@ -155,6 +168,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("http_max_connections", &self.http_max_connections)
             .field("max_handshakes", &self.max_handshakes)
             .field("tls", &self.tls)
+            .field("max_protocol", &self.max_protocol)
             .finish()
     }
 }
@@ -206,6 +220,13 @@ impl NodeConfig {
         }
         if self.cookie.as_deref() == Some("") {
             return Err("the cookie must not be empty".to_owned());
+        }
+        let (oldest, newest) = (crate::wire::PREVIOUS_VERSION, crate::wire::PROTOCOL_VERSION);
+        if !(oldest..=newest).contains(&self.max_protocol) {
+            return Err(format!(
+                "max_protocol must be {oldest} or {newest} (the versions this release speaks), got {}",
+                self.max_protocol
+            ));
         }
         if self.name.is_empty() || self.name.len() > 64 {
             return Err(format!(

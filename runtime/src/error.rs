@@ -278,6 +278,29 @@ impl RpcError {
         }
     }
 
+    /// The error as a node relays it to its own caller (a forwarded call that failed
+    /// further on): [`RpcError::from_remote`] on the caller's side rebuilds the same error,
+    /// instead of wrapping the sentence in another one.
+    pub(crate) fn to_remote(&self) -> RemoteError {
+        let message = match self {
+            RpcError::BadArguments { detail, .. } => detail.clone(),
+            RpcError::Application { message, .. }
+            | RpcError::Panicked { message, .. }
+            | RpcError::Overloaded { message, .. }
+            | RpcError::FrameTooLarge { message }
+            | RpcError::Forbidden { message, .. }
+            | RpcError::Moved { message, .. }
+            | RpcError::Streaming { message, .. }
+            | RpcError::RetryRefused { message, .. } => message.clone(),
+            RpcError::PeerUnavailable { peer, reason }
+            | RpcError::Unauthenticated { peer, reason } => format!("{peer}: {reason}"),
+            RpcError::Disconnected { peer, .. } => peer.clone(),
+            RpcError::Protocol(message) | RpcError::Shutdown(message) => message.clone(),
+            other => other.to_string(),
+        };
+        RemoteError::new(self.kind(), message)
+    }
+
     /// The message part without the kind, as the CLI prints it after `<kind>: `.
     pub fn message(&self) -> String {
         self.to_string()

@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 mod connection;
 mod flow;
+mod goodbye;
 mod meter;
 mod outbox;
 mod pending;

@@ -19,15 +19,45 @@ use serde::{Deserialize, Serialize};
 pub use codec::{
     decode_exact as decode_value, encode_into as encode_value, CodecError, DECODE_LIMIT,
 };
-pub(crate) use frame::{append_frame, append_frame_raw, append_header, frame_bytes, FrameError};
+pub(crate) use frame::{
+    append_frame, append_frame_raw, append_header, frame_bytes, FrameError, Speaks,
+};
 pub use frame::{decode_frame, FrameBuf};
-pub use frame::{decode_handshake, encode_handshake, HandshakeError};
+pub use frame::{
+    decode_handshake, decode_handshake_versioned, encode_handshake, encode_handshake_at,
+    HandshakeError,
+};
 pub use trace::Trace;
 
 /// The four bytes every handshake frame starts with.
 pub const MAGIC: [u8; 4] = *b"MRPC";
-/// The protocol version this build speaks; peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The newest protocol version this build speaks. Each release also speaks the one
+/// before ([`PREVIOUS_VERSION`]); two peers use the newest they share (docs/PROTOCOL.md,
+/// "Versions").
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// The protocol version of the release before this one, still spoken: a cluster can be
+/// upgraded one node at a time.
+pub const PREVIOUS_VERSION: u16 = 3;
+
+/// The first bytes of an acceptor's greeting nonce that say which newest version it
+/// speaks (`NONCE_MARK`, then that version, u16 BE; the other 10 bytes are random). A
+/// greeting goes out in the previous version's format, so dialers of the release before
+/// read it; those of this release read the mark and answer in the newest version both
+/// speak. A random nonce of an older release starts so once in 2^32 handshakes: that one
+/// fails, and the dial after it works.
+pub const NONCE_MARK: [u8; 4] = *b"MRPv";
+
+/// `nonce` marked as the greeting of an acceptor whose newest version is `highest`.
+pub fn mark_nonce(nonce: &mut Nonce, highest: u16) {
+    nonce[..4].copy_from_slice(&NONCE_MARK);
+    nonce[4..6].copy_from_slice(&highest.to_be_bytes());
+}
+
+/// The newest version an acceptor's greeting nonce says it speaks, if it is marked.
+pub fn marked_version(nonce: &Nonce) -> Option<u16> {
+    (nonce[..4] == NONCE_MARK).then(|| u16::from_be_bytes([nonce[4], nonce[5]]))
+}
 
 /// A node's identity for one run: random, new at every start.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -237,6 +267,19 @@ pub enum Header<'a> {
     StreamEnd {
         /// The stream (the caller's request id).
         id: u64,
+    },
+    /// `Goodbye` with a promise (version 4 on): the sender closes the connection after
+    /// this frame, and it dispatched none of the receiver's requests (or streams) with an
+    /// id above `last`, nor will it. The receiver fails those as not run — they may go
+    /// elsewhere — and the others, still unanswered, as `disconnected` (they may have run).
+    GoodbyeAfter {
+        /// As in `Goodbye`.
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+        /// As in `Goodbye`.
+        leaving: bool,
+        /// The highest id of the receiver's requests the sender dispatched (0: none).
+        last: u64,
     },
 }
 

@@ -78,6 +78,17 @@ impl NodeProc {
         node
     }
 
+    /// Like [`NodeProc::start`], with another build of `meshrpc` (the previous release's).
+    pub fn start_bin(bin: &str, name: &str, extra: &[&str]) -> NodeProc {
+        Self::launch(
+            Command::new(bin),
+            name,
+            "127.0.0.1:0",
+            extra,
+            Stdio::inherit(),
+        )
+    }
+
     /// Starts `meshrpc node` listening on `listen` without waiting for it: the way a shell
     /// loop, docker compose or Kubernetes starts nodes. [`NodeProc::wait_listening`] waits.
     pub fn spawn(name: &str, listen: &str, extra: &[&str]) -> NodeProc {

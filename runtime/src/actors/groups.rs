@@ -227,11 +227,11 @@ impl Group {
             let pick = members.swap_remove(rand::random::<u64>() as usize % members.len());
             match self.route_one(&pick, method, call).await {
                 Err(e @ RpcError::PeerUnavailable { .. }) => last = e,
-                Err(e) => return Err(RemoteError::new(e.kind(), e.to_string())),
+                Err(e) => return Err(e.to_remote()),
                 Ok(reply) => return Ok(reply),
             }
         }
-        Err(RemoteError::new(last.kind(), last.to_string()))
+        Err(last.to_remote())
     }
 
     async fn route_all(&self, method: &str, call: &Incoming) -> Vec<serde_json::Value> {

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::membership::{Membership, Rumor};
 use crate::config::MulticastConfig;
 use crate::link::auth::{self, Sealed as Mac};
+use crate::wire::swim::DATAGRAM_VERSION;
 use crate::wire::{self, NodeId, Proof};
 
 /// One beacon: who sends it and where to dial it.
@@ -127,15 +128,17 @@ fn encode(beacon: &Beacon, cookie: Option<&str>) -> Option<bytes::Bytes> {
         Some(cookie) => Some(auth::seal(cookie, Mac::Beacon, &body_bytes(beacon)?)),
         None => None,
     };
-    wire::encode_handshake(&Sealed {
+    let sealed = Sealed {
         beacon: beacon.clone(),
         proof,
-    })
-    .ok()
+    };
+    wire::encode_handshake_at(&sealed, DATAGRAM_VERSION).ok()
 }
 
 fn decode(datagram: &[u8], cookie: Option<&str>) -> Option<Beacon> {
-    let sealed: Sealed = wire::decode_handshake(datagram.get(4..)?).ok()?;
+    let (_, sealed): (_, Sealed) =
+        wire::decode_handshake_versioned(datagram.get(4..)?, DATAGRAM_VERSION, DATAGRAM_VERSION)
+            .ok()?;
     match (cookie, &sealed.proof) {
         (None, _) => Some(sealed.beacon),
         (Some(cookie), Some(proof))
@@ -188,7 +191,7 @@ mod tests {
         // A forged address under a copied proof does not verify.
         let mut forged: Sealed = wire::decode_handshake(&sealed[4..]).unwrap();
         forged.beacon.addr = "127.0.0.1:666".parse().unwrap();
-        let forged = wire::encode_handshake(&forged).unwrap();
+        let forged = wire::encode_handshake_at(&forged, DATAGRAM_VERSION).unwrap();
         assert_eq!(decode(&forged, Some("k")), None);
     }
 }

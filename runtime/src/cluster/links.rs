@@ -148,8 +148,8 @@ impl Links {
                 let (ours, theirs) = Socket::loopback(addr);
                 let end = |socket: Socket, outbound: bool| {
                     let parts = Parts {
+                        peer: transport::peer_info(me, &socket),
                         socket,
-                        peer: transport::peer_info(me, addr),
                         conn_id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
                         outbound,
                         max_frame: inner.config.max_frame,
@@ -184,6 +184,7 @@ impl Links {
             timeout: inner.config.handshake_timeout,
             tls: inner.tls.as_ref(),
             probe: false,
+            versions: inner.config.protocol_versions(),
         }
     }
 
@@ -344,7 +345,7 @@ impl Links {
         first: Option<Bytes>,
     ) -> Connection {
         let inner = &self.inner;
-        let peer = transport::peer_info(them, socket.remote);
+        let peer = transport::peer_info(them, &socket);
         let is_client = peer.addr.is_none();
         let cfg = &inner.config;
         let parts = Parts {

@@ -43,6 +43,8 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// When the peer's current run started (ms since the Unix epoch); larger is newer.
     pub incarnation: u64,
+    /// The protocol version the link speaks: the newest both sides speak.
+    pub protocol: u16,
 }
 
 /// One request about to be sent.
@@ -90,7 +92,14 @@ pub(crate) struct Shared {
     pub(crate) served: CachePadded<AtomicU64>,
     pub(crate) answered: CachePadded<AtomicU64>,
     /// Set when this node closed the link for being idle (nothing was sent after that).
-    idle_closed: AtomicBool,
+    pub(super) idle_closed: AtomicBool,
+    /// The highest id of the peer's requests the reader dispatched; `NO_MORE` is set in
+    /// it once this node says goodbye, after which nothing more is dispatched. What a
+    /// version-4 goodbye tells the peer (`GoodbyeAfter`).
+    pub(super) dispatched: AtomicU64,
+    /// Set from the peer's version-4 goodbye: our requests with a higher id never ran.
+    /// `u64::MAX` until then.
+    pub(super) unread_above: AtomicU64,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: CachePadded<AtomicUsize>,
     /// The node's bounds; `limits.node_inbound` sums `inbound` over every link.
@@ -213,6 +222,8 @@ impl Connection {
             served: CachePadded(AtomicU64::new(0)),
             answered: CachePadded(AtomicU64::new(0)),
             idle_closed: AtomicBool::new(false),
+            dispatched: AtomicU64::new(0),
+            unread_above: AtomicU64::new(u64::MAX),
             inbound: CachePadded(AtomicUsize::new(0)),
             limits: ctx.limits.clone(),
             write_error: OnceLock::new(),
@@ -265,43 +276,6 @@ impl Connection {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
-    }
-
-    /// Closes the link if no call is in flight either way, saying goodbye (not leaving);
-    /// true if it did. A call that races with it finds the link closed before its request
-    /// is sent (see [`Connection::closed_idle`]).
-    pub(crate) fn close_if_idle(&self) -> bool {
-        let shared = &self.shared;
-        let goodbye = Header::Goodbye {
-            reason: "idle".into(),
-            leaving: false,
-        };
-        let max = shared.max_frame;
-        let sealed = shared.outbox.seal_if(
-            || shared.in_flight.load(Ordering::Relaxed) == 0,
-            |buf| wire::append_header(buf, &goodbye, max),
-        );
-        if sealed {
-            shared.idle_closed.store(true, Ordering::SeqCst);
-            self.shutdown();
-        }
-        sealed
-    }
-
-    /// True once this node closed the link for being idle: a call on it that failed with
-    /// `disconnected` was never sent, so it may go on a new link.
-    pub(crate) fn closed_idle(&self) -> bool {
-        self.shared.idle_closed.load(Ordering::SeqCst)
-    }
-
-    /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
-    pub(crate) fn close(&self, reason: &str, leaving: bool) {
-        let goodbye = Header::Goodbye {
-            reason: reason.into(),
-            leaving,
-        };
-        self.shared.send_control(&goodbye);
-        self.shutdown();
     }
 
     /// Marks the link closed, stops its tasks and fails every pending call.
@@ -411,7 +385,7 @@ impl Connection {
         }
         // The link's sweeper answers `timeout` when the deadline passes.
         let result = match rx.await {
-            Err(_) => Err(self.disconnected(method)),
+            Err(_) => Err(self.lost(method, id)),
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
         };

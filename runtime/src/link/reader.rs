@@ -28,8 +28,13 @@ pub(crate) enum Closed {
     Locally,
     /// The peer closed the socket without a goodbye.
     ByPeer,
-    /// The peer said goodbye; `leaving` when it is leaving the cluster.
-    Goodbye { reason: String, leaving: bool },
+    /// The peer said goodbye; `leaving` when it is leaving the cluster. From version 4 on,
+    /// `last` is the highest id of our requests it dispatched: the others never ran.
+    Goodbye {
+        reason: String,
+        leaving: bool,
+        last: Option<u64>,
+    },
     /// Nothing arrived for this long.
     Silent(Duration),
     /// A read or decode failed.
@@ -44,10 +49,12 @@ impl fmt::Display for Closed {
             Closed::Goodbye {
                 reason,
                 leaving: true,
+                ..
             } => write!(f, "the peer left: {reason}"),
             Closed::Goodbye {
                 reason,
                 leaving: false,
+                ..
             } => write!(f, "the peer said goodbye: {reason}"),
             Closed::Silent(after) => write!(f, "nothing heard from the peer for {after:?}"),
             Closed::Failed(reason) => f.write_str(reason),
@@ -94,6 +101,14 @@ impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
                 warn!(peer = %peer.name, reason = %self.why, "link closed")
             }
             _ => debug!(peer = %peer.name, reason = %self.why, "link closed"),
+        }
+        // Calls the peer promised it never dispatched did not run: they fail as such (a
+        // caller may send them elsewhere); the rest fail as `disconnected` below.
+        if let Closed::Goodbye {
+            last: Some(last), ..
+        } = &self.why
+        {
+            super::goodbye::not_run_above(&self.conn.shared, *last);
         }
         self.conn.shutdown();
         if let Some(on_close) = self.on_close.take() {
@@ -165,7 +180,11 @@ async fn read_loop(
         let retry = matches!(header, Header::Retry { .. });
         if !matches!(
             header,
-            Header::Ping | Header::Pong | Header::Goodbye { .. } | Header::Cancel { .. }
+            Header::Ping
+                | Header::Pong
+                | Header::Goodbye { .. }
+                | Header::GoodbyeAfter { .. }
+                | Header::Cancel { .. }
         ) {
             shared.activity.fetch_add(1, Ordering::Relaxed);
         }
@@ -192,6 +211,9 @@ async fn read_loop(
                 signature,
                 trace,
             } => {
+                if !shared.may_dispatch(id) {
+                    continue; // this node said goodbye; the peer knows it did not run
+                }
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 ctx.dispatch.dispatch(Request {
                     method: &method,
@@ -215,6 +237,9 @@ async fn read_loop(
                 credit,
                 trace,
             } => {
+                if !shared.may_dispatch(id) {
+                    continue;
+                }
                 shared.served.fetch_add(1, Ordering::Relaxed);
                 let ends = shared.streams.serve(id, credit, UPLOAD_WINDOW);
                 let port = StreamPort::new(shared.clone(), id, ends, encoding);
@@ -269,6 +294,18 @@ async fn read_loop(
                 return Closed::Goodbye {
                     reason: reason.into_owned(),
                     leaving,
+                    last: None,
+                }
+            }
+            Header::GoodbyeAfter {
+                reason,
+                leaving,
+                last,
+            } => {
+                return Closed::Goodbye {
+                    reason: reason.into_owned(),
+                    leaving,
+                    last: Some(last),
                 }
             }
         }
@@ -284,12 +321,23 @@ fn buffered_goodbye(frames: &mut Reader) -> Option<Closed> {
     use futures_util::FutureExt;
     while let Some(Some(Ok(payload))) = frames.next().now_or_never() {
         let payload = payload.freeze();
-        if let Ok((Header::Goodbye { reason, leaving }, _)) = wire::decode_frame(&payload) {
-            return Some(Closed::Goodbye {
-                reason: reason.into_owned(),
-                leaving,
-            });
-        }
+        let goodbye = match wire::decode_frame(&payload) {
+            Ok((Header::Goodbye { reason, leaving }, _)) => (reason, leaving, None),
+            Ok((
+                Header::GoodbyeAfter {
+                    reason,
+                    leaving,
+                    last,
+                },
+                _,
+            )) => (reason, leaving, Some(last)),
+            _ => continue,
+        };
+        return Some(Closed::Goodbye {
+            reason: goodbye.0.into_owned(),
+            leaving: goodbye.1,
+            last: goodbye.2,
+        });
     }
     None
 }

@@ -9,6 +9,11 @@
 //! registered when it already has a link to that node. Every step is bounded by the
 //! handshake timeout. What this module returns is a socket ready for
 //! [`super::Connection::start`]; admission is the node's business.
+//!
+//! Versions are negotiated on the way: the greeting goes out in the format of the version
+//! before this side's newest, its nonce marked with the newest ([`wire::mark_nonce`]); the
+//! dialer answers in the newest version both speak, and the link speaks that from then on
+//! ([`Socket::version`]). A release two versions apart is refused by name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +49,8 @@ pub(crate) struct Socket {
     pub(crate) reader: Reader,
     pub(crate) writer: WriteHalf,
     pub(crate) remote: SocketAddr,
+    /// The protocol version the link speaks, once the handshake has chosen it.
+    pub(crate) version: u16,
 }
 
 /// Which end of a TLS session this side is.
@@ -62,6 +69,8 @@ pub(crate) struct Local<'a> {
     /// A plain client speaks first when the other side stays silent, to tell what it is
     /// ([`super::sniff`]). Nodes never do: a slow peer must not get garbage.
     pub(crate) probe: bool,
+    /// The protocol versions this side speaks, oldest and newest.
+    pub(crate) versions: (u16, u16),
 }
 
 impl Socket {
@@ -81,6 +90,7 @@ impl Socket {
                 reader,
                 writer: Box::new(write),
                 remote: addr,
+                version: wire::PROTOCOL_VERSION,
             }
         };
         (end(a), end(b))
@@ -146,10 +156,15 @@ impl Socket {
             reader,
             writer,
             remote,
+            version: wire::PROTOCOL_VERSION,
         })
     }
 
-    async fn read<T: DeserializeOwned>(&mut self) -> Result<T, HandshakeFailure> {
+    /// The next handshake frame, in a version from `lowest` to `highest`, and its version.
+    async fn read<T: DeserializeOwned>(
+        &mut self,
+        (lowest, highest): (u16, u16),
+    ) -> Result<(u16, T), HandshakeFailure> {
         match self.reader.next().await {
             None => Err(HandshakeFailure::Closed),
             // Under TLS 1.3 the acceptor checks our certificate after we think the TLS
@@ -160,14 +175,15 @@ impl Socket {
             Some(Err(e)) => Err(HandshakeFailure::Failed(format!(
                 "handshake read failed: {e}"
             ))),
-            Some(Ok(payload)) => wire::decode_handshake(&payload)
+            Some(Ok(payload)) => wire::decode_handshake_versioned(&payload, lowest, highest)
                 .map_err(|e| HandshakeFailure::Failed(e.to_string())),
         }
     }
 
-    async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), HandshakeFailure> {
-        let frame =
-            wire::encode_handshake(msg).map_err(|e| HandshakeFailure::Failed(e.to_string()))?;
+    /// Writes a handshake frame in `version`.
+    async fn write<T: Serialize>(&mut self, msg: &T, version: u16) -> Result<(), HandshakeFailure> {
+        let frame = wire::encode_handshake_at(msg, version)
+            .map_err(|e| HandshakeFailure::Failed(e.to_string()))?;
         self.write_raw(&frame).await
     }
 
@@ -239,14 +255,15 @@ impl std::fmt::Display for HandshakeFailure {
     }
 }
 
-/// Who the other end of a link is, from its identity.
-pub(crate) fn peer_info(identity: &Identity, remote: SocketAddr) -> PeerInfo {
+/// Who the other end of a link is, from its identity, and the version the link speaks.
+pub(crate) fn peer_info(identity: &Identity, socket: &Socket) -> PeerInfo {
     PeerInfo {
         id: identity.id,
         name: identity.name.clone(),
         addr: identity.listen.as_deref().and_then(|a| a.parse().ok()),
-        remote,
+        remote: socket.remote,
         incarnation: identity.incarnation,
+        protocol: socket.version,
     }
 }
 
@@ -285,28 +302,45 @@ pub(crate) async fn connect(
         .map_err(|failure| failure.into_rpc(addr.to_string()))
 }
 
-/// Reads the acceptor's greeting. On a version mismatch our own hello is still sent, so the
-/// acceptor can log the mismatch too.
+/// Reads the acceptor's greeting and chooses the version the link speaks: the newest both
+/// sides speak ([`Socket::version`]). On a version mismatch our own hello is still sent, so
+/// the acceptor can log the mismatch too.
 pub(crate) async fn read_greeting(
     socket: &mut Socket,
     local: Local<'_>,
 ) -> Result<Greeting, RpcError> {
     let probe = local.probe && local.tls.is_none();
+    let versions = local.versions;
     let read = async {
         if !probe {
-            return socket.read::<Greeting>().await;
+            return socket.read::<Greeting>(versions).await;
         }
         // Reading a frame is cancel-safe: bytes already read stay in the buffer.
-        match tokio::time::timeout(sniff::PROBE_AFTER, socket.read::<Greeting>()).await {
+        match tokio::time::timeout(sniff::PROBE_AFTER, socket.read::<Greeting>(versions)).await {
             Ok(read) => read,
             Err(_) => {
                 let _ = socket.writer.write_all(sniff::PROBE).await; // it may be gone
-                socket.read::<Greeting>().await
+                socket.read::<Greeting>(versions).await
             }
         }
     };
     let failure = match bounded(local.timeout, read).await {
-        Ok(greeting) => return Ok(greeting),
+        Ok((version, greeting)) => {
+            // The greeting's own format is its sender's previous version; the mark (when
+            // there is one) says its newest.
+            let theirs = wire::marked_version(&greeting.nonce).unwrap_or(version);
+            let (lowest, highest) = versions;
+            let chosen = theirs.min(highest);
+            if chosen < lowest {
+                return Err(RpcError::Protocol(format!(
+                    "{}: protocol version mismatch: peer speaks up to {theirs}, this node speaks {}",
+                    socket.remote,
+                    wire::Speaks(lowest, highest)
+                )));
+            }
+            socket.version = chosen;
+            return Ok(greeting);
+        }
         Err(failure @ HandshakeFailure::Unauthenticated(_)) => {
             return Err(failure.into_rpc(socket.remote.to_string()))
         }
@@ -340,7 +374,7 @@ pub(crate) async fn read_greeting(
             nonce: [0; 16],
             proof: None,
         };
-        if let Ok(frame) = wire::encode_handshake(&hello) {
+        if let Ok(frame) = wire::encode_handshake_at(&hello, local.versions.1) {
             // Best effort, we are leaving.
             let _ =
                 tokio::time::timeout(Duration::from_millis(200), socket.writer.write_all(&frame))
@@ -373,12 +407,13 @@ pub(crate) async fn introduce(
     };
     let peer = greeting.identity.name.clone();
     let at = format!("{peer} at {}", socket.remote);
+    let version = socket.version;
     let exchange = async {
-        socket.write(&hello).await?;
-        socket.read::<Welcome>().await
+        socket.write(&hello, version).await?;
+        socket.read::<Welcome>((version, version)).await
     };
     let welcome = match bounded(local.timeout, exchange).await {
-        Ok(welcome) => welcome,
+        Ok((_, welcome)) => welcome,
         Err(failure @ (HandshakeFailure::Unauthenticated(_) | HandshakeFailure::Closed)) => {
             return Err(failure.into_rpc(at))
         }
@@ -410,84 +445,5 @@ pub(crate) async fn introduce(
     Ok(true)
 }
 
-// ---- the acceptor's side ----
-
-/// A dialer's hello that passed the version and cookie checks.
-pub(crate) struct Introduced {
-    pub(crate) socket: Socket,
-    pub(crate) hello: Hello,
-    pub(crate) transcript: Transcript,
-}
-
-/// Greets a new socket and reads the dialer's hello. A dialer that fails the cookie check is
-/// refused here, with the reason, and never reaches admission.
-pub(crate) async fn accept(
-    stream: TcpStream,
-    local: Local<'_>,
-) -> Result<Introduced, HandshakeFailure> {
-    let mut socket = Socket::open(stream, local.tls, Side::Acceptor, local.timeout).await?;
-    let greeting = Greeting {
-        identity: local.identity.clone(),
-        nonce: auth::nonce(),
-    };
-    let exchange = async {
-        socket.write(&greeting).await?;
-        socket.read::<Hello>().await
-    };
-    let hello = bounded(local.timeout, exchange).await?;
-    let transcript = Transcript {
-        acceptor_nonce: greeting.nonce,
-        dialer_nonce: hello.nonce,
-        acceptor: local.identity.id,
-        dialer: hello.identity.id,
-    };
-    let mut introduced = Introduced {
-        socket,
-        hello,
-        transcript,
-    };
-    let proof = introduced.hello.proof;
-    if let Err(failure) = auth::check(local.cookie, &transcript, Role::Dialer, proof.as_ref()) {
-        let them = &introduced.hello.identity.name;
-        // What the dialer is told, from its own point of view, and what we log, from ours.
-        let (theirs, ours) = match failure {
-            CookieFailure::Missing => (
-                "it requires the cluster cookie and this side has none (--cookie or MESHRPC_COOKIE)",
-                format!("refused {them}: it has no cookie and this node requires one"),
-            ),
-            CookieFailure::Mismatch => (
-                "it refused this side's cookie: the two cookies differ",
-                format!("refused {them}: its cookie is not this node's"),
-            ),
-        };
-        let verdict = Verdict::Unauthenticated(theirs.to_owned());
-        let _ = refuse(&mut introduced, local, verdict).await; // best effort
-        return Err(HandshakeFailure::Unauthenticated(ours));
-    }
-    Ok(introduced)
-}
-
-/// The bytes of our `Welcome` with `verdict`, with our cookie proof.
-pub(crate) fn welcome(
-    local: Local<'_>,
-    transcript: &Transcript,
-    verdict: Verdict,
-) -> Result<Bytes, String> {
-    let proof = local
-        .cookie
-        .map(|cookie| transcript.prove(cookie, Role::Acceptor));
-    wire::encode_handshake(&Welcome { verdict, proof }).map_err(|e| e.to_string())
-}
-
-/// Answers with a verdict other than `Accept` and closes the socket.
-pub(crate) async fn refuse(
-    introduced: &mut Introduced,
-    local: Local<'_>,
-    verdict: Verdict,
-) -> Result<(), String> {
-    let frame = welcome(local, &introduced.transcript, verdict)?;
-    let socket = &mut introduced.socket;
-    socket.write_raw(&frame).await.map_err(|e| e.to_string())?;
-    let _ = socket.writer.shutdown().await; // the peer may already be gone
-    Ok(())
-}
+mod acceptor;
+pub(crate) use acceptor::{accept, refuse, welcome, Introduced};

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec::{self, CodecError};
-use super::{Encoding, Header, MAGIC, PROTOCOL_VERSION};
+use super::{Encoding, Header, MAGIC, PREVIOUS_VERSION, PROTOCOL_VERSION};
 
 /// An outgoing frame being appended to a buffer that may already hold other frames: length
 /// placeholder, then header, then body. Unless [`FrameBuf::finish`] succeeds, dropping it
@@ -139,41 +139,79 @@ pub enum HandshakeError {
     /// The frame does not start with [`MAGIC`]: not a meshrpc peer.
     #[error("not a meshrpc peer: bad magic {0:02x?}")]
     BadMagic(Vec<u8>),
-    /// The peer speaks another protocol version.
-    #[error("protocol version mismatch: peer speaks {peer}, this node speaks {ours}")]
+    /// The peer speaks a protocol version this build does not.
+    #[error("protocol version mismatch: peer speaks {peer}, this node speaks {}", Speaks(*.lowest, *.highest))]
     Version {
         /// The peer's version.
         peer: u16,
-        /// Ours.
-        ours: u16,
+        /// The oldest version this side speaks.
+        lowest: u16,
+        /// The newest version this side speaks.
+        highest: u16,
     },
     /// The frame is too short or its body does not decode.
     #[error("malformed handshake: {0}")]
     Malformed(String),
 }
 
-/// A handshake frame, with its length prefix: `MAGIC`, version (u16 BE), bincode(`msg`).
+/// `3`, or `3 and 4`: the versions a side speaks, for messages.
+pub(crate) struct Speaks(pub(crate) u16, pub(crate) u16);
+
+impl std::fmt::Display for Speaks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speaks(lowest, highest) if lowest == highest => write!(f, "{highest}"),
+            Speaks(lowest, highest) => write!(f, "{lowest} to {highest}"),
+        }
+    }
+}
+
+/// A handshake frame in this build's newest version ([`PROTOCOL_VERSION`]), with its
+/// length prefix: `MAGIC`, version (u16 BE), bincode(`msg`).
 ///
 /// # Errors
 /// If `msg` cannot be encoded.
 pub fn encode_handshake<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
+    encode_handshake_at(msg, PROTOCOL_VERSION)
+}
+
+/// A handshake frame in `version`, with its length prefix. The messages' layout is the same
+/// in versions 3 and 4; only the number differs.
+///
+/// # Errors
+/// If `msg` cannot be encoded.
+pub fn encode_handshake_at<T: Serialize>(msg: &T, version: u16) -> Result<Bytes, CodecError> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u32(0);
     buf.put_slice(&MAGIC);
-    buf.put_u16(PROTOCOL_VERSION);
+    buf.put_u16(version);
     codec::encode_into(msg, &mut buf)?;
     let len = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
 }
 
-/// Decodes a handshake payload (without its length prefix). Magic and version are checked
-/// before anything else, so a mismatch is reported as such even when the rest of the frame is
-/// in a layout this build does not know.
+/// Decodes a handshake payload (without its length prefix) in any version this build
+/// speaks ([`PREVIOUS_VERSION`] to [`PROTOCOL_VERSION`]).
 ///
 /// # Errors
 /// See [`HandshakeError`].
 pub fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HandshakeError> {
+    decode_handshake_versioned(payload, PREVIOUS_VERSION, PROTOCOL_VERSION).map(|(_, msg)| msg)
+}
+
+/// Decodes a handshake payload in a version from `lowest` to `highest`; returns the
+/// version with the message. Magic and version are checked before anything else, so a
+/// mismatch is reported as such even when the rest of the frame is in a layout this build
+/// does not know.
+///
+/// # Errors
+/// See [`HandshakeError`].
+pub fn decode_handshake_versioned<T: DeserializeOwned>(
+    payload: &[u8],
+    lowest: u16,
+    highest: u16,
+) -> Result<(u16, T), HandshakeError> {
     if payload.len() < 6 {
         return Err(HandshakeError::Malformed(format!(
             "{} bytes is too short for a handshake",
@@ -184,13 +222,15 @@ pub fn decode_handshake<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Handsh
         return Err(HandshakeError::BadMagic(payload[..4].to_vec()));
     }
     let version = u16::from_be_bytes([payload[4], payload[5]]);
-    if version != PROTOCOL_VERSION {
+    if !(lowest..=highest).contains(&version) {
         return Err(HandshakeError::Version {
             peer: version,
-            ours: PROTOCOL_VERSION,
+            lowest,
+            highest,
         });
     }
-    codec::decode_exact(&payload[6..]).map_err(|e| HandshakeError::Malformed(e.0))
+    let msg = codec::decode_exact(&payload[6..]).map_err(|e| HandshakeError::Malformed(e.0))?;
+    Ok((version, msg))
 }
 
 #[cfg(test)]
@@ -432,12 +472,52 @@ mod tests {
             incarnation: 9,
         };
         assert_eq!(
-            &encode_handshake(&identity).unwrap()[..],
+            &encode_handshake_at(&identity, 3).unwrap()[..],
             &[
                 0, 0, 0, 14, b'M', b'R', b'P', b'C', 0, 3, 0x07, 0x01, b'a', 0x00, 0xFB, 0x00,
                 0x04, 0x09
             ]
         );
+        assert_eq!(&encode_handshake(&identity).unwrap()[8..10], &[0, 4]);
+        let mut nonce = [0xAA; 16];
+        crate::wire::mark_nonce(&mut nonce, 4);
+        assert_eq!(&nonce[..6], b"MRPv\x00\x04");
+        let goodbye = Header::GoodbyeAfter {
+            reason: "bye".into(),
+            leaving: true,
+            last: 5,
+        };
+        assert_eq!(
+            &frame_bytes(&goodbye).unwrap()[..],
+            &[0, 0, 0, 7, 0x0C, 0x03, b'b', b'y', b'e', 0x01, 0x05]
+        );
+    }
+
+    #[test]
+    fn versions_three_and_four_are_read_and_two_and_five_named() {
+        let v3 = encode_handshake_at(&hello(), 3).unwrap();
+        let v4 = encode_handshake_at(&hello(), 4).unwrap();
+        let read = |bytes: &Bytes| decode_handshake_versioned::<Identity>(&bytes[4..], 3, 4);
+        assert_eq!(read(&v3).unwrap(), (3, hello()));
+        assert_eq!(read(&v4).unwrap(), (4, hello()));
+        for other in [2, 5] {
+            let frame = encode_handshake_at(&hello(), other).unwrap();
+            let error = read(&frame).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!("protocol version mismatch: peer speaks {other}, this node speaks 3 to 4")
+            );
+        }
+        let only_three = decode_handshake_versioned::<Identity>(&v4[4..], 3, 3).unwrap_err();
+        assert_eq!(
+            only_three.to_string(),
+            "protocol version mismatch: peer speaks 4, this node speaks 3"
+        );
+        let mut nonce = [7u8; 16];
+        assert_eq!(crate::wire::marked_version(&nonce), None);
+        crate::wire::mark_nonce(&mut nonce, 4);
+        assert_eq!(crate::wire::marked_version(&nonce), Some(4));
+        assert_eq!(&nonce[6..], &[7u8; 10], "the rest stays random");
     }
 
     fn hello() -> Identity {

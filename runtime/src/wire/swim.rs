@@ -2,8 +2,8 @@
 //! the identity every member is known by. No IO, no crypto: sealing a datagram under the
 //! cookie is the cluster layer's business.
 //!
-//! A datagram is `MAGIC_SWIM`, the protocol version (u16 BE), a kind byte and a body, then,
-//! with a cookie, a 32-byte HMAC over everything before it:
+//! A datagram is `MAGIC_SWIM`, its format version ([`DATAGRAM_VERSION`], u16 BE), a kind
+//! byte and a body, then, with a cookie, a 32-byte HMAC over everything before it:
 //!
 //! | kind | body |
 //! |---|---|
@@ -18,7 +18,11 @@ use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, CodecError};
-use super::{NodeId, PROTOCOL_VERSION};
+use super::NodeId;
+
+/// The format of membership datagrams and multicast beacons: unchanged since protocol
+/// version 3, so the releases that speak 3 and 4 share one membership.
+pub const DATAGRAM_VERSION: u16 = 3;
 
 /// The four bytes every membership datagram starts with.
 pub const MAGIC_SWIM: [u8; 4] = *b"MRPS";
@@ -121,7 +125,7 @@ pub enum DatagramError {
 pub fn encode_datagram(datagram: &Datagram<'_>) -> Result<BytesMut, CodecError> {
     let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
     buf.put_slice(&MAGIC_SWIM);
-    buf.put_u16(PROTOCOL_VERSION);
+    buf.put_u16(DATAGRAM_VERSION);
     match datagram {
         Datagram::Swim(payload) => {
             buf.put_u8(0);
@@ -151,7 +155,7 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram<'_>, DatagramError> {
         return Err(DatagramError::BadMagic);
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != PROTOCOL_VERSION {
+    if version != DATAGRAM_VERSION {
         return Err(DatagramError::Version(version));
     }
     let body = &bytes[7..];

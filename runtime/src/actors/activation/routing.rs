@@ -49,7 +49,7 @@ impl<S: Send + 'static> Kind<S> {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
-                Err(e) => break Err(RemoteError::new(e.kind(), e.to_string())),
+                Err(e) => break Err(e.to_remote()),
                 Ok(reply) => break Ok(reply),
             }
         };

@@ -83,8 +83,7 @@ impl Links {
             let _ = transport::refuse(&mut introduced, self.local(), verdict).await; // best effort
             return;
         }
-        let accept = match transport::welcome(self.local(), &introduced.transcript, Verdict::Accept)
-        {
+        let accept = match transport::welcome(self.local(), &introduced, Verdict::Accept) {
             Ok(frame) => frame,
             Err(reason) => return warn!(%reason, "cannot encode the handshake reply"),
         };
@@ -93,7 +92,7 @@ impl Links {
             self.start_link(socket, &them, false, Some(accept));
             return;
         }
-        let peer = transport::peer_info(&them, socket.remote);
+        let peer = transport::peer_info(&them, &socket);
         let verdict = {
             let admission = self.peers().admission();
             let verdict = admission.inbound_verdict(&peer);

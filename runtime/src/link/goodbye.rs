@@ -1,0 +1,261 @@
+//! How a link ends: the goodbye this node sends (closing for good, or for being idle), the
+//! promise a version-4 goodbye carries — which of the peer's requests were never
+//! dispatched, so they did not run — and what this node does with the peer's promise: its
+//! calls above the promised id fail as not run (`peer_unavailable`, which callers may send
+//! elsewhere), the rest as `disconnected` (they may have run).
+
+use std::sync::atomic::Ordering;
+
+use super::connection::{Connection, Shared};
+use crate::wire::{self, Header};
+use crate::RpcError;
+
+/// Set in `Shared::dispatched` once this node has said goodbye.
+pub(super) const NO_MORE: u64 = 1 << 63;
+
+impl Shared {
+    /// Whether the reader may dispatch the peer's request `id`, recording it: false once
+    /// this node has said goodbye (the peer learns it did not run).
+    pub(super) fn may_dispatch(&self, id: u64) -> bool {
+        let before = self.dispatched.fetch_max(id & !NO_MORE, Ordering::AcqRel);
+        before & NO_MORE == 0
+    }
+
+    /// The goodbye for this link, in its version: from version 4 on it says which of the
+    /// peer's requests were never dispatched. Nothing is dispatched after it.
+    pub(super) fn goodbye<'a>(&self, reason: &'a str, leaving: bool) -> Header<'a> {
+        let last = self.dispatched.fetch_or(NO_MORE, Ordering::AcqRel) & !NO_MORE;
+        if self.peer.protocol >= 4 {
+            Header::GoodbyeAfter {
+                reason: reason.into(),
+                leaving,
+                last,
+            }
+        } else {
+            Header::Goodbye {
+                reason: reason.into(),
+                leaving,
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Closes the link if no call is in flight either way, saying goodbye (not leaving);
+    /// true if it did. A call that races with it finds the link closed before its request
+    /// is sent (see [`Connection::closed_idle`]).
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let shared = &self.shared;
+        let max = shared.max_frame;
+        let sealed = shared.outbox.seal_if(
+            || shared.in_flight.load(Ordering::Relaxed) == 0,
+            |buf| wire::append_header(buf, &shared.goodbye("idle", false), max),
+        );
+        if sealed {
+            shared.idle_closed.store(true, Ordering::SeqCst);
+            self.shutdown();
+        }
+        sealed
+    }
+
+    /// True once this node closed the link for being idle: a call on it that failed with
+    /// `disconnected` was never sent, so it may go on a new link.
+    pub(crate) fn closed_idle(&self) -> bool {
+        self.shared.idle_closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
+    pub(crate) fn close(&self, reason: &str, leaving: bool) {
+        let goodbye = self.shared.goodbye(reason, leaving);
+        self.shared.send_control(&goodbye);
+        self.shutdown();
+    }
+}
+
+/// The peer said goodbye promising it dispatched none of our requests above `last`: the
+/// calls still waiting for those did not run, and fail so ([`Connection::lost`]).
+pub(super) fn not_run_above(shared: &Shared, last: u64) {
+    shared.unread_above.store(last, Ordering::SeqCst);
+}
+
+impl Connection {
+    /// The error of call `id` to `method`, which was waiting when the link closed: not run
+    /// (`peer_unavailable`), if the peer's goodbye promised so, else `disconnected` (it may
+    /// have run).
+    pub(super) fn lost(&self, method: &str, id: u64) -> RpcError {
+        let shared = &self.shared;
+        if id > shared.unread_above.load(Ordering::SeqCst) {
+            return RpcError::PeerUnavailable {
+                peer: shared.peer.name.clone(),
+                reason: format!(
+                    "it said goodbye before reading the request: `{method}` did not run"
+                ),
+            };
+        }
+        self.disconnected(method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::link::connection::Parts;
+    use crate::link::transport::Socket;
+    use crate::link::{Dispatch, Limits, LinkCtx, Request, Responder};
+    use crate::wire::{Encoding, Identity, NodeId};
+    use crate::{ErrorKind, NodeConfig};
+
+    /// Keeps every request it is handed, unanswered.
+    #[derive(Default)]
+    struct Keep {
+        methods: Mutex<Vec<(String, Responder)>>,
+        arrived: Notify,
+    }
+
+    impl Dispatch for Keep {
+        fn dispatch(&self, request: Request<'_>) {
+            let kept = (request.method.to_owned(), request.responder);
+            self.methods.lock().unwrap().push(kept);
+            self.arrived.notify_one();
+        }
+    }
+
+    /// A connection of this node over one end of an in-memory socket; the test speaks raw
+    /// frames on the other.
+    fn link(keep: Arc<Keep>, tasks: &TaskTracker) -> (Connection, Socket) {
+        let (ours, theirs) = Socket::loopback("127.0.0.1:1".parse().unwrap());
+        let identity = Identity {
+            id: NodeId(2),
+            name: "peer".into(),
+            listen: Some("127.0.0.1:1".into()),
+            max_frame: 1 << 20,
+            incarnation: 1,
+        };
+        let config = NodeConfig::default();
+        let parts = Parts {
+            peer: crate::link::transport::peer_info(&identity, &ours),
+            socket: ours,
+            conn_id: 1,
+            outbound: true,
+            max_frame: 1 << 20,
+            max_frame_in: 1 << 20,
+            heartbeat: Duration::from_secs(60),
+            silence: Duration::from_secs(600),
+        };
+        let ctx = LinkCtx {
+            dispatch: keep,
+            limits: Arc::new(Limits::new(Arc::default(), &config, false)),
+            tasks: tasks.clone(),
+        };
+        let conn = Connection::start(parts, None, ctx, CancellationToken::new(), |_, _| {});
+        (conn, theirs)
+    }
+
+    fn request(id: u64, method: &str) -> bytes::Bytes {
+        let header = Header::Request {
+            id,
+            method: method.into(),
+            timeout_ms: None,
+            encoding: Encoding::Bincode,
+            signature: None,
+            trace: None,
+        };
+        wire::frame_bytes(&header).unwrap()
+    }
+
+    /// The headers of the frames `socket` reads until the other side closes.
+    async fn headers(socket: &mut Socket) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(Ok(payload)) = socket.reader.next().await {
+            let payload = payload.freeze();
+            let (header, _) = wire::decode_frame(&payload).unwrap();
+            seen.push(format!("{header:?}"));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_goodbye_names_the_last_request_dispatched_and_nothing_runs_after_it() {
+        let keep = Arc::new(Keep::default());
+        let tasks = TaskTracker::new();
+        let (conn, mut raw) = link(keep.clone(), &tasks);
+        raw.writer.write_all(&request(7, "first")).await.unwrap();
+        keep.arrived.notified().await;
+        conn.close("stopping", true);
+        // Sent after the goodbye, and read by a reader that is draining: never dispatched.
+        let _ = raw.writer.write_all(&request(8, "second")).await;
+        let _ = raw.writer.shutdown().await;
+        let seen = headers(&mut raw).await;
+        assert!(
+            seen.iter()
+                .any(|h| h.contains("GoodbyeAfter") && h.contains("last: 7")),
+            "{seen:?}"
+        );
+        tasks.close();
+        tasks.wait().await;
+        let methods: Vec<String> = keep
+            .methods
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert_eq!(methods, ["first"]);
+    }
+
+    #[tokio::test]
+    async fn calls_above_the_promise_fail_as_not_run_the_others_as_disconnected() {
+        let tasks = TaskTracker::new();
+        let (conn, mut raw) = link(Arc::default(), &tasks);
+        let calls: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|method| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_secs(60);
+                    let result = conn.request(method, Encoding::Bincode, &(), timeout, false, None);
+                    (method, result.await)
+                })
+            })
+            .collect();
+        // The three requests, with the ids the caller chose.
+        let mut ids = Vec::new();
+        while ids.len() < 3 {
+            let payload = raw.reader.next().await.unwrap().unwrap().freeze();
+            if let (Header::Request { id, method, .. }, _) = wire::decode_frame(&payload).unwrap() {
+                ids.push((id, method.into_owned()));
+            }
+        }
+        ids.sort();
+        let last = ids[1].0;
+        let goodbye = Header::GoodbyeAfter {
+            reason: "stopping".into(),
+            leaving: true,
+            last,
+        };
+        raw.writer
+            .write_all(&wire::frame_bytes(&goodbye).unwrap())
+            .await
+            .unwrap();
+        drop(raw);
+        for call in calls {
+            let (method, result) = call.await.unwrap();
+            let kind = result.unwrap_err().kind();
+            let expected = if method == ids[2].1 {
+                ErrorKind::PeerUnavailable
+            } else {
+                ErrorKind::Disconnected
+            };
+            assert_eq!(kind, expected, "{method}");
+        }
+    }
+}
