@@ -95,6 +95,11 @@ impl NodeProc {
         Self::spawn_with(Command::new(BIN), name, listen, extra, Stdio::inherit())
     }
 
+    /// Like [`NodeProc::spawn`], with another build of `meshrpc`.
+    pub fn spawn_bin(bin: &str, name: &str, listen: &str, extra: &[&str]) -> NodeProc {
+        Self::spawn_with(Command::new(bin), name, listen, extra, Stdio::inherit())
+    }
+
     /// Like [`NodeProc::spawn`], inside network namespace `netns`.
     pub fn spawn_in(netns: &str, name: &str, listen: &str, extra: &[&str]) -> NodeProc {
         let mut command = Command::new("ip");

@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::debug;
 
 mod accept;
 mod idle;
@@ -370,7 +370,10 @@ impl Links {
             inner.clients.insert(conn.shared.conn_id, conn.clone());
         } else {
             let peer = conn.peer();
-            info!(peer = %peer.name, id = %peer.id, addr = %ShowAddr(peer.addr), outbound, "link up");
+            // Links open and close on demand (a state sync opens one and closes it at once):
+            // routine, so `debug`. Membership changes are what `info` shows; a link that
+            // fails or goes silent is a warning where it ends (`link/reader.rs`).
+            debug!(peer = %peer.name, id = %peer.id, addr = %ShowAddr(peer.addr), outbound, protocol = peer.protocol, "link up");
         }
         conn
     }
@@ -379,7 +382,7 @@ impl Links {
         self.inner.clients.remove(&conn.shared.conn_id);
         // Only the registered link's end is news: a link replaced by the tie-break is not.
         if self.peers().remove(conn) {
-            info!(peer = %conn.peer().name, reason = %why, "link down");
+            debug!(peer = %conn.peer().name, reason = %why, "link down");
         }
     }
 
