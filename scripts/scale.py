@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Scale: N real `meshrpc node` processes on this machine, each seeded with a random earlier
 one (of the --seed-window before it, when given). By default each is started once the one
-before it listens; with --at-once they are all started without waiting, as a shell loop,
-docker compose or Kubernetes starts them, so most seeds are not listening yet when first
-tried. Timings are the nodes' defaults unless --heartbeat-ms / --down-after-ms say otherwise.
+before it listens; with --at-once they are all started without waiting and in a random
+order (--order), as docker compose or a Kubernetes StatefulSet with parallel pod management
+starts them, so many seeds are not listening yet when first tried. Timings are the nodes' defaults unless --heartbeat-ms / --down-after-ms say otherwise.
 Measures, from the nodes' own timestamped logs (so measuring adds no load):
 
   - convergence: from the last start until every node's latest word on every other one is
@@ -165,6 +165,8 @@ def main():
     parser.add_argument("--down-after-ms", type=int, default=None, help="default: the node's own")
     parser.add_argument("--at-once", action="store_true",
                         help="start every node without waiting for the one before to listen")
+    parser.add_argument("--order", choices=["shuffled", "reverse", "index"], default="shuffled",
+                        help="with --at-once, the order the nodes are started in (index: each after its seeds)")
     parser.add_argument("--seed-window", type=int, default=None,
                         help="seed each node with one of the N started just before it (default: any earlier one)")
     parser.add_argument("--threads", type=int, default=1,
@@ -183,7 +185,9 @@ def main():
 
     logs = tempfile.mkdtemp(prefix="meshrpc-scale-")
     procs, addrs, names = [], [], []
-    result = {"nodes": args.nodes, "at_once": args.at_once, "seed_window": args.seed_window,
+    result = {"nodes": args.nodes, "at_once": args.at_once,
+              "order": args.order if args.at_once else "each after the one before",
+              "seed_window": args.seed_window,
               "heartbeat_ms": args.heartbeat_ms or "default",
               "down_after_ms": args.down_after_ms or "default", "threads": args.threads}
     timing = []
@@ -194,18 +198,24 @@ def main():
     # Started at once, nodes must be named as seeds before they listen: their ports are
     # chosen first (free a moment ago, TCP and UDP both).
     planned = free_addrs(args.nodes) if args.at_once else None
+    order = list(range(args.nodes))
+    if args.at_once and args.order == "shuffled":
+        rng.shuffle(order)
+    elif args.at_once and args.order == "reverse":
+        order.reverse()
+    seeds = {}
+    for i in range(1, args.nodes):
+        window = range(max(0, i - args.seed_window) if args.seed_window else 0, i)
+        seeds[i] = rng.choice(window)
     try:
         started = time.time()
-        for i in range(args.nodes):
+        for i in order:
             name = f"n{i:04d}"
             listen = planned[i] if planned else "127.0.0.1:0"
             cmd = [args.bin, "node", "--name", name, "--listen", listen,
                    "--threads", str(args.threads)] + timing
-            earlier = planned[:i] if planned else addrs
-            if args.seed_window:
-                earlier = earlier[-args.seed_window:]
-            if earlier:
-                cmd += ["--seed", rng.choice(earlier)]
+            if i in seeds:
+                cmd += ["--seed", planned[seeds[i]] if planned else addrs[seeds[i]]]
             log = open(os.path.join(logs, name), "w")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                     env={**os.environ, "RUST_LOG": "info"})
