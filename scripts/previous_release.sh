@@ -4,9 +4,11 @@
 #
 #   MESHRPC_PREVIOUS_BIN=$(scripts/previous_release.sh) cargo test --test mixed_process
 #
-# It shares target/ with this build (the dependencies are the same), so it builds the old
-# binary first and copies it to target/previous/meshrpc. Prints nothing and exits 0 when
-# that commit is not in this clone (a shallow clone), saying so on stderr.
+# It builds in a target directory of its own (target/previous/target: sharing ours lets
+# cargo leave our binary where the old one should be) and copies the binary to
+# target/previous/meshrpc. `--release` builds an optimized one, for scripts/scale.py
+# --bin. Prints nothing and exits 0 when that commit is not in this clone (a shallow
+# clone), saying so on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 commit=$(grep -v '^#' scripts/previous-release | head -n 1 | tr -d '[:space:]')
@@ -18,9 +20,12 @@ src=target/previous/src
 rm -rf "$src"
 mkdir -p "$src"
 git archive "$commit" | tar -x -C "$src"
-# The old workspace builds into our target/ (same dependencies, compiled once).
-(cd "$src" && CARGO_TARGET_DIR="$PWD/../../../target" cargo build --quiet --bin meshrpc >&2)
-cp target/debug/meshrpc target/previous/meshrpc
-# Our own binary was just overwritten: cargo rebuilds it on the next build.
-touch node/main.rs
-echo "$PWD/target/previous/meshrpc"
+profile=debug
+if [ "${1:-}" = "--release" ]; then profile=release; fi
+flags=()
+if [ "$profile" = release ]; then flags=(--release); fi
+(cd "$src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --quiet "${flags[@]}" --bin meshrpc >&2)
+out=target/previous/meshrpc
+if [ "$profile" = release ]; then out=target/previous/meshrpc-release; fi
+cp "target/previous/target/$profile/meshrpc" "$out"
+echo "$PWD/$out"

@@ -176,6 +176,8 @@ def main():
     parser.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "meshrpc"))
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-logs", default=None,
+                        help="move the nodes' logs to this folder at the end instead of deleting them")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     # A SIGTERM (timeout, Ctrl-C's cousin) still runs the cleanup below.
@@ -342,7 +344,11 @@ def main():
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        shutil.rmtree(logs, ignore_errors=True)
+        if args.keep_logs:
+            shutil.rmtree(args.keep_logs, ignore_errors=True)
+            shutil.move(logs, args.keep_logs)
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
     if args.json:
         print(json.dumps(result))
     else:

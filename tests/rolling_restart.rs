@@ -269,7 +269,11 @@ async fn a_rolling_restart_under_load_fails_no_call_through_the_pool() {
     let tally = tally.lock().unwrap();
     let mut failed_by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     for (what, _, error) in &tally.failed {
-        let what = if what.starts_with("vcounter") { "vcounter" } else { what };
+        let what = if what.starts_with("vcounter") {
+            "vcounter"
+        } else {
+            what
+        };
         *failed_by_kind.entry(what).or_default() += 1;
         let _ = error;
     }

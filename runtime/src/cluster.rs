@@ -95,7 +95,7 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
             let m = m.clone();
             async move {
                 let ours = m.state().await;
-                m.apply(theirs).await;
+                let _ = m.apply(theirs).await;
                 Ok::<SyncState, String>(ours)
             }
         })

@@ -284,8 +284,9 @@ enum Cmd {
     Leave(oneshot::Sender<()>),
     /// Every member foca knows, with its state, and what each hosts (for a state sync).
     State(oneshot::Sender<SyncState>),
-    /// What another node knows (a state sync): foca and the hosting table take what is news.
-    Apply(SyncState),
+    /// What another node knows (a state sync): foca and the hosting table take what is news;
+    /// the reply says how many members were new to this node.
+    Apply(SyncState, oneshot::Sender<usize>),
     /// This node now hosts these types and belongs to these groups: spread it.
     Host {
         types: Vec<String>,
@@ -373,9 +374,14 @@ impl Membership {
         rx.await.unwrap_or_default()
     }
 
-    /// Hands what another node knows to SWIM and the hosting table, which keep what is news.
-    pub(crate) async fn apply(&self, state: SyncState) {
-        let _ = self.tx.send(Cmd::Apply(state)).await; // stopped: nothing to learn
+    /// Hands what another node knows to SWIM and the hosting table, which keep what is news;
+    /// returns how many members were new to this node (0 once the actor has stopped).
+    pub(crate) async fn apply(&self, state: SyncState) -> usize {
+        let (reply, news) = oneshot::channel();
+        if self.tx.send(Cmd::Apply(state, reply)).await.is_err() {
+            return 0; // stopped: nothing to learn
+        }
+        news.await.unwrap_or(0)
     }
 
     /// Tells the cluster which virtual-actor types this node hosts and which groups it

@@ -130,6 +130,13 @@ pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
         }
         let pending = resolved.pending(&seeds.membership.directory().snapshot(), &seeds.me);
         let alone = *active.borrow() == 0;
+        // Reached by another node (perhaps while this one waited between two rounds): as
+        // joined as an answer from a seed would make it.
+        if !alone && !seeds.joined.swap(true, Ordering::SeqCst) {
+            for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
+                report.reached(seed);
+            }
+        }
         // A seed that became a member while this node was already in a cluster may have
         // brought a cluster of its own. (One met while alone is a plain join: the sync loop
         // syncs after every join.)
@@ -269,8 +276,14 @@ mod tests {
     }
 
     /// A seed loop for a node at port 5000 whose seeds are ports 5001 and 5002.
-    fn start() -> (Fake, mpsc::Receiver<SocketAddr>, CancellationToken) {
+    fn start() -> (
+        Fake,
+        mpsc::Receiver<SocketAddr>,
+        CancellationToken,
+        Arc<AtomicBool>,
+    ) {
         let (membership, fake) = Membership::fake();
+        let joined = Arc::<AtomicBool>::default();
         let (met, met_rx) = mpsc::channel(16);
         let seeds = Seeds {
             seeds: vec!["127.0.0.1:5001".into(), "127.0.0.1:5002".into()],
@@ -280,12 +293,12 @@ mod tests {
             rendezvous_max: HEARTBEAT * 10,
             recheck: HEARTBEAT * 30,
             me: vec![addr(5000)],
-            joined: Arc::default(),
+            joined: joined.clone(),
             met,
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(seeds, stop.clone()));
-        (fake, met_rx, stop)
+        (fake, met_rx, stop, joined)
     }
 
     /// Every announce asked for in the next `span`, with when.
@@ -304,21 +317,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_node_that_joined_without_its_seed_keeps_knocking_until_the_seed_is_a_member() {
-        let (mut fake, mut met, stop) = start();
+        let (mut fake, mut met, stop, joined) = start();
         // Alone: both seeds, again and again.
         let early = announces(&mut fake, Duration::from_secs(5)).await;
         assert!(early.len() >= 2, "{early:?}");
         assert_eq!(early[0].1, vec![addr(5001), addr(5002)]);
         // Someone else reached this node and 5001 is a member; 5002 is not, yet.
         fake.set_view(vec![member(5000, Status::Up), member(5001, Status::Up)], 1);
-        let joined = announces(&mut fake, Duration::from_secs(120)).await;
+        let knocks = announces(&mut fake, Duration::from_secs(120)).await;
         assert!(
-            joined.iter().all(|(_, addrs)| *addrs == vec![addr(5002)]),
-            "{joined:?}"
+            joined.load(Ordering::SeqCst),
+            "reached by another: joined (/ready)"
+        );
+        assert!(
+            knocks.iter().all(|(_, addrs)| *addrs == vec![addr(5002)]),
+            "{knocks:?}"
         );
         // Backing off, but never longer than rendezvous_max (+ half of it in jitter).
-        let gaps: Vec<Duration> = joined.windows(2).map(|w| w[1].0 - w[0].0).collect();
-        assert!(joined.len() >= 8, "{joined:?}");
+        let gaps: Vec<Duration> = knocks.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(knocks.len() >= 8, "{knocks:?}");
         assert!(gaps.iter().all(|g| *g <= HEARTBEAT * 15), "{gaps:?}");
         assert!(gaps.last() > gaps.first(), "{gaps:?}");
         // The seed becomes a member: met (for the state sync), and no more announces.
@@ -349,7 +366,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_seed_met_while_alone_is_a_plain_join() {
-        let (mut fake, mut met, stop) = start();
+        let (mut fake, mut met, stop, _) = start();
         announces(&mut fake, Duration::from_secs(1)).await;
         fake.set_view(
             vec![

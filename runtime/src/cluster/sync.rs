@@ -10,7 +10,9 @@
 //! the first copies of one's news go to the members known at that moment, before the other
 //! is among them, and the first sync may be with a member that does not know the other yet.
 //! So after joining, a node syncs again [`Sync::soon`] later, then at doubling intervals
-//! until they reach the regular one.
+//! until they reach the regular one; a sync that brought members this node did not know
+//! starts the doubling over (anti-entropy runs fast while there is entropy, and slows down
+//! once syncs bring nothing new: after a join storm, or a merge).
 //!
 //! The seed loop hands it the seeds a node meets after it has joined ([`Sync::met`]): each
 //! may bring a cluster of its own, and a sync with it at once merges the two.
@@ -57,8 +59,12 @@ pub(crate) async fn run(mut sync: Sync, intake: CancellationToken) {
             _ = intake.cancelled() => return,
             joined = joined => if joined.is_err() { return },
         }
-        if let Some(addr) = random_live(&sync) {
-            once(&sync, addr).await;
+        let news = match random_live(&sync) {
+            Some(addr) => once(&sync, addr).await,
+            None => 0,
+        };
+        if news > 0 {
+            settling = sync.soon;
         }
         let every = interval(sync.every, *active.borrow() + 1);
         let wait = settling.min(every);
@@ -79,7 +85,11 @@ pub(crate) async fn run(mut sync: Sync, intake: CancellationToken) {
                     settling = sync.soon;
                     break;
                 }
-                Some(addr) = sync.met.recv() => once(&sync, addr).await,
+                Some(addr) = sync.met.recv() => {
+                    if once(&sync, addr).await > 0 {
+                        settling = sync.soon;
+                    }
+                }
             }
         }
     }
@@ -109,8 +119,9 @@ fn random_live(sync: &Sync) -> Option<SocketAddr> {
     Some(live[rand::random::<u64>() as usize % live.len()])
 }
 
-/// Swaps member lists with the member at `addr`.
-async fn once(sync: &Sync, addr: SocketAddr) {
+/// Swaps member lists with the member at `addr`; returns how many members it told this
+/// node of that it did not know.
+async fn once(sync: &Sync, addr: SocketAddr) -> usize {
     let ours = sync.membership.state().await;
     // A link opened only for the sync is closed after it: an idle link costs heartbeats.
     let linked_before = sync.links.peers().by_addr(addr).is_some();
@@ -137,10 +148,15 @@ async fn once(sync: &Sync, addr: SocketAddr) {
     };
     match theirs.await {
         Ok(state) => {
-            debug!(%addr, members = state.members.len(), "state sync");
-            sync.membership.apply(state).await;
+            let members = state.members.len();
+            let news = sync.membership.apply(state).await;
+            debug!(%addr, members, news, "state sync");
+            news
         }
-        Err(error) => debug!(%addr, %error, "state sync failed"),
+        Err(error) => {
+            debug!(%addr, %error, "state sync failed");
+            0
+        }
     }
 }
 

@@ -307,7 +307,9 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         membership: membership.clone(),
         every: config.heartbeat * 30,
         soon: config.heartbeat * 5,
-        timeout: config.down_after,
+        // Background work, and a thousand members take time to encode and apply on a
+        // busy machine: not bounded by the failure detector's `down_after`.
+        timeout: config.down_after.max(Duration::from_secs(10)),
         met: met_rx,
     };
     tasks.spawn(cluster::sync::run(sync, intake.clone()));

@@ -231,7 +231,9 @@ impl Actor {
                         let members = self.foca.iter_membership_state().cloned().collect();
                         let _ = reply.send(SyncState { members, hosting }); // the asker gave up
                     }
-                    Some(Cmd::Apply(state)) => self.apply(state),
+                    Some(Cmd::Apply(state, reply)) => {
+                        let _ = reply.send(self.apply(state)); // the asker gave up
+                    }
                     Some(Cmd::Host { types, groups, reply }) => {
                         let _ = reply.send(self.host(types, groups)); // the asker gave up
                     }
@@ -282,10 +284,10 @@ impl Actor {
     }
 
     /// Members from a state sync: those whose name a live member holds are left out, as a
-    /// newcomer announcing itself would be.
-    fn apply(&mut self, state: SyncState) {
+    /// newcomer announcing itself would be. Returns how many members were new here.
+    fn apply(&mut self, state: SyncState) -> usize {
         if self.left {
-            return;
+            return 0;
         }
         let me_id = self.mine.node;
         for entry in state.hosting.into_iter().take(MAX_SYNC) {
@@ -301,12 +303,14 @@ impl Actor {
             .filter(|m| m.id() != &me && !m.id().name.is_empty())
             .filter(|m| self.conflict(m.id()).is_none());
         let news: Vec<_> = news.collect();
+        let before = self.foca.num_members();
         if let Err(error) = self
             .foca
             .apply_many(news.into_iter(), false, &mut self.runtime)
         {
             debug!(%error, "applying a state sync");
         }
+        self.foca.num_members().saturating_sub(before)
     }
 
     /// Replaces what this node hosts and spreads the new entry.
