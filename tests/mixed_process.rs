@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{call_ok, members, wait_until, NodeProc, BIN};
+use support::{call_ok, call_with_stdin, members, wait_until, NodeProc};
 
 fn previous(name: &str, seed: &str) -> NodeProc {
     match std::env::var("MESHRPC_PREVIOUS_BIN") {
@@ -23,24 +23,6 @@ fn previous(name: &str, seed: &str) -> NodeProc {
             NodeProc::start(name, &["--seed", seed, "--max-protocol", "3"])
         }
     }
-}
-
-/// Runs a CLI command of this release, with `input` on stdin; returns stdout.
-fn cli(args: &[&str], input: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run meshrpc");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.as_bytes()).expect("write stdin");
-    drop(stdin);
-    let out = child.wait_with_output().expect("meshrpc ran");
-    assert!(out.status.success(), "meshrpc {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]
@@ -83,6 +65,8 @@ fn a_node_of_the_previous_release_joins_calls_both_ways_and_streams() {
         assert_eq!(n, (i + 1).to_string(), "through {}", node.name);
     }
     // Clients of this release stream from and to the old node.
-    assert_eq!(cli(&["call", &b.addr, "count", "3"], ""), "0\n1\n2");
-    assert_eq!(cli(&["call", &b.addr, "sum"], "1 2 3 4"), "10");
+    assert_eq!(call_ok(&b.addr, "count", &["3"]), "0\n1\n2");
+    let (ok, sum, _) = call_with_stdin(&b.addr, "sum", "1 2 3 4");
+    assert!(ok);
+    assert_eq!(sum.trim(), "10");
 }

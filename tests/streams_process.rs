@@ -4,10 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use support::{call, call_ok, python, NodeProc, BIN};
+use support::{call, call_ok, call_with_stdin, python, NodeProc, BIN};
 
 /// A child process killed when dropped (also when the test fails).
 struct Killed(Child);
@@ -17,28 +17,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `meshrpc call ADDR METHOD` with `stdin` as its input; (exit ok, stdout, stderr). The
-/// call ends by itself: stdin closes, and it gives up after its idle timeout.
-fn call_with_stdin(addr: &str, method: &str, stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["call", "--timeout-ms", "10000", addr, method])
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run meshrpc call");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("write stdin");
-    drop(input);
-    let out = child.wait_with_output().expect("meshrpc call ends");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -248,6 +248,28 @@ pub fn call_ok(addr: &str, method: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `meshrpc call ADDR METHOD` with `stdin` as its input; (exit ok, stdout, stderr). The
+/// call ends by itself: stdin closes, and it gives up after its idle timeout.
+pub fn call_with_stdin(addr: &str, method: &str, stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["call", "--timeout-ms", "10000", addr, method])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meshrpc call");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("meshrpc call ends");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Polls `check` until it returns true, failing the test after `PATIENCE`.
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
