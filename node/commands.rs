@@ -46,6 +46,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         http_max_connections: args.http_max_connections,
         max_handshakes: args.max_handshakes,
         max_protocol: args.max_protocol,
+        max_call: Duration::from_millis(args.max_call_ms),
         tls: args.tls.config(),
         ..NodeConfig::default()
     };

@@ -191,6 +191,10 @@ struct NodeArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame: usize,
+    /// The longest a request may run on this node, whatever deadline its caller gave (or
+    /// none), in milliseconds; 0: no bound. Streams are not bounded by it.
+    #[arg(long, default_value_t = 300_000)]
+    max_call_ms: u64,
     /// Deadline of calls this node makes (fanout), in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,

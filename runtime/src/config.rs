@@ -35,6 +35,10 @@ pub struct NodeConfig {
     pub max_in_flight_node: usize,
     /// Default mailbox capacity of an actor; a full mailbox answers `Overloaded`. Default 1024.
     pub mailbox: usize,
+    /// The longest a request may run on this node, whatever deadline its caller gave (or
+    /// none): a caller that never gives up cannot hold a slot forever. Streams are not
+    /// bounded by it. Default 5 minutes; zero: no bound.
+    pub max_call: Duration,
     /// On shutdown, how long running requests may take to finish. Default 5 s.
     pub shutdown_grace: Duration,
     /// Longest wait between two attempts to reach a seed or a lost peer. Default 2 s.
@@ -105,6 +109,7 @@ impl Default for NodeConfig {
             max_in_flight: 4096,
             max_in_flight_node: 65_536,
             mailbox: 1024,
+            max_call: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -169,6 +174,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("max_handshakes", &self.max_handshakes)
             .field("tls", &self.tls)
             .field("max_protocol", &self.max_protocol)
+            .field("max_call", &self.max_call)
             .finish()
     }
 }

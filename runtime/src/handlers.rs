@@ -238,10 +238,15 @@ impl Dispatch for Handlers {
             let message = format!("`{method}` is not registered as idempotent, so a call that may have run is not run again");
             return responder.fail(ErrorKind::RetryRefused, message);
         }
-        let deadline = match timeout_ms {
-            Some(ms) if entry.handler.needs_deadline() => {
-                Some(Instant::now() + Duration::from_millis(ms))
-            }
+        // A request (not a stream) runs at most the node's `max_call`, deadline or not.
+        let timeout = timeout_ms.map(Duration::from_millis);
+        let timeout = if stream.is_none() {
+            responder.bound(timeout)
+        } else {
+            timeout
+        };
+        let deadline = match timeout {
+            Some(t) if entry.handler.needs_deadline() => Instant::now().checked_add(t),
             _ => None,
         };
         // A traced request is a hop of its caller's trace; its handler runs in that context.

@@ -101,6 +101,15 @@ pub(crate) struct Limits {
     pub(crate) max_in_flight_node: usize,
     /// Requests admitted on all links and not yet answered on the wire.
     pub(crate) node_inbound: AtomicUsize,
+    /// Of those, the requests of plain clients (links without a listen address, the
+    /// gateway's among them).
+    pub(crate) client_inbound: AtomicUsize,
+    /// Clients together get at most this many (¾ of `max_in_flight_node`): however many
+    /// connections one opens, nodes' calls to each other keep room.
+    pub(crate) max_in_flight_clients: usize,
+    /// The longest a request may run here, whatever deadline its caller gave (or none);
+    /// `None`: no bound.
+    pub(crate) max_call: Option<std::time::Duration>,
     /// Record per-call metrics (the node serves `/metrics`).
     pub(crate) metered: bool,
     /// Calls served here per method, for the dashboard (when metered).
@@ -114,6 +123,9 @@ impl Limits {
             max_in_flight: config.max_in_flight,
             max_in_flight_node: config.max_in_flight_node,
             node_inbound: AtomicUsize::new(0),
+            client_inbound: AtomicUsize::new(0),
+            max_in_flight_clients: (config.max_in_flight_node / 4 * 3).max(1),
+            max_call: (!config.max_call.is_zero()).then_some(config.max_call),
             metered,
             calls: metered.then(|| Arc::new(CallStats::default())),
         }

@@ -58,6 +58,11 @@ where
     E: Display + 'static,
 {
     fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
+        // Its caller's link closed while it waited: nobody would hear the answer.
+        if call.responder.is_gone() {
+            call.responder.abandon();
+            return false;
+        }
         if call.deadline.is_some_and(|at| Instant::now() >= at) {
             call.responder.fail(
                 ErrorKind::Timeout,

@@ -133,7 +133,20 @@ impl Shared {
         if n > 0 {
             self.inbound.fetch_sub(n, Ordering::Relaxed);
             self.limits.node_inbound.fetch_sub(n, Ordering::Relaxed);
+            if self.is_client() {
+                self.limits.client_inbound.fetch_sub(n, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The peer is a plain client (it gave no address to dial), not a node.
+    pub(crate) fn is_client(&self) -> bool {
+        self.peer.addr.is_none()
+    }
+
+    /// The link has closed: nothing sent on it arrives any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Marks the link closed and stops its tasks.
@@ -278,9 +291,11 @@ impl Connection {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
-    /// Marks the link closed, stops its tasks and fails every pending call.
+    /// Marks the link closed, stops its tasks and fails every pending call; the peer's
+    /// requests still running here stop too (nobody is left to answer).
     pub(super) fn shutdown(&self) {
         self.shared.mark_closed();
+        self.shared.running.cancel_all();
         // Dropping the senders wakes each waiting caller with `Disconnected`. A caller that
         // inserts after this sees `closed` and removes its own entry.
         self.shared.pending.clear();

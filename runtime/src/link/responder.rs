@@ -102,6 +102,9 @@ impl Responder {
         // is written.
         link.inbound.fetch_add(1, Ordering::Relaxed);
         link.limits.node_inbound.fetch_add(1, Ordering::Relaxed);
+        if link.is_client() {
+            link.limits.client_inbound.fetch_add(1, Ordering::Relaxed);
+        }
         link.in_flight.fetch_add(1, Ordering::Relaxed);
         Responder {
             back: Back::Link(link),
@@ -171,8 +174,30 @@ impl Responder {
             if link.inbound.load(Ordering::Relaxed) > limits.max_in_flight {
                 return Err(Refused::Link(limits.max_in_flight));
             }
+            let clients = limits.client_inbound.load(Ordering::Relaxed);
+            if link.is_client() && clients > limits.max_in_flight_clients {
+                return Err(Refused::Clients(limits.max_in_flight_clients));
+            }
         }
         Ok(())
+    }
+
+    /// The caller can no longer hear the answer: its link closed. A request still queued
+    /// (an actor's mailbox) is dropped rather than run.
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(&self.back, Back::Link(link) if link.is_closed())
+    }
+
+    /// The longest this request may run, given the deadline its caller set (`None`: no
+    /// deadline): the node's `max_call` bounds both.
+    pub(crate) fn bound(
+        &self,
+        timeout: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        match (timeout, self.back.limits().max_call) {
+            (Some(t), Some(max)) => Some(t.min(max)),
+            (t, max) => t.or(max),
+        }
     }
 
     /// Answers a request [`Responder::admit`] refused.
@@ -186,6 +211,10 @@ impl Responder {
             Refused::Link(max) => self.fail(
                 ErrorKind::Overloaded,
                 format!("more than {max} requests in flight on this connection"),
+            ),
+            Refused::Clients(max) => self.fail(
+                ErrorKind::Overloaded,
+                format!("clients have more than {max} requests in flight on this node (the rest is kept for nodes)"),
             ),
         }
     }
@@ -376,6 +405,8 @@ pub(crate) enum Refused {
     Node(usize),
     /// This link has more than this many requests in flight.
     Link(usize),
+    /// Clients together have more than this many requests in flight on this node.
+    Clients(usize),
 }
 
 /// See [`Responder::track`].

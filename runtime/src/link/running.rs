@@ -23,6 +23,14 @@ impl Running {
         self.lock().remove(&id);
     }
 
+    /// Stops every request still running: their link has closed.
+    pub(super) fn cancel_all(&self) {
+        let all = std::mem::take(&mut *self.lock());
+        for abort in all.into_values() {
+            abort.abort();
+        }
+    }
+
     /// Stops request `id` if it is still running.
     pub(super) fn cancel(&self, id: u64) {
         if let Some(abort) = self.lock().remove(&id) {

@@ -1,0 +1,142 @@
+//! What one caller can take from a node, and gives back: the calls of a link that closed stop
+//! and free their slots; no request runs past the node's `max_call`; plain clients together
+//! never take the slots nodes need to call each other.
+
+use std::time::Duration;
+
+use meshrpc::{CallOptions, Client, ErrorKind, Node, NodeConfig};
+use tokio::time::{timeout, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+/// The node-wide in-flight bound of these nodes; clients get ¾ of it.
+const SLOTS: usize = 40;
+
+async fn node(config: NodeConfig) -> Node {
+    let node = Node::start(NodeConfig {
+        max_in_flight_node: SLOTS,
+        ..config
+    })
+    .await
+    .expect("node");
+    node.register("sleep", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<u64, String>(ms)
+    });
+    node.register_fn("add", |(a, b): (i64, i64)| a + b);
+    node
+}
+
+/// Starts `n` minute-long `sleep` calls from `client` without waiting for them.
+fn hog(client: &Client, n: usize) {
+    for _ in 0..n {
+        let peer = meshrpc::Peer::from(client);
+        tokio::spawn(async move {
+            let options = CallOptions::timeout(Duration::from_secs(3600));
+            let _ = peer.call_with::<u64>("sleep", 60_000u64, options).await;
+        });
+    }
+}
+
+/// Calls `add` from `client` until it succeeds, failing after `PATIENCE`; returns how long
+/// that took, and whether some attempt was refused `overloaded` first.
+async fn add_until_served(client: &Client) -> (Duration, bool) {
+    let started = Instant::now();
+    let mut refused = false;
+    loop {
+        match client.call::<i64>("add", (2i64, 3i64)).await {
+            Ok(sum) => {
+                assert_eq!(sum, 5);
+                return (started.elapsed(), refused);
+            }
+            Err(e) if e.kind() == ErrorKind::Overloaded => refused = true,
+            Err(e) => panic!("add failed: {e}"),
+        }
+        assert!(started.elapsed() < PATIENCE, "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until a call from `probe` is refused `overloaded`: `hog`'s calls hold the slots.
+async fn until_full(probe: &Client) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match probe.call::<i64>("add", (1i64, 1i64)).await {
+            Err(e) if e.kind() == ErrorKind::Overloaded => return,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the slots never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_a_closed_link_stop_and_free_their_slots() {
+    let node = node(NodeConfig::default()).await;
+    let hog_client = Client::connect(node.addr()).await.unwrap();
+    hog(&hog_client, SLOTS);
+    let other = Client::connect(node.addr()).await.unwrap();
+    until_full(&other).await;
+    // The hog goes away with every call still running: they stop, and others are served at
+    // once, not when the sleeps would have ended a minute later.
+    hog_client.close().await;
+    let (took, _) = add_until_served(&other).await;
+    assert!(took < Duration::from_secs(10), "served after {took:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_runs_past_the_nodes_max_call_whatever_its_deadline() {
+    let node = node(NodeConfig {
+        max_call: Duration::from_millis(300),
+        ..NodeConfig::default()
+    })
+    .await;
+    let client = Client::connect(node.addr()).await.unwrap();
+    let started = Instant::now();
+    let options = CallOptions::timeout(Duration::from_secs(3600));
+    let err = timeout(
+        PATIENCE,
+        client.call_with::<u64>("sleep", 60_000u64, options),
+    )
+    .await
+    .expect("ends")
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_however_many_never_take_the_slots_nodes_call_each_other_with() {
+    let node = node(NodeConfig::default()).await;
+    let hogs: Vec<Client> = futures_util::future::join_all(
+        (0..4).map(|_| async { Client::connect(node.addr()).await.unwrap() }),
+    )
+    .await;
+    for client in &hogs {
+        hog(client, SLOTS / 4);
+    }
+    let probe = Client::connect(node.addr()).await.unwrap();
+    until_full(&probe).await;
+    // Another node still gets its calls through.
+    let other = Node::start(NodeConfig {
+        name: "other".into(),
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let sum: i64 = timeout(PATIENCE, other.call(node.addr(), "add", (2i64, 3i64)))
+        .await
+        .expect("in time")
+        .expect("a node's call is served");
+    assert_eq!(sum, 5);
+    for client in hogs {
+        client.close().await;
+    }
+    other.shutdown().await;
+    node.shutdown().await;
+}
