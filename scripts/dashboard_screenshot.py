@@ -9,7 +9,7 @@ import argparse, os, re, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BIN = os.path.join(ROOT, "target", "release", "meshrpc")
-TOKEN = "screenshot"
+TOKEN = "screenshot-token-1234"
 
 
 def start(name, *extra):

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::{call_ok, members, wait_until, NodeProc, PATIENCE};
 
-const TOKEN: &str = "dashboard-token";
+const TOKEN: &str = "dashboard-token-1234";
 
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]

@@ -37,7 +37,7 @@ fn config(name: &str, seeds: Vec<String>) -> NodeConfig {
         name: name.to_owned(),
         seeds,
         http: Some("127.0.0.1:0".parse().expect("addr")),
-        http_token: Some("secret".into()),
+        http_token: Some("a-gateway-secret".into()),
         ..NodeConfig::default()
     }
 }

@@ -56,7 +56,7 @@ fn the_gateway_asks_for_its_token_and_runs_nothing_without_it() {
             "--http",
             "127.0.0.1:0",
             "--http-token",
-            "t0ken",
+            "t0ken-s3cret-2026",
         ],
     );
     let http = node.http.clone().expect("http");
@@ -66,13 +66,13 @@ fn the_gateway_asks_for_its_token_and_runs_nothing_without_it() {
         assert!(rest.starts_with("Basic realm=\"meshrpc\""), "{rest}");
     }
     // Nothing ran: the counter is still 0, read with the token as a Bearer token.
-    let (status, body) = json_call(&http, "counter.get", "[]", "Bearer t0ken");
+    let (status, body) = json_call(&http, "counter.get", "[]", "Bearer t0ken-s3cret-2026");
     assert_eq!(status, 200);
     assert!(body.contains("\"result\":0"), "{body}");
     // And as the password of Basic authentication, as xmlrpc.client sends it from the URL.
     let sum = python(
         "import sys, xmlrpc.client\nprint(xmlrpc.client.ServerProxy(sys.argv[1]).add(2, 3))\n",
-        &[&format!("http://meshrpc:t0ken@{http}/")],
+        &[&format!("http://meshrpc:t0ken-s3cret-2026@{http}/")],
     );
     assert_eq!(sum.trim(), "5");
     // Probes need no credentials; metrics do.
@@ -135,13 +135,13 @@ fn https_serves_the_gateway_with_the_nodes_certificate() {
             "127.0.0.1:0",
             "--http-tls",
             "--http-token",
-            "t0ken",
+            "t0ken-s3cret-2026",
         ],
     );
     let http = node.http.clone().unwrap();
     let out = python(
         "import sys, ssl, xmlrpc.client\nctx = ssl.create_default_context(cafile=sys.argv[2])\nprint(xmlrpc.client.ServerProxy(sys.argv[1], context=ctx).add(40, 2))\n",
-        &[&format!("https://meshrpc:t0ken@{http}/"), &file("ca.pem")],
+        &[&format!("https://meshrpc:t0ken-s3cret-2026@{http}/"), &file("ca.pem")],
     );
     assert_eq!(out.trim(), "42");
     // Plain HTTP on the HTTPS port gets no answer worth the name.
@@ -193,7 +193,7 @@ fn node_only_methods_are_refused_to_clients_and_the_gateway_with_or_without_a_co
     for cookie in [None, Some("c00kie")] {
         let mut extra = vec!["--http", "127.0.0.1:0"];
         if let Some(cookie) = cookie {
-            extra.extend(["--cookie", cookie, "--http-token", "t"]);
+            extra.extend(["--cookie", cookie, "--http-token", "a-gateway-token-1"]);
         }
         let node = NodeProc::start("n", &extra);
         let mut args = vec!["[]"];
@@ -208,7 +208,11 @@ fn node_only_methods_are_refused_to_clients_and_the_gateway_with_or_without_a_co
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cookie:?}");
         assert!(stderr.contains("error: forbidden:"), "{cookie:?}: {stderr}");
-        let auth = if cookie.is_some() { "Bearer t" } else { "" };
+        let auth = if cookie.is_some() {
+            "Bearer a-gateway-token-1"
+        } else {
+            ""
+        };
         args.clear();
         let (_, body) = json_call(node.http.as_deref().unwrap(), "system.gossip", "[[]]", auth);
         assert!(body.contains("-32004"), "{cookie:?}: {body}");
@@ -424,4 +428,144 @@ fn tls_gen_keeps_its_ca_so_older_certificates_still_verify_and_keys_are_private(
     assert!(warning.contains("no longer verify"), "{warning}");
     assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A raw HTTP request on `s`: the status line of the answer.
+fn status_line(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn a_body_trickled_byte_by_byte_gets_408_within_the_timeout() {
+    let node = NodeProc::start(
+        "gw",
+        &["--http", "127.0.0.1:0", "--http-header-timeout-ms", "1000"],
+    );
+    let http = node.http.clone().unwrap();
+    let mut s = TcpStream::connect(&http).unwrap();
+    let started = Instant::now();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    // One more byte now and then, for longer than the timeout: the headers were on time,
+    // the body is not.
+    let trickle = std::thread::spawn({
+        let mut s = s.try_clone().unwrap();
+        move || {
+            for _ in 0..30 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    assert_eq!(status_line(&mut s), "HTTP/1.1 408 Request Timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = trickle.join();
+}
+
+#[test]
+fn a_short_token_is_refused_at_start() {
+    let out = Command::new(BIN)
+        .args([
+            "node",
+            "--name",
+            "a",
+            "--http",
+            "127.0.0.1:0",
+            "--http-token",
+            "a",
+        ])
+        .env_remove("MESHRPC_HTTP_TOKEN")
+        .output()
+        .expect("run meshrpc node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+}
+
+#[test]
+fn wrong_tokens_from_one_address_are_held_off_with_429() {
+    const TOKEN: &str = "the-right-token-0123";
+    let node = NodeProc::start("gw", &["--http", "127.0.0.1:0", "--http-token", TOKEN]);
+    let http = node.http.clone().unwrap();
+    // A guesser: after a handful of wrong tokens, 429 with Retry-After, its guesses unchecked.
+    let program = r#"
+import sys, json, urllib.request, urllib.error
+url, n = sys.argv[1], int(sys.argv[2])
+body = json.dumps({"jsonrpc": "2.0", "method": "add", "params": [1, 1], "id": 1}).encode()
+codes = {}
+for i in range(n):
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", "Authorization": "Bearer guess-%d" % i})
+    try:
+        code = urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        code = e.code
+        if code == 429:
+            assert e.headers.get("Retry-After") == "1", e.headers
+    codes[code] = codes.get(code, 0) + 1
+print(json.dumps(codes))
+"#;
+    let codes: serde_json::Value =
+        serde_json::from_str(python(program, &[&format!("http://{http}/"), "200"]).trim()).unwrap();
+    let tried = codes["401"].as_u64().unwrap_or(0);
+    let held_off = codes["429"].as_u64().unwrap_or(0);
+    assert_eq!(tried + held_off, 200, "{codes}");
+    assert!(held_off > 0, "{codes}");
+    // Ten candidates a second at most (the guesses took more than a second if more got in).
+    assert!(tried <= 60, "{codes}");
+    // The right token works again once the window is over.
+    support::wait_until("the token to be accepted", || {
+        json_call(&http, "add", "[2, 3]", &format!("Bearer {TOKEN}")).0 == 200
+    });
+}
+
+#[test]
+fn a_json_rpc_batch_or_multicall_of_more_than_1000_calls_is_refused_whole() {
+    let node = NodeProc::start("gw", &["--http", "127.0.0.1:0"]);
+    let http = node.http.clone().unwrap();
+    let program = r#"
+import sys, json, urllib.request, xmlrpc.client
+url = sys.argv[1]
+batch = [{"jsonrpc": "2.0", "method": "add", "params": [1, 1], "id": i} for i in range(1001)]
+req = urllib.request.Request(url, data=json.dumps(batch).encode(), headers={"Content-Type": "application/json"})
+print(json.dumps(json.loads(urllib.request.urlopen(req).read())))
+proxy = xmlrpc.client.ServerProxy(url)
+try:
+    proxy.system.multicall([{"methodName": "add", "params": [1, 1]}] * 1001)
+    print("multicall ran")
+except xmlrpc.client.Fault as f:
+    print(f.faultString)
+"#;
+    let out = python(program, &[&format!("http://{http}/")]);
+    let (batch, multicall) = out.trim().split_once('\n').unwrap();
+    let batch: serde_json::Value = serde_json::from_str(batch).unwrap();
+    assert!(
+        batch["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 1000"),
+        "{batch}"
+    );
+    assert!(multicall.contains("at most 1000"), "{multicall}");
 }

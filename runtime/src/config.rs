@@ -132,6 +132,9 @@ impl Default for NodeConfig {
     }
 }
 
+/// The shortest HTTP token a node accepts.
+pub(crate) const MIN_TOKEN: usize = 16;
+
 impl NodeConfig {
     /// The oldest and newest protocol versions this configuration speaks.
     pub(crate) fn protocol_versions(&self) -> (u16, u16) {
@@ -247,8 +250,13 @@ impl NodeConfig {
         for seed in &self.seeds {
             host_port("seed", seed)?;
         }
-        if self.http_token.as_deref() == Some("") {
-            return Err("the HTTP token must not be empty".to_owned());
+        if let Some(token) = &self.http_token {
+            if token.chars().count() < MIN_TOKEN {
+                return Err(format!(
+                    "the HTTP token has {} characters: give it at least {MIN_TOKEN} (say, `openssl rand -hex 16`), or it can be guessed",
+                    token.chars().count()
+                ));
+            }
         }
         if self.http_max_connections == 0 || self.max_handshakes == 0 {
             return Err("http_max_connections and max_handshakes must be at least 1".to_owned());

@@ -1,11 +1,18 @@
 //! Who may use the gateway, and for what: the token check (HTTP Basic with the token as the
-//! password, or `Authorization: Bearer TOKEN`) and the method allowlist (`--http-methods`
-//! patterns, `*` matching any run of characters). Pure functions over headers and names.
+//! password, or `Authorization: Bearer TOKEN`), the throttle on wrong tokens (per source
+//! address), and the method allowlist (`--http-methods` patterns, `*` matching any run of
+//! characters).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine;
 use hyper::header::{HeaderMap, AUTHORIZATION};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 /// See the module doc.
 pub(crate) struct Access {
@@ -45,6 +52,51 @@ impl Access {
         self.patterns.is_empty()
             || INTROSPECTION.contains(&method)
             || self.patterns.iter().any(|p| glob(p, method))
+    }
+}
+
+/// Wrong tokens a source address may send in one [`WINDOW`]; past that it gets 429 until the
+/// window ends, its candidates not even checked: guessing runs at 10 a second, not thousands.
+pub(crate) const MAX_FAILURES: u32 = 10;
+/// See [`MAX_FAILURES`].
+pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+/// Sources remembered at once; beyond it the ones whose window is over are forgotten (and,
+/// if that is not enough, all: a throttle is not worth unbounded memory).
+const MAX_SOURCES: usize = 10_000;
+
+/// Wrong tokens by source address, in the current window of each.
+#[derive(Default)]
+pub(crate) struct Throttle {
+    sources: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Throttle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `source` has sent too many wrong tokens in its current window.
+    pub(crate) fn throttled(&self, source: IpAddr) -> bool {
+        let now = Instant::now();
+        (self.lock().get(&source))
+            .is_some_and(|(since, failures)| now < *since + WINDOW && *failures >= MAX_FAILURES)
+    }
+
+    /// `source` sent a wrong token.
+    pub(crate) fn failed(&self, source: IpAddr) {
+        let now = Instant::now();
+        let mut sources = self.lock();
+        if sources.len() >= MAX_SOURCES {
+            sources.retain(|_, (since, _)| now < *since + WINDOW);
+            if sources.len() >= MAX_SOURCES {
+                sources.clear();
+            }
+        }
+        let entry = sources.entry(source).or_insert((now, 0));
+        if now >= entry.0 + WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
     }
 }
 
@@ -129,6 +181,21 @@ mod tests {
         assert!(!access.authorized(&headers("Digest s3cret")));
         assert!(!access.authorized(&HeaderMap::new()));
         assert!(Access::new(None, &[]).authorized(&HeaderMap::new()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_keeps_guessing_is_held_off_for_the_rest_of_its_window() {
+        let throttle = Throttle::default();
+        let (guesser, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            assert!(!throttle.throttled(guesser));
+            throttle.failed(guesser);
+        }
+        assert!(throttle.throttled(guesser));
+        assert!(!throttle.throttled(other), "per source");
+        tokio::time::advance(WINDOW).await;
+        assert!(!throttle.throttled(guesser), "a new window");
     }
 
     #[test]

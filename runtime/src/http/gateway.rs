@@ -18,17 +18,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tracing::warn;
 
-use super::access::Access;
+use super::access::{self, Access};
 use super::jsonrpc;
 use super::metrics::{prometheus, Stats};
 use super::server::{self, ServerCtx};
 use super::xmlrpc::{self, Fault};
+use crate::link::LogLimit;
 use crate::{CallOptions, Client, NodeConfig, RpcError};
 
 pub(crate) type Reply = Response<Full<Bytes>>;
@@ -56,6 +58,10 @@ pub(crate) struct GatewayCtx {
 /// One per node with `--http`.
 struct Gateway {
     ctx: GatewayCtx,
+    /// Wrong tokens by source address.
+    throttle: access::Throttle,
+    /// Refusals are logged at most once a second.
+    refusals: LogLimit,
     /// The gateway's own link to its node, opened on first use and reopened if it drops.
     link: tokio::sync::Mutex<Option<Client>>,
 }
@@ -70,11 +76,13 @@ pub(crate) async fn serve(mut ctx: GatewayCtx, listener: TcpListener) {
     };
     let gateway = Arc::new(Gateway {
         ctx,
+        throttle: access::Throttle::default(),
+        refusals: LogLimit::default(),
         link: tokio::sync::Mutex::new(None),
     });
-    server::run(server, listener, move |req| {
+    server::run(server, listener, move |req, remote: SocketAddr| {
         let gateway = gateway.clone();
-        async move { gateway.route(req).await }
+        async move { gateway.route(req, remote).await }
     })
     .await;
 }
@@ -93,11 +101,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
 }
 
 impl Gateway {
-    async fn route(&self, req: Request<Incoming>) -> Reply {
+    async fn route(&self, req: Request<Incoming>, remote: SocketAddr) -> Reply {
         let path = req.uri().path().to_owned();
         // Probes need no credentials: they tell only whether the process is up.
         let probe = req.method() == Method::GET && (path == "/health" || path == "/ready");
+        let source = remote.ip();
+        if !probe && self.throttle.throttled(source) {
+            let mut answer = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong tokens from this address: wait a second\n",
+            );
+            let wait = HeaderValue::from(access::WINDOW.as_secs().max(1));
+            answer.headers_mut().insert(RETRY_AFTER, wait);
+            return answer;
+        }
         if !probe && !self.ctx.access.authorized(req.headers()) {
+            self.throttle.failed(source);
+            if let Some(more) = self.refusals.admit() {
+                warn!(%remote, more, "refused an HTTP request without the gateway's token");
+            }
             let mut answer = text(
                 StatusCode::UNAUTHORIZED,
                 "this gateway needs its token: send it as the password of HTTP Basic \
@@ -173,10 +195,21 @@ impl Gateway {
                 format!("content type `{content_type}`: send text/xml (XML-RPC) or application/json (JSON-RPC 2.0)\n"),
             );
         }
-        let body = match Limited::new(req.into_body(), self.ctx.max_body)
-            .collect()
-            .await
-        {
+        // The body has the header timeout too: a body trickled a byte at a time does not hold
+        // a connection for longer.
+        let limit = self.ctx.server.header_timeout;
+        let read = Limited::new(req.into_body(), self.ctx.max_body).collect();
+        let Ok(read) = tokio::time::timeout(limit, read).await else {
+            let mut answer = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {limit:?}\n"),
+            );
+            answer
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return answer;
+        };
+        let body = match read {
             Ok(body) => body.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 return text(
@@ -255,6 +288,16 @@ impl Gateway {
                     .into(),
             });
         };
+        if calls.len() > jsonrpc::MAX_BATCH {
+            return Err(RpcError::BadArguments {
+                method: "system.multicall".into(),
+                detail: format!(
+                    "{} calls in one `system.multicall`; at most {} go in one",
+                    calls.len(),
+                    jsonrpc::MAX_BATCH
+                ),
+            });
+        }
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
             results.push(self.multicall_one(call).await);

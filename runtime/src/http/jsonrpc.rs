@@ -72,6 +72,14 @@ where
             INVALID_REQUEST,
             "invalid request: empty batch",
         )),
+        Value::Array(batch) if batch.len() > MAX_BATCH => Some(error(
+            Value::Null,
+            INVALID_REQUEST,
+            &format!(
+                "invalid request: a batch of {} calls; at most {MAX_BATCH} go in one",
+                batch.len()
+            ),
+        )),
         Value::Array(_) => {
             // Valid JSON, so valid as raw parts too.
             let batch: Vec<&RawValue> = serde_json::from_str(text).unwrap_or_default();
@@ -86,6 +94,10 @@ where
         },
     }
 }
+
+/// The most calls one batch (or one `system.multicall`) may carry: one request cannot take
+/// every slot of the gateway's link to its node (geth's cap, too).
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// The `params` member of a request, as sent.
 #[derive(serde::Deserialize)]

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +33,11 @@ pub(crate) struct ServerCtx {
     pub(crate) tasks: TaskTracker,
 }
 
-/// Accepts on `listener` until the intake token is cancelled; `handle` answers each request.
+/// Accepts on `listener` until the intake token is cancelled; `handle` answers each request,
+/// told the address it came from.
 pub(crate) async fn run<H, Fut>(ctx: ServerCtx, listener: TcpListener, handle: H)
 where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(ctx.max_connections));
@@ -44,7 +46,7 @@ where
         let stream = tokio::select! {
             _ = ctx.intake.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     warn!(%error, "http accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -52,6 +54,7 @@ where
                 }
             },
         };
+        let (stream, remote) = stream;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Refused at once rather than queued: a queue would hold the descriptor anyway.
             if let Some(more) = refusals.admit() {
@@ -68,19 +71,25 @@ where
         ctx.tasks.spawn(async move {
             let _slot = slot;
             tokio::select! {
-                _ = serve(stream, tls, timeout, handle) => {}
+                _ = serve(stream, remote, tls, timeout, handle) => {}
                 _ = intake.cancelled() => {}
             }
         });
     }
 }
 
-async fn serve<H, Fut>(stream: TcpStream, tls: Option<TlsAcceptor>, timeout: Duration, handle: H)
-where
-    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+async fn serve<H, Fut>(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    timeout: Duration,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    let handle = move |req| handle(req, remote);
     match tls {
         None => http1(stream, timeout, handle).await,
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
