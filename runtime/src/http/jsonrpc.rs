@@ -75,7 +75,7 @@ where
         Value::Array(batch) if batch.len() > MAX_BATCH => Some(error(
             Value::Null,
             INVALID_REQUEST,
-            &format!(
+            format!(
                 "invalid request: a batch of {} calls; at most {MAX_BATCH} go in one",
                 batch.len()
             ),
