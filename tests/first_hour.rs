@@ -98,6 +98,8 @@ fn the_wrong_kind_of_port_is_recognised_before_the_timeout() {
     let tls = NodeProc::start(
         "t",
         &[
+            "--cookie",
+            "c00kie",
             "--tls-cert",
             &file("t.pem"),
             "--tls-key",

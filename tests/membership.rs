@@ -235,20 +235,31 @@ fn a_second_live_node_with_a_taken_name_is_refused_on_both_sides_and_exits() {
 }
 
 /// A node that leaves a moment after joining, before the news of its join has reached
-/// everyone: every member that heard of it sees it `left`, none `down`.
+/// everyone: every member that heard of it sees it `left`, none `down`. (Members pass a
+/// goodbye on only under a cookie, which vouches for it.)
 #[test]
 fn a_node_that_leaves_right_after_joining_is_left_everywhere() {
+    const COOKIE: [&str; 2] = ["--cookie", "c00kie"];
+    let with_cookie = |name: &str, seed: Option<&str>| {
+        let mut args: Vec<&str> = FAST.iter().chain(COOKIE.iter()).copied().collect();
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        NodeProc::start(name, &args)
+    };
+    let members_of = |node: &NodeProc| members(&node.addr, &COOKIE);
     let names = ["a", "b", "c", "d"];
-    let a = start("a", None);
-    let rest: Vec<NodeProc> = names[1..].iter().map(|n| start(n, Some(&a.addr))).collect();
+    let a = with_cookie("a", None);
+    let rest: Vec<NodeProc> = names[1..]
+        .iter()
+        .map(|n| with_cookie(n, Some(&a.addr)))
+        .collect();
     for node in std::iter::once(&a).chain(&rest) {
-        wait_until("four members up", || {
-            members(&node.addr, &[]) == all_up(&names)
-        });
+        wait_until("four members up", || members_of(node) == all_up(&names));
     }
-    let mut e = start("e", Some(&a.addr));
+    let mut e = with_cookie("e", Some(&a.addr));
     wait_until("a to see e", || {
-        members(&a.addr, &[]).get("e").map(String::as_str) == Some("up")
+        members_of(&a).get("e").map(String::as_str) == Some("up")
     });
     e.signal("TERM");
     assert!(e.wait_exit().success());
@@ -256,13 +267,13 @@ fn a_node_that_leaves_right_after_joining_is_left_everywhere() {
     let settled = Instant::now() + DOWN_AFTER * 4;
     for node in std::iter::once(&a).chain(&rest) {
         wait_until("e to be left or unknown", || {
-            let status = members(&node.addr, &[]).get("e").cloned();
+            let status = members_of(node).get("e").cloned();
             matches!(status.as_deref(), Some("left") | None)
         });
     }
     while Instant::now() < settled {
         for node in std::iter::once(&a).chain(&rest) {
-            let status = members(&node.addr, &[]).get("e").cloned();
+            let status = members_of(node).get("e").cloned();
             assert!(
                 matches!(status.as_deref(), Some("left") | None),
                 "{} sees e {status:?}",
@@ -345,4 +356,50 @@ fn multicast_works(group: &str) -> bool {
     }
     let mut buf = [0u8; 16];
     rx.recv_from(&mut buf).is_ok()
+}
+
+/// Every member's id as `meshrpc members --json` prints it (public to any client).
+fn member_ids(addr: &str) -> BTreeMap<String, u64> {
+    let out = std::process::Command::new(support::BIN)
+        .args(["members", "--json", addr])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc members");
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.iter()
+        .filter_map(|m| {
+            let id = u64::from_str_radix(m["id"].as_str()?, 16).ok()?;
+            Some((m["name"].as_str()?.to_owned(), id))
+        })
+        .collect()
+}
+
+#[test]
+fn without_a_cookie_a_goodbye_counts_only_from_the_members_own_address() {
+    use meshrpc::wire::swim::{encode_datagram, Datagram, SwimId};
+    use meshrpc::wire::NodeId;
+    let a = start("a", None);
+    let b = start("b", Some(&a.addr));
+    wait_until("a to see b", || {
+        members(&a.addr, &[]) == all_up(&["a", "b"])
+    });
+    // A stranger forges b's goodbye: b's id is public, its address too.
+    let forged = SwimId {
+        addr: b.addr.parse().unwrap(),
+        id: NodeId(member_ids(&a.addr)["b"]),
+        name: "b".into(),
+        incarnation: 0,
+        bump: 0,
+    };
+    let datagram = encode_datagram(&Datagram::Goodbye(forged)).unwrap();
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        stranger.send_to(&datagram, &a.addr).unwrap();
+    }
+    // a keeps b up (a forged goodbye used to make it `left` at once, for minutes).
+    let watch_until = Instant::now() + DOWN_AFTER;
+    while Instant::now() < watch_until {
+        assert_eq!(members(&a.addr, &[]), all_up(&["a", "b"]), "b stays up");
+    }
+    drop(b);
 }

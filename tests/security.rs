@@ -125,6 +125,8 @@ fn https_serves_the_gateway_with_the_nodes_certificate() {
     let node = NodeProc::start(
         "a",
         &[
+            "--cookie",
+            "c00kie",
             "--tls-cert",
             &file("a.pem"),
             "--tls-key",
@@ -398,6 +400,8 @@ fn tls_gen_keeps_its_ca_so_older_certificates_still_verify_and_keys_are_private(
     let node = NodeProc::start(
         "a",
         &[
+            "--cookie",
+            "c00kie",
             "--tls-cert",
             &file("a.pem"),
             "--tls-key",
@@ -409,6 +413,8 @@ fn tls_gen_keeps_its_ca_so_older_certificates_still_verify_and_keys_are_private(
     let out = Command::new(BIN)
         .args([
             "call",
+            "--cookie",
+            "c00kie",
             "--tls-cert",
             &file("client.pem"),
             "--tls-key",
@@ -568,4 +574,27 @@ except xmlrpc.client.Fault as f:
         "{batch}"
     );
     assert!(multicall.contains("at most 1000"), "{multicall}");
+}
+
+#[test]
+fn a_node_with_tls_and_no_cookie_refuses_to_start() {
+    // Membership datagrams are sealed by the cookie alone; TLS does not cover them.
+    let dir = scratch("tls-no-cookie");
+    meshrpc::tls::dev::generate(&dir, &["a"]).unwrap();
+    let file = |f: &str| dir.join(f).display().to_string();
+    let out = Command::new(BIN)
+        .args(["node", "--name", "a", "--listen", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            &file("a.pem"),
+            "--tls-key",
+            &file("a-key.pem"),
+        ])
+        .args(["--tls-ca", &file("ca.pem")])
+        .env_remove("MESHRPC_COOKIE")
+        .output()
+        .expect("run meshrpc node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a cluster cookie too"), "{stderr}");
 }

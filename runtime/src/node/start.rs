@@ -129,6 +129,15 @@ impl NodeBuilder {
 /// returns the node; seeds are dialed in the background.
 pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     config.validate().map_err(StartError::Config)?;
+    // TLS covers links, not membership's UDP datagrams, which only the cookie seals: without
+    // one, a process with no certificate could join membership and rewrite it.
+    if config.tls.is_some() && config.cookie.is_none() {
+        return Err(StartError::Config(
+            "a node with TLS needs a cluster cookie too (--cookie or MESHRPC_COOKIE): TLS \
+             protects links, the cookie seals membership datagrams, which TLS does not cover"
+                .to_owned(),
+        ));
+    }
     let tls = match &config.tls {
         Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
         None => None,

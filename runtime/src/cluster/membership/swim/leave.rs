@@ -5,6 +5,9 @@
 //! goodbye that is news is relayed to a few random members ([`RELAY_TO`]), which relay it
 //! in turn; and a goodbye from a run not heard of yet is kept (down in foca, `left` in the
 //! view), so the news of its join, arriving later, does not bring it back `up`.
+//!
+//! Without a cookie anyone can forge a goodbye (a member's id is public): then only one
+//! that comes from the member's own address counts, and none is relayed.
 
 use std::net::SocketAddr;
 
@@ -28,6 +31,13 @@ impl Actor {
         if id.name.is_empty() || id.id == self.foca.identity().id {
             return;
         }
+        let sealed = self.cookie.is_some();
+        if !sealed && from != id.addr {
+            if let Some(more) = self.dropped.admit() {
+                debug!(%from, member = %id.name, more, "ignored a goodbye not from the member's own address (no cookie to vouch for it)");
+            }
+            return;
+        }
         let news = !self.view.has_left(id.id);
         // The run, under whichever identity this node last heard of it; one not heard of
         // yet is kept down, so its join, if that news comes later, is already stale.
@@ -49,7 +59,7 @@ impl Actor {
             debug!(%error, "applying a goodbye");
         }
         self.publish();
-        if news {
+        if news && sealed {
             let others = (self.foca.iter_members())
                 .map(|m| m.id().addr)
                 .filter(|addr| *addr != from && *addr != id.addr);
