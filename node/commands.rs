@@ -47,6 +47,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         max_handshakes: args.max_handshakes,
         max_protocol: args.max_protocol,
         max_call: Duration::from_millis(args.max_call_ms),
+        max_activations: args.max_activations,
         tls: args.tls.config(),
         ..NodeConfig::default()
     };
@@ -380,12 +381,43 @@ pub async fn actors(args: crate::ActorsArgs) -> anyhow::Result<ExitCode> {
         Ok(client) => client,
         Err(e) => return Ok(failed(&e)),
     };
-    let result = client.call::<Vec<Activation>>("system.actors", ()).await;
+    /// What `system.actors.page` answers.
+    #[derive(serde::Deserialize)]
+    struct Page {
+        count: usize,
+        activations: Vec<Activation>,
+        /// Where the next page starts (unused: the CLI prints the first).
+        #[serde(rename = "next")]
+        _next: Option<(String, String)>,
+    }
+    // The first page (nodes hold up to millions; a node of the previous release has no
+    // pages, only its whole list).
+    let page = client
+        .call::<Page>("system.actors.page", (1000usize, None::<(String, String)>))
+        .await;
+    let result = match page {
+        Err(e) if e.kind() == meshrpc::ErrorKind::MethodNotFound => {
+            (client.call("system.actors", ()).await).map(|activations: Vec<Activation>| Page {
+                count: activations.len(),
+                activations,
+                _next: None,
+            })
+        }
+        other => other,
+    };
     client.close().await;
-    let activations = match result {
-        Ok(activations) => activations,
+    let Page {
+        count, activations, ..
+    } = match result {
+        Ok(page) => page,
         Err(e) => return Ok(failed(&e)),
     };
+    if count > activations.len() {
+        eprintln!(
+            "the first {} of {count} activations (system.actors.page lists the rest)",
+            activations.len()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&activations)?);
     } else {

@@ -191,6 +191,10 @@ struct NodeArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame: usize,
+    /// How many virtual-actor activations this node may hold: past nine tenths of it the
+    /// least recently called are deactivated, and new ones wait (`overloaded`) for room.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_activations: usize,
     /// The longest a request may run on this node, whatever deadline its caller gave (or
     /// none), in milliseconds; 0: no bound. Streams are not bounded by it.
     #[arg(long, default_value_t = 300_000)]

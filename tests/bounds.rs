@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use meshrpc::{CallOptions, Client, ErrorKind, Node, NodeConfig};
+use meshrpc::{Activation, CallOptions, Client, ErrorKind, Node, NodeConfig};
 use tokio::time::{timeout, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -138,5 +138,93 @@ async fn clients_however_many_never_take_the_slots_nodes_call_each_other_with() 
         client.close().await;
     }
     other.shutdown().await;
+    node.shutdown().await;
+}
+
+/// A node hosting the `vcounter` virtual actor of the demo.
+async fn counter_node(config: NodeConfig) -> Node {
+    let node = Node::start(config).await.expect("node");
+    node.virtual_actor("vcounter", |_key: &str| 0i64)
+        .method("incr", |n: &mut i64, by: i64| {
+            *n += by;
+            *n
+        })
+        .start()
+        .await
+        .expect("the type");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_with_every_call_cannot_grow_a_node_past_its_max_activations() {
+    const MAX: usize = 200;
+    let node = counter_node(NodeConfig {
+        max_activations: MAX,
+        ..NodeConfig::default()
+    })
+    .await;
+    let client = Client::connect(node.addr()).await.unwrap();
+    let (mut served, mut refused) = (0, 0);
+    for i in 0..(MAX * 5) {
+        match client
+            .call::<i64>(&format!("vcounter.incr/k{i}"), 1i64)
+            .await
+        {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                served += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::Overloaded => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        // Never past the budget, whatever the calls do.
+        assert!(
+            node.activations().len() <= MAX,
+            "{}",
+            node.activations().len()
+        );
+    }
+    // Shedding makes room: more keys were served than the node may hold at once.
+    assert!(served > MAX, "served {served}, refused {refused}");
+    client.close().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_actors_pages_and_never_lists_the_whole_table() {
+    let node = counter_node(NodeConfig::default()).await;
+    let client = Client::connect(node.addr()).await.unwrap();
+    for i in 0..1200 {
+        let _: i64 = client
+            .call(&format!("vcounter.incr/k{i:04}"), 1i64)
+            .await
+            .unwrap();
+    }
+    let first: Vec<Activation> = client.call("system.actors", ()).await.unwrap();
+    assert_eq!(first.len(), 1000, "at most a page");
+    #[derive(serde::Deserialize)]
+    struct Page {
+        count: usize,
+        activations: Vec<Activation>,
+        next: Option<(String, String)>,
+    }
+    let mut after: Option<(String, String)> = None;
+    let mut keys = Vec::new();
+    loop {
+        let page: Page = client
+            .call("system.actors.page", (500usize, after.clone()))
+            .await
+            .unwrap();
+        assert_eq!(page.count, 1200);
+        assert!(page.activations.len() <= 500);
+        keys.extend(page.activations.into_iter().map(|a| a.key));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..1200).map(|i| format!("k{i:04}")).collect();
+    assert_eq!(keys, expected, "every activation once, in order");
+    client.close().await;
     node.shutdown().await;
 }

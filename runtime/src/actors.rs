@@ -19,6 +19,7 @@ mod mailbox;
 pub(crate) mod monitor;
 pub(crate) mod placement;
 mod refs;
+pub(crate) mod shedding;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub(crate) struct Ctx {
     closing: Arc<AtomicBool>,
     pub(crate) release_timeout: Duration,
     pub(crate) default_timeout: Duration,
+    /// How many activations this node may hold (`--max-activations`).
+    pub(crate) budget: Arc<shedding::Budget>,
 }
 
 impl Ctx {
@@ -138,6 +141,20 @@ pub struct Activation {
     pub key: String,
 }
 
+/// The most activations one `system.actors` call lists.
+pub(crate) const MAX_PAGE: usize = 1000;
+
+/// A page of activations, as `system.actors.page` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Page {
+    /// How many activations the node holds.
+    pub(crate) count: usize,
+    /// These ones, in (type, key) order.
+    pub(crate) activations: Vec<Activation>,
+    /// Give it as `after` for the next page; `None`: this was the last.
+    pub(crate) next: Option<(String, String)>,
+}
+
 /// The node's actors layer; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Actors {
@@ -160,6 +177,7 @@ impl Actors {
         membership: Membership,
         closing: Arc<AtomicBool>,
         timeouts: (Duration, Duration),
+        max_activations: usize,
     ) -> Self {
         let ctx = Ctx {
             me: links.identity().id,
@@ -170,6 +188,7 @@ impl Actors {
             closing,
             release_timeout: timeouts.0,
             default_timeout: timeouts.1,
+            budget: Arc::new(shedding::Budget::new(max_activations)),
         };
         let actors = Actors {
             inner: Arc::new(Inner {
@@ -181,6 +200,15 @@ impl Actors {
             }),
         };
         actors.register_methods();
+        let weak = Arc::downgrade(&actors.inner);
+        let types = move || {
+            (weak.upgrade())
+                .map(|inner| inner.types.iter().map(|t| t.value().clone()).collect())
+                .unwrap_or_default()
+        };
+        let ctx = &actors.inner.ctx;
+        ctx.tasks
+            .spawn(shedding::shed(ctx.budget.clone(), types, ctx.stop.clone()));
         actors
     }
 
@@ -261,12 +289,10 @@ impl Actors {
         self.publish().await
     }
 
-    /// Every activation on this node.
-    pub(crate) fn activations(&self) -> Vec<Activation> {
-        let mut all: Vec<Activation> = self
-            .inner
-            .types
-            .iter()
+    /// Every activation on this node, in (type, key) order (`Node::activations`: a program
+    /// asking its own node; over the network, [`Actors::activations`] pages).
+    pub(crate) fn all_activations(&self) -> Vec<Activation> {
+        let mut all: Vec<Activation> = (self.inner.types.iter())
             .flat_map(|t| {
                 let kind = t.key().clone();
                 t.value().keys().into_iter().map(move |key| Activation {
@@ -277,6 +303,45 @@ impl Actors {
             .collect();
         all.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
         all
+    }
+
+    /// A page of this node's activations in (type, key) order: at most `limit` of those
+    /// after `after`, and how many there are in all. Memory is bounded by `limit`, not by
+    /// the table: the smallest entries are kept in a heap as the table is walked.
+    pub(crate) fn activations(&self, limit: usize, after: Option<&(String, String)>) -> Page {
+        use std::collections::BinaryHeap;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut count = 0;
+        let mut page: BinaryHeap<(String, Arc<str>)> = BinaryHeap::new();
+        for t in self.inner.types.iter() {
+            let kind = t.key();
+            for key in t.value().keys() {
+                count += 1;
+                let later = after.is_none_or(|(k, a)| (kind.as_str(), &*key) > (k, a));
+                let smaller = page.len() < limit
+                    || page.peek().is_some_and(|(k, top)| (kind, &key) < (k, top));
+                if later && smaller {
+                    page.push((kind.clone(), key));
+                    if page.len() > limit {
+                        page.pop();
+                    }
+                }
+            }
+        }
+        let activations: Vec<Activation> = (page.into_sorted_vec().into_iter())
+            .map(|(kind, key)| Activation {
+                kind,
+                key: key.to_string(),
+            })
+            .collect();
+        let next = (activations.len() == limit)
+            .then(|| activations.last().map(|a| (a.kind.clone(), a.key.clone())))
+            .flatten();
+        Page {
+            count,
+            activations,
+            next,
+        }
     }
 
     /// Activations per type, for metrics and the dashboard.
@@ -366,10 +431,23 @@ impl Actors {
             .handlers
             .register_fn("system.actors", move |(): ()| {
                 weak.upgrade()
-                    .map(|inner| Actors { inner }.activations())
+                    .map(|inner| Actors { inner }.activations(MAX_PAGE, None).activations)
                     .unwrap_or_default()
             })
-            .help("system.actors() -> [{type, key}]: the virtual-actor activations living on this node");
+            .help("system.actors() -> [{type, key}]: the virtual-actor activations living on this node, the first 1000 in (type, key) order (system.actors.page for the rest)");
+        let weak = Arc::downgrade(&self.inner);
+        self.inner
+            .handlers
+            .register_fn(
+                "system.actors.page",
+                move |(limit, after): (usize, Option<(String, String)>)| {
+                    (weak.upgrade())
+                        .map(|inner| Actors { inner }.activations(limit, after.as_ref()))
+                        .unwrap_or_default()
+                },
+            )
+            .params(&["limit", "after"])
+            .help("system.actors.page(limit, after) -> {count, activations, next}: at most `limit` (up to 1000) activations after `after` ([type, key], or null for the first page), in (type, key) order, how many there are in all, and the `after` of the next page");
         let weak = Arc::downgrade(&self.inner);
         self.inner
             .handlers

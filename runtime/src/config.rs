@@ -35,6 +35,11 @@ pub struct NodeConfig {
     pub max_in_flight_node: usize,
     /// Default mailbox capacity of an actor; a full mailbox answers `Overloaded`. Default 1024.
     pub mailbox: usize,
+    /// How many virtual-actor activations this node may hold: past nine tenths of it the
+    /// least recently called are deactivated (hooks run), and a new one that finds it full
+    /// is refused `overloaded`. Default 1 000 000 (under a gigabyte at the demo counter's
+    /// size).
+    pub max_activations: usize,
     /// The longest a request may run on this node, whatever deadline its caller gave (or
     /// none): a caller that never gives up cannot hold a slot forever. Streams are not
     /// bounded by it. Default 5 minutes; zero: no bound.
@@ -110,6 +115,7 @@ impl Default for NodeConfig {
             max_in_flight_node: 65_536,
             mailbox: 1024,
             max_call: Duration::from_secs(300),
+            max_activations: 1_000_000,
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -178,6 +184,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("tls", &self.tls)
             .field("max_protocol", &self.max_protocol)
             .field("max_call", &self.max_call)
+            .field("max_activations", &self.max_activations)
             .finish()
     }
 }

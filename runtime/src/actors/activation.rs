@@ -83,6 +83,9 @@ pub(crate) struct Call<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Leaving {
     Idle,
+    /// The node holds too many activations, and this one was among the least recently
+    /// called (`actors/shedding.rs`).
+    Shed,
     /// Another node owns its key now.
     Moved,
     /// This node is stopping.
@@ -189,6 +192,16 @@ impl<S: Send + 'static> Kind<S> {
                     call.call.responder.fail(ErrorKind::Moved, message);
                 }
             }
+            SlotEntry::Vacant(_) if !self.ctx.budget.take() => {
+                if let Msg::Call(call) = msg {
+                    let message = format!(
+                        "this node holds {} virtual-actor activations, its --max-activations: \
+                         the least recently called are being deactivated, try again",
+                        self.ctx.budget.max()
+                    );
+                    call.call.responder.fail(ErrorKind::Overloaded, message);
+                }
+            }
             SlotEntry::Vacant(vacant) => {
                 let mailbox = self.mailbox();
                 // A new mailbox has room for one.
@@ -287,6 +300,7 @@ impl<S: Send + 'static> Kind<S> {
         if owned && !self.slots.contains_key(key) && !self.ctx.closing() {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             if let SlotEntry::Vacant(vacant) = self.slots.entry(key.into()) {
+                self.ctx.budget.take_anyway(); // a singleton runs whatever the budget
                 let mailbox = self.mailbox();
                 vacant.insert(Slot {
                     id,
@@ -356,6 +370,25 @@ impl<S: Send + 'static> Kind<S> {
         self.spec.idle.is_none()
     }
 
+    /// Each activation's key, with when it was last called.
+    pub(crate) fn last_calls(&self) -> Vec<(Instant, Arc<str>)> {
+        (self.slots.iter())
+            .map(|s| {
+                let at = self.epoch + Duration::from_millis(s.mailbox.touched());
+                (at, s.key().clone())
+            })
+            .collect()
+    }
+
+    /// Deactivates `keys` (their hooks run; calls already queued are served first).
+    pub(crate) fn shed(&self, keys: &[Arc<str>]) {
+        for key in keys {
+            if let Some(slot) = self.slots.get(key) {
+                let _ = slot.mailbox.send_anyway(Msg::Leave(Leaving::Shed)); // already ending
+            }
+        }
+    }
+
     /// The keys active here.
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {
         self.slots.iter().map(|s| s.key().clone()).collect()
@@ -411,8 +444,8 @@ impl<S: Send + 'static> Kind<S> {
         let mut handed_over = Vec::new();
         for msg in mailbox.close() {
             match msg {
-                // Idle: these came in the last instant; serve them.
-                Msg::Call(call) if why == Leaving::Idle => {
+                // Idle or shed: these came in the last instant; serve them.
+                Msg::Call(call) if matches!(why, Leaving::Idle | Leaving::Shed) => {
                     self.run(&key, &mut state, *call);
                 }
                 Msg::Call(call) => handed_over.push(*call),
@@ -436,6 +469,7 @@ impl<S: Send + 'static> Kind<S> {
 
     fn vacate(&self, key: &str, id: u64) {
         self.slots.remove_if(key, |_, slot| slot.id == id);
+        self.ctx.budget.give_back();
         self.gone.notify_waiters();
     }
 

@@ -14,6 +14,10 @@ pub(crate) trait Hosted: Send + Sync + 'static {
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
     fn leave_all(&self) -> BoxFuture<'_, ()>;
     fn stop_all(&self);
+    /// Each activation's key, with when it was last called.
+    fn last_calls(&self) -> Vec<(tokio::time::Instant, Arc<str>)>;
+    /// Deactivates these keys (the node holds too many activations).
+    fn shed(&self, keys: &[Arc<str>]);
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -44,5 +48,11 @@ impl<S: Send + 'static> Hosted for Arc<Kind<S>> {
     }
     fn leave_all(&self) -> BoxFuture<'_, ()> {
         Box::pin(Kind::leave_all(self))
+    }
+    fn last_calls(&self) -> Vec<(tokio::time::Instant, Arc<str>)> {
+        Kind::last_calls(self)
+    }
+    fn shed(&self, keys: &[Arc<str>]) {
+        Kind::shed(self, keys);
     }
 }

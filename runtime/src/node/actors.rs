@@ -57,7 +57,7 @@ impl Node {
 
     /// The virtual-actor activations living on this node now.
     pub fn activations(&self) -> Vec<Activation> {
-        self.core.actors.activations()
+        self.core.actors.all_activations()
     }
 
     /// The process group `name`, as this node sees it.

@@ -228,6 +228,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         membership.clone(),
         closing.clone(),
         (config.down_after, config.default_timeout),
+        config.max_activations,
     );
 
     let id = links.identity().id;
