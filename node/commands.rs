@@ -45,13 +45,17 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         http_header_timeout: Duration::from_millis(args.http_header_timeout_ms),
         http_max_connections: args.http_max_connections,
         max_handshakes: args.max_handshakes,
+        max_connections: args.max_connections,
+        frame_budget: args.frame_budget_mb << 20,
         max_protocol: args.max_protocol,
         max_call: Duration::from_millis(args.max_call_ms),
         max_activations: args.max_activations,
         tls: args.tls.config(),
         ..NodeConfig::default()
     };
-    raise_descriptor_limit(config.http_max_connections + config.max_handshakes);
+    raise_descriptor_limit(
+        config.http_max_connections + config.max_handshakes + config.max_connections,
+    );
     let node = Node::start(config).await?;
     crate::services::register(&node).await?;
     // The one line scripts and tests wait for.

@@ -182,6 +182,13 @@ struct NodeArgs {
     /// HTTP connections open at once; more are closed at once.
     #[arg(long, default_value_t = 10_000)]
     http_max_connections: usize,
+    /// Megabytes of large frames (over 1 MiB) in progress across all links; a link whose
+    /// frame would pass it is closed, saying why.
+    #[arg(long, default_value_t = 256)]
+    frame_budget_mb: usize,
+    /// Links (to nodes and clients) held at once; a dialer beyond it is refused, saying why.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
     /// Connections to the binary port still in their handshake at once; more are closed at
     /// once.
     #[arg(long, default_value_t = 10_000)]

@@ -228,3 +228,102 @@ async fn system_actors_pages_and_never_lists_the_whole_table() {
     client.close().await;
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_beyond_max_connections_are_refused_saying_why() {
+    let node = node(NodeConfig {
+        max_connections: 3,
+        ..NodeConfig::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Client::connect(node.addr()).await.expect("within the cap"));
+    }
+    let refused = Client::connect(node.addr())
+        .await
+        .err()
+        .expect("beyond the cap");
+    assert!(
+        refused.to_string().contains("--max-connections"),
+        "{refused}"
+    );
+    // Room again once one goes.
+    held.pop().unwrap().close().await;
+    let deadline = Instant::now() + PATIENCE;
+    let again = loop {
+        match Client::connect(node.addr()).await {
+            Ok(client) => break client,
+            Err(_) => assert!(Instant::now() < deadline, "never room again"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.call::<i64>("add", (2i64, 3i64)).await.unwrap(), 5);
+    node.shutdown().await;
+}
+
+/// A plain client's handshake on a raw socket; the socket, ready for frames.
+async fn raw_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use meshrpc::wire::{self, Hello, Identity, NodeId, Welcome};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    async fn frame(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let len = s.read_u32().await.unwrap() as usize;
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).await.unwrap();
+        payload
+    }
+    let _greeting = frame(&mut s).await;
+    let hello = Hello {
+        identity: Identity {
+            id: NodeId(rand::random()),
+            name: "raw".into(),
+            listen: None,
+            max_frame: 1 << 20,
+            incarnation: 0,
+        },
+        nonce: [1; 16],
+        proof: None,
+    };
+    s.write_all(&wire::encode_handshake(&hello).unwrap())
+        .await
+        .unwrap();
+    let welcome: Welcome = wire::decode_handshake(&frame(&mut s).await).unwrap();
+    assert_eq!(welcome.verdict, wire::Verdict::Accept);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_trickled_on_many_links_cannot_hold_more_than_the_frame_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MIB: usize = 1 << 20;
+    let node = node(NodeConfig {
+        max_frame: 16 * MIB,
+        frame_budget: 40 * MIB,
+        ..NodeConfig::default()
+    })
+    .await;
+    // Each starts a 16 MiB frame and sends a few bytes of it: two fit the budget, the
+    // third does not, and its link is closed.
+    let mut links = Vec::new();
+    for _ in 0..3 {
+        let mut s = raw_client(node.addr()).await;
+        s.write_all(&((16 * MIB - 64) as u32).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&[0; 10]).await.unwrap();
+        links.push(s);
+    }
+    let mut closed = 0;
+    for s in &mut links {
+        let mut buf = [0u8; 64];
+        // The node writes nothing to a link it keeps: a read that ends is a close.
+        if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "exactly the frame that did not fit was refused");
+    let client = Client::connect(node.addr()).await.unwrap();
+    assert_eq!(client.call::<i64>("add", (2i64, 3i64)).await.unwrap(), 5);
+    node.shutdown().await;
+}

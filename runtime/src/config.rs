@@ -88,6 +88,13 @@ pub struct NodeConfig {
     pub http_header_timeout: Duration,
     /// HTTP connections open at once; beyond it new ones are closed at once. Default 10 000.
     pub http_max_connections: usize,
+    /// Bytes of large frames (over 1 MiB) in progress this node may hold across all its
+    /// links; a link whose frame would pass it is closed, saying why. Within one link a frame
+    /// is bounded by `max_frame`. Default 256 MiB.
+    pub frame_budget: usize,
+    /// Links (to nodes and clients) this node holds at once; a dialer beyond it is refused
+    /// after its handshake, saying why, before file descriptors run out. Default 10 000.
+    pub max_connections: usize,
     /// Connections to the binary port still in their handshake; beyond it new ones are
     /// closed at once. Default 10 000.
     pub max_handshakes: usize,
@@ -132,6 +139,8 @@ impl Default for NodeConfig {
             http_header_timeout: Duration::from_secs(10),
             http_max_connections: 10_000,
             max_handshakes: 10_000,
+            max_connections: 10_000,
+            frame_budget: 256 << 20,
             tls: None,
             max_protocol: crate::wire::PROTOCOL_VERSION,
         }
@@ -181,6 +190,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("http_header_timeout", &self.http_header_timeout)
             .field("http_max_connections", &self.http_max_connections)
             .field("max_handshakes", &self.max_handshakes)
+            .field("max_connections", &self.max_connections)
+            .field("frame_budget", &self.frame_budget)
             .field("tls", &self.tls)
             .field("max_protocol", &self.max_protocol)
             .field("max_call", &self.max_call)
@@ -265,8 +276,17 @@ impl NodeConfig {
                 ));
             }
         }
-        if self.http_max_connections == 0 || self.max_handshakes == 0 {
-            return Err("http_max_connections and max_handshakes must be at least 1".to_owned());
+        if self.frame_budget < self.max_frame {
+            return Err(format!(
+                "frame_budget ({} bytes) must hold at least one frame of max_frame ({} bytes)",
+                self.frame_budget, self.max_frame
+            ));
+        }
+        if self.http_max_connections == 0 || self.max_handshakes == 0 || self.max_connections == 0 {
+            return Err(
+                "http_max_connections, max_handshakes and max_connections must be at least 1"
+                    .to_owned(),
+            );
         }
         if self.http_tls && self.tls.is_none() {
             return Err(

@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 mod connection;
 mod flow;
+pub(crate) mod frames;
 mod goodbye;
 mod meter;
 mod outbox;
@@ -110,6 +111,8 @@ pub(crate) struct Limits {
     /// The longest a request may run here, whatever deadline its caller gave (or none);
     /// `None`: no bound.
     pub(crate) max_call: Option<std::time::Duration>,
+    /// Bytes of large frames in progress across every link.
+    pub(crate) frames: Arc<frames::FrameBudget>,
     /// Record per-call metrics (the node serves `/metrics`).
     pub(crate) metered: bool,
     /// Calls served here per method, for the dashboard (when metered).
@@ -126,6 +129,7 @@ impl Limits {
             client_inbound: AtomicUsize::new(0),
             max_in_flight_clients: (config.max_in_flight_node / 4 * 3).max(1),
             max_call: (!config.max_call.is_zero()).then_some(config.max_call),
+            frames: Arc::new(frames::FrameBudget::new(config.frame_budget)),
             metered,
             calls: metered.then(|| Arc::new(CallStats::default())),
         }

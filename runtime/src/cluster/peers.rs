@@ -70,6 +70,11 @@ impl Peers {
     }
 
     /// Every live link, sorted by peer name.
+    /// How many links to nodes are registered (closed ones included until removed).
+    pub(crate) fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
     pub(crate) fn list(&self) -> Vec<Connection> {
         let mut all: Vec<Connection> = self
             .by_id

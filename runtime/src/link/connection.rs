@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::frames::FrameDecoder;
 use super::meter::{record_call, Side};
 use super::outbox::{self, Outbox};
 use super::pending::Pending;
@@ -250,6 +251,8 @@ impl Connection {
         reader
             .decoder_mut()
             .set_max_frame_length(parts.max_frame_in);
+        let budget = ctx.limits.frames.clone();
+        let reader = reader.map_decoder(|codec| FrameDecoder::new(codec, budget));
         let tasks = ctx.tasks.clone();
         let sweeper = conn.shared.clone();
         tasks.spawn(async move {

@@ -16,10 +16,14 @@ use tracing::{debug, warn};
 
 use super::connection::{Connection, Shared};
 use super::flow::Ending;
+use super::frames::FrameDecoder;
 use super::streams::{StreamPort, UPLOAD_WINDOW};
-use super::transport::Reader;
+use super::transport::ReadHalf;
 use super::{LinkCtx, Request, Responder};
 use crate::wire::{self, Header};
+
+/// A live link's frames.
+pub(super) type Frames = tokio_util::codec::FramedRead<ReadHalf, FrameDecoder>;
 
 /// Why a link closed, as its `on_close` callback sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +70,7 @@ impl fmt::Display for Closed {
 /// reader panicked.
 pub(super) async fn run(
     conn: Connection,
-    frames: Reader,
+    frames: Frames,
     ctx: LinkCtx,
     silence: Duration,
     on_close: impl FnOnce(&Connection, &Closed) + Send + 'static,
@@ -119,7 +123,7 @@ impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
 /// Reads frames until the link closes; returns why.
 async fn read_loop(
     shared: &Arc<Shared>,
-    mut frames: Reader,
+    mut frames: Frames,
     ctx: &LinkCtx,
     silence: Duration,
 ) -> Closed {
@@ -317,7 +321,7 @@ const CLOSE_DRAIN: Duration = Duration::from_millis(200);
 
 /// A `Goodbye` among the frames already received, if any (the others are dropped: the link
 /// is closing).
-fn buffered_goodbye(frames: &mut Reader) -> Option<Closed> {
+fn buffered_goodbye(frames: &mut Frames) -> Option<Closed> {
     use futures_util::FutureExt;
     while let Some(Some(Ok(payload))) = frames.next().now_or_never() {
         let payload = payload.freeze();

@@ -120,6 +120,16 @@ impl Links {
         if self.closing() {
             return Some(Refusal::same("it is shutting down"));
         }
+        let (held, max) = (
+            self.peers().count() + self.clients(),
+            self.inner.config.max_connections,
+        );
+        if held >= max {
+            return Some(Refusal {
+                theirs: format!("it holds {held} links, its --max-connections: try later"),
+                ours: format!("this node holds {held} links, its --max-connections"),
+            });
+        }
         if them.id == me.id {
             return Some(Refusal::same("the dialer has this node's own id"));
         }
