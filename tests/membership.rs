@@ -360,13 +360,7 @@ fn multicast_works(group: &str) -> bool {
 
 /// Every member's id as `meshrpc members --json` prints it (public to any client).
 fn member_ids(addr: &str) -> BTreeMap<String, u64> {
-    let out = std::process::Command::new(support::BIN)
-        .args(["members", "--json", addr])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run meshrpc members");
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    list.iter()
+    (support::members_json(addr, &[]).iter())
         .filter_map(|m| {
             let id = u64::from_str_radix(m["id"].as_str()?, 16).ok()?;
             Some((m["name"].as_str()?.to_owned(), id))

@@ -204,8 +204,8 @@ impl Drop for NodeProc {
     }
 }
 
-/// Runs `meshrpc members --json ADDR` and returns name -> status; empty if it fails.
-pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+/// Runs `meshrpc members --json ADDR`: one JSON object per member; empty if it fails.
+pub fn members_json(addr: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .args(["members", "--json", "--timeout-ms", "5000"])
         .args(extra)
@@ -214,9 +214,14 @@ pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String,
         .output()
         .expect("run meshrpc members");
     if !out.status.success() {
-        return Default::default();
+        return Vec::new();
     }
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Runs `meshrpc members --json ADDR` and returns name -> status; empty if it fails.
+pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let list = members_json(addr, extra);
     list.iter()
         .filter_map(|m| {
             Some((

@@ -403,7 +403,7 @@ impl Connection {
         }
         // The link's sweeper answers `timeout` when the deadline passes.
         let result = match rx.await {
-            Err(_) => Err(self.lost(method, id)),
+            Err(_) => Err(shared.lost(method, id)),
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
         };

@@ -73,26 +73,26 @@ impl Connection {
 }
 
 /// The peer said goodbye promising it dispatched none of our requests above `last`: the
-/// calls still waiting for those did not run, and fail so ([`Connection::lost`]).
+/// calls still waiting for those did not run, and fail so ([`Shared::lost`]).
 pub(super) fn not_run_above(shared: &Shared, last: u64) {
     shared.unread_above.store(last, Ordering::SeqCst);
 }
 
-impl Connection {
-    /// The error of call `id` to `method`, which was waiting when the link closed: not run
-    /// (`peer_unavailable`), if the peer's goodbye promised so, else `disconnected` (it may
-    /// have run).
+impl Shared {
+    /// The error of call (or stream) `id` to `method`, which was waiting when the link
+    /// closed: not run (`peer_unavailable`), if the peer's goodbye promised so, else
+    /// `disconnected` (it may have run).
     pub(super) fn lost(&self, method: &str, id: u64) -> RpcError {
-        let shared = &self.shared;
-        if id > shared.unread_above.load(Ordering::SeqCst) {
-            return RpcError::PeerUnavailable {
-                peer: shared.peer.name.clone(),
-                reason: format!(
-                    "it said goodbye before reading the request: `{method}` did not run"
-                ),
-            };
+        let peer = self.peer.name.clone();
+        if id > self.unread_above.load(Ordering::SeqCst) {
+            let reason =
+                format!("it said goodbye before reading the request: `{method}` did not run");
+            return RpcError::PeerUnavailable { peer, reason };
         }
-        self.disconnected(method)
+        RpcError::Disconnected {
+            peer,
+            method: method.to_owned(),
+        }
     }
 }
 

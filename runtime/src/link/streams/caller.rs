@@ -212,26 +212,9 @@ impl Downstream {
 }
 
 impl Opened {
-    /// The stream's error when the link closed before its reply: not run, if the peer's
-    /// goodbye promised it never opened it (see `link/goodbye.rs`), else `disconnected`.
+    /// The stream's error when the link closed before its reply (see `Shared::lost`).
     fn disconnected(&self) -> RpcError {
-        let peer = self.shared.peer.name.clone();
-        if self.id
-            > self
-                .shared
-                .unread_above
-                .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            let reason = format!(
-                "it said goodbye before reading the request: `{}` did not run",
-                self.method
-            );
-            return RpcError::PeerUnavailable { peer, reason };
-        }
-        RpcError::Disconnected {
-            peer,
-            method: self.method.clone(),
-        }
+        self.shared.lost(&self.method, self.id)
     }
 }
 
