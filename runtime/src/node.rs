@@ -334,9 +334,10 @@ impl Node {
             .await
     }
 
-    /// Runs `call` on the link to `to`, and once more on a new link if the first was closed
-    /// for being idle before the request left (so it did not run): links open on demand and
-    /// close when idle, and callers need not know.
+    /// Runs `call` on the link to `to`, and once more on a new link if the first closed
+    /// under it without running it for a reason that is not the peer's (idle on either side,
+    /// or replaced by a link both nodes dialed at once: [`Connection::may_resend`]): links
+    /// open on demand and close when idle, and callers need not know.
     async fn on_link<T, F, Fut>(&self, to: &Target, call: F) -> Result<T, RpcError>
     where
         F: Fn(Peer) -> Fut,
@@ -345,9 +346,7 @@ impl Node {
         let peer = self.peer(to.clone()).await?;
         let conn = peer.conn.clone();
         match call(peer).await {
-            Err(RpcError::Disconnected { .. }) if conn.closed_idle() => {
-                call(self.peer(to.clone()).await?).await
-            }
+            Err(e) if conn.may_resend(&e) => call(self.peer(to.clone()).await?).await,
             other => other,
         }
     }

@@ -124,17 +124,22 @@ impl Group {
         args: &A,
     ) -> Result<R, RpcError> {
         let name = target_method(member, method);
+        let timeout = self.ctx.default_timeout;
         let conn = self.link(member).await?;
-        let (encoding, body) = conn
-            .request(
-                &name,
-                Encoding::Bincode,
-                args,
-                self.ctx.default_timeout,
-                false,
-                None,
-            )
-            .await?;
+        let reply = match conn
+            .request(&name, Encoding::Bincode, args, timeout, false, None)
+            .await
+        {
+            // The link closed under the call before the member read it, the member
+            // staying (two nodes dialed each other at once): once more on the link kept.
+            Err(e) if conn.may_resend(&e) => {
+                let conn = self.link(member).await?;
+                conn.request(&name, Encoding::Bincode, args, timeout, false, None)
+                    .await
+            }
+            other => other,
+        };
+        let (encoding, body) = reply?;
         crate::client::decode_typed(&name, encoding, &body)
     }
 

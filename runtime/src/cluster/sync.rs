@@ -125,25 +125,33 @@ async fn once(sync: &Sync, addr: SocketAddr) -> usize {
     let ours = sync.membership.state().await;
     // A link opened only for the sync is closed after it: an idle link costs heartbeats.
     let linked_before = sync.links.peers().by_addr(addr).is_some();
+    // The reply, or the error and whether the link closed under the call.
     let attempt = || async {
-        let conn = sync.links.link(Target::Addr(addr)).await?;
+        let conn = sync
+            .links
+            .link(Target::Addr(addr))
+            .await
+            .map_err(|e| (e, false))?;
         let reply = conn
             .request(METHOD, Encoding::Bincode, &ours, sync.timeout, false, None)
             .await;
         if !linked_before {
             conn.close_if_idle();
         }
-        reply
+        reply.map_err(|e| {
+            let closed = conn.may_resend(&e) || matches!(e, RpcError::Disconnected { .. });
+            (e, closed)
+        })
     };
     let theirs = async {
         // Two nodes that sync with each other at once each dial the other; the tie-break
         // keeps one link and closes the other under one of the calls. A sync is safe to
         // repeat, so it is tried once more.
         let reply = match attempt().await {
-            Err(RpcError::Disconnected { .. }) => attempt().await,
+            Err((_, true)) => attempt().await,
             other => other,
         };
-        let (encoding, body) = reply.map_err(|e| e.to_string())?;
+        let (encoding, body) = reply.map_err(|(e, _)| e.to_string())?;
         decode_result::<SyncState>(encoding, &body).map_err(|e| e.to_string())
     };
     match theirs.await {

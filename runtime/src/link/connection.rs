@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     /// Set from the peer's version-4 goodbye: our requests with a higher id never ran.
     /// `u64::MAX` until then.
     pub(super) unread_above: AtomicU64,
+    /// Set when the peer's version-4 goodbye said it is not leaving (it closed this link
+    /// for being idle or replaced it with another): what did not run may go on a new link.
+    pub(super) peer_stays: AtomicBool,
     /// Requests from the peer admitted and not yet answered on the wire.
     pub(crate) inbound: CachePadded<AtomicUsize>,
     /// The node's bounds; `limits.node_inbound` sums `inbound` over every link.
@@ -238,6 +241,7 @@ impl Connection {
             idle_closed: AtomicBool::new(false),
             dispatched: AtomicU64::new(0),
             unread_above: AtomicU64::new(u64::MAX),
+            peer_stays: AtomicBool::new(false),
             inbound: CachePadded(AtomicUsize::new(0)),
             limits: ctx.limits.clone(),
             write_error: OnceLock::new(),

@@ -43,7 +43,7 @@ impl Shared {
 impl Connection {
     /// Closes the link if no call is in flight either way, saying goodbye (not leaving);
     /// true if it did. A call that races with it finds the link closed before its request
-    /// is sent (see [`Connection::closed_idle`]).
+    /// is sent (see [`Connection::may_resend`]).
     pub(crate) fn close_if_idle(&self) -> bool {
         let shared = &self.shared;
         let max = shared.max_frame;
@@ -58,10 +58,20 @@ impl Connection {
         sealed
     }
 
-    /// True once this node closed the link for being idle: a call on it that failed with
-    /// `disconnected` was never sent, so it may go on a new link.
-    pub(crate) fn closed_idle(&self) -> bool {
-        self.shared.idle_closed.load(Ordering::SeqCst)
+    /// Whether a call on this link that failed with `e` may be sent again on a new link to
+    /// the same peer: it never ran, and the link closed for a reason that says nothing
+    /// about the peer — this node closed it for being idle before the request left
+    /// (`disconnected`), or the peer closed it, not leaving (idle on its side, or replaced
+    /// by a link the two nodes dialed at once), before reading the request.
+    pub(crate) fn may_resend(&self, e: &RpcError) -> bool {
+        let shared = &self.shared;
+        match e {
+            RpcError::Disconnected { .. } => shared.idle_closed.load(Ordering::SeqCst),
+            RpcError::PeerUnavailable { .. } => {
+                self.is_closed() && shared.peer_stays.load(Ordering::SeqCst)
+            }
+            _ => false,
+        }
     }
 
     /// Sends `Goodbye` and closes the link; pending calls fail with `Disconnected`.
@@ -73,8 +83,10 @@ impl Connection {
 }
 
 /// The peer said goodbye promising it dispatched none of our requests above `last`: the
-/// calls still waiting for those did not run, and fail so ([`Shared::lost`]).
-pub(super) fn not_run_above(shared: &Shared, last: u64) {
+/// calls still waiting for those did not run, and fail so ([`Shared::lost`]); when the
+/// peer is not leaving, they may go again on a new link ([`Connection::may_resend`]).
+pub(super) fn not_run_above(shared: &Shared, last: u64, leaving: bool) {
+    shared.peer_stays.store(!leaving, Ordering::SeqCst);
     shared.unread_above.store(last, Ordering::SeqCst);
 }
 
@@ -212,8 +224,9 @@ mod tests {
         assert_eq!(methods, ["first"]);
     }
 
-    #[tokio::test]
-    async fn calls_above_the_promise_fail_as_not_run_the_others_as_disconnected() {
+    /// Three calls; the peer says goodbye promising it read the first two. Returns each
+    /// call's error and whether it may go again on a new link.
+    async fn three_calls_then_goodbye(leaving: bool) -> Vec<(bool, ErrorKind, bool)> {
         let tasks = TaskTracker::new();
         let (conn, mut raw) = link(Arc::default(), &tasks);
         let calls: Vec<_> = ["a", "b", "c"]
@@ -238,8 +251,8 @@ mod tests {
         ids.sort();
         let last = ids[1].0;
         let goodbye = Header::GoodbyeAfter {
-            reason: "stopping".into(),
-            leaving: true,
+            reason: "replaced by a newer link".into(),
+            leaving,
             last,
         };
         raw.writer
@@ -247,15 +260,38 @@ mod tests {
             .await
             .unwrap();
         drop(raw);
+        let mut seen = Vec::new();
         for call in calls {
             let (method, result) = call.await.unwrap();
-            let kind = result.unwrap_err().kind();
-            let expected = if method == ids[2].1 {
+            let err = result.unwrap_err();
+            seen.push((method == ids[2].1, err.kind(), conn.may_resend(&err)));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn calls_above_the_promise_fail_as_not_run_the_others_as_disconnected() {
+        for (not_read, kind, _) in three_calls_then_goodbye(true).await {
+            let expected = if not_read {
                 ErrorKind::PeerUnavailable
             } else {
                 ErrorKind::Disconnected
             };
-            assert_eq!(kind, expected, "{method}");
+            assert_eq!(kind, expected);
+        }
+    }
+
+    /// Two nodes that dial each other at once keep one link and close the other (not
+    /// leaving): a call that was waiting on the closed one and never read goes again on
+    /// the link that stays; one that may have run does not, and none does when the peer
+    /// is leaving.
+    #[tokio::test]
+    async fn what_a_peer_that_stays_did_not_read_may_go_again_on_a_new_link() {
+        for (not_read, _, resend) in three_calls_then_goodbye(false).await {
+            assert_eq!(resend, not_read);
+        }
+        for (_, _, resend) in three_calls_then_goodbye(true).await {
+            assert!(!resend);
         }
     }
 }

@@ -109,10 +109,12 @@ impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
         // Calls the peer promised it never dispatched did not run: they fail as such (a
         // caller may send them elsewhere); the rest fail as `disconnected` below.
         if let Closed::Goodbye {
-            last: Some(last), ..
+            last: Some(last),
+            leaving,
+            ..
         } = &self.why
         {
-            super::goodbye::not_run_above(&self.conn.shared, *last);
+            super::goodbye::not_run_above(&self.conn.shared, *last, *leaving);
         }
         self.conn.shutdown();
         if let Some(on_close) = self.on_close.take() {

@@ -140,8 +140,8 @@ impl Node {
             .await
     }
 
-    /// Opens a stream on the link to `to`, again on a new link if the first had just been
-    /// closed for being idle (the open never left).
+    /// Opens a stream on the link to `to`, again on a new link if the first had just
+    /// closed without the open being read, the peer staying ([`Connection::may_resend`]).
     async fn stream_link<T>(
         &self,
         to: &Target,
@@ -149,9 +149,7 @@ impl Node {
     ) -> Result<T, RpcError> {
         let peer = self.peer(to.clone()).await?;
         match open(&peer) {
-            Err(RpcError::Disconnected { .. }) if peer.conn.closed_idle() => {
-                open(&self.peer(to.clone()).await?)
-            }
+            Err(e) if peer.conn.may_resend(&e) => open(&self.peer(to.clone()).await?),
             other => other,
         }
     }
