@@ -35,6 +35,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         down_after: Duration::from_millis(args.down_after_ms),
         link_idle: Duration::from_millis(args.link_idle_ms),
         cookie: args.cookie,
+        client_secret: args.client_secret,
         multicast,
         http: args.http,
         http_max_body: args.http_max_body,
@@ -143,6 +144,7 @@ pub async fn connect(addr: &str, args: &ClientArgs, name: &str) -> Result<Client
         connect_timeout: timeout,
         handshake_timeout: timeout,
         cookie: args.cookie.clone(),
+        client_secret: args.client_secret.clone(),
         tls: args.tls.config(),
         ..NodeConfig::default()
     };

@@ -138,6 +138,10 @@ struct NodeArgs {
     /// never crosses the wire). Without one, anyone who can connect may join.
     #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
+    /// The client credential (needs --cookie): clients proving it may call methods but never
+    /// be a node. Give nodes the cookie and callers this (docs/SECURITY.md).
+    #[arg(long, env = "MESHRPC_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
     /// Idle time after which a link carries a heartbeat, and the longest membership news
     /// waits before it goes to a few members (at most 200 ms), in milliseconds.
     #[arg(long, default_value_t = 500)]
@@ -223,9 +227,13 @@ struct NodeArgs {
 /// Options shared by the commands that connect to a node as a client.
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// The cluster cookie, if the node requires one.
+    /// The cluster cookie, if the node requires one (a node's credential: prefer
+    /// --client-secret for callers).
     #[arg(long, env = "MESHRPC_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
+    /// The node's client secret: lets this process call, never be a node.
+    #[arg(long, env = "MESHRPC_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
     /// How long to wait for the node, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,

@@ -313,8 +313,8 @@ impl Client {
         .await
     }
 
-    /// Connects with the name, cookie, timeouts and limits of `config` (its listen address,
-    /// seeds and mailbox are unused).
+    /// Connects with the name, credentials (the cookie if set, else the client secret),
+    /// timeouts and limits of `config` (its listen address, seeds and mailbox are unused).
     ///
     /// # Errors
     /// As [`Client::connect`].
@@ -351,6 +351,7 @@ impl Client {
         let local = Local {
             identity: &identity,
             cookie: config.cookie.as_deref(),
+            client_secret: config.client_secret.as_deref(),
             timeout: config.handshake_timeout,
             tls: tls.as_ref(),
             probe: true,

@@ -62,6 +62,12 @@ pub struct NodeConfig {
     /// HMAC challenge-response; the secret never crosses the wire). Default: none, anyone
     /// may connect.
     pub cookie: Option<String>,
+    /// The client credential (needs `cookie`): plain clients may prove it instead of the
+    /// cookie, which lets them call methods but never be a node — no link that announces a
+    /// listen address, no node-only method. Give nodes the cookie and callers this
+    /// (docs/SECURITY.md). On a client's configuration: what it proves when it has no
+    /// cookie. Default: none.
+    pub client_secret: Option<String>,
     /// Multicast discovery: beacons on a group find the other nodes of the same cluster with
     /// no seeds. Default: off.
     pub multicast: Option<MulticastConfig>,
@@ -129,6 +135,7 @@ impl Default for NodeConfig {
             down_after: Duration::from_secs(2),
             link_idle: Duration::from_secs(60),
             cookie: None,
+            client_secret: None,
             multicast: None,
             http: None,
             http_max_body: 1 << 20,
@@ -177,6 +184,10 @@ impl std::fmt::Debug for NodeConfig {
             .field("down_after", &self.down_after)
             .field("link_idle", &self.link_idle)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("multicast", &self.multicast)
             .field("http", &self.http)
             .field("http_max_body", &self.http_max_body)
@@ -247,6 +258,20 @@ impl NodeConfig {
         }
         if self.cookie.as_deref() == Some("") {
             return Err("the cookie must not be empty".to_owned());
+        }
+        if let Some(secret) = &self.client_secret {
+            if secret.chars().count() < MIN_TOKEN {
+                return Err(format!(
+                    "the client secret has {} characters: give it at least {MIN_TOKEN} (say, `openssl rand -hex 16`)",
+                    secret.chars().count()
+                ));
+            }
+            if self.cookie.as_ref() == Some(secret) {
+                return Err(
+                    "the client secret must differ from the cookie: whoever holds the cookie                      may be a node"
+                        .to_owned(),
+                );
+            }
         }
         let (oldest, newest) = (crate::wire::PREVIOUS_VERSION, crate::wire::PROTOCOL_VERSION);
         if !(oldest..=newest).contains(&self.max_protocol) {

@@ -120,7 +120,8 @@ pub struct Hello {
     pub identity: Identity,
     /// The dialer's nonce.
     pub nonce: Nonce,
-    /// Proof that the dialer knows the cluster cookie; `None` when it has none.
+    /// Proof that the dialer knows the cluster cookie (or, for a plain client, the client
+    /// secret); `None` when it has neither.
     pub proof: Option<Proof>,
 }
 

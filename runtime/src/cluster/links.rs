@@ -181,6 +181,7 @@ impl Links {
         Local {
             identity: &inner.identity,
             cookie: inner.config.cookie.as_deref(),
+            client_secret: inner.config.client_secret.as_deref(),
             timeout: inner.config.handshake_timeout,
             tls: inner.tls.as_ref(),
             probe: false,

@@ -1,6 +1,8 @@
 //! The cluster cookie: a shared secret both ends of a link prove they know, without sending
 //! it, by an HMAC-SHA256 over the handshake's two nonces and two ids. Each side's proof is
-//! bound to its role, so a proof cannot be reflected back. Pure functions; no IO.
+//! bound to its role, so a proof cannot be reflected back. The client secret is proved the
+//! same way under roles of its own, so a client's proof never passes for a node's. Pure
+//! functions; no IO.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -12,8 +14,14 @@ type HmacSha256 = Hmac<Sha256>;
 /// Which end of the link a proof comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Role {
+    /// A node (or a client holding the cookie) dialing, under the cookie.
     Dialer,
+    /// The acceptor answering a cookie proof.
     Acceptor,
+    /// A plain client dialing, under the client secret.
+    Client,
+    /// The acceptor answering a client-secret proof.
+    ClientAcceptor,
 }
 
 /// What a proof covers: both nonces and both ids of one handshake.
@@ -33,6 +41,8 @@ impl Transcript {
         let tag: &[u8] = match role {
             Role::Dialer => b"meshrpc v1 dialer",
             Role::Acceptor => b"meshrpc v1 acceptor",
+            Role::Client => b"meshrpc v1 client",
+            Role::ClientAcceptor => b"meshrpc v1 client acceptor",
         };
         mac.update(tag);
         mac.update(&self.acceptor_nonce);
@@ -133,6 +143,12 @@ mod tests {
         assert!(t.verify("secret", Role::Dialer, &proof));
         assert!(!t.verify("other", Role::Dialer, &proof));
         assert!(!t.verify("secret", Role::Acceptor, &proof), "no reflection");
+        let client = t.prove("secret", Role::Client);
+        assert!(t.verify("secret", Role::Client, &client));
+        assert!(
+            !t.verify("secret", Role::Dialer, &client),
+            "a client's proof never passes for a node's, even under the same secret"
+        );
         let replayed = Transcript {
             acceptor_nonce: [9; 16],
             ..t

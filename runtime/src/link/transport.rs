@@ -64,6 +64,9 @@ enum Side {
 pub(crate) struct Local<'a> {
     pub(crate) identity: &'a Identity,
     pub(crate) cookie: Option<&'a str>,
+    /// The client credential: an acceptor lets plain clients (no listen address) prove it
+    /// instead of the cookie; a client without the cookie proves it. Never makes a node.
+    pub(crate) client_secret: Option<&'a str>,
     pub(crate) timeout: Duration,
     pub(crate) tls: Option<&'a Tls>,
     /// A plain client speaks first when the other side stays silent, to tell what it is
@@ -397,9 +400,15 @@ pub(crate) async fn introduce(
         acceptor: greeting.identity.id,
         dialer: local.identity.id,
     };
-    let proof = local
-        .cookie
-        .map(|cookie| transcript.prove(cookie, Role::Dialer));
+    // A node proves the cookie; a plain client proves the cookie if it has it, else the
+    // client secret, and expects the acceptor to answer under the same.
+    let (secret, ours, theirs) = match (local.cookie, local.client_secret) {
+        (None, Some(secret)) if local.identity.listen.is_none() => {
+            (Some(secret), Role::Client, Role::ClientAcceptor)
+        }
+        (cookie, _) => (cookie, Role::Dialer, Role::Acceptor),
+    };
+    let proof = secret.map(|secret| transcript.prove(secret, ours));
     let hello = Hello {
         identity: local.identity.clone(),
         nonce: transcript.dialer_nonce,
@@ -428,10 +437,13 @@ pub(crate) async fn introduce(
         Verdict::Accept => {}
     }
     let proof = welcome.proof.as_ref();
-    if let Err(failure) = auth::check(local.cookie, &transcript, Role::Acceptor, proof) {
+    if let Err(failure) = auth::check(secret, &transcript, theirs, proof) {
         let reason = match failure {
             CookieFailure::Missing => {
                 "this side refused it: it has no cluster cookie and this side requires one"
+            }
+            CookieFailure::Mismatch if matches!(ours, Role::Client) => {
+                "this side refused it: it does not know this side's client secret"
             }
             CookieFailure::Mismatch => {
                 "this side refused it: it proved another cookie than this side's"

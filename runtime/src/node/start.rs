@@ -138,6 +138,12 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 .to_owned(),
         ));
     }
+    if config.client_secret.is_some() && config.cookie.is_none() {
+        return Err(StartError::Config(
+            "a client secret keeps callers from being nodes, which means nothing without a              cluster cookie (anyone could join as a node): give the node --cookie too"
+                .to_owned(),
+        ));
+    }
     let tls = match &config.tls {
         Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
         None => None,

@@ -108,6 +108,7 @@ impl Links {
             socket,
             hello: introduced.hello,
             transcript: introduced.transcript,
+            by_client_secret: false,
         };
         let _ = transport::refuse(&mut introduced, self.local(), verdict).await;
         // best effort
