@@ -59,9 +59,10 @@ pub struct PeerSummary {
 /// Registers `system.peers`, `system.members` and `system.gossip` (how peers tell each
 /// other whom they see). The links are held weakly: the method table must not keep them.
 pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership: &Membership) {
+    let weak = links.clone();
     handlers
         .register_fn("system.peers", move |(): ()| {
-            let Some(links) = links.upgrade() else {
+            let Some(links) = weak.upgrade() else {
                 return Vec::new();
             };
             links
@@ -80,6 +81,12 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
                 .collect::<Vec<_>>()
         })
         .help("system.peers() -> [{name, id, addr, protocol}]: the nodes this node has a live link to, and the protocol version each link speaks");
+    handlers
+        .register_fn(links::confirm::METHOD, move |nonce: crate::wire::Nonce| {
+            links.upgrade().is_some_and(|links| links.greeted(&nonce))
+        })
+        .params(&["nonce"])
+        .help("system.link.dialing(nonce) -> bool: whether this node is dialing the asker with a handshake it greeted with that nonce (how an acceptor checks a dialer is who it claims)");
     let m = membership.clone();
     handlers
         .register_fn("system.gossip", move |rumors: Vec<Rumor>| {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 mod accept;
+pub(crate) mod confirm;
 mod idle;
 
 use super::membership::{Directory, Member};
@@ -72,6 +73,9 @@ struct Inner {
     failures: LogLimit,
     /// The in-memory link to this node itself, made on first use.
     myself: std::sync::OnceLock<Connection>,
+    /// Greetings our dials in progress received: what this node vouches for when an
+    /// acceptor checks that the dialer claiming to be this node is this node.
+    greeted: Arc<confirm::Greeted>,
 }
 
 impl Links {
@@ -99,6 +103,7 @@ impl Links {
             directory,
             failures: LogLimit::default(),
             myself: std::sync::OnceLock::new(),
+            greeted: Arc::default(),
         };
         Links {
             inner: Arc::new(inner),
@@ -120,6 +125,12 @@ impl Links {
 
     pub(crate) fn peers(&self) -> &Peers {
         &self.inner.peers
+    }
+
+    /// Whether one of this node's dials in progress was greeted with `nonce`
+    /// ([`confirm::METHOD`]).
+    pub(crate) fn greeted(&self, nonce: &crate::wire::Nonce) -> bool {
+        self.inner.greeted.contains(nonce)
     }
 
     /// How many plain clients are connected.
@@ -280,6 +291,8 @@ impl Links {
         let timeout = self.inner.config.connect_timeout;
         let mut socket = transport::connect(addr, timeout, self.local()).await?;
         let greeting = transport::read_greeting(&mut socket, self.local()).await?;
+        // Until the verdict, this node vouches for this handshake if the acceptor asks.
+        let _vouch = self.inner.greeted.hold(greeting.nonce);
         let them = &greeting.identity;
         let unavailable = |reason: String| RpcError::PeerUnavailable {
             peer: addr.to_string(),

@@ -83,6 +83,13 @@ impl Links {
             let _ = transport::refuse(&mut introduced, self.local(), verdict).await; // best effort
             return;
         }
+        let nonce = introduced.transcript.acceptor_nonce;
+        if let Err(why) = self.confirm_claim(&them, nonce).await {
+            warn!(peer = %them.name, %remote, reason = %why, "refused a link: its claim is not confirmed");
+            let theirs = format!("this node could not confirm the identity it claims: {why}");
+            let _ = transport::refuse(&mut introduced, self.local(), Verdict::Refuse(theirs)).await;
+            return;
+        }
         let accept = match transport::welcome(self.local(), &introduced, Verdict::Accept) {
             Ok(frame) => frame,
             Err(reason) => return warn!(%reason, "cannot encode the handshake reply"),
@@ -133,6 +140,12 @@ impl Links {
         }
         if them.id == me.id {
             return Some(Refusal::same("the dialer has this node's own id"));
+        }
+        if them.listen.is_some() && them.listen == me.listen {
+            return Some(Refusal {
+                theirs: "it claims to listen at this node's own address".to_owned(),
+                ours: "the dialer claims this node's own address".to_owned(),
+            });
         }
         if them.listen.is_some() && *name == me.name {
             return Some(Refusal {
