@@ -4,6 +4,12 @@
 //! change; a newer version replaces the older everywhere. Entries of members that are gone
 //! are dropped at the next publish. Plain data: the membership actor owns the table.
 //!
+//! An entry's word is the member's own when the datagram that carried it came from that
+//! member; otherwise it is relayed. The member's own word replaces any relayed entry, and a
+//! relayed entry moves a version the member gave itself forward by at most [`MAX_STEP`]: a
+//! relay (a cookie holder that forged an entry at version 2⁶⁴−1, say) cannot lock a member's
+//! entry for good, and its forgery stops at the nodes that heard the member.
+//!
 //! A node relays an entry that is news to it only while fewer than [`MAX_RELAYED`] custom
 //! broadcasts wait in its foca backlog: foca walks its whole backlog for every datagram it
 //! sends, and in a thousand-node join storm every node would otherwise hold an entry of
@@ -32,6 +38,19 @@ pub(crate) const MAX_RELAYED: usize = 64;
 
 /// Most bytes one node's entry may take encoded (it must ride in one datagram).
 pub(crate) const MAX_HOSTING: usize = 900;
+
+/// How far a relayed entry may move the version its member last gave itself: far more
+/// changes than a node makes between two of its own broadcasts.
+pub(crate) const MAX_STEP: u64 = 1024;
+
+/// Who vouches for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The member itself sent it.
+    Member,
+    /// Another node passed it on (a piggybacked relay, a state sync).
+    Relay,
+}
 
 /// What one node hosts, at one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +102,9 @@ pub(crate) struct Table {
 
 #[derive(Default)]
 struct Inner {
-    /// Each entry, and when its member was last known to membership.
-    entries: HashMap<NodeId, (Arc<Hosting>, Instant)>,
+    /// Each entry, when its member was last known to membership, and whether the entry is
+    /// the member's own word.
+    entries: HashMap<NodeId, (Arc<Hosting>, Instant, Source)>,
     /// Set when an entry changed since the last [`Table::take_changed`].
     changed: bool,
 }
@@ -94,20 +114,27 @@ impl Table {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `entry` if it is newer than what the table has; true if it did.
-    pub(crate) fn offer(&self, entry: Hosting) -> bool {
+    /// Keeps `entry` if it is news by the rules of the module doc; true if it did.
+    pub(crate) fn offer(&self, entry: Hosting, from: Source) -> bool {
         let mut inner = self.lock();
-        let newer = inner
-            .entries
-            .get(&entry.node)
-            .is_none_or(|(known, _)| known.version < entry.version);
-        if newer {
-            inner
-                .entries
-                .insert(entry.node, (Arc::new(entry), Instant::now()));
+        let take = match inner.entries.get(&entry.node) {
+            None => true,
+            Some((known, _, was)) => match (from, was) {
+                (Source::Member, Source::Relay) => **known != entry,
+                (Source::Member, Source::Member) | (Source::Relay, Source::Relay) => {
+                    entry.version > known.version
+                }
+                (Source::Relay, Source::Member) => {
+                    entry.version > known.version && entry.version - known.version <= MAX_STEP
+                }
+            },
+        };
+        if take {
+            let kept = (Arc::new(entry), Instant::now(), from);
+            inner.entries.insert(kept.0.node, kept);
             inner.changed = true;
         }
-        newer
+        take
     }
 
     /// Whether an entry changed since the last [`Table::take_changed`].
@@ -120,7 +147,7 @@ impl Table {
         self.lock()
             .entries
             .values()
-            .map(|(e, _)| Hosting::clone(e))
+            .map(|(e, _, _)| Hosting::clone(e))
             .collect()
     }
 
@@ -135,7 +162,7 @@ impl Table {
     ) -> (Vec<(NodeId, Arc<Hosting>)>, bool) {
         let mut inner = self.lock();
         let before = inner.entries.len();
-        inner.entries.retain(|id, (_, seen)| {
+        inner.entries.retain(|id, (_, seen, _)| {
             if known(*id) {
                 *seen = now;
             }
@@ -145,7 +172,7 @@ impl Table {
         let entries = inner
             .entries
             .iter()
-            .map(|(id, (e, _))| (*id, e.clone()))
+            .map(|(id, (e, _, _))| (*id, e.clone()))
             .collect();
         (entries, changed)
     }
@@ -181,7 +208,12 @@ impl BroadcastHandler<SwimId> for Handler {
             // Ours: spread it when this node adds it (no sender), not when it comes back.
             return Ok(sender.is_none().then_some(key));
         }
-        let news = self.table.offer(entry);
+        // Foca names the datagram's sender; under the cookie only a node can have sealed it.
+        let from = match sender {
+            Some(sender) if sender.id == entry.node => Source::Member,
+            _ => Source::Relay,
+        };
+        let news = self.table.offer(entry, from);
         Ok((news && self.relay.load(Ordering::Relaxed)).then_some(key))
     }
 }
@@ -202,9 +234,10 @@ mod tests {
     #[test]
     fn a_newer_version_replaces_an_older_one_and_not_the_reverse() {
         let table = Table::default();
-        assert!(table.offer(entry(1, 2, &["a"])));
-        assert!(!table.offer(entry(1, 1, &["b"])));
-        assert!(table.offer(entry(1, 3, &["c"])));
+        let relay = Source::Relay;
+        assert!(table.offer(entry(1, 2, &["a"]), relay));
+        assert!(!table.offer(entry(1, 1, &["b"]), relay));
+        assert!(table.offer(entry(1, 3, &["c"]), relay));
         let (t0, forget) = (Instant::now(), Duration::from_secs(60));
         let (all, changed) = table.take_changed(|_| true, t0, forget);
         assert!(changed);
@@ -258,5 +291,31 @@ mod tests {
         };
         assert!(big.encode().unwrap_err().contains("fewer or shorter"));
         assert!(entry(1, 1, &["vcounter"]).encode().is_ok());
+    }
+
+    /// Row 5 of issue 21: an entry forged at version 2⁶⁴−1 and relayed kept a member's
+    /// types from it until it restarted.
+    #[test]
+    fn a_relayed_entry_cannot_outrank_the_members_own_word_for_long() {
+        let table = Table::default();
+        let types = |table: &Table| {
+            let (all, _) = table.take_changed(|_| true, Instant::now(), Duration::from_secs(60));
+            all[0].1.types.clone()
+        };
+        assert!(table.offer(entry(1, 5, &["vcounter"]), Source::Member));
+        // A forged jump far past what the member said is refused...
+        assert!(!table.offer(entry(1, u64::MAX, &[]), Source::Relay));
+        assert_eq!(types(&table), ["vcounter"]);
+        // ... a plausible one is taken, until the member's next word.
+        assert!(table.offer(entry(1, 5 + MAX_STEP, &[]), Source::Relay));
+        assert!(table.offer(entry(1, 6, &["vcounter"]), Source::Member));
+        assert_eq!(types(&table), ["vcounter"]);
+        // A forgery about a member not heard yet is replaced by its first own word.
+        assert!(table.offer(entry(2, u64::MAX, &[]), Source::Relay));
+        assert!(table.offer(entry(2, 1, &["vcounter"]), Source::Member));
+        assert!(
+            !table.offer(entry(2, 1, &["vcounter"]), Source::Member),
+            "no news"
+        );
     }
 }

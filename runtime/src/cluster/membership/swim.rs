@@ -292,7 +292,7 @@ impl Actor {
         let me_id = self.mine.node;
         for entry in state.hosting.into_iter().take(MAX_SYNC) {
             if entry.node != me_id {
-                self.hosting.offer(entry);
+                self.hosting.offer(entry, hosting::Source::Relay);
             }
         }
         let members = state.members;
