@@ -134,3 +134,34 @@ async fn a_missing_or_broken_tls_file_is_a_clear_start_error() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Row 6 of issue 21 under TLS: a certificate the CA issued to one node let its holder
+/// announce any other node's name. Now the name each side announces must be in its
+/// certificate, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_must_hold_a_certificate_that_names_it() {
+    let d = dir("names");
+    meshrpc::tls::dev::generate(&d, &["a", "b"]).unwrap();
+    let a = node("a", files(&d, "a")).await;
+    // "b" holds a's certificate: the CA signed it, but not for "b".
+    let posing = node("b", files(&d, "a")).await;
+    let err = posing.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("does not name `b`"), "{err}");
+    let err = a.invoke(posing.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("does not name `b`"), "{err}");
+    // With its own certificate, b is let in.
+    let b = node("b2", files(&d, "b")).await;
+    let err = b.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    assert!(err.to_string().contains("does not name `b2`"), "{err}");
+    let b = {
+        b.shutdown().await;
+        node("b", files(&d, "b")).await
+    };
+    assert_eq!(b.invoke(a.addr(), ADD, (2, 2)).await.unwrap(), 4);
+    for n in [a, b, posing] {
+        n.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

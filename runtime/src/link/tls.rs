@@ -1,7 +1,9 @@
 //! TLS for node links (rustls, ring): every link is mutual TLS against a cluster CA. Each
 //! side presents a certificate signed by the CA and verifies the other's; the dialer also
 //! checks the certificate names the address it dialed (IP SANs for IPs). The meshrpc
-//! handshake and its cookie check run inside the TLS session unchanged.
+//! handshake and its cookie check run inside the TLS session; a node's certificate must
+//! also name the node it announces (its `--name`, a DNS SAN: [`names`]), so a certificate
+//! issued to one node cannot pose as another.
 //!
 //! [`dev::generate`] writes a development CA and certificates (rcgen), for
 //! `meshrpc tls-gen` and the tests.
@@ -156,6 +158,18 @@ pub(crate) fn explain(error: &std::io::Error) -> Failure {
             reason: format!("TLS handshake failed: {other}"),
         },
     }
+}
+
+/// Whether `cert` (DER) names the node `name` (a DNS SAN); the error says why not.
+pub(crate) fn names(cert: &CertificateDer<'_>, name: &str) -> Result<(), String> {
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| format!("its certificate cannot be read: {e}"))?;
+    let dns = ServerName::try_from(name).map_err(|_| {
+        format!("its name `{name}` is not a DNS name, so no certificate can name it: under TLS, give nodes DNS-style names")
+    })?;
+    parsed
+        .verify_is_valid_for_subject_name(&dns)
+        .map_err(|_| format!("its certificate does not name `{name}`, the node it claims to be"))
 }
 
 /// The name the dialer expects in the acceptor's certificate: the IP it dialed.

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -51,6 +52,9 @@ pub(crate) struct Socket {
     pub(crate) remote: SocketAddr,
     /// The protocol version the link speaks, once the handshake has chosen it.
     pub(crate) version: u16,
+    /// Under TLS, the certificate the other side presented (its first), which must name
+    /// the node it announces ([`tls::names`]).
+    pub(crate) peer_cert: Option<CertificateDer<'static>>,
 }
 
 /// Which end of a TLS session this side is.
@@ -94,6 +98,7 @@ impl Socket {
                 writer: Box::new(write),
                 remote: addr,
                 version: wire::PROTOCOL_VERSION,
+                peer_cert: None,
             }
         };
         (end(a), end(b))
@@ -111,6 +116,7 @@ impl Socket {
         // Frames are written whole by a writer that batches them itself.
         stream.set_nodelay(true).map_err(failed)?;
         let remote = stream.peer_addr().map_err(failed)?;
+        let mut peer_cert = None;
         let (read, writer): (ReadHalf, WriteHalf) = match tls {
             None => {
                 let (read, write) = stream.into_split();
@@ -124,6 +130,10 @@ impl Socket {
                                 .connector
                                 .connect(tls::server_name(remote), stream)
                                 .await?;
+                            let certs = session.get_ref().1.peer_certificates();
+                            peer_cert = certs
+                                .and_then(|c| c.first())
+                                .map(|c| c.clone().into_owned());
                             let (read, write) = tokio::io::split(session);
                             Ok::<(ReadHalf, WriteHalf), std::io::Error>((
                                 Box::new(read),
@@ -132,6 +142,10 @@ impl Socket {
                         }
                         Side::Acceptor => {
                             let session = tls.acceptor.accept(stream).await?;
+                            let certs = session.get_ref().1.peer_certificates();
+                            peer_cert = certs
+                                .and_then(|c| c.first())
+                                .map(|c| c.clone().into_owned());
                             let (read, write) = tokio::io::split(session);
                             Ok::<(ReadHalf, WriteHalf), std::io::Error>((
                                 Box::new(read),
@@ -160,7 +174,16 @@ impl Socket {
             writer,
             remote,
             version: wire::PROTOCOL_VERSION,
+            peer_cert,
         })
+    }
+
+    /// Under TLS, checks the other side's certificate names `them`, the node it announced.
+    fn check_names(&self, them: &Identity) -> Result<(), String> {
+        match &self.peer_cert {
+            Some(cert) if them.listen.is_some() => tls::names(cert, &them.name),
+            _ => Ok(()), // no TLS, or a plain client, which claims no node's name
+        }
     }
 
     /// The next handshake frame, in a version from `lowest` to `highest`, and its version.
@@ -342,6 +365,10 @@ pub(crate) async fn read_greeting(
                 )));
             }
             socket.version = chosen;
+            if let Err(reason) = socket.check_names(&greeting.identity) {
+                let at = format!("{} at {}", greeting.identity.name, socket.remote);
+                return Err(RpcError::Unauthenticated { peer: at, reason });
+            }
             return Ok(greeting);
         }
         Err(failure @ HandshakeFailure::Unauthenticated(_)) => {

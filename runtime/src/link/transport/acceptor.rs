@@ -56,6 +56,12 @@ pub(crate) async fn accept(
         transcript,
         by_client_secret: false,
     };
+    if let Err(reason) = introduced.socket.check_names(&introduced.hello.identity) {
+        let ours = format!("refused {}: {reason}", introduced.hello.identity.name);
+        let verdict = Verdict::Unauthenticated(format!("it refused this side: {reason}"));
+        let _ = refuse(&mut introduced, local, verdict).await; // best effort
+        return Err(HandshakeFailure::Unauthenticated(ours));
+    }
     let proof = introduced.hello.proof;
     let them = &introduced.hello.identity;
     // The client secret lets a process call methods, never be a node.
