@@ -397,3 +397,76 @@ fn without_a_cookie_a_goodbye_counts_only_from_the_members_own_address() {
     }
     drop(b);
 }
+
+/// A membership datagram announcing `src` to the node at `to`.
+fn announce(src: &meshrpc::wire::swim::SwimId, to: &str) -> Vec<u8> {
+    use foca::Codec;
+    use meshrpc::wire::swim::{encode_datagram, Datagram, SwimCodec, SwimId};
+    let header = foca::Header {
+        src: src.clone(),
+        src_incarnation: 0,
+        dst: SwimId::at(to.parse().unwrap()),
+        message: foca::Message::Announce,
+    };
+    let mut payload = Vec::new();
+    SwimCodec.encode_header(&header, &mut payload).unwrap();
+    encode_datagram(&Datagram::Swim(&payload)).unwrap().to_vec()
+}
+
+/// Row 8 of issue 21: 5000 forged announces (no cookie) made ~4 930 fake `up` members on
+/// every node, and 100 of them made nodes send 45 times the attacker's bytes to a victim's
+/// address. Now a stranger must be at the address it claims.
+#[test]
+fn without_a_cookie_a_stranger_cannot_forge_members_or_aim_replies_at_a_victim() {
+    use meshrpc::wire::swim::SwimId;
+    use meshrpc::wire::NodeId;
+    let a = start("a", None);
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let victim = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let victim_addr = victim.local_addr().unwrap();
+    for i in 0..200u64 {
+        // Half claim the victim's address, half addresses nobody listens on.
+        let addr = if i % 2 == 0 {
+            victim_addr
+        } else {
+            format!("127.0.0.1:{}", 1 + i).parse().unwrap()
+        };
+        let forged = SwimId {
+            addr,
+            id: NodeId(0xfa4e_0000 + i),
+            name: format!("fake-{i}"),
+            incarnation: 1,
+            bump: 0,
+        };
+        stranger
+            .send_to(&announce(&forged, &a.addr), &a.addr)
+            .unwrap();
+    }
+    // Then one announce from where the stranger really is: the node answers it, after
+    // every forged one (they are handled in order).
+    let honest = SwimId {
+        addr: stranger.local_addr().unwrap(),
+        id: NodeId(0x5eed),
+        name: "stranger".into(),
+        incarnation: 1,
+        bump: 0,
+    };
+    stranger
+        .send_to(&announce(&honest, &a.addr), &a.addr)
+        .unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    stranger
+        .recv_from(&mut buf)
+        .expect("the node answers a stranger at its own address");
+    victim.set_nonblocking(true).unwrap();
+    let aimed = victim.recv_from(&mut buf);
+    assert!(aimed.is_err(), "the node sent {:?} to the victim", aimed);
+    let fakes = members(&a.addr, &[])
+        .into_keys()
+        .filter(|name| name.starts_with("fake-"))
+        .count();
+    assert_eq!(fakes, 0, "forged members joined a's view");
+}

@@ -108,6 +108,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         announced: VecDeque::new(),
         refusals: LogLimit::default(),
         dropped: LogLimit::default(),
+        strangers: strangers::Strangers::default(),
         unpublished: Vec::new(),
         flush_at: None,
         published: 0,
@@ -162,6 +163,8 @@ struct Actor {
     announced: VecDeque<SocketAddr>,
     refusals: LogLimit,
     dropped: LogLimit,
+    /// Strangers vouched for, or being checked, without a cookie ([`strangers`]).
+    strangers: strangers::Strangers,
     /// Events waiting for the next flush, and when it is due (`None`: nothing changed).
     /// Publishing costs O(members): a join storm is published every [`flush_delay`], not
     /// once per datagram.
@@ -199,6 +202,7 @@ fn flush_delay(members: usize) -> Duration {
 mod leave;
 mod names;
 mod publish;
+mod strangers;
 
 impl Actor {
     async fn run(
@@ -367,7 +371,7 @@ impl Actor {
             return;
         };
         match decode_datagram(body) {
-            Ok(Datagram::Swim(payload)) => self.swim(payload).await,
+            Ok(Datagram::Swim(payload)) => self.swim(payload, from).await,
             Ok(Datagram::Goodbye(id)) => self.goodbye(&id, from).await,
             Ok(Datagram::Refused(reason)) => self.refused_by(from, &reason),
             Err(error) => {
@@ -378,11 +382,17 @@ impl Actor {
         }
     }
 
-    /// A foca message: checked for a name conflict, then handed to foca.
-    async fn swim(&mut self, payload: &[u8]) {
+    /// A foca message: checked for a name conflict, then handed to foca. Without a cookie,
+    /// a stranger not at the address it claims waits until the node there vouches for it
+    /// ([`strangers`]): it cannot forge members by the thousand from one socket, nor make
+    /// nodes answer to a victim's address.
+    async fn swim(&mut self, payload: &[u8], from: SocketAddr) {
         let Ok(header) = SwimCodec.decode_header(payload) else {
             return debug!("ignored an undecodable membership message");
         };
+        if !self.admits(&header.src, from) {
+            return; // until the node at its address vouches for it
+        }
         if let Some(refusal) = self.conflict(&header.src) {
             if let Some(more) = self.refusals.admit() {
                 warn!(member = %header.src.name, addr = %header.src.addr, reason = %refusal.ours, more, "refused a member");
