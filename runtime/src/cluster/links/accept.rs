@@ -126,7 +126,7 @@ impl Links {
         let me = &self.inner.identity;
         let name = &them.name;
         if self.closing() {
-            return Some(Refusal::same("it is shutting down"));
+            return Some(Refusal::same(super::confirm::STOPPING));
         }
         let (held, max) = (
             self.peers().count() + self.clients(),

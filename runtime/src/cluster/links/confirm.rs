@@ -11,9 +11,11 @@
 //! ([`Greeted`]), from the greeting until the verdict.
 //!
 //! A node of the release before (protocol 3) cannot answer; one that greets with the
-//! claimed id is believed (docs/SECURITY.md, mixed versions). When the claimed member's
-//! address does not answer at all, the dialer must vouch for itself at the address it
-//! claims: it is then not taking the place of a node that can be reached.
+//! claimed id is believed (docs/SECURITY.md, mixed versions). So is one that greets with the
+//! claimed id and then refuses the question because it is shutting down: a stopping node
+//! still dials (to hand its activations over) but takes no new clients. When the claimed
+//! member's address does not answer at all, the dialer must vouch for itself at the address
+//! it claims: it is then not taking the place of a node that can be reached.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ use crate::link::transport::{self, Local};
 use crate::link::Connection;
 use crate::wire::{self, Encoding, Identity, NodeId, Nonce};
 use crate::RpcError;
+
+/// What a stopping node answers a new client (`links/accept.rs`).
+pub(super) const STOPPING: &str = "it is shutting down";
 
 /// The method a node answers for an acceptor that checks a claim (any caller may ask: the
 /// answer says only whether a random nonce is one of its handshakes in progress).
@@ -152,9 +157,16 @@ impl Links {
             if socket.version < 4 {
                 return Ok(Answer::Vouches); // the release before cannot say more
             }
-            if !transport::introduce(&mut socket, local, &greeting).await? {
-                let why = format!("{addr} answered a client's hello with `Duplicate`");
-                return Err(RpcError::Protocol(why));
+            match transport::introduce(&mut socket, local, &greeting).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let why = format!("{addr} answered a client's hello with `Duplicate`");
+                    return Err(RpcError::Protocol(why));
+                }
+                Err(RpcError::Refused { reason, .. }) if reason == STOPPING => {
+                    return Ok(Answer::Vouches);
+                }
+                Err(e) => return Err(e),
             }
             let conn = self.start_link(socket, there, true, None);
             let reply = ask_on(&conn, nonce, timeout).await;
