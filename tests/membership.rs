@@ -470,3 +470,86 @@ fn without_a_cookie_a_stranger_cannot_forge_members_or_aim_replies_at_a_victim()
         .count();
     assert_eq!(fakes, 0, "forged members joined a's view");
 }
+
+/// Timings short enough that a gone run is forgotten (150 × down_after) within seconds.
+const FORGETFUL: [&str; 4] = ["--heartbeat-ms", "25", "--down-after-ms", "100"];
+const GHOST_COOKIE: &str = "ghost-cookie";
+
+fn forgetful(name: &str, extra: &[&str]) -> NodeProc {
+    let mut args: Vec<&str> = FORGETFUL.to_vec();
+    args.extend(["--cookie", GHOST_COOKIE]);
+    args.extend(extra);
+    NodeProc::start(name, &args)
+}
+
+fn status_of(addr: &str, name: &str) -> Option<String> {
+    members(addr, &["--cookie", GHOST_COOKIE]).remove(name)
+}
+
+/// Waits until `observer` has forgotten `name` (foca keeps a down member 150 × down_after).
+fn forgotten(observer: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(observer, name).is_some() {
+        assert!(Instant::now() < deadline, "{name} never forgotten");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Row 10 of issue 21: sealed datagrams recorded and replayed after a dead node was
+/// forgotten brought it back `up` for about two seconds.
+#[test]
+fn replayed_datagrams_of_a_forgotten_run_bring_nothing_back() {
+    use support::proxy::Proxy;
+    // b is reached through a proxy that records what a sends it.
+    let pb = Proxy::bind();
+    let b = forgetful("b", &["--advertise", &pb.addr]);
+    pb.forward_to(&b.addr);
+    let a = forgetful("a", &["--seed", &pb.addr]);
+    wait_until("b to see a", || {
+        status_of(&b.addr, "a").as_deref() == Some("up")
+    });
+    a.signal("KILL");
+    wait_until("b to see a down", || {
+        status_of(&b.addr, "a").as_deref() == Some("down")
+    });
+    forgotten(&b.addr, "a");
+    let recorded = pb.datagrams();
+    assert!(!recorded.is_empty(), "the proxy recorded a's datagrams");
+    let replayer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for datagram in &recorded {
+        replayer.send_to(datagram, &b.addr).unwrap();
+    }
+    // The ghost used to show `up` within milliseconds, for about two seconds.
+    let watch_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < watch_until {
+        assert_eq!(status_of(&b.addr, "a"), None, "a replay brought a back");
+    }
+    drop(a);
+}
+
+/// The other side of remembering gone runs: a node the cluster declared down while it
+/// lived, cut off for longer than down members are remembered, is told so when it speaks
+/// again, renews its identity and joins.
+#[test]
+fn a_node_cut_off_until_forgotten_rejoins_when_the_cut_heals() {
+    use support::proxy::{Mode, Proxy};
+    let (pa, pb) = (Proxy::bind(), Proxy::bind());
+    let a = forgetful("a", &["--advertise", &pa.addr]);
+    pa.forward_to(&a.addr);
+    let b = forgetful("b", &["--advertise", &pb.addr, "--seed", &pa.addr]);
+    pb.forward_to(&b.addr);
+    wait_until("a and b to see each other", || {
+        status_of(&a.addr, "b").as_deref() == Some("up")
+            && status_of(&b.addr, "a").as_deref() == Some("up")
+    });
+    pa.set(Mode::Cut);
+    pb.set(Mode::Cut);
+    forgotten(&b.addr, "a");
+    forgotten(&a.addr, "b");
+    pa.set(Mode::Pass);
+    pb.set(Mode::Pass);
+    wait_until("a and b to see each other again", || {
+        status_of(&a.addr, "b").as_deref() == Some("up")
+            && status_of(&b.addr, "a").as_deref() == Some("up")
+    });
+}

@@ -4,6 +4,7 @@
 //! datagrams). Plain threads, stopped when the proxy is dropped.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -27,6 +28,8 @@ pub struct Proxy {
     target: Arc<Mutex<Option<String>>>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    /// Every datagram relayed (the last 10 000), as an eavesdropper would record them.
+    recorded: Arc<Mutex<VecDeque<Vec<u8>>>>,
 }
 
 impl Proxy {
@@ -48,6 +51,7 @@ impl Proxy {
             target: Arc::default(),
             conns: Arc::default(),
             stop: Arc::default(),
+            recorded: Arc::default(),
         };
         let (mode, target, conns, stop) = (
             proxy.mode.clone(),
@@ -61,9 +65,11 @@ impl Proxy {
             proxy.target.clone(),
             proxy.stop.clone(),
             delay.clone(),
+            proxy.recorded.clone(),
         );
         std::thread::spawn(move || {
-            relay_datagrams(udp, datagrams.0, datagrams.1, datagrams.2, datagrams.3)
+            let (mode, target, stop, delay, recorded) = datagrams;
+            relay_datagrams(udp, mode, target, stop, delay, recorded)
         });
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -91,6 +97,11 @@ impl Proxy {
             }
         });
         proxy
+    }
+
+    /// The datagrams relayed so far.
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.recorded.lock().unwrap().iter().cloned().collect()
     }
 
     pub fn forward_to(&self, target: &str) {
@@ -151,6 +162,7 @@ fn relay_datagrams(
     target: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
     delay: Arc<AtomicU64>,
+    recorded: Arc<Mutex<VecDeque<Vec<u8>>>>,
 ) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
     let out = socket.try_clone().expect("clone the datagram socket");
@@ -169,6 +181,12 @@ fn relay_datagrams(
         };
         let to = target.lock().unwrap().clone();
         if let (true, Some(to)) = (mode.load(Ordering::Relaxed) == Mode::Pass as u8, to) {
+            let mut recorded = recorded.lock().unwrap();
+            if recorded.len() == 10_000 {
+                recorded.pop_front();
+            }
+            recorded.push_back(buf[..n].to_vec());
+            drop(recorded);
             let at = Instant::now() + Duration::from_millis(delay.load(Ordering::Relaxed));
             if late.send((at, buf[..n].to_vec(), to)).is_err() {
                 break;

@@ -109,6 +109,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         refusals: LogLimit::default(),
         dropped: LogLimit::default(),
         strangers: strangers::Strangers::default(),
+        graveyard: graveyard::Graveyard::default(),
         unpublished: Vec::new(),
         flush_at: None,
         published: 0,
@@ -165,6 +166,8 @@ struct Actor {
     dropped: LogLimit,
     /// Strangers vouched for, or being checked, without a cookie ([`strangers`]).
     strangers: strangers::Strangers,
+    /// Runs that went down or left ([`graveyard`]).
+    graveyard: graveyard::Graveyard,
     /// Events waiting for the next flush, and when it is due (`None`: nothing changed).
     /// Publishing costs O(members): a join storm is published every [`flush_delay`], not
     /// once per datagram.
@@ -199,6 +202,7 @@ fn flush_delay(members: usize) -> Duration {
     scaled.clamp(FLUSH_AFTER, FLUSH_AT_MOST)
 }
 
+mod graveyard;
 mod leave;
 mod names;
 mod publish;
@@ -393,6 +397,9 @@ impl Actor {
         if !self.admits(&header.src, from) {
             return; // until the node at its address vouches for it
         }
+        if self.haunted(payload, &header.src).await {
+            return;
+        }
         if let Some(refusal) = self.conflict(&header.src) {
             if let Some(more) = self.refusals.admit() {
                 warn!(member = %header.src.name, addr = %header.src.addr, reason = %refusal.ours, more, "refused a member");
@@ -422,6 +429,7 @@ impl Actor {
         let mut events = Vec::new();
         while let Some(notification) = self.runtime.to_notify() {
             changed = true;
+            self.bury_gone(&notification);
             events.extend(self.view.notified(notification));
         }
         if changed {
