@@ -779,3 +779,31 @@ async fn links_open_on_demand_close_when_idle_and_reopen_on_the_next_call() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A new user's first program: start a node seeded with another, call it by name. `start`
+/// returns as soon as the node listens; `joined` waits for the cluster, including a seed that
+/// is not up yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_waits_for_the_seed_and_then_a_call_by_name_finds_it() {
+    // The seed's address, before anything listens there.
+    let seed_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = Node::builder("b").seed(seed_addr).start().await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), b.joined()).await;
+    assert!(early.is_err(), "joined before its seed was even up");
+    let a = Node::builder("a").listen(seed_addr).start().await.unwrap();
+    a.register_fn("whoami", |(): ()| "a".to_owned());
+    tokio::time::timeout(PATIENCE, b.joined())
+        .await
+        .expect("b joins once its seed is up");
+    let who: String = b.call("a", "whoami", ()).await.unwrap();
+    assert_eq!(who, "a");
+    // A node without seeds has joined all there is.
+    tokio::time::timeout(Duration::from_secs(1), a.joined())
+        .await
+        .expect("a node without seeds is joined at once");
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -27,6 +27,35 @@ use membership::{Membership, Rumor, SyncState};
 pub use membership::{Member, MemberEvent, MemberSummary, Status};
 pub use target::Target;
 
+/// Whether the node has joined its cluster — through its seeds, or at once when it has
+/// none: what `/ready` reports and [`crate::Node::joined`] waits for. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Joined(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Joined {
+    pub(crate) fn new(already: bool) -> Self {
+        Joined(std::sync::Arc::new(tokio::sync::watch::Sender::new(
+            already,
+        )))
+    }
+
+    pub(crate) fn is(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Marks the node joined; true if it was not yet.
+    pub(crate) fn mark(&self) -> bool {
+        !self.0.send_replace(true)
+    }
+
+    /// Resolves once the node has joined.
+    pub(crate) async fn wait(&self) {
+        let mut joined = self.0.subscribe();
+        // The sender lives in `self`, so this only ends when joined.
+        let _ = joined.wait_for(|joined| *joined).await;
+    }
+}
+
 /// An optional address for a log line: the address, or `none` (not `Some(..)`).
 pub(crate) struct ShowAddr(pub(crate) Option<std::net::SocketAddr>);
 

@@ -76,6 +76,8 @@ pub(crate) struct Core {
     root: CancellationToken,
     /// Cancelled when shutdown has finished.
     stopped: CancellationToken,
+    /// Set once the node has joined its cluster.
+    joined: crate::cluster::Joined,
 }
 
 /// What `system.whoami` answers.
@@ -214,6 +216,20 @@ impl Node {
         factory: impl Fn() -> S + Send + Sync + 'static,
     ) -> ActorBuilder<S> {
         self.core.handlers.actor(name, factory)
+    }
+
+    /// Waits until this node has joined its cluster: at once for a node without seeds;
+    /// otherwise until a seed (or a member that reached this node first) has answered and
+    /// this node's view holds another live member, so a call by member name finds it.
+    /// `Node::start` returns before that, as soon as the node listens. To bound the wait,
+    /// wrap it in `tokio::time::timeout`: a seed that is not up yet is retried for ever.
+    pub async fn joined(&self) {
+        self.core.joined.wait().await;
+        if !self.core.config.seeds.is_empty() {
+            let mut active = self.core.membership.active();
+            // The membership actor outlives the node's handle: this ends when it has a member.
+            let _ = active.wait_for(|live| *live > 0).await;
+        }
     }
 
     /// This node's view of the cluster, itself included, sorted by name.

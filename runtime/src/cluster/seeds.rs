@@ -15,8 +15,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -53,7 +51,7 @@ pub(crate) struct Seeds {
     /// this node is the first of its cluster.
     pub(crate) me: Vec<SocketAddr>,
     /// Set once the node has joined (or is the first): what `/ready` reports.
-    pub(crate) joined: Arc<AtomicBool>,
+    pub(crate) joined: super::Joined,
     /// Seeds this node has just met, for the state sync to swap member lists with.
     pub(crate) met: mpsc::Sender<SocketAddr>,
 }
@@ -125,14 +123,14 @@ pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
         let alone_by_design = resolved.ok.iter().all(|ok| *ok)
             && !resolved.addrs.is_empty()
             && resolved.addrs.iter().all(|(_, a)| seeds.me.contains(a));
-        if alone_by_design && !seeds.joined.swap(true, Ordering::SeqCst) {
+        if alone_by_design && seeds.joined.mark() {
             info!("the seeds name only this node: it is the first of its cluster");
         }
         let pending = resolved.pending(&seeds.membership.directory().snapshot(), &seeds.me);
         let alone = *active.borrow() == 0;
         // Reached by another node (perhaps while this one waited between two rounds): as
         // joined as an answer from a seed would make it.
-        if !alone && !seeds.joined.swap(true, Ordering::SeqCst) {
+        if !alone && seeds.joined.mark() {
             for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
                 report.reached(seed);
             }
@@ -169,7 +167,7 @@ pub(crate) async fn run(seeds: Seeds, intake: CancellationToken) {
                 _ = intake.cancelled() => return,
                 answered = answered => match answered {
                     Ok(Ok(_)) => {
-                        seeds.joined.store(true, Ordering::SeqCst);
+                        seeds.joined.mark();
                         for (seed, report) in seeds.seeds.iter().zip(&mut reports) {
                             report.reached(seed);
                         }
@@ -283,7 +281,7 @@ mod tests {
         Arc<AtomicBool>,
     ) {
         let (membership, fake) = Membership::fake();
-        let joined = Arc::<AtomicBool>::default();
+        let joined = super::super::Joined::new(false);
         let (met, met_rx) = mpsc::channel(16);
         let seeds = Seeds {
             seeds: vec!["127.0.0.1:5001".into(), "127.0.0.1:5002".into()],
@@ -325,10 +323,7 @@ mod tests {
         // Someone else reached this node and 5001 is a member; 5002 is not, yet.
         fake.set_view(vec![member(5000, Status::Up), member(5001, Status::Up)], 1);
         let knocks = announces(&mut fake, Duration::from_secs(120)).await;
-        assert!(
-            joined.load(Ordering::SeqCst),
-            "reached by another: joined (/ready)"
-        );
+        assert!(joined.is(), "reached by another: joined (/ready)");
         assert!(
             knocks.iter().all(|(_, addrs)| *addrs == vec![addr(5002)]),
             "{knocks:?}"

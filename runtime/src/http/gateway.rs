@@ -46,7 +46,7 @@ pub(crate) struct GatewayCtx {
     /// Set when the node starts shutting down (`/health` and `/ready` answer 503).
     pub(crate) closing: Arc<AtomicBool>,
     /// Set once the node has joined its cluster through its seeds (or has none).
-    pub(crate) joined: Arc<AtomicBool>,
+    pub(crate) joined: crate::cluster::Joined,
     /// Who may call, and which methods.
     pub(crate) access: Access,
     /// Where `/metrics` reads the node's gauges from.
@@ -139,7 +139,7 @@ impl Gateway {
             (&Method::GET, "/ready") => {
                 if self.ctx.closing.load(Ordering::Relaxed) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                } else if !self.ctx.joined.load(Ordering::Relaxed) {
+                } else if !self.ctx.joined.is() {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "joining the cluster through its seeds\n",

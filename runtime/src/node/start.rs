@@ -21,6 +21,7 @@ use crate::cluster::links::Links;
 use crate::cluster::membership::{self, Rumor, SwimStart};
 use crate::cluster::seeds::{self, Seeds};
 use crate::cluster::sync::Sync;
+use crate::cluster::Joined;
 use crate::handlers::{introspection, Handlers};
 use crate::http::access::Access;
 use crate::http::gateway::{self, GatewayCtx};
@@ -68,9 +69,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a peer (`host:port`) to connect to at start.
-    pub fn seed(mut self, addr: impl Into<String>) -> Self {
-        self.config.seeds.push(addr.into());
+    /// Adds a node to join through: a `SocketAddr` or `"HOST:PORT"` (a name is resolved, and
+    /// every address it returns dialed). Retried until reached; [`Node::joined`] waits for it.
+    pub fn seed(mut self, addr: impl ToString) -> Self {
+        self.config.seeds.push(addr.to_string());
         self
     }
 
@@ -249,7 +251,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         tasks.spawn(links.clone().reap_idle(config.link_idle));
     }
     // Ready (`/ready`) once joined through the seeds; at once without seeds.
-    let joined = Arc::new(AtomicBool::new(config.seeds.is_empty()));
+    let joined = Joined::new(config.seeds.is_empty());
     if let Some(listener) = http {
         let scheme = if config.http_tls { "https" } else { "http" };
         let access = if config.http_token.is_some() {
@@ -341,7 +343,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
             rendezvous_max: (config.heartbeat * 10).max(config.reconnect_max),
             recheck: config.heartbeat * 30,
             me: vec![addr, bound],
-            joined,
+            joined: joined.clone(),
             met,
         };
         tasks.spawn(seeds::run(seeds, intake.clone()));
@@ -359,6 +361,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         tasks,
         root,
         stopped: CancellationToken::new(),
+        joined,
     };
     Ok(Node {
         core: Arc::new(core),
