@@ -278,7 +278,7 @@ mod tests {
         Fake,
         mpsc::Receiver<SocketAddr>,
         CancellationToken,
-        Arc<AtomicBool>,
+        super::super::Joined,
     ) {
         let (membership, fake) = Membership::fake();
         let joined = super::super::Joined::new(false);

@@ -107,24 +107,34 @@ fn by_name<'a>(
     mut named: std::collections::BTreeMap<String, &'a RawValue>,
 ) -> Result<Vec<&'a RawValue>, String> {
     let mut items = Vec::with_capacity(names.len());
+    let mut missing = Vec::new();
     for name in names {
         match named.remove(*name) {
             Some(value) => items.push(value),
-            None => {
-                return Err(format!(
-                    "`{method}` takes {}: argument `{name}` is missing",
-                    sig.params_text()
-                ))
-            }
+            None => missing.push(format!("`{name}`")),
         }
     }
-    if let Some(extra) = named.keys().next() {
-        return Err(format!(
-            "`{method}` takes {}: it has no argument `{extra}`",
-            sig.params_text()
-        ));
+    // Every name it does not know, and every argument left out: a misspelt name is both.
+    let unknown: Vec<String> = named.keys().map(|name| format!("`{name}`")).collect();
+    let mut wrong = Vec::new();
+    match unknown.len() {
+        0 => {}
+        1 => wrong.push(format!("it has no argument {}", unknown[0])),
+        _ => wrong.push(format!("it has no arguments {}", unknown.join(", "))),
     }
-    Ok(items)
+    match missing.len() {
+        0 => {}
+        1 => wrong.push(format!("argument {} is missing", missing[0])),
+        _ => wrong.push(format!("arguments {} are missing", missing.join(", "))),
+    }
+    if wrong.is_empty() {
+        return Ok(items);
+    }
+    Err(format!(
+        "`{method}` takes {}: {}",
+        sig.params_text(),
+        wrong.join("; ")
+    ))
 }
 
 fn arity(method: &str, sig: &Signature, got: usize) -> String {
@@ -169,9 +179,23 @@ fn mismatch(
             .bytes()
             .all(|b| b.is_ascii_digit());
     if is_integer(ty) && integer_literal {
-        format!("argument {name} of `{method}`: {shown} does not fit in {ty}")
+        return format!("argument {name} of `{method}`: {shown} does not fit in {ty}");
+    }
+    let mismatch = format!("argument {name} of `{method}`: expected {ty}, got {shown}");
+    // For a plain value that says it all; inside an object or array, the decoder's words
+    // say which part is wrong (without its line and column in a one-line text).
+    if raw.trim_start().starts_with(['{', '[']) {
+        format!("{mismatch}: {}", without_position(&error.to_string()))
     } else {
-        format!("argument {name} of `{method}`: expected {ty}, got {shown} ({error})")
+        mismatch
+    }
+}
+
+/// A serde_json message without its ` at line L column C` ending.
+fn without_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => &message[..at],
+        _ => message,
     }
 }
 
@@ -284,6 +308,16 @@ mod tests {
         assert!(add(r#"{"a": 1, "b": 2, "c": 3}"#)
             .unwrap_err()
             .contains("no argument `c`"));
+        // A misspelt name is named, and so is what it left out; the parser's own words
+        // (with their line and column) stay out of a plain value's mismatch.
+        assert_eq!(
+            add(r#"{"a": 1, "c": 2}"#).unwrap_err(),
+            "`add` takes (a: i64, b: i64): it has no argument `c`; argument `b` is missing"
+        );
+        assert_eq!(
+            add(r#"["2", 3]"#).unwrap_err(),
+            "argument `a` of `add`: expected i64, got \"2\""
+        );
     }
 
     #[test]
@@ -296,11 +330,8 @@ mod tests {
             Ok((1, "x".to_owned()))
         );
         assert_eq!(
-            json::<(i64, String)>("f", &pair, b"[1, 2]")
-                .unwrap_err()
-                .split(" (")
-                .next(),
-            Some("argument 2 of `f`: expected string, got 2")
+            json::<(i64, String)>("f", &pair, b"[1, 2]").unwrap_err(),
+            "argument 2 of `f`: expected string, got 2"
         );
         #[derive(serde::Deserialize, Debug, PartialEq)]
         struct Scale {
