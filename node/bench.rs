@@ -1,5 +1,5 @@
 //! `meshrpc bench`: drive load at a node (or ask a node to load one of its peers) and print
-//! what `meshrpc::bench` measured, as a table or one JSON object.
+//! what `crate::load` measured, as a table or one JSON object.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::load::{self, LoadSpec, Report};
 use anyhow::{ensure, Context};
-use meshrpc::bench::{self, LoadSpec, Report};
 use meshrpc::{CallOptions, Peer};
 
 use crate::BenchArgs;
@@ -104,7 +104,7 @@ async fn local(args: &BenchArgs, addr: &str, spec: &LoadSpec) -> anyhow::Result<
     let peers: Vec<Peer> = clients.iter().map(|c| (**c).clone()).collect();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(progress.clone(), spec);
-    let report = bench::run(&peers, spec, progress).await;
+    let report = load::run(&peers, spec, progress).await;
     if let Some(bar) = bar {
         bar.abort();
     }

@@ -107,7 +107,7 @@ fn raise_descriptor_limit(wanted: usize) {
 
 /// `meshrpc tls-gen`: certificates signed by the CA in DIR (made if there is none).
 pub fn tls_gen(args: crate::TlsGenArgs) -> anyhow::Result<ExitCode> {
-    use meshrpc::tls::dev::{self, Ca};
+    use crate::certs::{self as dev, Ca};
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
     let ca = if args.force {
         dev::generate_with_new_ca(&args.dir, &names)

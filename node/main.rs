@@ -2,8 +2,10 @@
 //! Signals are read here and only here: SIGINT/SIGTERM become `Node::shutdown`.
 
 mod bench;
+mod certs;
 mod commands;
 mod demo;
+mod load;
 mod plot;
 mod services;
 

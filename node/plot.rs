@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use crate::load::{Percentile, Report};
 use anyhow::{ensure, Context};
-use meshrpc::bench::{Percentile, Report};
 use plotters::prelude::*;
 
 /// The furthest percentile drawn: 99.999 %.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::load::{self, LoadSpec, Report};
 use futures_util::{future, stream, StreamExt};
-use meshrpc::bench::{self, LoadSpec, Report};
 use meshrpc::{BoxStream, CallOptions, Items, Node, RpcError, Status};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
@@ -214,7 +214,7 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         async move {
             let node = node.ok_or("the node is stopping")?;
             let peer = node.peer(to.as_str()).await.map_err(|e| e.to_string())?;
-            let report = bench::run(&[peer], &spec, Default::default()).await;
+            let report = load::run(&[peer], &spec, Default::default()).await;
             Ok::<Report, String>(report)
         }
     })

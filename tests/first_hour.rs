@@ -93,7 +93,7 @@ fn the_wrong_kind_of_port_is_recognised_before_the_timeout() {
     // A TLS node, called without TLS.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("first-hour-{}", std::process::id()));
-    meshrpc::tls::dev::generate(&dir, &["t"]).unwrap();
+    support::tls_gen(&dir, &["t"]);
     let file = |f: &str| dir.join(f).display().to_string();
     let tls = NodeProc::start(
         "t",

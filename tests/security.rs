@@ -120,7 +120,7 @@ fn a_protected_node_will_not_open_its_gateway_to_anyone_unless_told() {
 #[test]
 fn https_serves_the_gateway_with_the_nodes_certificate() {
     let dir = scratch("https");
-    meshrpc::tls::dev::generate(&dir, &["a"]).unwrap();
+    support::tls_gen(&dir, &["a"]);
     let file = |f: &str| dir.join(f).display().to_string();
     let node = NodeProc::start(
         "a",
@@ -580,7 +580,7 @@ except xmlrpc.client.Fault as f:
 fn a_node_with_tls_and_no_cookie_refuses_to_start() {
     // Membership datagrams are sealed by the cookie alone; TLS does not cover them.
     let dir = scratch("tls-no-cookie");
-    meshrpc::tls::dev::generate(&dir, &["a"]).unwrap();
+    support::tls_gen(&dir, &["a"]);
     let file = |f: &str| dir.join(f).display().to_string();
     let out = Command::new(BIN)
         .args(["node", "--name", "a", "--listen", "127.0.0.1:0"])

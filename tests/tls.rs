@@ -2,6 +2,8 @@
 //! (with the cookie still checked inside), and anyone else is refused before anything can be
 //! called: a node with another CA's certificate, or a plain-TCP client.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,9 +45,9 @@ async fn node(name: &str, tls: TlsConfig) -> Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
     let ours = dir("ours");
-    meshrpc::tls::dev::generate(&ours, &["a", "b", "client"]).unwrap();
+    support::tls_gen(&ours, &["a", "b", "client"]);
     let theirs = dir("theirs");
-    meshrpc::tls::dev::generate(&theirs, &["x"]).unwrap();
+    support::tls_gen(&theirs, &["x"]);
 
     let a = node("a", files(&ours, "a")).await;
     let b = node("b", files(&ours, "b")).await;
@@ -141,7 +143,7 @@ async fn a_missing_or_broken_tls_file_is_a_clear_start_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_must_hold_a_certificate_that_names_it() {
     let d = dir("names");
-    meshrpc::tls::dev::generate(&d, &["a", "b"]).unwrap();
+    support::tls_gen(&d, &["a", "b"]);
     let a = node("a", files(&d, "a")).await;
     // "b" holds a's certificate: the CA signed it, but not for "b".
     let posing = node("b", files(&d, "a")).await;

@@ -13,8 +13,8 @@
 //! node/      the Node handle: wires the layers together at start, runs the shutdown
 //! ```
 //!
-//! `config.rs`, `error.rs`, `client.rs` (the caller's [`Peer`] and [`Client`]) and `bench.rs`
-//! belong to no single layer. A call: [`Node::call`] finds or dials the [`Peer`], registers
+//! `config.rs`, `error.rs` and `client.rs` (the caller's [`Peer`] and [`Client`]) belong to
+//! no single layer. A call: [`Node::call`] finds or dials the [`Peer`], registers
 //! the request id and its deadline, encodes header and arguments straight into the link's
 //! outbox and awaits the reply (the sweeper answers `timeout`). The peer's reader decodes
 //! the header and dispatches; the handler's responder encodes the response into that link's
@@ -23,7 +23,6 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod actors;
-pub mod bench;
 mod client;
 mod cluster;
 mod config;

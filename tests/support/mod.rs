@@ -309,3 +309,19 @@ pub fn python(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Development certificates for `names` in `dir`, signed by the CA there (made if there is
+/// none), the way a user makes them: `meshrpc tls-gen DIR NAME...`.
+pub fn tls_gen(dir: &std::path::Path, names: &[&str]) {
+    let out = Command::new(BIN)
+        .arg("tls-gen")
+        .arg(dir)
+        .args(names)
+        .output()
+        .expect("run meshrpc tls-gen");
+    assert!(
+        out.status.success(),
+        "tls-gen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,8 +5,7 @@
 //! also name the node it announces (its `--name`, a DNS SAN: [`names`]), so a certificate
 //! issued to one node cannot pose as another.
 //!
-//! [`dev::generate`] writes a development CA and certificates (rcgen), for
-//! `meshrpc tls-gen` and the tests.
+//! Development certificates are minted by the `meshrpc` binary (`meshrpc tls-gen`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -176,5 +175,3 @@ pub(crate) fn names(cert: &CertificateDer<'_>, name: &str) -> Result<(), String>
 pub(crate) fn server_name(addr: SocketAddr) -> ServerName<'static> {
     ServerName::IpAddress(addr.ip().into())
 }
-
-pub mod dev;

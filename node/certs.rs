@@ -1,4 +1,4 @@
-//! Development certificates (rcgen), for `meshrpc tls-gen` and the tests: a cluster CA and,
+//! Development certificates (rcgen), for `meshrpc tls-gen` (which the tests run): a cluster CA and,
 //! signed by it, one certificate per node or client name. An existing CA in the folder is
 //! reused, so certificates issued before keep verifying; replacing it is explicit. Private
 //! keys are written readable by their owner only.

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use futures_util::StreamExt;
 
-use crate::{CallOptions, Peer, StreamOptions};
+use meshrpc::{CallOptions, Peer, StreamOptions};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,13 +428,10 @@ async fn stream_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::codec;
-    use bytes::BytesMut;
 
+    /// Bincode as the wire encodes arguments (the standard configuration, docs/PROTOCOL.md).
     fn bincode_of<T: Serialize>(value: &T) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        codec::encode_into(value, &mut buf).unwrap();
-        buf.to_vec()
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
     }
 
     #[test]
