@@ -785,11 +785,14 @@ async fn links_open_on_demand_close_when_idle_and_reopen_on_the_next_call() {
 /// is not up yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_waits_for_the_seed_and_then_a_call_by_name_finds_it() {
-    // The seed's address, before anything listens there.
-    let seed_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // The seed's address, before anything listens there: below the ephemeral range, so no
+    // dial in the meantime takes the port (or connects to itself on it).
+    let seed_addr = loop {
+        let port = 10_000 + (rand::random::<u16>() % 22_000);
+        if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            break probe.local_addr().unwrap();
+        }
+    };
     let b = Node::builder("b").seed(seed_addr).start().await.unwrap();
     let early = tokio::time::timeout(Duration::from_millis(300), b.joined()).await;
     assert!(early.is_err(), "joined before its seed was even up");

@@ -345,6 +345,7 @@ impl Actors {
     }
 
     /// Activations per type, for metrics and the dashboard.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     pub(crate) fn counts(&self) -> Vec<(String, usize)> {
         let mut counts: Vec<(String, usize)> = self
             .inner

@@ -39,6 +39,7 @@ impl Joined {
         )))
     }
 
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     pub(crate) fn is(&self) -> bool {
         *self.0.borrow()
     }

@@ -28,19 +28,22 @@ mod cluster;
 mod config;
 mod error;
 mod handlers;
+#[cfg(feature = "gateway")]
 mod http;
 mod link;
 mod node;
 pub mod wire;
 
+#[cfg(feature = "gateway")]
 #[doc(hidden)]
 pub use http::fuzzing;
+#[cfg(feature = "gateway")]
 pub use http::remote;
-pub use link::tls;
 
 pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
 pub use client::{CallOptions, Client, ItemSink, ItemStream, Peer, StreamOptions, StreamReply};
 pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
+pub use config::TlsConfig;
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};
 pub use handlers::{
@@ -48,7 +51,6 @@ pub use handlers::{
 };
 pub use link::{current_trace, with_trace, PeerInfo};
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
-pub use tls::TlsConfig;
 pub use wire::{NodeId, Trace};
 
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.

@@ -22,7 +22,11 @@ mod running;
 mod sniff;
 mod streams;
 mod throttle;
-pub mod tls;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "link/tls_off.rs"]
+pub(crate) mod tls;
 pub(crate) mod trace;
 pub(crate) mod transport;
 
@@ -38,7 +42,9 @@ use crate::ErrorKind;
 pub use connection::PeerInfo;
 pub(crate) use connection::{Connection, Parts};
 pub(crate) use flow::Ending;
-pub(crate) use meter::{CallStats, MethodFigures};
+pub(crate) use meter::CallStats;
+#[cfg(feature = "gateway")]
+pub(crate) use meter::MethodFigures;
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Refused, Responder};
@@ -131,7 +137,10 @@ impl Limits {
             max_call: (!config.max_call.is_zero()).then_some(config.max_call),
             frames: Arc::new(frames::FrameBudget::new(config.frame_budget)),
             metered,
+            #[cfg(feature = "gateway")]
             calls: metered.then(|| Arc::new(CallStats::default())),
+            #[cfg(not(feature = "gateway"))]
+            calls: None,
         }
     }
 }

@@ -27,12 +27,19 @@ pub struct NodeProc {
 }
 
 /// `n` loopback addresses whose TCP and UDP ports were free a moment ago, for nodes that
-/// must be named as seeds before they listen.
+/// must be named as seeds before they listen. The ports are below the kernel's ephemeral
+/// range (32768 and up here), so no outgoing connection can take one before its node binds
+/// it, however many connections the tests open meanwhile.
 pub fn free_addrs(n: usize) -> Vec<String> {
+    use rand::Rng;
+    let mut rng = rand::rng();
     let held: Vec<_> = (0..n)
         .map(|_| loop {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            let at = tcp.local_addr().expect("local addr");
+            let port: u16 = rng.random_range(10_000..32_000);
+            let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let Ok(tcp) = std::net::TcpListener::bind(at) else {
+                continue;
+            };
             if let Ok(udp) = std::net::UdpSocket::bind(at) {
                 break (tcp, udp, at);
             }

@@ -8,6 +8,7 @@ use super::activation::Kind;
 /// A hosted virtual-actor type, its state type erased.
 pub(crate) trait Hosted: Send + Sync + 'static {
     fn keys(&self) -> Vec<Arc<str>>;
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     fn active(&self) -> usize;
     fn rebalance(&self);
     fn ensure_singleton(&self);

@@ -316,6 +316,7 @@ pub(crate) struct Membership {
     active: watch::Receiver<usize>,
     /// How many times the failure detector's timers are stretched (1: not at all; see
     /// `health`), as of the last probe period.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     stretch: Arc<AtomicU32>,
     /// Why a member refused this node before it joined, once one did.
     refused: watch::Receiver<Option<String>>,
@@ -342,6 +343,7 @@ impl Membership {
 
     /// How many times this node's failure detector is stretched because it runs late (1: it
     /// keeps time).
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     pub(crate) fn stretch(&self) -> u32 {
         self.stretch.load(Ordering::Relaxed)
     }

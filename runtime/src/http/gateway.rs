@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::access::{self, Access};
 use super::jsonrpc;
-use super::metrics::{prometheus, Stats};
+use super::metrics::{self, Stats};
 use super::server::{self, ServerCtx};
 use super::xmlrpc::{self, Fault};
 use crate::link::LogLimit;
@@ -386,14 +386,15 @@ impl Gateway {
     }
 
     async fn metrics(&self) -> Reply {
-        let Some(handle) = prometheus() else {
+        if metrics::render().is_none() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "metrics are not available in this process\n",
+                "metrics are not available in this process (built without the `prometheus` feature, or another recorder holds the process)\n",
             );
-        };
+        }
         self.ctx.stats.record().await;
-        reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+        let rendered = metrics::render().unwrap_or_default();
+        reply(StatusCode::OK, "text/plain; version=0.0.4", rendered)
     }
 }
 

@@ -2,46 +2,61 @@
 //! gauges a node sets just before each scrape (links, clients, members by status, how
 //! stretched its failure detector is, actor mailbox depths). Call counters and latencies are recorded by the link layer.
 
-use std::sync::{Arc, OnceLock};
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing::warn;
+use std::sync::Arc;
 
 use crate::cluster::links::WeakLinks;
 use crate::cluster::membership::Membership;
 use crate::cluster::Status;
 use crate::handlers::Mailboxes;
 
-/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
-pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match recorder().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
-                None
-            }
-        })
-        .as_ref()
-}
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process): with
+/// the `prometheus` feature, installed by the first node that serves `/metrics`.
+#[cfg(feature = "prometheus")]
+mod recorder {
+    use std::sync::OnceLock;
 
-/// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus histogram
-/// (aggregatable across nodes) rather than a summary.
-fn recorder() -> PrometheusBuilder {
-    const BUCKETS: [f64; 13] = [
-        1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0, 10.0,
-    ];
-    let builder = PrometheusBuilder::new();
-    match builder.set_buckets(&BUCKETS) {
-        Ok(builder) => builder,
-        Err(_) => PrometheusBuilder::new(), // only fails for an empty list
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    use tracing::warn;
+
+    pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+        static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+        HANDLE
+            .get_or_init(|| match builder().install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus
+    /// histogram (aggregatable across nodes) rather than a summary.
+    fn builder() -> PrometheusBuilder {
+        const BUCKETS: [f64; 13] = [
+            1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new();
+        match builder.set_buckets(&BUCKETS) {
+            Ok(builder) => builder,
+            Err(_) => PrometheusBuilder::new(), // only fails for an empty list
+        }
     }
 }
 
-/// Turns on metrics recording (the first node with a gateway installs the recorder).
-pub(crate) fn enable_metrics() -> bool {
-    prometheus().is_some()
+/// Installs the recorder, if this build has one (the first node with a gateway does).
+pub(crate) fn install() {
+    #[cfg(feature = "prometheus")]
+    let _ = recorder::prometheus();
+}
+
+/// The Prometheus text of every metric recorded, if this build has a recorder.
+pub(crate) fn render() -> Option<String> {
+    #[cfg(feature = "prometheus")]
+    return recorder::prometheus().map(|handle| handle.render());
+    #[cfg(not(feature = "prometheus"))]
+    None
 }
 
 /// What a node's gauges are read from.

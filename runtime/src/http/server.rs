@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::link::tls::{self, HttpsAcceptor};
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -26,7 +26,7 @@ use crate::link::LogLimit;
 
 /// How the server runs.
 pub(crate) struct ServerCtx {
-    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) tls: Option<HttpsAcceptor>,
     pub(crate) header_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) intake: CancellationToken,
@@ -81,7 +81,7 @@ where
 async fn serve<H, Fut>(
     stream: TcpStream,
     remote: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<HttpsAcceptor>,
     timeout: Duration,
     handle: H,
 ) where
@@ -92,11 +92,13 @@ async fn serve<H, Fut>(
     let handle = move |req| handle(req, remote);
     match tls {
         None => http1(stream, timeout, handle).await,
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(session)) => http1(session, timeout, handle).await,
-            Ok(Err(error)) => debug!(%error, "https: TLS handshake failed"),
-            Err(_) => debug!("https: no TLS handshake within the header timeout"),
-        },
+        Some(acceptor) => {
+            match tokio::time::timeout(timeout, tls::accept_https(&acceptor, stream)).await {
+                Ok(Ok(session)) => http1(session, timeout, handle).await,
+                Ok(Err(error)) => debug!(%error, "https: TLS handshake failed"),
+                Err(_) => debug!("https: no TLS handshake within the header timeout"),
+            }
+        }
     }
 }
 

@@ -286,6 +286,7 @@ impl Connection {
 
     /// Calls this node made on the link that were answered, and calls it served: (made,
     /// served), counted since the link opened.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     pub(crate) fn calls(&self) -> (u64, u64) {
         let shared = &self.shared;
         (

@@ -5,7 +5,8 @@
 //! also name the node it announces (its `--name`, a DNS SAN: [`names`]), so a certificate
 //! issued to one node cannot pose as another.
 //!
-//! Development certificates are minted by the `meshrpc` binary (`meshrpc tls-gen`).
+//! Development certificates are minted by the `meshrpc` binary (`meshrpc tls-gen`). Built
+//! with the `tls` feature (on by default); without it, `tls_off.rs` stands in.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,9 +16,65 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-pub use crate::config::TlsConfig;
+use crate::config::TlsConfig;
+
+/// The certificate the other end of a link presented (its first).
+pub(crate) type PeerCert = CertificateDer<'static>;
+
+/// The gateway's HTTPS acceptor.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))] // HTTPS for the gateway
+pub(crate) type HttpsAcceptor = TlsAcceptor;
+
+/// The two halves of a TLS session, and the peer's certificate.
+pub(crate) type Session = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+    Option<PeerCert>,
+);
+
+/// Runs the TLS handshake on `stream` as its dialer (checking the certificate names
+/// `remote`) or its acceptor.
+pub(crate) async fn session(
+    tls: &Tls,
+    dialer: bool,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> std::io::Result<Session> {
+    fn first(certs: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
+        certs
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned())
+    }
+    if dialer {
+        let session = tls.connector.connect(server_name(remote), stream).await?;
+        let cert = first(session.get_ref().1.peer_certificates());
+        let (read, write) = tokio::io::split(session);
+        Ok((Box::new(read), Box::new(write), cert))
+    } else {
+        let session = tls.acceptor.accept(stream).await?;
+        let cert = first(session.get_ref().1.peer_certificates());
+        let (read, write) = tokio::io::split(session);
+        Ok((Box::new(read), Box::new(write), cert))
+    }
+}
+
+/// Runs the HTTPS handshake of a gateway connection.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))] // HTTPS for the gateway
+pub(crate) async fn accept_https(
+    acceptor: &HttpsAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    acceptor.accept(stream).await
+}
+
+/// Whether a read failed because of TLS (a refused certificate arrives this way).
+pub(crate) fn is_tls_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
 
 /// Loaded TLS state: both directions, since every node dials and accepts.
 #[derive(Clone)]
@@ -67,6 +124,7 @@ impl Tls {
 ///
 /// # Errors
 /// If a file cannot be read or does not hold what it should; the message names the file.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))] // HTTPS for the gateway
 pub(crate) fn https_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&config.cert)?;
@@ -160,7 +218,7 @@ pub(crate) fn explain(error: &std::io::Error) -> Failure {
 }
 
 /// Whether `cert` (DER) names the node `name` (a DNS SAN); the error says why not.
-pub(crate) fn names(cert: &CertificateDer<'_>, name: &str) -> Result<(), String> {
+pub(crate) fn names(cert: &PeerCert, name: &str) -> Result<(), String> {
     let parsed = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| format!("its certificate cannot be read: {e}"))?;
     let dns = ServerName::try_from(name).map_err(|_| {
@@ -172,6 +230,6 @@ pub(crate) fn names(cert: &CertificateDer<'_>, name: &str) -> Result<(), String>
 }
 
 /// The name the dialer expects in the acceptor's certificate: the IP it dialed.
-pub(crate) fn server_name(addr: SocketAddr) -> ServerName<'static> {
+fn server_name(addr: SocketAddr) -> ServerName<'static> {
     ServerName::IpAddress(addr.ip().into())
 }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -54,7 +53,7 @@ pub(crate) struct Socket {
     pub(crate) version: u16,
     /// Under TLS, the certificate the other side presented (its first), which must name
     /// the node it announces ([`tls::names`]).
-    pub(crate) peer_cert: Option<CertificateDer<'static>>,
+    pub(crate) peer_cert: Option<tls::PeerCert>,
 }
 
 /// Which end of a TLS session this side is.
@@ -116,51 +115,21 @@ impl Socket {
         // Frames are written whole by a writer that batches them itself.
         stream.set_nodelay(true).map_err(failed)?;
         let remote = stream.peer_addr().map_err(failed)?;
-        let mut peer_cert = None;
-        let (read, writer): (ReadHalf, WriteHalf) = match tls {
+        let (read, writer, peer_cert): (ReadHalf, WriteHalf, _) = match tls {
             None => {
                 let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write))
+                (Box::new(read), Box::new(write), None)
             }
             Some(tls) => {
-                let handshake = async {
-                    match side {
-                        Side::Dialer => {
-                            let session = tls
-                                .connector
-                                .connect(tls::server_name(remote), stream)
-                                .await?;
-                            let certs = session.get_ref().1.peer_certificates();
-                            peer_cert = certs
-                                .and_then(|c| c.first())
-                                .map(|c| c.clone().into_owned());
-                            let (read, write) = tokio::io::split(session);
-                            Ok::<(ReadHalf, WriteHalf), std::io::Error>((
-                                Box::new(read),
-                                Box::new(write),
-                            ))
-                        }
-                        Side::Acceptor => {
-                            let session = tls.acceptor.accept(stream).await?;
-                            let certs = session.get_ref().1.peer_certificates();
-                            peer_cert = certs
-                                .and_then(|c| c.first())
-                                .map(|c| c.clone().into_owned());
-                            let (read, write) = tokio::io::split(session);
-                            Ok::<(ReadHalf, WriteHalf), std::io::Error>((
-                                Box::new(read),
-                                Box::new(write),
-                            ))
-                        }
-                    }
-                };
+                let dialer = matches!(side, Side::Dialer);
+                let handshake = tls::session(tls, dialer, stream, remote);
                 match tokio::time::timeout(timeout, handshake).await {
                     Err(_) => {
                         let reason = format!("no TLS handshake with {remote} within {timeout:?}");
                         return Err(HandshakeFailure::Failed(reason));
                     }
                     Ok(Err(e)) => return Err(HandshakeFailure::tls(&e)),
-                    Ok(Ok(halves)) => halves,
+                    Ok(Ok(session)) => session,
                 }
             }
         };
@@ -265,7 +234,7 @@ fn is_broken(e: &std::io::Error) -> bool {
 }
 
 fn is_tls_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+    tls::is_tls_error(e)
 }
 
 impl std::fmt::Display for HandshakeFailure {

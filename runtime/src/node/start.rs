@@ -23,11 +23,14 @@ use crate::cluster::seeds::{self, Seeds};
 use crate::cluster::sync::Sync;
 use crate::cluster::Joined;
 use crate::handlers::{introspection, Handlers};
-use crate::http::access::Access;
-use crate::http::gateway::{self, GatewayCtx};
-use crate::http::metrics::{self, Stats};
-use crate::http::server::ServerCtx;
-use crate::link::tls::{self, Tls};
+#[cfg(feature = "gateway")]
+use crate::http::{
+    access::Access,
+    gateway::{self, GatewayCtx},
+    metrics::{self, Stats},
+    server::ServerCtx,
+};
+use crate::link::tls::Tls;
 use crate::link::{Limits, LinkCtx};
 use crate::wire::swim::SwimId;
 use crate::wire::{Identity, NodeId};
@@ -150,8 +153,19 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         Some(files) => Some(Tls::load(files).map_err(StartError::Tls)?),
         None => None,
     };
+    #[cfg(not(feature = "gateway"))]
+    if config.http.is_some() {
+        return Err(StartError::Config(
+            "this build of meshrpc has no HTTP gateway: build it with the `gateway` feature \
+             (on by default)"
+                .to_owned(),
+        ));
+    }
+    #[cfg(feature = "gateway")]
     let https = match (&config.tls, config.http_tls) {
-        (Some(files), true) => Some(tls::https_acceptor(files).map_err(StartError::Tls)?),
+        (Some(files), true) => {
+            Some(crate::link::tls::https_acceptor(files).map_err(StartError::Tls)?)
+        }
         _ => None,
     };
     let bind_error = |addr: String| move |source| StartError::Bind { addr, source };
@@ -189,12 +203,16 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         None => None,
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let http_shown = http_addr.map_or_else(String::new, |a| a.to_string());
 
     let root = CancellationToken::new();
     let tasks = TaskTracker::new();
     let closing = Arc::new(AtomicBool::new(false));
-    let metered = http.is_some() && metrics::enable_metrics();
+    // Per-call metrics are recorded for a node that serves them (`/metrics`, the dashboard).
+    let metered = http.is_some();
+    #[cfg(feature = "gateway")]
+    if metered {
+        metrics::install();
+    }
     let limits = Arc::new(Limits::new(closing.clone(), &config, metered));
     let handlers_stop = CancellationToken::new();
     let handlers = Handlers::new(tasks.clone(), handlers_stop.clone(), config.mailbox);
@@ -252,7 +270,9 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     }
     // Ready (`/ready`) once joined through the seeds; at once without seeds.
     let joined = Joined::new(config.seeds.is_empty());
+    #[cfg(feature = "gateway")]
     if let Some(listener) = http {
+        let http_shown = http_addr.map_or_else(String::new, |a| a.to_string());
         let scheme = if config.http_tls { "https" } else { "http" };
         let access = if config.http_token.is_some() {
             "token required"
@@ -418,5 +438,43 @@ fn advertised(bound: SocketAddr) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], bound.port()))
     } else {
         bound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without a feature says so when asked for what the feature brings, rather
+    /// than starting without it.
+    #[tokio::test]
+    async fn what_this_build_lacks_is_a_clear_start_error() {
+        let http = NodeConfig {
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            ..NodeConfig::default()
+        };
+        let started = start(http).await;
+        #[cfg(not(feature = "gateway"))]
+        assert!(
+            matches!(&started, Err(StartError::Config(why)) if why.contains("`gateway` feature")),
+            "{:?}",
+            started.err()
+        );
+        #[cfg(feature = "gateway")]
+        started.expect("a gateway").shutdown().await;
+        let tls = NodeConfig {
+            cookie: Some("c".into()),
+            tls: Some(crate::TlsConfig {
+                cert: "missing.pem".into(),
+                key: "missing-key.pem".into(),
+                ca: "missing-ca.pem".into(),
+            }),
+            ..NodeConfig::default()
+        };
+        let refused = start(tls).await.err().map(|e| e.to_string());
+        #[cfg(not(feature = "tls"))]
+        assert!(refused.unwrap().contains("`tls` feature"));
+        #[cfg(feature = "tls")]
+        assert!(refused.unwrap().contains("missing.pem"));
     }
 }
