@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use futures_util::StreamExt;
-use meshrpc::{CallOptions, Client, ErrorKind, MemberSummary, RpcError, Status};
+use meshrpc::{CallOptions, Client, ErrorKind, MemberStatus, MemberSummary, RpcError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -226,7 +226,10 @@ async fn wait_for_members(client: &Client, want: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
         let members: Vec<MemberSummary> = client.call("system.members", ()).await?;
-        let up = members.iter().filter(|m| m.status == Status::Up).count();
+        let up = members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Up)
+            .count();
         if up >= want {
             return Ok(());
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::load::{self, LoadSpec, Report};
 use futures_util::{future, stream, StreamExt};
-use meshrpc::{BoxStream, CallOptions, Items, Node, RpcError, Status};
+use meshrpc::{BoxStream, CallOptions, Items, MemberStatus, Node, RpcError};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
 
@@ -236,10 +236,10 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
 /// Calls `method(args)` on every other member that is up, concurrently (dialing those it
 /// has no link to yet); errors are reported per member.
 async fn fanout(node: &Node, method: &str, args: &Value) -> Value {
-    let members = node.members().await;
+    let members = node.members();
     let others = members
         .into_iter()
-        .filter(|m| m.status == Status::Up && m.id != node.id());
+        .filter(|m| m.status == MemberStatus::Up && m.id != node.id());
     let calls = others.map(|member| async move {
         let result = match member.addr {
             Some(addr) => match node.peer(addr).await {

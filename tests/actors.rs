@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshrpc::{Client, Down, Monitored, Node, NodeConfig, Status};
+use meshrpc::{Client, Down, MemberStatus, Monitored, Node, NodeConfig};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -64,9 +64,8 @@ async fn converged(nodes: &[&Node]) {
         loop {
             let up = node
                 .members()
-                .await
                 .iter()
-                .filter(|m| m.status == Status::Up)
+                .filter(|m| m.status == MemberStatus::Up)
                 .count();
             // Every node routes keys the same way, and to every node, once each knows that
             // all of them host the type.

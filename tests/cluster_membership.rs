@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use meshrpc::{MemberEvent, Node, NodeConfig, Status};
+use meshrpc::{MemberEvent, MemberStatus, Node, NodeConfig};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -38,12 +38,15 @@ async fn subscribers_see_nodes_join_and_leave() {
         ),
         other => panic!("expected b up, got {other:?}"),
     }
-    let view = a.members().await;
-    let names: Vec<(&str, Status)> = view.iter().map(|m| (m.name.as_str(), m.status)).collect();
-    assert_eq!(names, [("a", Status::Up), ("b", Status::Up)]);
+    let view = a.members();
+    let names: Vec<(&str, MemberStatus)> =
+        view.iter().map(|m| (m.name.as_str(), m.status)).collect();
+    assert_eq!(names, [("a", MemberStatus::Up), ("b", MemberStatus::Up)]);
     b.shutdown().await;
     match next_event(&mut events).await {
-        MemberEvent::NodeLeft(m) => assert_eq!((m.name.as_str(), m.status), ("b", Status::Left)),
+        MemberEvent::NodeLeft(m) => {
+            assert_eq!((m.name.as_str(), m.status), ("b", MemberStatus::Left))
+        }
         other => panic!("expected b left, got {other:?}"),
     }
     a.shutdown().await;
@@ -70,9 +73,8 @@ async fn thirty_two_nodes_converge_and_link_on_demand() {
         for node in &nodes {
             let up = node
                 .members()
-                .await
                 .iter()
-                .filter(|m| m.status == Status::Up)
+                .filter(|m| m.status == MemberStatus::Up)
                 .count();
             complete += usize::from(up == N);
         }

@@ -141,7 +141,6 @@ async fn a_dialer_claiming_a_live_nodes_identity_is_refused_with_or_without_a_li
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !a
         .members()
-        .await
         .iter()
         .any(|m| m.name == "b" && m.status.is_live())
     {

@@ -38,8 +38,10 @@ async fn everyone_up(nodes: &[&Node]) {
     let deadline = Instant::now() + PATIENCE;
     for node in nodes {
         loop {
-            let members = node.members().await;
-            let up = members.iter().filter(|m| m.status == meshrpc::Status::Up);
+            let members = node.members();
+            let up = members
+                .iter()
+                .filter(|m| m.status == meshrpc::MemberStatus::Up);
             if up.count() == nodes.len() {
                 break;
             }

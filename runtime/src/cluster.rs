@@ -24,7 +24,7 @@ pub(crate) use links::Links;
 use links::WeakLinks;
 use membership::{Membership, Rumor, SyncState};
 
-pub use membership::{Member, MemberEvent, MemberSummary, Status};
+pub use membership::{Member, MemberEvent, MemberStatus, MemberSummary};
 pub use target::Target;
 
 /// Whether the node has joined its cluster — through its seeds, or at once when it has

@@ -32,6 +32,9 @@ mod handlers;
 mod http;
 mod link;
 mod node;
+/// The messages and their bytes, for the fuzzers, benches and protocol tests: not an API
+/// (docs/PROTOCOL.md is the contract).
+#[doc(hidden)]
 pub mod wire;
 
 #[cfg(feature = "gateway")]
@@ -42,7 +45,7 @@ pub use http::remote;
 
 pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
 pub use client::{CallOptions, Client, ItemSink, ItemStream, Peer, StreamOptions, StreamReply};
-pub use cluster::{Member, MemberEvent, MemberSummary, PeerSummary, Status, Target};
+pub use cluster::{Member, MemberEvent, MemberStatus, MemberSummary, PeerSummary, Target};
 pub use config::TlsConfig;
 pub use config::{MulticastConfig, NodeConfig};
 pub use error::{ErrorKind, RpcError, StartError};

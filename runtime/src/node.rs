@@ -233,7 +233,7 @@ impl Node {
     }
 
     /// This node's view of the cluster, itself included, sorted by name.
-    pub async fn members(&self) -> Vec<Member> {
+    pub fn members(&self) -> Vec<Member> {
         self.core.membership.members()
     }
 

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use super::{placement, ActorRef, Ctx};
-use crate::cluster::membership::{Snapshot, Status};
+use crate::cluster::membership::{MemberStatus, Snapshot};
 use crate::wire::NodeId;
 
 /// What to watch.
@@ -79,10 +79,10 @@ fn owner_of(snapshot: &Snapshot, actor: &ActorRef) -> Option<NodeId> {
 }
 
 fn check(snapshot: &Snapshot, target: &Monitored, owner: Option<NodeId>) -> Option<Down> {
-    let node_gone = |name: String, status: Status| match status {
-        Status::Down => Some(Down::NodeDown(name)),
-        Status::Left => Some(Down::NodeLeft(name)),
-        Status::Up | Status::Suspect => None,
+    let node_gone = |name: String, status: MemberStatus| match status {
+        MemberStatus::Down => Some(Down::NodeDown(name)),
+        MemberStatus::Left => Some(Down::NodeLeft(name)),
+        MemberStatus::Up | MemberStatus::Suspect => None,
     };
     match target {
         Monitored::Node(name) => match snapshot.by_name(name) {

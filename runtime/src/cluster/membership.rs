@@ -31,7 +31,7 @@ pub use timing::{swim_config, transmissions};
 /// A member's status in this node's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum MemberStatus {
     /// It answers membership probes (directly, or through other members).
     Up,
     /// A probe went unanswered: it stays suspect for `down_after` unless it proves it is
@@ -43,20 +43,20 @@ pub enum Status {
     Left,
 }
 
-impl Status {
+impl MemberStatus {
     /// `up`, `suspect`, `down` or `left`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Up => "up",
-            Status::Suspect => "suspect",
-            Status::Down => "down",
-            Status::Left => "left",
+            MemberStatus::Up => "up",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Down => "down",
+            MemberStatus::Left => "left",
         }
     }
 
     /// Up or suspect: still a member calls may go to.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Up | Status::Suspect)
+        matches!(self, MemberStatus::Up | MemberStatus::Suspect)
     }
 }
 
@@ -72,7 +72,7 @@ pub struct Member {
     /// Where it listens (TCP for calls, UDP for membership, one port).
     pub addr: Option<SocketAddr>,
     /// Its status.
-    pub status: Status,
+    pub status: MemberStatus,
 }
 
 /// A change in membership, as published by [`crate::Node::subscribe`].
@@ -94,7 +94,7 @@ pub struct MemberSummary {
     /// Where it listens (`host:port`).
     pub addr: String,
     /// `up`, `suspect`, `down` or `left`.
-    pub status: Status,
+    pub status: MemberStatus,
     /// The id of its current run, in hex.
     pub id: String,
 }

@@ -254,7 +254,7 @@ async fn wait_for_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::membership::{Fake, Member, Status};
+    use crate::cluster::membership::{Fake, Member, MemberStatus};
     use crate::wire::NodeId;
 
     const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -263,7 +263,7 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn member(port: u16, status: Status) -> Member {
+    fn member(port: u16, status: MemberStatus) -> Member {
         Member {
             name: format!("n{port}"),
             id: NodeId(u64::from(port)),
@@ -321,7 +321,13 @@ mod tests {
         assert!(early.len() >= 2, "{early:?}");
         assert_eq!(early[0].1, vec![addr(5001), addr(5002)]);
         // Someone else reached this node and 5001 is a member; 5002 is not, yet.
-        fake.set_view(vec![member(5000, Status::Up), member(5001, Status::Up)], 1);
+        fake.set_view(
+            vec![
+                member(5000, MemberStatus::Up),
+                member(5001, MemberStatus::Up),
+            ],
+            1,
+        );
         let knocks = announces(&mut fake, Duration::from_secs(120)).await;
         assert!(joined.is(), "reached by another: joined (/ready)");
         assert!(
@@ -336,9 +342,9 @@ mod tests {
         // The seed becomes a member: met (for the state sync), and no more announces.
         fake.set_view(
             vec![
-                member(5000, Status::Up),
-                member(5001, Status::Up),
-                member(5002, Status::Up),
+                member(5000, MemberStatus::Up),
+                member(5001, MemberStatus::Up),
+                member(5002, MemberStatus::Up),
             ],
             2,
         );
@@ -348,9 +354,9 @@ mod tests {
         // It goes down: knocking again, from short intervals.
         fake.set_view(
             vec![
-                member(5000, Status::Up),
-                member(5001, Status::Up),
-                member(5002, Status::Down),
+                member(5000, MemberStatus::Up),
+                member(5001, MemberStatus::Up),
+                member(5002, MemberStatus::Down),
             ],
             1,
         );
@@ -365,9 +371,9 @@ mod tests {
         announces(&mut fake, Duration::from_secs(1)).await;
         fake.set_view(
             vec![
-                member(5000, Status::Up),
-                member(5001, Status::Up),
-                member(5002, Status::Up),
+                member(5000, MemberStatus::Up),
+                member(5001, MemberStatus::Up),
+                member(5002, MemberStatus::Up),
             ],
             2,
         );

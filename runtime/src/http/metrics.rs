@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::cluster::links::WeakLinks;
 use crate::cluster::membership::Membership;
-use crate::cluster::Status;
+use crate::cluster::MemberStatus;
 use crate::handlers::Mailboxes;
 
 /// The process-wide Prometheus recorder (the `metrics` facade allows one per process): with
@@ -86,7 +86,12 @@ impl Stats {
                 .set(links.clients() as f64);
         }
         let members = self.membership.members();
-        for status in [Status::Up, Status::Suspect, Status::Down, Status::Left] {
+        for status in [
+            MemberStatus::Up,
+            MemberStatus::Suspect,
+            MemberStatus::Down,
+            MemberStatus::Left,
+        ] {
             let n = members.iter().filter(|m| m.status == status).count();
             metrics::gauge!("meshrpc_members", "node" => node.clone(), "status" => status.as_str())
                 .set(n as f64);

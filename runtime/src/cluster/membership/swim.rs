@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::health::{Change, Health};
 use super::hosting::{self, Hosting};
 use super::view::View;
-use super::{Cmd, Directory, Member, MemberEvent, Membership, Status, SyncState};
+use super::{Cmd, Directory, Member, MemberEvent, MemberStatus, Membership, SyncState};
 use crate::link::auth::{self, Sealed};
 use crate::link::LogLimit;
 use crate::wire::swim::{
@@ -60,7 +60,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         id: start.me.id,
         incarnation: start.me.incarnation,
         addr: Some(start.me.addr),
-        status: Status::Up,
+        status: MemberStatus::Up,
     };
     let forget = start.config.remove_down_after;
     let config = start.config.clone();

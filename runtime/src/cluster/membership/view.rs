@@ -9,7 +9,7 @@ use std::time::Duration;
 use foca::{OwnedNotification, State};
 use tokio::time::Instant;
 
-use super::{Member, MemberEvent, Status};
+use super::{Member, MemberEvent, MemberStatus};
 use crate::wire::swim::SwimId;
 use crate::wire::NodeId;
 
@@ -19,7 +19,7 @@ pub(crate) struct View {
     /// Runs that said goodbye, and when: their down is `left`. Forgotten after `forget`.
     left: HashMap<NodeId, Instant>,
     /// The last status published for each run, so an event is not published twice.
-    published: HashMap<NodeId, Status>,
+    published: HashMap<NodeId, MemberStatus>,
     forget: Duration,
 }
 
@@ -33,7 +33,7 @@ impl View {
         }
     }
 
-    fn member(id: &SwimId, status: Status) -> Member {
+    fn member(id: &SwimId, status: MemberStatus) -> Member {
         Member {
             name: id.name.clone(),
             id: id.id,
@@ -43,14 +43,14 @@ impl View {
         }
     }
 
-    fn status(&self, id: &SwimId, state: State) -> Status {
+    fn status(&self, id: &SwimId, state: State) -> MemberStatus {
         if self.left.contains_key(&id.id) {
-            return Status::Left;
+            return MemberStatus::Left;
         }
         match state {
-            State::Alive => Status::Up,
-            State::Suspect => Status::Suspect,
-            State::Down => Status::Down,
+            State::Alive => MemberStatus::Up,
+            State::Suspect => MemberStatus::Suspect,
+            State::Down => MemberStatus::Down,
         }
     }
 
@@ -61,7 +61,7 @@ impl View {
         states: impl Iterator<Item = &'a foca::Member<SwimId>>,
     ) -> Vec<Member> {
         // A stand-in for an address (no name) is never a member.
-        let mut runs: Vec<(&SwimId, Status)> = states
+        let mut runs: Vec<(&SwimId, MemberStatus)> = states
             .filter(|m| !m.id().name.is_empty())
             .map(|m| (m.id(), self.status(m.id(), m.state())))
             .collect();
@@ -89,14 +89,14 @@ impl View {
         notification: OwnedNotification<SwimId>,
     ) -> Option<MemberEvent> {
         match notification {
-            OwnedNotification::MemberUp(id) => self.publish(&id, Status::Up),
+            OwnedNotification::MemberUp(id) => self.publish(&id, MemberStatus::Up),
             // The same address, a newer identity: a restart, or a rejoin after being
             // declared down. The old run is gone without a word.
             OwnedNotification::Rename(old, new) => {
                 if old.id != new.id {
                     self.published.remove(&old.id);
                 }
-                self.publish(&new, Status::Up)
+                self.publish(&new, MemberStatus::Up)
             }
             OwnedNotification::MemberDown(id) => {
                 let status = self.status(&id, State::Down);
@@ -109,16 +109,16 @@ impl View {
     /// A member said goodbye: it is `left` from now on.
     pub(crate) fn goodbye(&mut self, id: &SwimId, now: Instant) -> Option<MemberEvent> {
         self.left.insert(id.id, now);
-        self.publish(id, Status::Left)
+        self.publish(id, MemberStatus::Left)
     }
 
-    fn publish(&mut self, id: &SwimId, status: Status) -> Option<MemberEvent> {
+    fn publish(&mut self, id: &SwimId, status: MemberStatus) -> Option<MemberEvent> {
         if id.name.is_empty() || id.id == self.me.id {
             return None;
         }
         // A goodbye is final for the run: foca's later `down` for it is the same news.
         let status = if self.left.contains_key(&id.id) {
-            Status::Left
+            MemberStatus::Left
         } else {
             status
         };
@@ -127,10 +127,10 @@ impl View {
         }
         let member = Self::member(id, status);
         match status {
-            Status::Up => Some(MemberEvent::NodeUp(member)),
-            Status::Down => Some(MemberEvent::NodeDown(member)),
-            Status::Left => Some(MemberEvent::NodeLeft(member)),
-            Status::Suspect => None,
+            MemberStatus::Up => Some(MemberEvent::NodeUp(member)),
+            MemberStatus::Down => Some(MemberEvent::NodeDown(member)),
+            MemberStatus::Left => Some(MemberEvent::NodeLeft(member)),
+            MemberStatus::Suspect => None,
         }
     }
 
@@ -167,11 +167,11 @@ impl View {
 
 /// Which run of a name matters most (smallest first): live runs before gone ones (up, then
 /// suspect), and among equals the newer.
-fn key(id: &SwimId, status: Status) -> (u8, std::cmp::Reverse<(u64, u32)>) {
+fn key(id: &SwimId, status: MemberStatus) -> (u8, std::cmp::Reverse<(u64, u32)>) {
     let rank = match status {
-        Status::Up => 0,
-        Status::Suspect => 1,
-        Status::Down | Status::Left => 2,
+        MemberStatus::Up => 0,
+        MemberStatus::Suspect => 1,
+        MemberStatus::Down | MemberStatus::Left => 2,
     };
     (rank, std::cmp::Reverse((id.incarnation, id.bump)))
 }
@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn me() -> Member {
-        View::member(&id("me", 1, 1000, 1), Status::Up)
+        View::member(&id("me", 1, 1000, 1), MemberStatus::Up)
     }
 
     fn state(id: &SwimId, state: State) -> foca::Member<SwimId> {
@@ -206,23 +206,23 @@ mod tests {
         let (b, c) = (id("b", 2, 1001, 1), id("c", 3, 1002, 1));
         let states = [state(&b, State::Suspect), state(&c, State::Down)];
         let members = view.members(states.iter());
-        let statuses: Vec<(&str, Status)> = members
+        let statuses: Vec<(&str, MemberStatus)> = members
             .iter()
             .map(|m| (m.name.as_str(), m.status))
             .collect();
         assert_eq!(
             statuses,
             [
-                ("b", Status::Suspect),
-                ("c", Status::Down),
-                ("me", Status::Up)
+                ("b", MemberStatus::Suspect),
+                ("c", MemberStatus::Down),
+                ("me", MemberStatus::Up)
             ]
         );
         assert!(matches!(
             view.goodbye(&b, Instant::now()),
             Some(MemberEvent::NodeLeft(_))
         ));
-        assert_eq!(view.members(states.iter())[0].status, Status::Left);
+        assert_eq!(view.members(states.iter())[0].status, MemberStatus::Left);
         assert_eq!(
             view.notified(OwnedNotification::MemberDown(b.clone())),
             None,
@@ -257,7 +257,10 @@ mod tests {
         let states = [state(&old, State::Down), state(&new, State::Alive)];
         let members = view.members(states.iter());
         assert_eq!(members.len(), 2);
-        assert_eq!((members[0].id, members[0].status), (NodeId(3), Status::Up));
+        assert_eq!(
+            (members[0].id, members[0].status),
+            (NodeId(3), MemberStatus::Up)
+        );
         // And when both are gone, the newer.
         let states = [state(&new, State::Down), state(&old, State::Down)];
         assert_eq!(view.members(states.iter())[0].id, NodeId(3));

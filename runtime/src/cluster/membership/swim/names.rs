@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tracing::warn;
 
 use super::Actor;
-use crate::cluster::membership::Status;
+use crate::cluster::membership::MemberStatus;
 use crate::wire::swim::SwimId;
 
 impl Actor {
@@ -23,8 +23,9 @@ impl Actor {
         }
         let snapshot = self.directory.snapshot();
         let holder = snapshot.by_name(name)?;
-        let taken =
-            holder.status == Status::Up && holder.id != src.id && holder.addr != Some(src.addr);
+        let taken = holder.status == MemberStatus::Up
+            && holder.id != src.id
+            && holder.addr != Some(src.addr);
         taken.then(|| {
             let ours = format!("name `{name}` is already used by live node {}", holder.id);
             Refusal {
