@@ -2,6 +2,10 @@
 //! hand-over with the save hook, minimal movement, forwarding for clients, singletons,
 //! groups and monitors.
 
+mod support;
+
+use support::eventually;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,14 +50,6 @@ async fn node(name: &str, seed: Option<&Node>, store: &Store) -> Node {
         .await
         .unwrap();
     node
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Until every node sees `n` members up, each hosting `vcounter`.

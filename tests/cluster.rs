@@ -1,5 +1,9 @@
 //! In-process clusters: several nodes in one runtime, calling each other over loopback.
 
+mod support;
+
+use support::eventually;
+
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,15 +26,6 @@ async fn node(name: &str) -> Node {
         Ok::<u64, String>(ms)
     });
     node
-}
-
-/// Polls `check` until it holds, failing after `PATIENCE`.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

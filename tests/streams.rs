@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use meshrpc::{Client, ErrorKind, Items, Node, NodeConfig, RpcError, StreamOptions};
+use support::eventually;
 use support::proxy::{Mode, Proxy};
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 /// Bounds every wait: a test fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -23,14 +24,6 @@ async fn node(name: &str) -> Node {
     })
     .await
     .expect("node")
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Counts itself when dropped: shows that a producer's stream was dropped (its task ended).

@@ -13,6 +13,8 @@ mod connection;
 mod flow;
 pub(crate) mod frames;
 mod goodbye;
+#[cfg(test)]
+pub(crate) mod memory;
 mod meter;
 mod outbox;
 mod pending;

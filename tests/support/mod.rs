@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshrpc");
 
 /// How long anything in a test may take before the test fails instead of hanging.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A running `meshrpc node`, killed when dropped (also when the test panics).
 pub struct NodeProc {
@@ -282,7 +282,8 @@ pub fn call_with_stdin(addr: &str, method: &str, stdin: &str) -> (bool, String, 
     )
 }
 
-/// Polls `check` until it returns true, failing the test after `PATIENCE`.
+/// Polls `check` until it returns true, failing the test after `PATIENCE`: for what has no
+/// event to wait on (another process's state, read through its CLI).
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !check() {
@@ -331,4 +332,17 @@ pub fn tls_gen(dir: &std::path::Path, names: &[&str]) {
         "tls-gen failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The async twin of [`wait_until`], for in-process nodes: polls `check` every 10 ms until it
+/// holds, failing the test after `PATIENCE`.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

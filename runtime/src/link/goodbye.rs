@@ -110,66 +110,26 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    use tokio::sync::Notify;
-    use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::link::connection::Parts;
+    use crate::link::memory::{memory_link, Keep};
     use crate::link::transport::Socket;
-    use crate::link::{Dispatch, Limits, LinkCtx, Request, Responder};
-    use crate::wire::{Encoding, Identity, NodeId};
-    use crate::{ErrorKind, NodeConfig};
+    use crate::wire::Encoding;
+    use crate::ErrorKind;
 
-    /// Keeps every request it is handed, unanswered.
-    #[derive(Default)]
-    struct Keep {
-        methods: Mutex<Vec<(String, Responder)>>,
-        arrived: Notify,
-    }
-
-    impl Dispatch for Keep {
-        fn dispatch(&self, request: Request<'_>) {
-            let kept = (request.method.to_owned(), request.responder);
-            self.methods.lock().unwrap().push(kept);
-            self.arrived.notify_one();
-        }
-    }
-
-    /// A connection of this node over one end of an in-memory socket; the test speaks raw
-    /// frames on the other.
     fn link(keep: Arc<Keep>, tasks: &TaskTracker) -> (Connection, Socket) {
-        let (ours, theirs) = Socket::loopback("127.0.0.1:1".parse().unwrap());
-        let identity = Identity {
-            id: NodeId(2),
-            name: "peer".into(),
-            listen: Some("127.0.0.1:1".into()),
-            max_frame: 1 << 20,
-            incarnation: 1,
-        };
-        let config = NodeConfig::default();
-        let parts = Parts {
-            peer: crate::link::transport::peer_info(&identity, &ours),
-            socket: ours,
-            conn_id: 1,
-            outbound: true,
-            max_frame: 1 << 20,
-            max_frame_in: 1 << 20,
-            heartbeat: Duration::from_secs(60),
-            silence: Duration::from_secs(600),
-        };
-        let ctx = LinkCtx {
-            dispatch: keep,
-            limits: Arc::new(Limits::new(Arc::default(), &config, false)),
-            tasks: tasks.clone(),
-        };
-        let conn = Connection::start(parts, None, ctx, CancellationToken::new(), |_, _| {});
-        (conn, theirs)
+        memory_link(
+            keep,
+            tasks,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )
     }
 
     fn request(id: u64, method: &str) -> bytes::Bytes {
