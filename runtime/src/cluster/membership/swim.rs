@@ -108,7 +108,7 @@ pub(crate) fn start(start: SwimStart, stop: CancellationToken, tasks: &TaskTrack
         announced: VecDeque::new(),
         refusals: LogLimit::default(),
         dropped: LogLimit::default(),
-        strangers: strangers::Strangers::default(),
+        strangers: strangers::Strangers::new(tasks.clone(), stop.child_token()),
         graveyard: graveyard::Graveyard::default(),
         unpublished: Vec::new(),
         flush_at: None,

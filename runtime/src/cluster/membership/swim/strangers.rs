@@ -8,7 +8,7 @@
 //! forged datagram.
 //!
 //! Bounded: at most [`MAX_CHECKS`] addresses are checked or remembered at once, each check
-//! within [`CHECK_TIMEOUT`]; the checks are tasks of their own that end by themselves.
+//! within [`CHECK_TIMEOUT`]; the checks are tasks of the node's, ended with membership.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::Actor;
@@ -33,12 +35,25 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
 /// Strangers vouched for by the node at their address, and addresses being checked.
-#[derive(Default)]
 pub(super) struct Strangers {
     /// Checks started, by address: when the address may be checked again.
     checked: HashMap<SocketAddr, Instant>,
     /// Ids the node at their claimed address greeted with (written by the checks).
     vouched: Arc<Mutex<HashMap<NodeId, SocketAddr>>>,
+    /// The node's tasks, which the checks join, and the membership's stop token.
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Strangers {
+    pub(super) fn new(tasks: TaskTracker, stop: CancellationToken) -> Self {
+        Strangers {
+            checked: HashMap::new(),
+            vouched: Arc::default(),
+            tasks,
+            stop,
+        }
+    }
 }
 
 impl Actor {
@@ -73,7 +88,14 @@ impl Actor {
             .is_none_or(|again| *again <= now);
         if due && strangers.checked.len() < MAX_CHECKS {
             strangers.checked.insert(src.addr, now + RECHECK_AFTER);
-            tokio::spawn(check(src.addr, src.id, strangers.vouched.clone()));
+            let check = check(src.addr, src.id, strangers.vouched.clone());
+            let stop = strangers.stop.clone();
+            strangers.tasks.spawn(async move {
+                tokio::select! {
+                    _ = check => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
         }
         if let Some(more) = self.dropped.admit() {
             debug!(%from, claimed = %src.addr, more, "a stranger not at the address it claims: asking the node there");
