@@ -59,7 +59,22 @@ fn a_node_of_the_previous_release_joins_calls_both_ways_and_streams() {
     };
     assert_eq!(protocol("b"), Some(serde_json::json!(3)), "{peers}");
     assert_eq!(protocol("c"), Some(serde_json::json!(4)), "{peers}");
-    // Virtual actors routed across the two releases: one counter, whoever owns it.
+    // Virtual actors routed across the two releases: one counter, whoever owns it — once
+    // every node knows what every other hosts (members can be `up` before that), they agree
+    // on its owner.
+    wait_until("the three nodes to agree on the counter's owner", || {
+        let owners: Vec<String> = [&a, &b, &c]
+            .iter()
+            .map(|n| {
+                call_ok(
+                    &n.addr,
+                    "system.actors.owner",
+                    &["\"vcounter\"", "\"mixed\""],
+                )
+            })
+            .collect();
+        owners[0] != "null" && owners.iter().all(|o| *o == owners[0])
+    });
     for (i, node) in [&a, &b, &c, &a].iter().enumerate() {
         let n = call_ok(&node.addr, "vcounter.incr/mixed", &["1"]);
         assert_eq!(n, (i + 1).to_string(), "through {}", node.name);

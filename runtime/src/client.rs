@@ -382,7 +382,13 @@ impl Client {
         Ok(Client::start(socket, &greeting.identity, config))
     }
 
-    fn start(socket: transport::Socket, theirs: &Identity, config: &NodeConfig) -> Client {
+    /// A client over an established socket to the node `theirs` (after a handshake, or an
+    /// in-memory one from inside the node: [`crate::cluster::Links::client_in_memory`]).
+    pub(crate) fn start(
+        socket: transport::Socket,
+        theirs: &Identity,
+        config: &NodeConfig,
+    ) -> Client {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
         let closing = Arc::new(AtomicBool::new(false));

@@ -30,6 +30,7 @@ use super::jsonrpc;
 use super::metrics::{self, Stats};
 use super::server::{self, ServerCtx};
 use super::xmlrpc::{self, Fault};
+use crate::cluster::links::WeakLinks;
 use crate::link::LogLimit;
 use crate::{CallOptions, Client, NodeConfig, RpcError};
 
@@ -37,9 +38,9 @@ pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// What the gateway of one node needs: where its node is, how to reach it, when to stop.
 pub(crate) struct GatewayCtx {
-    /// Where the node listens: the gateway calls it over a client link of its own.
-    pub(crate) node: SocketAddr,
-    /// The settings of that link (its name, the cookie, TLS, timeouts, frame limit).
+    /// The node's links: the gateway calls its node over an in-memory client link of its own.
+    pub(crate) links: WeakLinks,
+    /// The settings of that link (its name, timeouts, frame limit).
     pub(crate) client: NodeConfig,
     /// Largest request body read.
     pub(crate) max_body: usize,
@@ -379,7 +380,12 @@ impl Gateway {
         if self.ctx.server.intake.is_cancelled() {
             return Err(RpcError::Shutdown("the node has stopped".into()));
         }
-        let client = Client::connect_with(&self.ctx.node.to_string(), &self.ctx.client).await?;
+        let stopped = || RpcError::Shutdown("the node is shutting down".into());
+        let links = self.ctx.links.upgrade().ok_or_else(stopped)?;
+        let (socket, node) = links
+            .client_in_memory(&self.ctx.client.name)
+            .ok_or_else(stopped)?;
+        let client = Client::start(socket, &node, &self.ctx.client);
         let peer = (*client).clone();
         *link = Some(client);
         Ok(peer)

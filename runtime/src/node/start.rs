@@ -281,11 +281,9 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         };
         info!(addr = %http_shown, %scheme, %access, "gateway (XML-RPC, JSON-RPC, /metrics, /health)");
         let gateway = GatewayCtx {
-            node: addr,
+            links: links.downgrade(),
             client: NodeConfig {
                 name: format!("{}-http", config.name),
-                cookie: config.cookie.clone(),
-                tls: config.tls.clone(),
                 default_timeout: config.default_timeout,
                 max_frame: config.max_frame,
                 ..NodeConfig::default()

@@ -5,10 +5,12 @@
 //! are dropped at the next publish. Plain data: the membership actor owns the table.
 //!
 //! An entry's word is the member's own when the datagram that carried it came from that
-//! member; otherwise it is relayed. The member's own word replaces any relayed entry, and a
-//! relayed entry moves a version the member gave itself forward by at most [`MAX_STEP`]: a
-//! relay (a cookie holder that forged an entry at version 2⁶⁴−1, say) cannot lock a member's
-//! entry for good, and its forgery stops at the nodes that heard the member.
+//! member; otherwise it is relayed. Newer versions win, with two bounds: a relayed entry
+//! moves a version the member gave itself forward by at most [`MAX_STEP`], and the member's
+//! own word replaces a relayed entry more than [`MAX_STEP`] ahead of it. So a relay (a cookie
+//! holder that forged an entry at version 2⁶⁴−1, say) cannot lock a member's entry for good,
+//! its forgery stops at the nodes that heard the member, and a relayed entry that is merely
+//! newer (datagrams cross) is not undone by the member's older word arriving late.
 //!
 //! A node relays an entry that is news to it only while fewer than [`MAX_RELAYED`] custom
 //! broadcasts wait in its foca backlog: foca walks its whole backlog for every datagram it
@@ -120,7 +122,9 @@ impl Table {
         let take = match inner.entries.get(&entry.node) {
             None => true,
             Some((known, _, was)) => match (from, was) {
-                (Source::Member, Source::Relay) => **known != entry,
+                (Source::Member, Source::Relay) => {
+                    entry.version > known.version || known.version - entry.version > MAX_STEP
+                }
                 (Source::Member, Source::Member) | (Source::Relay, Source::Relay) => {
                     entry.version > known.version
                 }
@@ -306,10 +310,11 @@ mod tests {
         // A forged jump far past what the member said is refused...
         assert!(!table.offer(entry(1, u64::MAX, &[]), Source::Relay));
         assert_eq!(types(&table), ["vcounter"]);
-        // ... a plausible one is taken, until the member's next word.
-        assert!(table.offer(entry(1, 5 + MAX_STEP, &[]), Source::Relay));
-        assert!(table.offer(entry(1, 6, &["vcounter"]), Source::Member));
-        assert_eq!(types(&table), ["vcounter"]);
+        // ... a newer one within reach is taken, and the member's older word arriving late
+        // (datagrams cross) does not undo it.
+        assert!(table.offer(entry(1, 6, &["vcounter", "counter"]), Source::Relay));
+        assert!(!table.offer(entry(1, 5, &["vcounter"]), Source::Member));
+        assert_eq!(types(&table), ["vcounter", "counter"]);
         // A forgery about a member not heard yet is replaced by its first own word.
         assert!(table.offer(entry(2, u64::MAX, &[]), Source::Relay));
         assert!(table.offer(entry(2, 1, &["vcounter"]), Source::Member));
