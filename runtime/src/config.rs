@@ -268,7 +268,8 @@ impl NodeConfig {
             }
             if self.cookie.as_ref() == Some(secret) {
                 return Err(
-                    "the client secret must differ from the cookie: whoever holds the cookie                      may be a node"
+                    "the client secret must differ from the cookie: whoever holds the cookie \
+                     may be a node"
                         .to_owned(),
                 );
             }

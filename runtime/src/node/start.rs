@@ -145,7 +145,8 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     }
     if config.client_secret.is_some() && config.cookie.is_none() {
         return Err(StartError::Config(
-            "a client secret keeps callers from being nodes, which means nothing without a              cluster cookie (anyone could join as a node): give the node --cookie too"
+            "a client secret keeps callers from being nodes, which means nothing without a \
+             cluster cookie (anyone could join as a node): give the node --cookie too"
                 .to_owned(),
         ));
     }

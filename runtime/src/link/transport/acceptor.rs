@@ -75,10 +75,12 @@ pub(crate) async fn accept(
     }
     if client_proof {
         let ours = format!(
-            "refused {}: it proved the client secret but announced a listen address, as a              node would (a client posing as a node)",
+            "refused {}: it proved the client secret but announced a listen address, as a \
+             node would (a client posing as a node)",
             them.name
         );
-        let theirs = "the client secret lets a process call methods, never be a node: a node                       needs the cluster cookie";
+        let theirs = "the client secret lets a process call methods, never be a node: a node \
+                      needs the cluster cookie";
         let verdict = Verdict::Unauthenticated(theirs.to_owned());
         let _ = refuse(&mut introduced, local, verdict).await; // best effort
         return Err(HandshakeFailure::Unauthenticated(ours));
