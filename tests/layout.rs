@@ -19,7 +19,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("client", &["wire", "link", "handlers"]),
     ("actors", &["wire", "link", "handlers", "cluster", "client"]),
     ("http", &["wire", "link", "handlers", "cluster", "client"]),
-    ("bench", &["wire", "client"]),
 ];
 
 /// Vocabulary any module may name.
@@ -28,7 +27,7 @@ const SHARED: &[&str] = &["error", "config"];
 /// What `crate::X` names that are re-exported types rather than modules resolve to.
 const REEXPORTS: &[(&str, &str)] = &[
     ("RpcError", "error"),
-    ("ErrorKind", "error"),
+    ("ErrorKind", "wire"),
     ("StartError", "error"),
     ("NodeConfig", "config"),
     ("CallOptions", "client"),

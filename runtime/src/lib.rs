@@ -48,13 +48,13 @@ pub use client::{CallOptions, Client, ItemSink, ItemStream, Peer, StreamOptions,
 pub use cluster::{Member, MemberEvent, MemberStatus, MemberSummary, PeerSummary, Target};
 pub use config::TlsConfig;
 pub use config::{MulticastConfig, NodeConfig};
-pub use error::{ErrorKind, RpcError, StartError};
+pub use error::{RpcError, StartError};
 pub use handlers::{
     ActorBuilder, BoxStream, Items, Method, MethodInfo, Param, Registered, Registry, Service,
 };
 pub use link::{current_trace, with_trace, PeerInfo};
 pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
-pub use wire::{NodeId, Trace};
+pub use wire::{ErrorKind, NodeId, Trace};
 
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
 #[doc(hidden)]

@@ -8,6 +8,7 @@
 
 pub(crate) mod codec;
 mod frame;
+mod kind;
 pub mod swim;
 mod trace;
 
@@ -27,6 +28,7 @@ pub use frame::{
     decode_handshake, decode_handshake_versioned, encode_handshake, encode_handshake_at,
     HandshakeError,
 };
+pub use kind::ErrorKind;
 pub use trace::Trace;
 
 /// The four bytes every handshake frame starts with.
@@ -288,13 +290,13 @@ pub enum Header<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteError {
     /// What kind of failure; stable across versions.
-    pub kind: crate::ErrorKind,
+    pub kind: ErrorKind,
     /// Human-readable detail from the callee.
     pub message: String,
 }
 
 impl RemoteError {
-    pub(crate) fn new(kind: crate::ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         RemoteError {
             kind,
             message: message.into(),

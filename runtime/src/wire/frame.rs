@@ -236,8 +236,8 @@ pub fn decode_handshake_versioned<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ErrorKind;
     use crate::wire::{Identity, NodeId, RemoteError};
-    use crate::ErrorKind;
     use std::borrow::Cow;
 
     fn payload(frame: Bytes) -> BytesMut {
