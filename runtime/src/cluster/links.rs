@@ -151,12 +151,7 @@ impl Links {
             .myself
             .get_or_init(|| {
                 let me = &inner.identity;
-                let addr = me
-                    .listen
-                    .as_deref()
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-                let (ours, theirs) = Socket::loopback(addr);
+                let (ours, theirs) = Socket::loopback(self.own_addr());
                 let end = |socket: Socket, outbound: bool| {
                     let parts = Parts {
                         peer: transport::peer_info(me, &socket),
@@ -188,14 +183,8 @@ impl Links {
         if self.closing() || self.stopped() {
             return None;
         }
-        let inner = &self.inner;
-        let me = &inner.identity;
-        let addr = me
-            .listen
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let (theirs, ours) = Socket::loopback(addr);
+        let me = &self.inner.identity;
+        let (theirs, ours) = Socket::loopback(self.own_addr());
         let caller = Identity {
             id: NodeId::random(),
             name: name.to_owned(),
@@ -205,6 +194,14 @@ impl Links {
         };
         self.start_link(ours, &caller, false, None);
         Some((theirs, me.clone()))
+    }
+
+    /// The address this node tells peers, for the far end of its in-memory links.
+    fn own_addr(&self) -> SocketAddr {
+        let listen = self.inner.identity.listen.as_deref();
+        listen
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     fn closing(&self) -> bool {
