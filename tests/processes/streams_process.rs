@@ -2,7 +2,7 @@
 //! as a JSON line as it arrives, uploads stdin to client and bidirectional streams, exits
 //! non-zero after a mid-stream error; the HTTP gateways say clearly that a method streams.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

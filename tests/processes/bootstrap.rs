@@ -2,7 +2,7 @@
 //! way a shell loop, docker compose or Kubernetes starts them, with default timings and
 //! seeds that are not listening yet. Whatever the order, they must end as one cluster.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! hand-over with the save hook, minimal movement, forwarding for clients, singletons,
 //! groups and monitors.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

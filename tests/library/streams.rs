@@ -2,7 +2,7 @@
 //! its own stream, with memory bounded on both sides), cancellation both ways, errors
 //! mid-stream, deadlines, a link that dies, client and bidirectional streams.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! draws one curve per run, and the .hgrm file is HdrHistogram's percentile format with
 //! every call counted.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

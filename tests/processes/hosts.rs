@@ -10,7 +10,7 @@
 //! The tests make their namespaces and always delete them (even when they fail). They need
 //! root, as CI has; where namespaces cannot be made they say so and pass without running.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! but for the port), a JSON-RPC client written with urllib, hostile HTTP bodies, /metrics and
 //! /health; and meshrpc's Rust client calling the Python tutorial's server.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 
@@ -267,7 +267,7 @@ print(urllib.request.urlopen(url + "/metrics").read().decode())
 
 /// The Python tutorial's `square`/`cube` server, as the tutorial writes it but for the port (given on the
 /// command line so the test can pick a free one); shared with `examples/python_server.rs`.
-const SEED_SERVER: &str = include_str!("../examples/seed_server.py");
+const SEED_SERVER: &str = include_str!("../../examples/seed_server.py");
 
 #[tokio::test]
 async fn rust_calls_the_seeds_python_server() {

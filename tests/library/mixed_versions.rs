@@ -1,7 +1,7 @@
 //! A cluster of two releases, as during a rolling upgrade: nodes of this release (protocol
 //! 4) and nodes that speak exactly as the release before (protocol 3, `max_protocol: 3`)
 //! join one membership, call each other both ways and stream both ways; each link speaks
-//! the newest version its two ends share. (`tests/mixed_process.rs` does the same with real
+//! the newest version its two ends share. (`tests/processes/mixed_process.rs` does the same with real
 //! processes, and with the previous release's own binary when one is given.)
 
 use std::time::Duration;

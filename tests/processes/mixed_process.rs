@@ -5,7 +5,7 @@
 //! ways (`fanout`), route virtual-actor calls across, and clients of this release call and
 //! stream to the old node.
 
-mod support;
+use crate::support;
 
 use support::{call_ok, call_with_stdin, members, wait_until, NodeProc};
 

@@ -3,7 +3,7 @@
 //! certificate, the method allowlist, node-only methods, bounded HTTP and handshakes, and
 //! `tls-gen` keeping its CA. Each of these was a hole before it was closed here.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! activation each, whoever is called; a SIGKILL moves only the dead node's keys; a restart
 //! and a healed partition end with every key on exactly one node.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! (with the cookie still checked inside), and anyone else is refused before anything can be
 //! called: a node with another CA's certificate, or a plain-TCP client.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! fail, but only promptly and with `shutdown`, `peer_unavailable` or `disconnected`. No
 //! call may take longer than its deadline.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! shows both members, and each method called with its exact total. Skipped, saying so,
 //! where Chromium is not installed (`.ci/run` installs it).
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

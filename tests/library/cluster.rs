@@ -1,6 +1,6 @@
 //! In-process clusters: several nodes in one runtime, calling each other over loopback.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

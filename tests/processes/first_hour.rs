@@ -3,7 +3,7 @@
 //! errors in the method's own words over the CLI and both gateways, a bench that fails when
 //! its calls do, and logs that read well.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! one seed, failure detection, graceful leave, restarts, late seeds, multicast, cookies and
 //! name conflicts. Timings are shortened with --heartbeat-ms / --down-after-ms.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

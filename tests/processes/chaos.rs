@@ -3,7 +3,7 @@
 //! connections opened and dropped, a peer that never reads, and a partition through a
 //! fault-injecting proxy. Timings are shortened with --heartbeat-ms / --down-after-ms.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
