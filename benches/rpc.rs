@@ -9,14 +9,14 @@ mod baseline;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use meshrpc::{Client, Method, Node, Peer};
+use meshrpc::{Client, Node, Peer};
 use serde_bytes::ByteBuf;
 
 use baseline::Baseline;
 
-const ADD: Method<(i64, i64), i64> = Method::new("add");
-const ECHO: Method<ByteBuf, ByteBuf> = Method::new("echo");
-const INCR: Method<i64, i64> = Method::new("counter.incr");
+const ADD: &str = "add";
+const ECHO: &str = "echo";
+const INCR: &str = "counter.incr";
 
 /// Runs `iters` calls with `in_flight` workers, each making its own share of them in turn;
 /// `call(w)` makes one call for worker `w`. Returns the wall time.
@@ -57,8 +57,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let server = Node::builder("server").start().await.expect("server");
-    server.serve_fn(ADD, |(a, b)| a + b);
-    server.serve_fn(ECHO, |bytes| bytes);
+    server.register(ADD, |(a, b): (i64, i64)| a + b);
+    server.register(ECHO, |bytes: ByteBuf| bytes);
     server
         .actor("counter", || 0i64)
         .method("incr", |n: &mut i64, by: i64| {
@@ -112,7 +112,7 @@ fn round_trips(c: &mut Criterion) {
                 let peer = peer.clone();
                 drive(iters, in_flight, move |_| {
                     let peer = peer.clone();
-                    async move { assert_eq!(peer.invoke(ADD, (2, 3)).await.expect("add"), 5) }
+                    async move { assert_eq!(peer.call::<i64>(ADD, (2, 3)).await.expect("add"), 5) }
                 })
             })
         });
@@ -141,7 +141,7 @@ fn round_trips(c: &mut Criterion) {
             let peers = peers.clone();
             drive(iters, 256, move |w| {
                 let peer = peers[w as usize % peers.len()].clone();
-                async move { assert_eq!(peer.invoke(ADD, (2, 3)).await.expect("add"), 5) }
+                async move { assert_eq!(peer.call::<i64>(ADD, (2, 3)).await.expect("add"), 5) }
             })
         })
     });
@@ -170,7 +170,12 @@ fn round_trips(c: &mut Criterion) {
             let (peer, body) = (peer.clone(), body.clone());
             drive(iters, 16, move |_| {
                 let (peer, body) = (peer.clone(), body.clone());
-                async move { assert_eq!(peer.invoke(ECHO, body).await.expect("echo").len(), 64 << 10) }
+                async move {
+                    assert_eq!(
+                        peer.call::<ByteBuf>(ECHO, body).await.expect("echo").len(),
+                        64 << 10
+                    )
+                }
             })
         })
     });
@@ -198,7 +203,7 @@ fn round_trips(c: &mut Criterion) {
             drive(iters, 64, move |_| {
                 let peer = peer.clone();
                 async move {
-                    peer.invoke(INCR, 1).await.expect("incr");
+                    peer.call::<i64>(INCR, 1).await.expect("incr");
                 }
             })
         })
@@ -210,7 +215,7 @@ fn round_trips(c: &mut Criterion) {
             drive(iters, 64, move |_| {
                 let peer = peer.clone();
                 async move {
-                    peer.invoke(ADD, (2, 3)).await.expect("add");
+                    peer.call::<i64>(ADD, (2, 3)).await.expect("add");
                 }
             })
         })

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .help("counter.incr(by) -> the new value")
         .method("get", |c: &mut Counter, (): ()| (c.value, c.calls))
-        .try_method("reset_to", |c: &mut Counter, to: i64| {
+        .method("reset_to", |c: &mut Counter, to: i64| {
             if to < 0 {
                 return Err(format!("cannot reset to {to}: counters are not negative"));
             }

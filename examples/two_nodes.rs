@@ -6,24 +6,21 @@
 //! cargo run --example two_nodes
 //! ```
 
-use meshrpc::Node;
+use meshrpc::{Node, RequestContext};
 
 async fn start(name: &'static str) -> anyhow::Result<Node> {
     let node = Node::builder(name).start().await?;
-    node.register_fn("hello", move |who: String| {
+    node.register("hello", move |who: String| {
         format!("{name} says hello to {who}")
     });
-    // `relay(msg)` asks the other node to say hello: a call made from inside a handler.
-    let weak = node.downgrade();
-    node.register("relay", move |(peer, who): (String, String)| {
-        let node = weak.upgrade();
-        async move {
-            let node = node.ok_or("node stopped")?;
-            node.call::<String>(peer.as_str(), "hello", who)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    });
+    // `relay(msg)` asks the other node to say hello: a call made from inside a handler,
+    // through the node its request context hands it.
+    node.register(
+        "relay",
+        |cx: RequestContext, (peer, who): (String, String)| async move {
+            cx.node()?.call::<String>(peer.as_str(), "hello", who).await
+        },
+    );
     Ok(node)
 }
 

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use meshrpc::{
-    Activation, CallOptions, Client, MemberSummary, MulticastConfig, Node, NodeConfig, RpcError,
-};
+use meshrpc::actor::Activation;
+use meshrpc::{CallOptions, Client, MemberStatus, MulticastConfig, Node, NodeConfig, RpcError};
 use serde_json::value::RawValue;
 
 use crate::{ClientArgs, Discover, MembersArgs, NodeArgs};
@@ -67,15 +66,32 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     std::io::stdout()
         .flush()
         .context("cannot write to stdout")?;
+    // `joined` fails only when the cluster refuses this node (its name is taken).
+    let refused = async {
+        match node.joined().await {
+            Err(RpcError::Refused { reason, .. }) => reason,
+            Err(other) => other.to_string(),
+            Ok(()) => std::future::pending().await,
+        }
+    };
     tokio::select! {
         signal = wait_for_signal() => signal?,
-        reason = node.refused() => {
+        reason = refused => {
             node.shutdown().await;
             anyhow::bail!("{reason}");
         }
     }
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `system.members` (and of `meshrpc members --json`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MemberSummary {
+    pub name: String,
+    pub addr: String,
+    pub status: MemberStatus,
+    pub id: String,
 }
 
 /// The first address `host:port` resolves to.
@@ -249,7 +265,7 @@ async fn stream(
 ) -> anyhow::Result<Streamed> {
     use futures_util::StreamExt;
     use std::io::Write;
-    let options = meshrpc::StreamOptions::default().idle(Some(idle));
+    let options = meshrpc::stream::StreamOptions::default().idle(Some(idle));
     let (sink, mut items) = match client.stream_json(method, body, options) {
         Ok(opened) => opened,
         Err(e) => return Ok(Streamed::Ended(failed(&e))),
@@ -286,7 +302,7 @@ async fn stream(
 }
 
 /// Streams the JSON values on stdin to `sink`, once the callee shows it reads them.
-async fn upload_stdin(sink: meshrpc::ItemSink<serde_json::Value>) {
+async fn upload_stdin(sink: meshrpc::stream::ItemSink<serde_json::Value>) {
     if sink.ready().await.is_err() {
         return; // over before the callee wanted anything
     }

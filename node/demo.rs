@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::commands::MemberSummary;
 use anyhow::{bail, ensure, Context};
 use futures_util::StreamExt;
-use meshrpc::{CallOptions, Client, ErrorKind, MemberStatus, MemberSummary, RpcError};
+use meshrpc::{CallOptions, Client, ErrorKind, MemberStatus, RpcError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use futures_util::StreamExt;
 
-use meshrpc::{CallOptions, Peer, StreamOptions};
+use meshrpc::stream::StreamOptions;
+use meshrpc::{CallOptions, Peer};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

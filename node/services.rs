@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::load::{self, LoadSpec, Report};
 use futures_util::{future, stream, StreamExt};
-use meshrpc::{BoxStream, CallOptions, Items, MemberStatus, Node, RpcError};
+use meshrpc::stream::{BoxStream, Items};
+use meshrpc::{CallOptions, MemberStatus, Node, RequestContext, RpcError};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
 
@@ -194,12 +195,12 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .help("vcounter.upto/KEY() -> stream<i64>: streams 0, 1, ... up to the counter's value")
         .start()
         .await?;
-    node.join_group("demo").await?;
+    node.group("demo").join().await?;
     node.serve(StreamsServer::new(DemoImpl));
-    node.register_fn("mirror", |value: Value| value)
+    node.register("mirror", |value: Value| value)
         .params(&["value"])
         .help("mirror(value) -> value: returns its argument unchanged (JSON and the HTTP gateways; not for bincode callers)");
-    node.register_try_fn("scale", |args: Scale| {
+    node.register("scale", |args: Scale| {
         let product = args.value * args.factor;
         if product.is_finite() {
             Ok(product)
@@ -208,26 +209,21 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         }
     })
     .help("scale({value, factor}) -> value * factor: takes named arguments (a struct)");
-    let weak = node.downgrade();
-    node.register("bench.run", move |(to, spec): (String, LoadSpec)| {
-        let node = weak.upgrade();
-        async move {
-            let node = node.ok_or("the node is stopping")?;
-            let peer = node.peer(to.as_str()).await.map_err(|e| e.to_string())?;
-            let report = load::run(&[peer], &spec, Default::default()).await;
-            Ok::<Report, String>(report)
-        }
-    })
+    node.register(
+        "bench.run",
+        |cx: RequestContext, (to, spec): (String, LoadSpec)| async move {
+            let peer = cx.node()?.peer(to.as_str()).await?;
+            Ok::<Report, RpcError>(load::run(&[peer], &spec, Default::default()).await)
+        },
+    )
     .params(&["peer", "spec"])
     .help("bench.run(peer, spec) -> report: runs a load from this node against its peer, over their link (meshrpc bench --from/--to). Acts on another node: keep it off public gateways");
-    let weak = node.downgrade();
-    node.register("fanout", move |(method, args): (String, Value)| {
-        let node = weak.upgrade();
-        async move {
-            let node = node.ok_or("the node is stopping")?;
-            Ok::<Value, &'static str>(fanout(&node, &method, &args).await)
-        }
-    })
+    node.register(
+        "fanout",
+        |cx: RequestContext, (method, args): (String, Value)| async move {
+            Ok::<Value, RpcError>(fanout(&cx.node()?, &method, &args).await)
+        },
+    )
     .params(&["method", "args"])
     .help("fanout(method, args) -> {member: result}: calls method(args) on every other member that is up, at once (JSON arguments). Acts on other nodes: keep it off public gateways");
     Ok(())

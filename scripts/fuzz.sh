@@ -2,7 +2,7 @@
 # Runs every fuzz target for a bounded time (default 30 s each). Needs cargo-fuzz
 # (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP lets the stable toolchain take the sanitizer
 # flags cargo-fuzz passes. A crash leaves its input in fuzz/artifacts/TARGET/: fix it, then add
-# the input as a regression test (tests/decoders.rs or the parser's unit tests).
+# the input as a regression test (tests/library/decoders.rs or the parser's unit tests).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail

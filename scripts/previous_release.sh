@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the `meshrpc` binary of the previous release (the commit named in
-# scripts/previous-release) and prints its path, for tests/mixed_process.rs:
+# scripts/previous-release) and prints its path, for tests/processes/mixed_process.rs:
 #
-#   MESHRPC_PREVIOUS_BIN=$(scripts/previous_release.sh) cargo test --test mixed_process
+#   MESHRPC_PREVIOUS_BIN=$(scripts/previous_release.sh) cargo test --test processes mixed_process
 #
 # It builds in a target directory of its own (target/previous/target: sharing ours lets
 # cargo leave our binary where the old one should be) and copies the binary to

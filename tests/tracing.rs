@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshrpc::{with_trace, Node, NodeConfig, Trace};
+use meshrpc::{with_trace, Node, NodeConfig, RequestContext, Trace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -84,16 +84,10 @@ async fn trace_context_follows_a_call_across_nodes() {
         node("b", true).await,
         node("c", false).await,
     );
-    c.register_fn("leaf", |x: i64| x + 1);
-    let (weak, leaf_at) = (b.downgrade(), c.addr());
-    b.register("middle", move |x: i64| {
-        let weak = weak.clone();
-        async move {
-            let node = weak.upgrade().ok_or("stopping")?;
-            node.call::<i64>(leaf_at, "leaf", x)
-                .await
-                .map_err(|e| e.to_string())
-        }
+    c.register("leaf", |x: i64| x + 1);
+    let leaf_at = c.addr();
+    b.register("middle", move |cx: RequestContext, x: i64| async move {
+        cx.node()?.call::<i64>(leaf_at, "leaf", x).await
     });
 
     // Untraced: no hop is recorded.

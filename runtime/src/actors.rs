@@ -256,6 +256,11 @@ impl Actors {
         published
     }
 
+    /// The group `name`, as this node sees it.
+    pub(crate) fn group(&self, name: &str) -> Group {
+        Group::new(self.inner.ctx.clone(), Arc::downgrade(&self.inner), name)
+    }
+
     /// Joins `group` (as the node, or as one of its actors) and tells the cluster.
     pub(crate) async fn join(&self, group: &str, actor: Option<&str>) -> Result<(), RpcError> {
         let max = crate::cluster::membership::hosting::MAX_NAME;
@@ -395,7 +400,7 @@ impl Actors {
         let weak = Arc::downgrade(&self.inner);
         self.inner
             .handlers
-            .register(RELEASE, move |(kind, key): (String, String)| {
+            .register_async(RELEASE, move |(kind, key): (String, String)| {
                 let inner = weak.upgrade();
                 async move {
                     let hosted = inner.and_then(|i| i.types.get(&kind).map(|t| t.value().clone()));
@@ -413,6 +418,7 @@ impl Actors {
         for (name, all) in [("system.group.any", false), ("system.group.all", true)] {
             let routed = groups::Routed {
                 ctx: self.inner.ctx.clone(),
+                home: Arc::downgrade(&self.inner),
                 all,
             };
             let signature =

@@ -16,7 +16,7 @@ mod stream;
 
 pub use stream::{ItemSink, ItemStream, StreamOptions, StreamReply};
 
-use crate::handlers::{Method, MethodInfo};
+use crate::handlers::MethodInfo;
 use crate::link::tls::Tls;
 use crate::link::transport::{self, Local};
 use crate::link::{Connection, Limits, LinkCtx, NoMethods, Parts, PeerInfo};
@@ -189,6 +189,7 @@ impl Peer {
     ///
     /// # Errors
     /// As [`Peer::call`].
+    #[doc(hidden)]
     pub async fn call_declared<A: Serialize, R: DeserializeOwned>(
         &self,
         info: &'static MethodInfo,
@@ -208,15 +209,6 @@ impl Peer {
             other => other,
         })?;
         decode_typed(info.name, encoding, &body)
-    }
-
-    /// Calls a typed method: the argument and result types come from `method`.
-    pub async fn invoke<A: Serialize, R: DeserializeOwned>(
-        &self,
-        method: Method<A, R>,
-        args: A,
-    ) -> Result<R, RpcError> {
-        self.call(method.name(), args).await
     }
 
     /// Calls `method` with `args` (bincode) and returns the result's bytes undecoded (bincode):

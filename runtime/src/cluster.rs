@@ -24,7 +24,8 @@ pub(crate) use links::Links;
 use links::WeakLinks;
 use membership::{Membership, Rumor, SyncState};
 
-pub use membership::{Member, MemberEvent, MemberStatus, MemberSummary};
+pub(crate) use membership::MemberSummary;
+pub use membership::{Member, MemberEvent, MemberStatus};
 pub use target::Target;
 
 /// Whether the node has joined its cluster — through its seeds, or at once when it has
@@ -74,7 +75,7 @@ const MAX_RUMORS: usize = 64;
 
 /// One entry of `system.peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerSummary {
+pub(crate) struct PeerSummary {
     /// The peer's name.
     pub name: String,
     /// Its id, in hex.
@@ -128,7 +129,7 @@ pub(crate) fn register_methods(handlers: &Handlers, links: WeakLinks, membership
         );
     let m = membership.clone();
     handlers
-        .register(sync::METHOD, move |theirs: SyncState| {
+        .register_async(sync::METHOD, move |theirs: SyncState| {
             let m = m.clone();
             async move {
                 let ours = m.state().await;

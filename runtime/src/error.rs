@@ -140,6 +140,14 @@ pub enum RpcError {
     },
 }
 
+/// A handler may return an `RpcError` as its own error (`Err(e)` from a call it made): it
+/// reaches the caller as an `application` error whose message is this error's text.
+impl serde::Serialize for RpcError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl RpcError {
     /// The stable kind of this error.
     pub fn kind(&self) -> ErrorKind {

@@ -12,6 +12,7 @@ mod actor;
 mod arguments;
 mod functions;
 pub(crate) mod introspection;
+pub(crate) mod reply;
 pub(crate) mod service;
 pub(crate) mod signature;
 mod streaming;
@@ -35,7 +36,7 @@ pub use actor::ActorBuilder;
 pub(crate) use actor::{build_state, ActorMethod, Declared};
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
 pub use service::{infallible, BoxStream, Registry, Service};
-pub use signature::{Method, MethodInfo, Param};
+pub use signature::{MethodInfo, Param};
 pub use streaming::Items;
 pub use table::Registered;
 pub(crate) use table::{Entry, Methods};
@@ -105,7 +106,8 @@ impl Handlers {
         }
     }
 
-    /// Registers a synchronous function that can fail (see `Node::register_try_fn`).
+    /// Registers a synchronous function that can fail: its error is the caller's
+    /// `application` error. For the node's own methods; users register through `Node::register`.
     pub(crate) fn register_try_fn<A, R, E, F>(&self, name: &str, f: F) -> Registered<'_>
     where
         F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
@@ -113,7 +115,8 @@ impl Handlers {
         R: Serialize + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.insert(name, Arc::new(SyncFn::new(f)), Signature::of::<A, R>())
+        let handler = SyncFn::new(move |_: &Incoming, args: A| f(args));
+        self.insert(name, Arc::new(handler), Signature::of::<A, R>())
     }
 
     /// Registers a synchronous function that cannot fail.
@@ -128,14 +131,38 @@ impl Handlers {
         })
     }
 
-    /// Registers an async function (see `Node::register`).
-    pub(crate) fn register<A, R, E, F, Fut>(&self, name: &str, f: F) -> Registered<'_>
+    /// Registers an async function that can fail (the node's own methods).
+    pub(crate) fn register_async<A, R, E, F, Fut>(&self, name: &str, f: F) -> Registered<'_>
     where
         F: Fn(A) -> Fut + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
         Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
         R: Serialize + Send + 'static,
         E: std::fmt::Display + 'static,
+    {
+        let handler = AsyncFn::new(move |_: &Incoming, args: A| f(args));
+        self.insert(name, Arc::new(handler), Signature::of::<A, R>())
+    }
+
+    /// Registers a function that reads its request (`Node::register` builds these): run on
+    /// the reader when `f` answers at once, as a task per call when it returns a future.
+    /// `R` is what the method says it returns (the `T` of a `Result<T, E>`).
+    pub(crate) fn register_with<A, R, F, Out>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(&Incoming, A) -> Result<Out, reply::Failure> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        Out: Serialize + 'static,
+    {
+        self.insert(name, Arc::new(SyncFn::new(f)), Signature::of::<A, R>())
+    }
+
+    /// [`Handlers::register_with`] for a function that returns a future.
+    pub(crate) fn register_async_with<A, R, F, Fut, Out>(&self, name: &str, f: F) -> Registered<'_>
+    where
+        F: Fn(&Incoming, A) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        Fut: std::future::Future<Output = Result<Out, reply::Failure>> + Send + 'static,
+        Out: Serialize + Send + 'static,
     {
         self.insert(name, Arc::new(AsyncFn::new(f)), Signature::of::<A, R>())
     }

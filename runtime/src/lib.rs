@@ -43,18 +43,38 @@ pub use http::fuzzing;
 #[cfg(feature = "gateway")]
 pub use http::remote;
 
-pub use actors::{Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder};
-pub use client::{CallOptions, Client, ItemSink, ItemStream, Peer, StreamOptions, StreamReply};
-pub use cluster::{Member, MemberEvent, MemberStatus, MemberSummary, PeerSummary, Target};
-pub use config::TlsConfig;
-pub use config::{MulticastConfig, NodeConfig};
+pub use client::{CallOptions, Client, Peer};
+pub use cluster::{Member, MemberEvent, MemberStatus, Target};
+pub use config::{MulticastConfig, NodeConfig, TlsConfig};
 pub use error::{RpcError, StartError};
-pub use handlers::{
-    ActorBuilder, BoxStream, Items, Method, MethodInfo, Param, Registered, Registry, Service,
-};
+pub use handlers::Registered;
 pub use link::{current_trace, with_trace, PeerInfo};
-pub use node::{Node, NodeBuilder, WeakNode, WhoAmI};
+pub use node::{IntoHandler, IntoStreamHandler, Node, NodeBuilder, RequestContext};
 pub use wire::{ErrorKind, NodeId, Trace};
+
+/// Actors: local ones ([`Node::actor`]), virtual actors that live wherever the cluster
+/// places their key ([`Node::virtual_actor`], [`Node::actor_ref`]), process groups
+/// ([`Node::group`]) and monitors ([`Node::monitor`]).
+pub mod actor {
+    pub use crate::actors::{
+        Activation, ActorRef, Down, Group, GroupMember, Monitored, VirtualBuilder,
+    };
+    pub use crate::handlers::ActorBuilder;
+}
+
+/// Streams: the items a streaming handler reads ([`Items`](stream::Items)) and returns
+/// ([`BoxStream`](stream::BoxStream)), and the caller's ends ([`Peer::call_stream`],
+/// [`Peer::client_stream`], [`Peer::bidi_stream`]).
+pub mod stream {
+    pub use crate::client::{ItemSink, ItemStream, StreamOptions, StreamReply};
+    pub use crate::handlers::{BoxStream, Items};
+}
+
+/// Services declared with [`service!`]: what the macro implements and registers, and what
+/// each method says about itself.
+pub mod service {
+    pub use crate::handlers::{MethodInfo, Param, Registry, Service};
+}
 
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
 #[doc(hidden)]

@@ -7,6 +7,7 @@
 //! stopped through the node's tokens; [`Node::shutdown`] runs the sequence in [`shutdown`].
 
 mod actors;
+mod register;
 mod shutdown;
 mod start;
 mod streams;
@@ -25,11 +26,12 @@ use crate::client::{Call, CallOptions, Peer};
 use crate::cluster::links::Links;
 use crate::cluster::membership::Membership;
 use crate::cluster::{Member, MemberEvent, Target};
-use crate::handlers::{ActorBuilder, Handlers, Method, Registered, Registry, Service};
+use crate::handlers::{ActorBuilder, Handlers, Registered, Registry, Service};
 use crate::link::{Limits, PeerInfo};
 use crate::wire::NodeId;
 use crate::{NodeConfig, RpcError};
 
+pub use register::{IntoHandler, IntoStreamHandler, RequestContext};
 pub use start::NodeBuilder;
 
 /// A running node; cheap to clone. It runs until [`Node::shutdown`].
@@ -38,13 +40,13 @@ pub struct Node {
     core: Arc<Core>,
 }
 
-/// A handle that does not keep the node alive; for handlers that call other peers.
+/// A handle that does not keep the node alive (a handler's [`RequestContext`] holds one).
 #[derive(Clone)]
-pub struct WeakNode(Weak<Core>);
+pub(crate) struct WeakNode(Weak<Core>);
 
 impl WeakNode {
     /// The node, unless it is gone.
-    pub fn upgrade(&self) -> Option<Node> {
+    pub(crate) fn upgrade(&self) -> Option<Node> {
         self.0.upgrade().map(|core| Node { core })
     }
 }
@@ -82,7 +84,7 @@ pub(crate) struct Core {
 
 /// What `system.whoami` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct WhoAmI {
+pub(crate) struct WhoAmI {
     /// The node's name.
     pub name: String,
     /// The node's id for this run, in hex.
@@ -131,62 +133,28 @@ impl Node {
         self.core.http_addr
     }
 
-    /// The node's settings.
-    pub fn config(&self) -> &NodeConfig {
-        &self.core.config
-    }
-
     /// A handle that does not keep the node alive.
-    pub fn downgrade(&self) -> WeakNode {
+    pub(crate) fn downgrade(&self) -> WeakNode {
         WeakNode(Arc::downgrade(&self.core))
     }
 
-    /// Registers a synchronous function. It runs on the connection's reader, so it must be
-    /// quick; use [`Node::register`] for anything that waits.
-    pub fn register_fn<A, R, F>(&self, name: &str, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> R + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-    {
-        self.register_try_fn(name, move |args: A| {
-            Ok::<R, std::convert::Infallible>(f(args))
-        })
-    }
-
-    /// Registers a synchronous function that can fail; its error becomes an `Application`
-    /// error for the caller. Runs on the connection's reader, like [`Node::register_fn`].
-    pub fn register_try_fn<A, R, E, F>(&self, name: &str, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-        E: std::fmt::Display + 'static,
-    {
-        self.core.handlers.register_try_fn(name, f)
-    }
-
-    /// Registers an async function; each call runs as its own task. Its error becomes an
-    /// `Application` error for the caller.
-    pub fn register<A, R, E, F, Fut>(&self, name: &str, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: std::fmt::Display + 'static,
-    {
-        self.core.handlers.register(name, f)
-    }
-
-    /// [`Node::register_fn`] for a typed method descriptor.
-    pub fn serve_fn<A, R, F>(&self, method: Method<A, R>, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> R + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-    {
-        self.register_fn(method.name(), f)
+    /// Registers the method `name`; the closure's shape decides how it runs (see
+    /// [`IntoHandler`]): `|args| value` answers at once on the connection's reader (keep it
+    /// quick), `|args| async move { value }` runs as a task per call, and either may take a
+    /// [`RequestContext`] first. A closure returning `Result<T, E>` is fallible: its `Err`
+    /// is the caller's `application` error. Registering a name again replaces it.
+    ///
+    /// ```no_run
+    /// # fn demo(node: meshrpc::Node) {
+    /// node.register("add", |(a, b): (i64, i64)| a + b);
+    /// node.register("sqrt", |x: f64| if x < 0.0 { Err("negative") } else { Ok(x.sqrt()) });
+    /// node.register("forward", |cx: meshrpc::RequestContext, x: i64| async move {
+    ///     cx.node()?.call::<i64>("b", "square", x).await
+    /// });
+    /// # }
+    /// ```
+    pub fn register<M>(&self, name: &str, f: impl IntoHandler<M>) -> Registered<'_> {
+        f.register(self, name)
     }
 
     /// Registers every method of a service declared with [`crate::service!`]:
@@ -195,18 +163,6 @@ impl Node {
         service.register(&Registry {
             handlers: &self.core.handlers,
         });
-    }
-
-    /// [`Node::register`] for a typed method descriptor.
-    pub fn serve_async<A, R, E, F, Fut>(&self, method: Method<A, R>, f: F) -> Registered<'_>
-    where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: std::fmt::Display + 'static,
-    {
-        self.register(method.name(), f)
     }
 
     /// Declares an actor called `name` whose state is built by `factory` (again after a panic).
@@ -223,25 +179,33 @@ impl Node {
     /// this node's view holds another live member, so a call by member name finds it.
     /// `Node::start` returns before that, as soon as the node listens. To bound the wait,
     /// wrap it in `tokio::time::timeout`: a seed that is not up yet is retried for ever.
-    pub async fn joined(&self) {
-        self.core.joined.wait().await;
-        if !self.core.config.seeds.is_empty() {
-            let mut active = self.core.membership.active();
-            // The membership actor outlives the node's handle: this ends when it has a member.
-            let _ = active.wait_for(|live| *live > 0).await;
+    ///
+    /// # Errors
+    /// `Refused` if the cluster refuses this node first (its name is held by a live member).
+    /// The node keeps running alone and keeps trying, in case the holder goes; `meshrpc
+    /// node` exits 1 instead.
+    pub async fn joined(&self) -> Result<(), RpcError> {
+        let joined = async {
+            self.core.joined.wait().await;
+            if !self.core.config.seeds.is_empty() {
+                let mut active = self.core.membership.active();
+                // The membership actor outlives the node's handle: this ends when it has a
+                // member.
+                let _ = active.wait_for(|live| *live > 0).await;
+            }
+        };
+        tokio::select! {
+            () = joined => Ok(()),
+            reason = self.core.membership.refused() => Err(RpcError::Refused {
+                peer: "the cluster".to_owned(),
+                reason,
+            }),
         }
     }
 
     /// This node's view of the cluster, itself included, sorted by name.
     pub fn members(&self) -> Vec<Member> {
         self.core.membership.members()
-    }
-
-    /// Resolves if the cluster refuses this node before it has joined (its name is held by
-    /// a live member), with the reason; never otherwise. The node keeps running alone and
-    /// keeps trying, in case the holder goes; `meshrpc node` exits 1 instead.
-    pub async fn refused(&self) -> String {
-        self.core.membership.refused().await
     }
 
     /// Membership changes from now on. A receiver that falls more than 256 events behind
@@ -315,24 +279,6 @@ impl Node {
         })
         .await?;
         crate::client::decode_typed(method, encoding, &body)
-    }
-
-    /// Calls a typed method on a peer.
-    ///
-    /// # Errors
-    /// Any [`RpcError`].
-    pub async fn invoke<A: Serialize, R: DeserializeOwned>(
-        &self,
-        to: impl Into<Target>,
-        method: Method<A, R>,
-        args: A,
-    ) -> Result<R, RpcError> {
-        let (to, args) = (to.into(), &args);
-        self.on_link(
-            &to,
-            |peer| async move { peer.call(method.name(), args).await },
-        )
-        .await
     }
 
     /// Sends a one-way message to a peer.

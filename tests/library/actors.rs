@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshrpc::{Client, Down, MemberStatus, Monitored, Node, NodeConfig};
+use meshrpc::actor::{ActorRef, Down, Monitored};
+use meshrpc::{Client, MemberStatus, Node, NodeConfig};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -281,7 +282,8 @@ async fn a_singleton_runs_once_and_moves_when_its_node_goes() {
         let node = Node::start(config(name, seed)).await.unwrap();
         let log = started.clone();
         let me = name.to_owned();
-        node.singleton("scheduler", || 0u64)
+        node.virtual_actor("scheduler", |_: &str| 0u64)
+            .singleton()
             .method("where", move |_: &mut u64, (): ()| me.clone())
             .on_activate(move |_, _| {
                 log.lock().unwrap().push("activated".into());
@@ -301,14 +303,14 @@ async fn a_singleton_runs_once_and_moves_when_its_node_goes() {
     eventually("the singleton to run on exactly one node", || {
         let owners: HashSet<Option<String>> = nodes
             .iter()
-            .map(|n| n.singleton_ref("scheduler").owner())
+            .map(|n| n.actor_ref("scheduler", ActorRef::SINGLETON).owner())
             .collect();
         owners.len() == 1 && running(&nodes).len() == 1
     })
     .await;
     let host = running(&nodes).remove(0);
     let at: String = nodes[0]
-        .singleton_ref("scheduler")
+        .actor_ref("scheduler", ActorRef::SINGLETON)
         .call("where", ())
         .await
         .unwrap();
@@ -321,7 +323,7 @@ async fn a_singleton_runs_once_and_moves_when_its_node_goes() {
     })
     .await;
     let at: String = nodes[0]
-        .singleton_ref("scheduler")
+        .actor_ref("scheduler", ActorRef::SINGLETON)
         .call("where", ())
         .await
         .unwrap();
@@ -338,8 +340,8 @@ async fn groups_reach_their_members_and_drop_those_that_go() {
     let c = Node::start(config("c", Some(&a))).await.unwrap();
     for n in [&a, &b, &c] {
         let name = n.name().to_owned();
-        n.register_fn("who", move |(): ()| name.clone());
-        n.join_group("workers").await.unwrap();
+        n.register("who", move |(): ()| name.clone());
+        n.group("workers").join().await.unwrap();
     }
     let workers = a.group("workers");
     eventually("three workers", || workers.members().len() == 3).await;
@@ -356,7 +358,7 @@ async fn groups_reach_their_members_and_drop_those_that_go() {
     assert_eq!(workers.cast_all("who", ()).await, 3);
     c.shutdown().await;
     eventually("c to drop out", || workers.members().len() == 2).await;
-    b.leave_group("workers", None).await.unwrap();
+    b.group("workers").leave(None).await.unwrap();
     eventually("b to leave", || workers.members().len() == 1).await;
     let only: Vec<String> = workers
         .call_all::<String>("who", ())
@@ -365,7 +367,7 @@ async fn groups_reach_their_members_and_drop_those_that_go() {
         .map(|(m, r)| format!("{}={}", m.node, r.unwrap()))
         .collect();
     assert_eq!(only, ["a=a"]);
-    let bad = a.join_group("a/b").await.unwrap_err();
+    let bad = a.group("a/b").join().await.unwrap_err();
     assert!(bad.to_string().contains("without `/`"), "{bad}");
     let err = a
         .group("nobody")

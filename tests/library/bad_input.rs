@@ -21,7 +21,7 @@ async fn node() -> Node {
         ..NodeConfig::default()
     };
     let node = Node::start(config).await.unwrap();
-    node.register_fn("add", |(a, b): (i64, i64)| a + b);
+    node.register("add", |(a, b): (i64, i64)| a + b);
     node
 }
 

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use meshrpc::{Activation, CallOptions, Client, ErrorKind, Node, NodeConfig};
+use meshrpc::actor::Activation;
+use meshrpc::{CallOptions, Client, ErrorKind, Node, NodeConfig};
 use tokio::time::{timeout, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -22,7 +23,7 @@ async fn node(config: NodeConfig) -> Node {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<u64, String>(ms)
     });
-    node.register_fn("add", |(a, b): (i64, i64)| a + b);
+    node.register("add", |(a, b): (i64, i64)| a + b);
     node
 }
 

@@ -8,16 +8,16 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshrpc::{CallOptions, ErrorKind, Method, Node, NodeConfig, RpcError};
+use meshrpc::{CallOptions, ErrorKind, Node, NodeConfig, RpcError};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(20);
-const ADD: Method<(i64, i64), i64> = Method::new("add");
+const ADD: &str = "add";
 
 async fn node(name: &str) -> Node {
     let node = Node::builder(name).start().await.expect("node starts");
-    node.serve_fn(ADD, |(a, b)| a + b);
-    node.register_fn("whoami", {
+    node.register(ADD, |(a, b): (i64, i64)| a + b);
+    node.register("whoami", {
         let name = name.to_owned();
         move |(): ()| name.clone()
     });
@@ -32,11 +32,11 @@ async fn node(name: &str) -> Node {
 async fn two_nodes_call_each_other_over_one_connection() {
     let a = node("a").await;
     let b = node("b").await;
-    assert_eq!(a.invoke(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
     // b calls back by a's name: the link a opened is the one b uses.
     let name: String = b.call("a", "whoami", ()).await.unwrap();
     assert_eq!(name, "a");
-    assert_eq!(b.invoke(a.addr(), ADD, (40, 2)).await.unwrap(), 42);
+    assert_eq!(b.call::<i64>(a.addr(), ADD, (40, 2)).await.unwrap(), 42);
     assert_eq!(a.peers().len(), 1);
     assert_eq!(b.peers().len(), 1);
     // On b, the link comes from a's ephemeral port, not from a's listen address: b never
@@ -92,8 +92,8 @@ async fn simultaneous_dials_keep_exactly_one_link() {
             "round {round}: a dialed {a_dialed}, b dialed {b_dialed}"
         );
         // And it carries calls both ways.
-        assert_eq!(a.invoke(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
-        assert_eq!(b.invoke(a.addr(), ADD, (3, 4)).await.unwrap(), 7);
+        assert_eq!(a.call::<i64>(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
+        assert_eq!(b.call::<i64>(a.addr(), ADD, (3, 4)).await.unwrap(), 7);
         a.shutdown().await;
         b.shutdown().await;
     }
@@ -123,7 +123,7 @@ async fn concurrent_calls_are_answered_out_of_order() {
         "shortest sleeps finish first: {order:?}"
     );
     // And a thousand small calls in flight at once on the same link.
-    let sums = (0..1000i64).map(|i| peer.invoke(ADD, (i, i)));
+    let sums = (0..1000i64).map(|i| peer.call::<i64>(ADD, (i, i)));
     for (i, sum) in futures_util::future::join_all(sums)
         .await
         .into_iter()
@@ -147,7 +147,7 @@ async fn a_deadline_ends_the_call_with_timeout() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains("`sleep` timed out"), "{err}");
     // The link is still fine afterwards.
-    assert_eq!(a.invoke(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -156,8 +156,8 @@ async fn a_deadline_ends_the_call_with_timeout() {
 async fn callee_errors_arrive_with_their_kind_and_the_node_keeps_serving() {
     let a = node("a").await;
     let b = node("b").await;
-    b.register_fn("boom", |(): ()| -> i64 { panic!("kaboom") });
-    b.register_try_fn("checked", |x: i64| {
+    b.register("boom", |(): ()| -> i64 { panic!("kaboom") });
+    b.register("checked", |x: i64| {
         if x < 0 {
             Err(format!("{x} is negative"))
         } else {
@@ -200,7 +200,7 @@ async fn callee_errors_arrive_with_their_kind_and_the_node_keeps_serving() {
             }
         );
     }
-    assert_eq!(peer.invoke(ADD, (2, 2)).await.unwrap(), 4);
+    assert_eq!(peer.call::<i64>(ADD, (2, 2)).await.unwrap(), 4);
     // The wrong result type is the caller's mistake, reported as such.
     let err = peer.call::<String>("add", (1i64, 2i64)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol);
@@ -371,7 +371,7 @@ async fn pending_calls_fail_promptly_when_the_peer_goes_away() {
     );
     // The link is gone on a's side too; new calls fail fast instead of hanging.
     eventually("a to drop the link", || a.peers().is_empty()).await;
-    let err = a.invoke(b.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = a.call::<i64>(b.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PeerUnavailable);
     a.shutdown().await;
 }
@@ -384,7 +384,7 @@ async fn a_frame_over_the_limit_is_refused_before_sending() {
         .await
         .unwrap();
     let b = node("b").await;
-    b.register_fn("echo", |bytes: serde_bytes::ByteBuf| bytes);
+    b.register("echo", |bytes: serde_bytes::ByteBuf| bytes);
     let peer = a.peer(b.addr()).await.unwrap();
     let small = serde_bytes::ByteBuf::from(vec![7u8; 1000]);
     let back: serde_bytes::ByteBuf = peer.call("echo", &small).await.unwrap();
@@ -402,14 +402,14 @@ async fn a_frame_over_the_limit_is_refused_before_sending() {
     );
     // b also limits what it sends to a's limit: a large reply becomes an error, not a frame
     // that a would refuse.
-    b.register_fn("blob", |n: usize| serde_bytes::ByteBuf::from(vec![1u8; n]));
+    b.register("blob", |n: usize| serde_bytes::ByteBuf::from(vec![1u8; n]));
     let err = peer
         .call::<serde_bytes::ByteBuf>("blob", 100usize << 10)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FrameTooLarge);
     assert!(err.to_string().contains("frame limit"), "{err}");
-    assert_eq!(peer.invoke(ADD, (1, 2)).await.unwrap(), 3);
+    assert_eq!(peer.call::<i64>(ADD, (1, 2)).await.unwrap(), 3);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -418,7 +418,7 @@ async fn a_frame_over_the_limit_is_refused_before_sending() {
 async fn builtins_describe_the_node() {
     let a = node("a").await;
     let b = node("b").await;
-    b.register_fn("square", |x: i64| x * x)
+    b.register("square", |x: i64| x * x)
         .help("square(x) -> x * x");
     let peer = a.peer(b.addr()).await.unwrap();
     let names: Vec<String> = peer.call("system.listMethods", ()).await.unwrap();
@@ -442,7 +442,7 @@ async fn builtins_describe_the_node() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Application);
-    let me: meshrpc::WhoAmI = peer.call("system.whoami", ()).await.unwrap();
+    let me: WhoAmI = peer.call("system.whoami", ()).await.unwrap();
     assert_eq!((me.name.as_str(), me.id), ("b", b.id().to_string()));
     assert_eq!(me.addr, b.addr().to_string());
     a.shutdown().await;
@@ -502,7 +502,7 @@ async fn shutdown_lets_running_calls_finish_and_refuses_new_ones() {
         200,
         "the running call finished within the grace period"
     );
-    let err = b.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = b.call::<i64>(a.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Shutdown);
     a.shutdown().await;
 }
@@ -515,13 +515,13 @@ async fn a_peer_dialed_at_another_address_keeps_its_one_link() {
         .start()
         .await
         .unwrap();
-    b.serve_fn(ADD, |(a, b)| a + b);
+    b.register(ADD, |(a, b): (i64, i64)| a + b);
     let a = node("a").await;
-    assert_eq!(a.invoke(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (1, 1)).await.unwrap(), 2);
     let link = b.peers()[0].remote;
     let alias: std::net::SocketAddr = format!("127.0.0.2:{}", b.addr().port()).parse().unwrap();
     for i in 0..10 {
-        assert_eq!(a.invoke(alias, ADD, (i, 1)).await.unwrap(), i + 1);
+        assert_eq!(a.call::<i64>(alias, ADD, (i, 1)).await.unwrap(), i + 1);
     }
     assert_eq!(b.peers().len(), 1);
     assert_eq!(
@@ -544,7 +544,7 @@ async fn hostile_method_names_get_errors_not_a_dead_link() {
         let err = peer.call::<()>(&name, ()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MethodNotFound);
     }
-    assert_eq!(peer.invoke(ADD, (2, 2)).await.unwrap(), 4);
+    assert_eq!(peer.call::<i64>(ADD, (2, 2)).await.unwrap(), 4);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -603,7 +603,7 @@ async fn a_dropped_or_expired_call_stops_the_callees_handler() {
         "the Cancel frame stopped the handler"
     );
     // The link is fine.
-    assert_eq!(peer.invoke(ADD, (1, 1)).await.unwrap(), 2);
+    assert_eq!(peer.call::<i64>(ADD, (1, 1)).await.unwrap(), 2);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -747,9 +747,9 @@ async fn links_open_on_demand_close_when_idle_and_reopen_on_the_next_call() {
     };
     let a = Node::start(quick("a")).await.unwrap();
     let b = Node::start(quick("b")).await.unwrap();
-    b.serve_fn(ADD, |(x, y)| x + y);
+    b.register(ADD, |(x, y): (i64, i64)| x + y);
     assert!(a.peers().is_empty(), "no link before the first call");
-    assert_eq!(a.invoke(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (1, 2)).await.unwrap(), 3);
     assert_eq!(a.peers().len(), 1);
     // A call in flight keeps the link however long it takes.
     b.register("sleep", |ms: u64| async move {
@@ -769,7 +769,7 @@ async fn links_open_on_demand_close_when_idle_and_reopen_on_the_next_call() {
         "closed before it was idle"
     );
     // The next call opens a new one.
-    assert_eq!(a.invoke(b.addr(), ADD, (2, 2)).await.unwrap(), 4);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (2, 2)).await.unwrap(), 4);
     assert_eq!(a.peers().len(), 1);
     a.shutdown().await;
     b.shutdown().await;
@@ -792,16 +792,26 @@ async fn joined_waits_for_the_seed_and_then_a_call_by_name_finds_it() {
     let early = tokio::time::timeout(Duration::from_millis(300), b.joined()).await;
     assert!(early.is_err(), "joined before its seed was even up");
     let a = Node::builder("a").listen(seed_addr).start().await.unwrap();
-    a.register_fn("whoami", |(): ()| "a".to_owned());
+    a.register("whoami", |(): ()| "a".to_owned());
     tokio::time::timeout(PATIENCE, b.joined())
         .await
-        .expect("b joins once its seed is up");
+        .expect("b joins once its seed is up")
+        .expect("and is not refused");
     let who: String = b.call("a", "whoami", ()).await.unwrap();
     assert_eq!(who, "a");
     // A node without seeds has joined all there is.
     tokio::time::timeout(Duration::from_secs(1), a.joined())
         .await
-        .expect("a node without seeds is joined at once");
+        .expect("a node without seeds is joined at once")
+        .expect("and is not refused");
     b.shutdown().await;
     a.shutdown().await;
+}
+
+/// What `system.whoami` answers.
+#[derive(Debug, serde::Deserialize)]
+struct WhoAmI {
+    name: String,
+    id: String,
+    addr: String,
 }

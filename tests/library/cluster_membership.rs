@@ -105,7 +105,7 @@ async fn thirty_two_nodes_converge_and_link_on_demand() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let far = nodes[N - 1].name().to_owned();
-    let me: meshrpc::WhoAmI = nodes[0]
+    let me: WhoAmI = nodes[0]
         .call(far.as_str(), "system.whoami", ())
         .await
         .unwrap();
@@ -120,4 +120,13 @@ async fn thirty_two_nodes_converge_and_link_on_demand() {
     for node in &nodes {
         node.shutdown().await;
     }
+}
+
+/// What `system.whoami` answers (bincode reads every field, though only `name` is checked).
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+struct WhoAmI {
+    name: String,
+    id: String,
+    addr: String,
 }

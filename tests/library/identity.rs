@@ -136,7 +136,7 @@ async fn a_dialer_claiming_a_live_nodes_identity_is_refused_with_or_without_a_li
     let b = Node::start(config("b", Some(&a))).await.unwrap();
     for n in [&a, &b] {
         let name = n.name().to_owned();
-        n.register_fn("who", move |(): ()| name.clone());
+        n.register("who", move |(): ()| name.clone());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !a

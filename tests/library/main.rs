@@ -6,16 +6,17 @@
 mod support;
 
 mod actors;
+mod api;
 mod bad_input;
 mod bounds;
 mod cluster;
 mod cluster_membership;
 mod decoders;
 mod deploy;
+mod identity;
 mod layout;
 mod mixed_versions;
 mod probes;
 mod services;
 mod streams;
 mod tls;
-mod identity;

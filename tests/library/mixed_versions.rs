@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
+use meshrpc::stream::{Items, StreamOptions};
 use meshrpc::wire::{PREVIOUS_VERSION, PROTOCOL_VERSION};
-use meshrpc::{Items, Node, NodeConfig, StreamOptions};
+use meshrpc::{Node, NodeConfig};
 use tokio::time::{timeout, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -22,9 +23,9 @@ async fn node(name: &str, max_protocol: u16, seed: Option<&Node>) -> Node {
     })
     .await
     .expect("node");
-    node.register_fn("add", |(a, b): (i64, i64)| a + b);
+    node.register("add", |(a, b): (i64, i64)| a + b);
     node.register_stream("count", |n: u64| stream::iter(0..n));
-    node.register_client_stream("sum", |(): (), mut items: Items<i64>| async move {
+    node.register_stream("sum", |(): (), mut items: Items<i64>| async move {
         let mut sum = 0i64;
         while let Some(item) = items.next().await {
             sum += item.map_err(|e| e.to_string())?;
@@ -64,15 +65,19 @@ async fn talk(from: &Node, to: &Node) -> u16 {
         .expect("add");
     assert_eq!(sum, 5);
     let counted: Vec<u64> = from
-        .call_stream::<u64>(to.addr(), "count", 5u64)
+        .peer(to.addr())
         .await
+        .unwrap()
+        .call_stream::<u64>("count", 5u64)
         .map(|item| item.expect("an item"))
         .collect()
         .await;
     assert_eq!(counted, [0, 1, 2, 3, 4]);
     let (sink, reply) = from
-        .client_stream::<i64, i64>(to.addr(), "sum", (), StreamOptions::default())
+        .peer(to.addr())
         .await
+        .unwrap()
+        .client_stream::<i64, i64>("sum", (), StreamOptions::default())
         .expect("open the upload");
     for i in 1..=100 {
         sink.send(&i).await.expect("sent");

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
-use meshrpc::{Client, ErrorKind, Items, Node, NodeConfig, RpcError, StreamOptions};
+use meshrpc::stream::{Items, StreamOptions};
+use meshrpc::{Client, ErrorKind, Node, NodeConfig, RpcError};
 use support::eventually;
 use support::proxy::{Mode, Proxy};
 use tokio::time::timeout;
@@ -40,7 +41,11 @@ async fn a_long_stream_arrives_whole_and_in_order() {
     let (a, b) = (node("a").await, node("b").await);
     b.register_stream("count", |n: u64| stream::iter(0..n));
     const N: u64 = 200_000;
-    let mut items = a.call_stream::<u64>(b.addr(), "count", N).await;
+    let mut items = a
+        .peer(b.addr())
+        .await
+        .unwrap()
+        .call_stream::<u64>("count", N);
     let mut expected = 0;
     while let Some(item) = timeout(PATIENCE, items.next())
         .await
@@ -66,12 +71,14 @@ async fn a_stalled_consumer_holds_back_only_its_stream_and_memory_stays_bounded(
             (i, vec![0u8; 1024])
         })
     });
-    b.register_fn("add", |(x, y): (i64, i64)| x + y);
+    b.register("add", |(x, y): (i64, i64)| x + y);
     const WINDOW: u32 = 8;
     let options = StreamOptions::default().window(WINDOW).idle(None);
     let mut stalled = a
-        .call_stream_with::<(u64, Vec<u8>)>(b.addr(), "feed", 1000u64, options)
-        .await;
+        .peer(b.addr())
+        .await
+        .unwrap()
+        .call_stream_with::<(u64, Vec<u8>)>("feed", 1000u64, options);
     // Nobody reads: the producer stops once the window is full.
     eventually("the producer to fill the window", || {
         produced.load(Ordering::SeqCst) >= u64::from(WINDOW)
@@ -115,7 +122,11 @@ async fn dropping_the_stream_stops_the_producer() {
             i
         })
     });
-    let mut items = a.call_stream::<u64>(b.addr(), "forever", ()).await;
+    let mut items = a
+        .peer(b.addr())
+        .await
+        .unwrap()
+        .call_stream::<u64>("forever", ());
     for expected in 0..100 {
         let item = timeout(PATIENCE, items.next()).await.expect("in time");
         assert_eq!(item.expect("open").expect("item"), expected);
@@ -132,7 +143,7 @@ async fn dropping_the_stream_stops_the_producer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_mid_stream_ends_it_after_the_items_before() {
     let (a, b) = (node("a").await, node("b").await);
-    b.register_try_stream("flaky", |n: u64| {
+    b.register_stream("flaky", |n: u64| {
         stream::iter(0..=n).map(move |i| {
             if i < n {
                 Ok(i)
@@ -143,8 +154,10 @@ async fn an_error_mid_stream_ends_it_after_the_items_before() {
     });
     let items: Vec<Result<u64, RpcError>> = timeout(
         PATIENCE,
-        a.call_stream::<u64>(b.addr(), "flaky", 3u64)
+        a.peer(b.addr())
             .await
+            .unwrap()
+            .call_stream::<u64>("flaky", 3u64)
             .collect(),
     )
     .await
@@ -174,8 +187,10 @@ async fn a_stream_ends_at_its_deadline_and_when_idle() {
     let deadline = StreamOptions::default().timeout(Duration::from_millis(300));
     let items: Vec<_> = timeout(
         PATIENCE,
-        a.call_stream_with::<u64>(b.addr(), "stuck", (), deadline)
+        a.peer(b.addr())
             .await
+            .unwrap()
+            .call_stream_with::<u64>("stuck", (), deadline)
             .collect(),
     )
     .await
@@ -186,8 +201,10 @@ async fn a_stream_ends_at_its_deadline_and_when_idle() {
     let idle = StreamOptions::default().idle(Some(Duration::from_millis(300)));
     let items: Vec<_> = timeout(
         PATIENCE,
-        a.call_stream_with::<u64>(b.addr(), "stuck", (), idle)
+        a.peer(b.addr())
             .await
+            .unwrap()
+            .call_stream_with::<u64>("stuck", (), idle)
             .collect(),
     )
     .await
@@ -242,14 +259,14 @@ async fn a_link_that_dies_ends_every_stream_on_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_bidirectional_streams_carry_items_both_ways() {
     let (a, b) = (node("a").await, node("b").await);
-    b.register_client_stream("sum", |(): (), mut items: Items<i64>| async move {
+    b.register_stream("sum", |(): (), mut items: Items<i64>| async move {
         let mut sum = 0i64;
         while let Some(item) = items.next().await {
             sum += item.map_err(|e| e.to_string())?;
         }
         Ok::<i64, String>(sum)
     });
-    b.register_bidi_stream("running_sum", |start: i64, items: Items<i64>| {
+    b.register_stream("running_sum", |start: i64, items: Items<i64>| {
         items.scan(start, |total, item| {
             let next = item.map(|x| {
                 *total += x;
@@ -259,8 +276,10 @@ async fn client_and_bidirectional_streams_carry_items_both_ways() {
         })
     });
     let (sink, reply) = a
-        .client_stream::<i64, i64>(b.addr(), "sum", (), StreamOptions::default())
+        .peer(b.addr())
         .await
+        .unwrap()
+        .client_stream::<i64, i64>("sum", (), StreamOptions::default())
         .expect("open");
     // More items than one window: the upload waits for the callee's credit.
     for i in 1..=1000 {
@@ -279,8 +298,10 @@ async fn client_and_bidirectional_streams_carry_items_both_ways() {
     );
 
     let (sink, mut totals) = a
-        .bidi_stream::<i64, i64>(b.addr(), "running_sum", 100i64, StreamOptions::default())
+        .peer(b.addr())
         .await
+        .unwrap()
+        .bidi_stream::<i64, i64>("running_sum", 100i64, StreamOptions::default())
         .expect("open");
     for (i, expected) in [(1, 101), (2, 103), (3, 106)] {
         sink.send(&i).await.expect("sent");
@@ -303,11 +324,15 @@ async fn client_and_bidirectional_streams_carry_items_both_ways() {
 async fn calling_a_stream_as_a_request_or_the_reverse_says_so_and_runs_nothing() {
     let (a, b) = (node("a").await, node("b").await);
     b.register_stream("count", |n: u64| stream::iter(0..n));
-    b.register_fn("add", |(x, y): (i64, i64)| x + y);
+    b.register("add", |(x, y): (i64, i64)| x + y);
     let err = a.call::<u64>(b.addr(), "count", 3u64).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Streaming);
     assert!(err.to_string().contains("open it as a stream"), "{err}");
-    let mut items = a.call_stream::<i64>(b.addr(), "add", (1i64, 2i64)).await;
+    let mut items = a
+        .peer(b.addr())
+        .await
+        .unwrap()
+        .call_stream::<i64>("add", (1i64, 2i64));
     let err = items.next().await.expect("an error").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Streaming);
     assert!(err.to_string().contains("not a stream"), "{err}");
@@ -335,11 +360,11 @@ meshrpc::service! {
 struct FeedImpl;
 
 impl Feed for FeedImpl {
-    fn count(&self, n: u64) -> meshrpc::BoxStream<u64> {
+    fn count(&self, n: u64) -> meshrpc::stream::BoxStream<u64> {
         stream::iter(0..n).boxed()
     }
 
-    fn flaky(&self, n: u64) -> meshrpc::BoxStream<Result<u64, String>> {
+    fn flaky(&self, n: u64) -> meshrpc::stream::BoxStream<Result<u64, String>> {
         stream::iter(0..n)
             .map(Ok)
             .chain(stream::iter([Err(format!("broke after {n}"))]))
@@ -354,7 +379,11 @@ impl Feed for FeedImpl {
         Ok(sum)
     }
 
-    fn scan(&self, items: Items<i64>, start: i64) -> meshrpc::BoxStream<Result<i64, String>> {
+    fn scan(
+        &self,
+        items: Items<i64>,
+        start: i64,
+    ) -> meshrpc::stream::BoxStream<Result<i64, String>> {
         items
             .scan(start, |total, item| {
                 let next = item.map(|x| {
@@ -466,8 +495,10 @@ async fn actors_and_virtual_actors_stream() {
             .expect("push");
     }
     let lines: Vec<String> = a
-        .call_stream::<String>(b.addr(), "log.lines", ())
+        .peer(b.addr())
         .await
+        .unwrap()
+        .call_stream::<String>("log.lines", ())
         .map(|l| l.expect("line"))
         .collect()
         .await;
@@ -536,7 +567,7 @@ async fn an_upload_waits_for_a_handler_that_does_not_read_and_resumes_when_it_do
     let (a, b) = (node("a").await, node("b").await);
     let go = Arc::new(tokio::sync::Notify::new());
     let wait = go.clone();
-    b.register_client_stream("slow_sum", move |(): (), mut items: Items<u64>| {
+    b.register_stream("slow_sum", move |(): (), mut items: Items<u64>| {
         let wait = wait.clone();
         async move {
             wait.notified().await; // reads nothing until told
@@ -548,8 +579,10 @@ async fn an_upload_waits_for_a_handler_that_does_not_read_and_resumes_when_it_do
         }
     });
     let (sink, reply) = a
-        .client_stream::<u64, u64>(b.addr(), "slow_sum", (), StreamOptions::default())
+        .peer(b.addr())
         .await
+        .unwrap()
+        .client_stream::<u64, u64>("slow_sum", (), StreamOptions::default())
         .expect("open");
     // The callee's window (64 items) goes out although nobody reads...
     for i in 0..64u64 {

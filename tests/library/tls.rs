@@ -7,9 +7,9 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshrpc::{Client, ErrorKind, Method, Node, NodeConfig, TlsConfig};
+use meshrpc::{Client, ErrorKind, Node, NodeConfig, TlsConfig};
 
-const ADD: Method<(i64, i64), i64> = Method::new("add");
+const ADD: &str = "add";
 
 fn dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshrpc-tls-{tag}-{}", std::process::id()));
@@ -38,7 +38,7 @@ async fn node(name: &str, tls: TlsConfig) -> Node {
     let node = Node::start(config(name, tls))
         .await
         .expect("a node with TLS starts");
-    node.serve_fn(ADD, |(a, b)| a + b);
+    node.register(ADD, |(a, b): (i64, i64)| a + b);
     node
 }
 
@@ -51,9 +51,9 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
 
     let a = node("a", files(&ours, "a")).await;
     let b = node("b", files(&ours, "b")).await;
-    assert_eq!(a.invoke(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (2, 3)).await.unwrap(), 5);
     assert_eq!(
-        b.invoke(a.addr(), ADD, (4, 5)).await.unwrap(),
+        b.call::<i64>(a.addr(), ADD, (4, 5)).await.unwrap(),
         9,
         "both ways over the one TLS link"
     );
@@ -67,7 +67,7 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
     let client = Client::connect_with(&a.addr().to_string(), &client_config)
         .await
         .unwrap();
-    assert_eq!(client.invoke(ADD, (1, 1)).await.unwrap(), 2);
+    assert_eq!(client.call::<i64>(ADD, (1, 1)).await.unwrap(), 2);
     client.close().await;
 
     // The right CA but the wrong cookie: TLS passes, the cookie check inside does not.
@@ -84,13 +84,13 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
     // A node whose certificate another CA signed is refused both ways.
     let x = node("x", files(&theirs, "x")).await;
     // Each side says, in plain words, whose certificate the other's CA did not sign.
-    let err = x.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = x.call::<i64>(a.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     assert!(
         err.to_string().contains("not signed by this side's CA"),
         "{err}"
     );
-    let err = a.invoke(x.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = a.call::<i64>(x.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     assert!(
         err.to_string().contains("not signed by this side's CA"),
@@ -110,7 +110,7 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
         .expect("refused");
     assert!(err.to_string().contains("TLS"), "{err}");
     // And none of that disturbed the real link.
-    assert_eq!(a.invoke(b.addr(), ADD, (20, 22)).await.unwrap(), 42);
+    assert_eq!(a.call::<i64>(b.addr(), ADD, (20, 22)).await.unwrap(), 42);
 
     for n in [a, b, x] {
         n.shutdown().await;
@@ -147,21 +147,21 @@ async fn a_node_must_hold_a_certificate_that_names_it() {
     let a = node("a", files(&d, "a")).await;
     // "b" holds a's certificate: the CA signed it, but not for "b".
     let posing = node("b", files(&d, "a")).await;
-    let err = posing.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = posing.call::<i64>(a.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     assert!(err.to_string().contains("does not name `b`"), "{err}");
-    let err = a.invoke(posing.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = a.call::<i64>(posing.addr(), ADD, (1, 1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
     assert!(err.to_string().contains("does not name `b`"), "{err}");
     // With its own certificate, b is let in.
     let b = node("b2", files(&d, "b")).await;
-    let err = b.invoke(a.addr(), ADD, (1, 1)).await.unwrap_err();
+    let err = b.call::<i64>(a.addr(), ADD, (1, 1)).await.unwrap_err();
     assert!(err.to_string().contains("does not name `b2`"), "{err}");
     let b = {
         b.shutdown().await;
         node("b", files(&d, "b")).await
     };
-    assert_eq!(b.invoke(a.addr(), ADD, (2, 2)).await.unwrap(), 4);
+    assert_eq!(b.call::<i64>(a.addr(), ADD, (2, 2)).await.unwrap(), 4);
     for n in [a, b, posing] {
         n.shutdown().await;
     }

@@ -2,8 +2,6 @@
 //! [`VirtualBuilder::start`] registers the methods (`type.method`, called as
 //! `type.method/KEY`) and tells the cluster this node hosts the type.
 
-use std::convert::Infallible;
-use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +11,7 @@ use serde::Serialize;
 use super::activation::{Call, Hook, Kind, Spec};
 use super::Actors;
 use crate::cluster::membership::hosting::MAX_NAME;
+use crate::handlers::reply::split;
 use crate::handlers::{ActorMethod, Declared, Entry, Handler, Handlers, Incoming};
 use crate::{ErrorKind, RpcError};
 
@@ -48,54 +47,31 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         }
     }
 
-    /// Adds a method that cannot fail.
-    pub fn method<A, R, F>(self, method: &str, f: F) -> Self
+    /// Adds a method: `f(&mut state, args)` runs in the key's turn. A method returning
+    /// `Result<T, E>` is fallible: its `Err` is the caller's `application` error.
+    pub fn method<A, R, F>(mut self, method: &str, f: F) -> Self
     where
         F: Fn(&mut S, A) -> R + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        self.try_method(method, move |state: &mut S, args: A| {
-            Ok::<R, Infallible>(f(state, args))
-        })
-    }
-
-    /// Adds a method whose error becomes an `application` error for the caller.
-    pub fn try_method<A, R, E, F>(mut self, method: &str, f: F) -> Self
-    where
-        F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-        E: Display + 'static,
-    {
+        let f = move |state: &mut S, args: A| split(f(state, args));
         self.methods.push(Declared::new(method, f));
         self
     }
 
     /// Adds a stream method (see `ActorBuilder::stream_method`): it runs in the key's
-    /// turn and returns the items, which a task of their own sends.
-    pub fn stream_method<A, T, St, F>(self, method: &str, f: F) -> Self
+    /// turn and returns the items, which a task of their own sends; an item that is an
+    /// `Err` ends the stream with that error.
+    pub fn stream_method<A, St, F>(mut self, method: &str, f: F) -> Self
     where
         F: Fn(&mut S, A) -> St + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
-        St: futures_util::Stream<Item = T> + Send + 'static,
-        T: Serialize + Send + 'static,
+        St: futures_util::Stream + Send + 'static,
+        St::Item: Serialize + Send + 'static,
     {
         use futures_util::StreamExt;
-        self.try_stream_method(method, move |state: &mut S, args: A| {
-            f(state, args).map(Ok::<T, Infallible>)
-        })
-    }
-
-    /// Adds a stream method whose items may fail: an `Err` ends the stream.
-    pub fn try_stream_method<A, T, E, St, F>(mut self, method: &str, f: F) -> Self
-    where
-        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
-        T: Serialize + Send + 'static,
-        E: Display + Send + 'static,
-    {
+        let f = move |state: &mut S, args: A| f(state, args).map(split);
         self.methods.push(Declared::stream(method, f));
         self
     }
@@ -141,7 +117,10 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         self
     }
 
-    pub(crate) fn never_idle(mut self) -> Self {
+    /// Makes the type a cluster singleton: one key, [`ActorRef::SINGLETON`](super::ActorRef::SINGLETON), that runs on
+    /// the member owning it from the moment the type starts, never idles out, and moves
+    /// when that member goes.
+    pub fn singleton(mut self) -> Self {
         self.spec.idle = None;
         self
     }

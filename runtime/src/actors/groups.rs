@@ -3,13 +3,13 @@
 //! `cluster::membership::hosting`). A member whose node goes `down` or `left` drops out of
 //! every group at once. Calls go straight to members, over links opened on demand.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::Ctx;
+use super::{Actors, Ctx, Inner};
 use crate::cluster::membership::GroupMember;
 use crate::handlers::{Entry, Handler, Handlers, Incoming};
 use crate::link::Connection;
@@ -20,6 +20,8 @@ use crate::{ErrorKind, RpcError};
 #[derive(Clone)]
 pub struct Group {
     ctx: Ctx,
+    /// The actors layer, to join and leave through; weak, as a group handle may outlive it.
+    home: Weak<Inner>,
     name: String,
 }
 
@@ -33,9 +35,10 @@ pub struct Member {
 }
 
 impl Group {
-    pub(crate) fn new(ctx: Ctx, name: &str) -> Self {
+    pub(super) fn new(ctx: Ctx, home: Weak<Inner>, name: &str) -> Self {
         Group {
             ctx,
+            home,
             name: name.to_owned(),
         }
     }
@@ -43,6 +46,40 @@ impl Group {
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Joins the group as this node: the group's calls reach this node's methods.
+    ///
+    /// # Errors
+    /// `bad_arguments` for a name that is empty, too long or holds `/`, or when what this
+    /// node belongs to no longer fits in one membership datagram; `shutdown` once the node
+    /// is gone.
+    pub async fn join(&self) -> Result<(), RpcError> {
+        self.home()?.join(&self.name, None).await
+    }
+
+    /// Joins the group as the actor `actor` of this node: the group's calls for `m` reach
+    /// `actor.m`.
+    ///
+    /// # Errors
+    /// As [`Group::join`].
+    pub async fn join_as(&self, actor: &str) -> Result<(), RpcError> {
+        self.home()?.join(&self.name, Some(actor)).await
+    }
+
+    /// Leaves the group (as the node, or as `actor`).
+    ///
+    /// # Errors
+    /// `shutdown` once the node is gone.
+    pub async fn leave(&self, actor: Option<&str>) -> Result<(), RpcError> {
+        self.home()?.leave_group(&self.name, actor).await
+    }
+
+    fn home(&self) -> Result<Actors, RpcError> {
+        match self.home.upgrade() {
+            Some(inner) => Ok(Actors { inner }),
+            None => Err(RpcError::Shutdown("the node is gone".to_owned())),
+        }
     }
 
     /// Its live members now.
@@ -169,6 +206,7 @@ fn target_method(member: &GroupMember, method: &str) -> String {
 /// message}}`, one per member.
 pub(crate) struct Routed {
     pub(crate) ctx: Ctx,
+    pub(crate) home: Weak<Inner>,
     pub(crate) all: bool,
 }
 
@@ -183,7 +221,7 @@ impl Handler for Routed {
             let message = "answers JSON only; from Rust, use Node::group(..).call_all";
             return call.responder.fail(ErrorKind::BadArguments, message);
         }
-        let group = Group::new(self.ctx.clone(), group);
+        let group = Group::new(self.ctx.clone(), self.home.clone(), group);
         let (method, all) = (method.to_owned(), self.all);
         self.ctx.tasks.spawn(async move {
             if all {

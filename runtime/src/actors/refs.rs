@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use super::{placement, Ctx};
 use futures_util::StreamExt;
 
+use crate::client::{ItemStream, StreamOptions};
 use crate::wire::Encoding;
 use crate::{ErrorKind, RpcError};
-use crate::{ItemStream, StreamOptions};
 
 /// A virtual actor, wherever it lives; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +33,10 @@ impl std::fmt::Debug for ActorRef {
 }
 
 impl ActorRef {
+    /// The key a singleton ([`crate::VirtualBuilder::singleton`]) lives under:
+    /// `node.actor_ref("leader", ActorRef::SINGLETON)`.
+    pub const SINGLETON: &'static str = super::hosted::SINGLETON_KEY;
+
     pub(crate) fn new(ctx: Ctx, kind: &str, key: &str) -> Self {
         ActorRef {
             hash: placement::key_hash(kind, key),

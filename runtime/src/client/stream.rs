@@ -115,17 +115,6 @@ impl<T> ItemStream<T> {
         }
     }
 
-    /// Why it could not be opened, taken out (a stream that was opened: `None`).
-    pub(crate) fn open_error(&mut self) -> Option<RpcError> {
-        match (&self.down, self.front.take()) {
-            (None, Some(Err(e))) => Some(e),
-            (_, front) => {
-                self.front = front;
-                None
-            }
-        }
-    }
-
     /// Puts an item read from the stream back in front of it.
     pub(crate) fn unread(&mut self, item: Result<T, RpcError>) {
         self.front = Some(item);

@@ -88,7 +88,7 @@ pub enum MemberEvent {
 
 /// One line of `system.members` and `meshrpc members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberSummary {
+pub(crate) struct MemberSummary {
     /// The member's name.
     pub name: String,
     /// Where it listens (`host:port`).

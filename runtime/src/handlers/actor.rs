@@ -6,7 +6,6 @@
 //! actor answers through the request's responder. A method that panics gets `Panicked` and the
 //! actor's state is rebuilt from its factory. The task stops when the node stops.
 
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::functions::Handler;
+use super::reply::split;
 use super::signature::Signature;
 use super::{Entry, Handlers, Incoming};
 use crate::link::panic_message;
@@ -199,55 +199,33 @@ impl<S: Send + 'static> ActorBuilder<S> {
         }
     }
 
-    /// Adds a method `name.method` that cannot fail.
-    pub fn method<A, R, F>(self, method: &str, f: F) -> Self
+    /// Adds a method `name.method`: `f(&mut state, args)` runs in the actor's turn. A
+    /// method returning `Result<T, E>` is fallible: its `Err` is the caller's `application`
+    /// error.
+    pub fn method<A, R, F>(mut self, method: &str, f: F) -> Self
     where
         F: Fn(&mut S, A) -> R + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        self.try_method(method, move |state: &mut S, args: A| {
-            Ok::<R, Infallible>(f(state, args))
-        })
-    }
-
-    /// Adds a method `name.method` whose error becomes an `Application` error for the caller.
-    pub fn try_method<A, R, E, F>(mut self, method: &str, f: F) -> Self
-    where
-        F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-        E: Display + 'static,
-    {
+        let f = move |state: &mut S, args: A| split(f(state, args));
         self.methods.push(Declared::new(method, f));
         self
     }
 
     /// Adds a stream method `name.method`: `f(&mut state, args)` runs in the actor's turn
     /// and returns the items, which are sent by a task of their own while the actor goes on
-    /// (capture what the stream needs: a copy of the state, or a channel it feeds).
-    pub fn stream_method<A, T, St, F>(self, method: &str, f: F) -> Self
+    /// (capture what the stream needs: a copy of the state, or a channel it feeds). An item
+    /// that is an `Err` ends the stream with that error.
+    pub fn stream_method<A, St, F>(mut self, method: &str, f: F) -> Self
     where
         F: Fn(&mut S, A) -> St + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
-        St: futures_util::Stream<Item = T> + Send + 'static,
-        T: Serialize + Send + 'static,
+        St: futures_util::Stream + Send + 'static,
+        St::Item: Serialize + Send + 'static,
     {
         use futures_util::StreamExt;
-        self.try_stream_method(method, move |state: &mut S, args: A| {
-            f(state, args).map(Ok::<T, Infallible>)
-        })
-    }
-
-    /// Adds a stream method whose items may fail: an `Err` ends the stream.
-    pub fn try_stream_method<A, T, E, St, F>(mut self, method: &str, f: F) -> Self
-    where
-        F: Fn(&mut S, A) -> St + Send + Sync + 'static,
-        A: DeserializeOwned + 'static,
-        St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
-        T: Serialize + Send + 'static,
-        E: Display + Send + 'static,
-    {
+        let f = move |state: &mut S, args: A| f(state, args).map(split);
         self.methods.push(Declared::stream(method, f));
         self
     }

@@ -41,7 +41,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
     }
 }
 
-/// A synchronous function returning `Result<R, E>`, run on the connection's reader.
+/// A synchronous function returning `Result<R, E>`, run on the connection's reader. It is
+/// handed the request (for a handler that asks for its context) and the arguments.
 pub(crate) struct SyncFn<F, A, R, E> {
     f: F,
     _types: PhantomData<fn(A) -> Result<R, E>>,
@@ -58,7 +59,7 @@ impl<F, A, R, E> SyncFn<F, A, R, E> {
 
 impl<F, A, R, E> Handler for SyncFn<F, A, R, E>
 where
-    F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    F: Fn(&Incoming, A) -> Result<R, E> + Send + Sync + 'static,
     A: DeserializeOwned + 'static,
     R: Serialize + 'static,
     E: Display + 'static,
@@ -69,9 +70,10 @@ where
 
     fn invoke(&self, entry: &Arc<Entry>, call: Incoming, _ctx: &Handlers) {
         match entry.args::<A>(&call) {
-            Ok(args) => call
-                .responder
-                .answer(catch_unwind(AssertUnwindSafe(|| (self.f)(args)))),
+            Ok(args) => {
+                let ran = catch_unwind(AssertUnwindSafe(|| (self.f)(&call, args)));
+                call.responder.answer(ran)
+            }
             Err(e) => call.responder.reply::<()>(Err(e)),
         }
     }
@@ -94,7 +96,7 @@ impl<F, A, Fut> AsyncFn<F, A, Fut> {
 
 impl<F, A, Fut, R, E> Handler for AsyncFn<F, A, Fut>
 where
-    F: Fn(A) -> Fut + Send + Sync + 'static,
+    F: Fn(&Incoming, A) -> Fut + Send + Sync + 'static,
     A: DeserializeOwned + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     R: Serialize + Send + 'static,
@@ -105,14 +107,15 @@ where
             Ok(args) => args,
             Err(e) => return call.responder.reply::<()>(Err(e)),
         };
+        // Building the future runs user code too.
+        let built = catch_unwind(AssertUnwindSafe(|| (self.f)(&call, args)));
         let Incoming {
             deadline,
             responder,
             trace,
             ..
         } = call;
-        // Building the future runs user code too.
-        let work = match catch_unwind(AssertUnwindSafe(|| (self.f)(args))) {
+        let work = match built {
             Ok(work) => AssertUnwindSafe(work).catch_unwind(),
             Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
         };

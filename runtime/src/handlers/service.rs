@@ -45,8 +45,11 @@ impl Registry<'_> {
         E: Display + 'static,
     {
         let signature = Signature::declared(info);
-        self.handlers
-            .insert(info.name, Arc::new(SyncFn::new(f)), signature);
+        self.handlers.insert(
+            info.name,
+            Arc::new(SyncFn::new(move |_: &_, a| f(a))),
+            signature,
+        );
     }
 
     /// Registers an async method declared by `info`; each call runs as its own task.
@@ -59,8 +62,11 @@ impl Registry<'_> {
         E: Display + 'static,
     {
         let signature = Signature::declared(info);
-        self.handlers
-            .insert(info.name, Arc::new(AsyncFn::new(f)), signature);
+        self.handlers.insert(
+            info.name,
+            Arc::new(AsyncFn::new(move |_: &_, a| f(a))),
+            signature,
+        );
     }
 
     /// Registers a server stream declared by `info`: `f(args)` returns its items; an `Err`

@@ -5,44 +5,6 @@
 //!
 //! [`MethodInfo`] is the static declaration the macro writes; [`Signature`] is what the
 //! method table keeps for every method, declared or inferred from Rust type names.
-//! [`Method`] is the older, lighter descriptor: a name with its Rust types.
-
-use std::marker::PhantomData;
-
-/// A method's name together with its argument and result types, so that the server and its
-/// callers share one definition and a type mistake is a compile error:
-///
-/// ```
-/// use meshrpc::Method;
-/// pub const ADD: Method<(i64, i64), i64> = Method::new("add");
-/// ```
-pub struct Method<A, R> {
-    name: &'static str,
-    _types: PhantomData<fn(A) -> R>,
-}
-
-impl<A, R> Method<A, R> {
-    /// Declares a method called `name` taking `A` and returning `R`.
-    pub const fn new(name: &'static str) -> Self {
-        Method {
-            name,
-            _types: PhantomData,
-        }
-    }
-
-    /// The method's registered name.
-    pub const fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-impl<A, R> Clone for Method<A, R> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<A, R> Copy for Method<A, R> {}
 
 /// One declared parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +167,7 @@ impl Signature {
             .collect();
         Signature {
             params,
-            result: friendly(std::any::type_name::<R>()),
+            result: friendly(&ok_type(std::any::type_name::<R>())),
             fingerprint: None,
             tuple: false,
             doc: String::new(),
@@ -227,7 +189,7 @@ impl Signature {
 
     /// `stream<T>`.
     pub(crate) fn stream_of<T>() -> String {
-        format!("stream<{}>", friendly(std::any::type_name::<T>()))
+        format!("stream<{}>", friendly(&ok_type(std::any::type_name::<T>())))
     }
 
     /// Gives the parameters names (`Registered::params`); ignored if the count differs.
@@ -280,6 +242,23 @@ impl Signature {
 }
 
 /// The top-level members of a tuple type name; `()` has none, a non-tuple is itself.
+/// What a method that returns `ty` answers with: the `T` of a `Result<T, E>` (its `Err`
+/// is an error, not a value), `ty` itself otherwise; through the `Answer` a registered
+/// closure's reply is wrapped in.
+pub(crate) fn ok_type(ty: &str) -> String {
+    let ty = ty
+        .strip_prefix("meshrpc::handlers::reply::Answer<")
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(ty);
+    let args = ty
+        .strip_prefix("core::result::Result<")
+        .and_then(|t| t.strip_suffix('>'));
+    match args.and_then(|args| split_tuple(&format!("({args})")).into_iter().next()) {
+        Some(ok) => ok,
+        None => ty.to_owned(),
+    }
+}
+
 fn split_tuple(ty: &str) -> Vec<String> {
     let ty = ty.trim();
     let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) else {

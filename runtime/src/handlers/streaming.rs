@@ -414,7 +414,8 @@ impl Handlers {
             f,
             _types: std::marker::PhantomData,
         };
-        let result = super::signature::friendly(std::any::type_name::<R>());
+        let result =
+            super::signature::friendly(&super::signature::ok_type(std::any::type_name::<R>()));
         self.insert(
             name,
             Arc::new(handler),

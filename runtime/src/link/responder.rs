@@ -137,6 +137,15 @@ impl Responder {
         }
     }
 
+    /// Who sent the request: the peer at the link's other end; `None` for a call this node
+    /// made to itself.
+    pub(crate) fn caller(&self) -> Option<&crate::link::PeerInfo> {
+        match &self.back {
+            Back::Link(link) => Some(&link.peer),
+            Back::Local(_) => None,
+        }
+    }
+
     /// Records this request as a hop of the caller's trace (`parent`), answered by the
     /// handler of `method`; returns the context its handler runs in.
     pub(crate) fn trace(&mut self, parent: crate::wire::Trace, method: &str) -> Context {

@@ -1,12 +1,11 @@
-//! The node's face for location-transparent actors: declaring virtual-actor types and
-//! singletons, references to them, process groups and monitors. The work is done by the
+//! The node's face for location-transparent actors: declaring virtual-actor types (and
+//! singletons, a one-key type), references to them, process groups and monitors. The work is done by the
 //! actors layer (`crate::actors`); this file only hands it the node's parts.
 
 use std::future::Future;
 
 use super::Node;
 use crate::actors::{Activation, ActorRef, Down, Group, Monitored, VirtualBuilder};
-use crate::RpcError;
 
 impl Node {
     /// Declares a virtual-actor type (Orleans' grain): one activation per key, created on
@@ -33,61 +32,20 @@ impl Node {
         VirtualBuilder::new(self.core.actors.clone(), kind, factory, mailbox)
     }
 
-    /// Declares a cluster singleton: a virtual-actor type with one key that runs (never
-    /// idles out) on the member that owns it, and moves when that member goes. Reach it
-    /// with [`Node::singleton_ref`].
-    pub fn singleton<S: Send + 'static>(
-        &self,
-        name: &str,
-        factory: impl Fn() -> S + Send + Sync + 'static,
-    ) -> VirtualBuilder<S> {
-        self.virtual_actor(name, move |_: &str| factory())
-            .never_idle()
-    }
-
-    /// The virtual actor `kind`/`key`, wherever it lives.
+    /// The virtual actor `kind`/`key`, wherever it lives (a singleton's key is
+    /// [`ActorRef::SINGLETON`]).
     pub fn actor_ref(&self, kind: &str, key: &str) -> ActorRef {
         ActorRef::new(self.core.actors.ctx().clone(), kind, key)
     }
 
-    /// The singleton `name`, wherever it runs.
-    pub fn singleton_ref(&self, name: &str) -> ActorRef {
-        self.actor_ref(name, crate::actors::hosted::SINGLETON_KEY)
-    }
-
-    /// The virtual-actor activations living on this node now.
+    /// The virtual-actor activations living on this node now, in (type, key) order.
     pub fn activations(&self) -> Vec<Activation> {
         self.core.actors.all_activations()
     }
 
-    /// The process group `name`, as this node sees it.
+    /// The process group `name`, as this node sees it: join it, leave it, call its members.
     pub fn group(&self, name: &str) -> Group {
-        Group::new(self.core.actors.ctx().clone(), name)
-    }
-
-    /// Joins group `name`: the group's calls reach this node's methods.
-    ///
-    /// # Errors
-    /// If what this node belongs to no longer fits in one membership datagram.
-    pub async fn join_group(&self, name: &str) -> Result<(), RpcError> {
-        self.core.actors.join(name, None).await
-    }
-
-    /// Joins group `name` as the actor `actor` of this node: the group's calls for `m`
-    /// reach `actor.m`.
-    ///
-    /// # Errors
-    /// As [`Node::join_group`].
-    pub async fn join_group_as(&self, name: &str, actor: &str) -> Result<(), RpcError> {
-        self.core.actors.join(name, Some(actor)).await
-    }
-
-    /// Leaves group `name` (as the node, or as `actor`).
-    ///
-    /// # Errors
-    /// If membership has stopped.
-    pub async fn leave_group(&self, name: &str, actor: Option<&str>) -> Result<(), RpcError> {
-        self.core.actors.leave_group(name, actor).await
+        self.core.actors.group(name)
     }
 
     /// A future that resolves, with the reason, when `target` is gone: a node `down` or

@@ -198,8 +198,8 @@ macro_rules! __service_expand {
                 }
             }
 
-            impl<T: $name> $crate::Service for [<$name Server>]<T> {
-                fn register(self, registry: &$crate::Registry<'_>) {
+            impl<T: $name> $crate::service::Service for [<$name Server>]<T> {
+                fn register(self, registry: &$crate::service::Registry<'_>) {
                     let service = ::std::sync::Arc::new(self.0);
                     $( $crate::__service_register! {
                         registry, service, [<$name Client>]::[<$m:upper>],
@@ -218,13 +218,13 @@ macro_rules! __service_expand {
             impl [<$name Client>] {
                 $(
                     #[doc = "The declaration of `" $m "`."]
-                    pub const [<$m:upper>]: $crate::MethodInfo = $crate::__service_info!(
+                    pub const [<$m:upper>]: $crate::service::MethodInfo = $crate::__service_info!(
                         $kind $m [$($p : $pty),*] $ok [$($upty)?] [$($doc),*]
                     );
                 )*
 
                 /// Every method of the service, in declaration order.
-                pub const METHODS: &'static [&'static $crate::MethodInfo] = &[$(&Self::[<$m:upper>]),*];
+                pub const METHODS: &'static [&'static $crate::service::MethodInfo] = &[$(&Self::[<$m:upper>]),*];
 
                 /// A client calling the service over `peer`'s link.
                 $vis fn new(peer: impl ::core::convert::Into<$crate::Peer>) -> Self {
@@ -256,17 +256,17 @@ macro_rules! __service_info {
         $crate::__service_info!(@plain $m [$($p : $pty),*] $ok [$($doc),*])
     };
     (@plain $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$($doc:literal),*]) => {
-        $crate::MethodInfo::new(
+        $crate::service::MethodInfo::new(
             ::core::stringify!($m),
-            &[$($crate::Param { name: ::core::stringify!($p), ty: ::core::stringify!($pty) }),*],
+            &[$($crate::service::Param { name: ::core::stringify!($p), ty: ::core::stringify!($pty) }),*],
             ::core::stringify!($ok),
             ::core::concat!("" $(, $doc, "\n")*),
         )
     };
     ($kind:ident $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$($upty:ty)?] [$($doc:literal),*]) => {
-        $crate::MethodInfo::streaming(
+        $crate::service::MethodInfo::streaming(
             ::core::stringify!($m),
-            &[$($crate::Param { name: ::core::stringify!($p), ty: ::core::stringify!($pty) }),*],
+            &[$($crate::service::Param { name: ::core::stringify!($p), ty: ::core::stringify!($pty) }),*],
             $crate::__service_upload!($($upty)?),
             ::core::stringify!($ok),
             $crate::__service_streams!($kind),
@@ -319,30 +319,30 @@ macro_rules! __service_method {
     };
     ([$($doc:literal),*] server $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] []) => {
         $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*) -> $crate::BoxStream<$ok>;
+        fn $m(&self, $($p: $pty),*) -> $crate::stream::BoxStream<$ok>;
     };
     ([$($doc:literal),*] server $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty] []) => {
         $(#[doc = $doc])*
-        fn $m(&self, $($p: $pty),*) -> $crate::BoxStream<::core::result::Result<$ok, $err>>;
+        fn $m(&self, $($p: $pty),*) -> $crate::stream::BoxStream<::core::result::Result<$ok, $err>>;
     };
     ([$($doc:literal),*] upload $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] [$up:ident : $upty:ty]) => {
         $(#[doc = $doc])*
-        fn $m(&self, $up: $crate::Items<$upty>, $($p: $pty),*)
+        fn $m(&self, $up: $crate::stream::Items<$upty>, $($p: $pty),*)
             -> impl ::core::future::Future<Output = $ok> + ::core::marker::Send;
     };
     ([$($doc:literal),*] upload $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty] [$up:ident : $upty:ty]) => {
         $(#[doc = $doc])*
-        fn $m(&self, $up: $crate::Items<$upty>, $($p: $pty),*)
+        fn $m(&self, $up: $crate::stream::Items<$upty>, $($p: $pty),*)
             -> impl ::core::future::Future<Output = ::core::result::Result<$ok, $err>> + ::core::marker::Send;
     };
     ([$($doc:literal),*] bidi $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] [$up:ident : $upty:ty]) => {
         $(#[doc = $doc])*
-        fn $m(&self, $up: $crate::Items<$upty>, $($p: $pty),*) -> $crate::BoxStream<$ok>;
+        fn $m(&self, $up: $crate::stream::Items<$upty>, $($p: $pty),*) -> $crate::stream::BoxStream<$ok>;
     };
     ([$($doc:literal),*] bidi $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty] [$up:ident : $upty:ty]) => {
         $(#[doc = $doc])*
-        fn $m(&self, $up: $crate::Items<$upty>, $($p: $pty),*)
-            -> $crate::BoxStream<::core::result::Result<$ok, $err>>;
+        fn $m(&self, $up: $crate::stream::Items<$upty>, $($p: $pty),*)
+            -> $crate::stream::BoxStream<::core::result::Result<$ok, $err>>;
     };
 }
 
@@ -387,7 +387,7 @@ macro_rules! __service_register {
     }};
     ($registry:ident, $service:ident, $info:path, upload $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] [$up:ident : $upty:ty]) => {{
         let service = $service.clone();
-        $registry.upload_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::Items<$upty>| {
+        $registry.upload_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::stream::Items<$upty>| {
             let service = service.clone();
             async move {
                 ::core::result::Result::<$ok, ::core::convert::Infallible>::Ok(service.$m($up, $($p),*).await)
@@ -396,20 +396,20 @@ macro_rules! __service_register {
     }};
     ($registry:ident, $service:ident, $info:path, upload $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty] [$up:ident : $upty:ty]) => {{
         let service = $service.clone();
-        $registry.upload_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::Items<$upty>| {
+        $registry.upload_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::stream::Items<$upty>| {
             let service = service.clone();
             async move { service.$m($up, $($p),*).await }
         });
     }};
     ($registry:ident, $service:ident, $info:path, bidi $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] [$up:ident : $upty:ty]) => {{
         let service = $service.clone();
-        $registry.bidi_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::Items<$upty>| {
+        $registry.bidi_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::stream::Items<$upty>| {
             $crate::__private::infallible(service.$m($up, $($p),*))
         });
     }};
     ($registry:ident, $service:ident, $info:path, bidi $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$err:ty] [$up:ident : $upty:ty]) => {{
         let service = $service.clone();
-        $registry.bidi_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::Items<$upty>| {
+        $registry.bidi_method(&$info, move |($($p,)*): ($($pty,)*), $up: $crate::stream::Items<$upty>| {
             service.$m($up, $($p),*)
         });
     }};
@@ -420,14 +420,14 @@ macro_rules! __service_register {
 macro_rules! __service_client {
     ([$($doc:literal),*] $vis:vis server $m:ident [$($p:ident : $pty:ty),*] $ok:ty [] $($info:tt)+) => {
         $(#[doc = $doc])*
-        $vis fn $m(&self, $($p: $pty),*) -> $crate::ItemStream<$ok> {
+        $vis fn $m(&self, $($p: $pty),*) -> $crate::stream::ItemStream<$ok> {
             self.peer.stream_declared(&$($info)+, &($($p,)*))
         }
     };
     ([$($doc:literal),*] $vis:vis upload $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$upty:ty] $($info:tt)+) => {
         $(#[doc = $doc])*
         $vis fn $m(&self, $($p: $pty),*) -> ::core::result::Result<
-            ($crate::ItemSink<$upty>, $crate::StreamReply<$ok>),
+            ($crate::stream::ItemSink<$upty>, $crate::stream::StreamReply<$ok>),
             $crate::RpcError,
         > {
             self.peer.client_stream_declared(&$($info)+, &($($p,)*))
@@ -436,7 +436,7 @@ macro_rules! __service_client {
     ([$($doc:literal),*] $vis:vis bidi $m:ident [$($p:ident : $pty:ty),*] $ok:ty [$upty:ty] $($info:tt)+) => {
         $(#[doc = $doc])*
         $vis fn $m(&self, $($p: $pty),*) -> ::core::result::Result<
-            ($crate::ItemSink<$upty>, $crate::ItemStream<$ok>),
+            ($crate::stream::ItemSink<$upty>, $crate::stream::ItemStream<$ok>),
             $crate::RpcError,
         > {
             self.peer.bidi_stream_declared(&$($info)+, &($($p,)*))
