@@ -1,8 +1,8 @@
 //! Everything that crosses the wire, and how it becomes bytes (no IO here).
 //!
 //! A frame is a 4-byte big-endian length and that many bytes. The handshake is three frames,
-//! each `MAGIC`, version, then a [`Greeting`], [`Hello`] or [`Welcome`]; every later frame is a
-//! bincode [`Header`] followed directly by its body, encoded as the header says. The body is
+//! each `MAGIC`, version, then a `Greeting`, `Hello` or `Welcome`; every later frame is a
+//! bincode `Header` followed directly by its body, encoded as the header says. The body is
 //! never wrapped in a second length: the frame's length already bounds it. docs/PROTOCOL.md is
 //! the byte-level description of this module.
 

@@ -104,8 +104,8 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         self
     }
 
-    /// How long an activation may go without calls before it is deactivated (default
-    /// [`DEFAULT_IDLE`], five minutes).
+    /// How long an activation may go without calls before it is deactivated (five minutes
+    /// by default).
     pub fn idle(mut self, idle: Duration) -> Self {
         self.spec.idle = Some(idle);
         self

@@ -33,7 +33,7 @@ impl std::fmt::Debug for ActorRef {
 }
 
 impl ActorRef {
-    /// The key a singleton ([`crate::VirtualBuilder::singleton`]) lives under:
+    /// The key a singleton ([`VirtualBuilder::singleton`](crate::actor::VirtualBuilder::singleton)) lives under:
     /// `node.actor_ref("leader", ActorRef::SINGLETON)`.
     pub const SINGLETON: &'static str = super::hosted::SINGLETON_KEY;
 
