@@ -34,6 +34,9 @@ pub enum RpcError {
         method: String,
         /// The handler's own message.
         message: String,
+        /// The handler's error value as JSON, when it returned one (`Err(e)` from a
+        /// registered closure): decode it with [`RpcError::data`].
+        data: Option<bytes::Bytes>,
     },
     /// The handler panicked; the callee is still serving.
     #[error("`{method}` panicked: {message}")]
@@ -176,14 +179,18 @@ impl RpcError {
     /// Rebuilds the caller-side error from what the callee sent for `method`.
     pub(crate) fn from_remote(method: &str, err: RemoteError, timeout: Duration) -> Self {
         let method = method.to_owned();
-        let message = err.message;
+        let (message, data) = (err.message, err.data);
         match err.kind {
             ErrorKind::MethodNotFound => RpcError::MethodNotFound { method },
             ErrorKind::BadArguments => RpcError::BadArguments {
                 method,
                 detail: message,
             },
-            ErrorKind::Application => RpcError::Application { method, message },
+            ErrorKind::Application => RpcError::Application {
+                method,
+                message,
+                data,
+            },
             ErrorKind::Panicked => RpcError::Panicked { method, message },
             ErrorKind::Timeout => RpcError::Timeout {
                 method,
@@ -234,7 +241,35 @@ impl RpcError {
             RpcError::Protocol(message) | RpcError::Shutdown(message) => message.clone(),
             other => other.to_string(),
         };
-        RemoteError::new(self.kind(), message)
+        let mut remote = RemoteError::new(self.kind(), message);
+        if let RpcError::Application { data, .. } = self {
+            remote.data.clone_from(data);
+        }
+        remote
+    }
+
+    /// The handler's own error value, for an `application` error whose handler returned
+    /// `Err(e)` with `e: Serialize` (sent as JSON beside the message): `None` for any other
+    /// error, or when the value is not an `E`.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: meshrpc::Node) {
+    /// #[derive(serde::Deserialize)]
+    /// enum Refusal { TooSmall { min: i64 } }
+    /// if let Err(e) = node.call::<i64>("b", "at_least", 3).await {
+    ///     if let Some(Refusal::TooSmall { min }) = e.data::<Refusal>() {
+    ///         println!("at least {min}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn data<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            RpcError::Application {
+                data: Some(data), ..
+            } => serde_json::from_slice(data).ok(),
+            _ => None,
+        }
     }
 
     /// The message part without the kind, as the CLI prints it after `<kind>: `.

@@ -49,7 +49,7 @@ pub(crate) use meter::CallStats;
 pub(crate) use meter::MethodFigures;
 pub(crate) use pending::FastHasher;
 pub(crate) use reader::Closed;
-pub(crate) use responder::{panic_message, Refused, Responder};
+pub(crate) use responder::{panic_message, Fault, Refused, Responder};
 pub(crate) use streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub(crate) use throttle::LogLimit;
 pub use trace::{current_trace, with_trace};

@@ -15,6 +15,7 @@ mod trace;
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{
@@ -293,6 +294,11 @@ pub struct RemoteError {
     pub kind: ErrorKind,
     /// Human-readable detail from the callee.
     pub message: String,
+    /// For an `application` error: the handler's error value as JSON, sent as the frame's
+    /// body after the header (not in it: a node of an earlier version reads the header and
+    /// ignores the body of an error).
+    #[serde(skip)]
+    pub data: Option<Bytes>,
 }
 
 impl RemoteError {
@@ -300,6 +306,24 @@ impl RemoteError {
         RemoteError {
             kind,
             message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// A response's outcome with its body: the result's bytes, or the error with its data (an
+/// error's body, when it has one, is its data).
+pub(crate) fn reply_of(
+    outcome: Result<Encoding, RemoteError>,
+    body: Bytes,
+) -> Result<(Encoding, Bytes), RemoteError> {
+    match outcome {
+        Ok(encoding) => Ok((encoding, body)),
+        Err(mut error) => {
+            if !body.is_empty() && error.kind == ErrorKind::Application {
+                error.data = Some(body);
+            }
+            Err(error)
         }
     }
 }

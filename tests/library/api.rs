@@ -13,7 +13,7 @@ async fn pair() -> (Node, Node) {
     (a, b)
 }
 
-#[derive(serde::Serialize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Refusal {
     TooSmall { min: i64 },
 }
@@ -58,6 +58,9 @@ async fn a_closure_returning_result_is_fallible_and_anything_else_is_the_answer(
         err.to_string().contains(r#"{"TooSmall":{"min":10}}"#),
         "{err}"
     );
+    // And crosses typed: the caller decodes the handler's own error value.
+    assert_eq!(err.data::<Refusal>(), Some(Refusal::TooSmall { min: 10 }));
+    assert_eq!(err.data::<String>(), None, "not a string");
     assert_eq!(a.call::<i64>(b.addr(), "at_least", 12).await.unwrap(), 12);
     assert_eq!(a.call::<i64>(b.addr(), "later", 1).await.unwrap(), 2);
     let err = a.call::<i64>(b.addr(), "later", 0).await.unwrap_err();

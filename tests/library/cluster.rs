@@ -186,7 +186,9 @@ async fn callee_errors_arrive_with_their_kind_and_the_node_keeps_serving() {
         err,
         RpcError::Application {
             method: "checked".into(),
-            message: "-1 is negative".into()
+            message: "-1 is negative".into(),
+            // A string error's value is the string, as JSON.
+            data: Some(bytes::Bytes::from_static(br#""-1 is negative""#)),
         }
     );
 

@@ -146,6 +146,7 @@ codes = [
 ]
 print(codes)
 print(post({"jsonrpc": "2.0", "method": "fail", "params": ["boom"], "id": 9})[1]["error"]["message"])
+print(post({"jsonrpc": "2.0", "method": "scale", "params": {"value": 1e308, "factor": 10}, "id": 9})[1]["error"].get("data"))
 "#
     );
     let out = python(&program, &[&url(&node)]);
@@ -170,6 +171,10 @@ print(post({"jsonrpc": "2.0", "method": "fail", "params": ["boom"], "id": 9})[1]
         "[-32700, -32600, -32600, -32601, -32602, -32603, -32000]"
     );
     assert_eq!(lines[7], "`fail` failed: boom");
+    assert_eq!(
+        lines[8], "the product is not a finite number",
+        "a registered closure's own error value, in `data`"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! actor answers through the request's responder. A method that panics gets `Panicked` and the
 //! actor's state is rebuilt from its factory. The task stops when the node stops.
 
-use std::fmt::Display;
+use crate::link::Fault;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ where
     F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
     A: DeserializeOwned + 'static,
     R: Serialize + 'static,
-    E: Display + 'static,
+    E: Fault + 'static,
 {
     fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
         // Its caller's link closed while it waited: nobody would hear the answer.
@@ -157,7 +157,7 @@ impl<S: Send + 'static> Declared<S> {
         F: Fn(&mut S, A) -> Result<R, E> + Send + Sync + 'static,
         A: DeserializeOwned + 'static,
         R: Serialize + 'static,
-        E: Display + 'static,
+        E: Fault + 'static,
     {
         Declared {
             name: name.to_owned(),
@@ -174,7 +174,7 @@ impl<S: Send + 'static> Declared<S> {
         A: DeserializeOwned + 'static,
         St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
         T: Serialize + Send + 'static,
-        E: Display + Send + 'static,
+        E: Fault + Send + 'static,
     {
         Declared {
             name: name.to_owned(),

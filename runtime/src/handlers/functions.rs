@@ -3,7 +3,7 @@
 //! caller's `Cancel`, its deadline, or the node's `stop` token. Both decode the arguments as
 //! the request says (bincode or JSON) and catch panics, which become `panicked` errors.
 
-use std::fmt::Display;
+use crate::link::Fault;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -62,7 +62,7 @@ where
     F: Fn(&Incoming, A) -> Result<R, E> + Send + Sync + 'static,
     A: DeserializeOwned + 'static,
     R: Serialize + 'static,
-    E: Display + 'static,
+    E: Fault + 'static,
 {
     fn needs_deadline(&self) -> bool {
         false // runs to completion at once
@@ -100,7 +100,7 @@ where
     A: DeserializeOwned + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     R: Serialize + Send + 'static,
-    E: Display + 'static,
+    E: Fault + 'static,
 {
     fn invoke(&self, entry: &Arc<Entry>, call: Incoming, ctx: &Handlers) {
         let args = match entry.args::<A>(&call) {

@@ -11,25 +11,35 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::ser::{Impossible, Serialize, Serializer};
+
+use crate::link::Fault;
+use crate::wire::{ErrorKind, RemoteError};
 
 /// A handler's reply, ready to encode: the value, or an `Ok` value unwrapped.
 pub(crate) struct Answer<R>(R);
 
-/// A handler's `Err`: its message, as the caller's `application` error reads it.
+/// A handler's `Err`, as the caller's `application` error carries it: its text, and its
+/// value as JSON (`RpcError::data` decodes it).
 #[derive(Debug)]
-pub(crate) struct Failure(String);
+pub(crate) struct Failure {
+    message: String,
+    data: Option<Bytes>,
+}
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl Fault for Failure {
+    fn into_error(self) -> RemoteError {
+        let mut error = RemoteError::new(ErrorKind::Application, self.message);
+        error.data = self.data;
+        error
     }
 }
 
 /// `value` as a reply, or, for an `Err`, the failure it says.
 pub(crate) fn split<R: Serialize>(value: R) -> Result<Answer<R>, Failure> {
     match value.serialize(Probe) {
-        Err(Probed::Err(message)) => Err(Failure(message)),
+        Err(Probed::Err(failure)) => Err(failure),
         Err(Probed::Value) | Ok(()) => Ok(Answer(value)),
     }
 }
@@ -40,12 +50,20 @@ impl<R: Serialize> Serialize for Answer<R> {
     }
 }
 
-/// An error's message: the string it is, or its JSON.
-fn message<T: Serialize + ?Sized>(error: &T) -> String {
+/// An error's message (the string it is, or its JSON) and its value as JSON.
+fn failure<T: Serialize + ?Sized>(error: &T) -> Failure {
     match serde_json::to_value(error) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(e) => format!("(an error value that could not be rendered: {e})"),
+        Ok(value) => Failure {
+            data: serde_json::to_vec(&value).ok().map(Bytes::from),
+            message: match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            },
+        },
+        Err(e) => Failure {
+            message: format!("(an error value that could not be rendered: {e})"),
+            data: None,
+        },
     }
 }
 
@@ -57,7 +75,7 @@ fn is_result(name: &str, variant: &str) -> bool {
 #[derive(Debug)]
 enum Probed {
     Value,
-    Err(String),
+    Err(Failure),
 }
 
 impl fmt::Display for Probed {
@@ -139,7 +157,7 @@ impl Serializer for Probe {
         value: &T,
     ) -> Result<(), Probed> {
         if is_result(name, variant) && variant == "Err" {
-            return Err(Probed::Err(message(value)));
+            return Err(Probed::Err(failure(value)));
         }
         Err(Probed::Value)
     }
@@ -308,7 +326,7 @@ mod tests {
     fn json<R: Serialize>(value: R) -> Result<String, String> {
         split(value)
             .map(|answer| serde_json::to_string(&answer).unwrap())
-            .map_err(|failure| failure.to_string())
+            .map_err(|failure| failure.message)
     }
 
     #[derive(serde::Serialize)]

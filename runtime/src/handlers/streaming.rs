@@ -7,7 +7,7 @@
 //! (its task is aborted), the deadline passes, the link closes, or the node's `stop` token
 //! is cancelled.
 
-use std::fmt::Display;
+use crate::link::Fault;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -85,7 +85,7 @@ async fn produce<S, T, E>(items: S, port: &StreamPort, method: &str) -> Outcome<
 where
     S: Stream<Item = Result<T, E>>,
     T: Serialize,
-    E: Display,
+    E: Fault,
 {
     let mut items = std::pin::pin!(items);
     loop {
@@ -96,7 +96,10 @@ where
         };
         let item = match next {
             None => return Outcome::Done(()),
-            Some(Err(e)) => return Outcome::Failed(ErrorKind::Application, e.to_string()),
+            Some(Err(e)) => {
+                let error = e.into_error();
+                return Outcome::Failed(error.kind, error.message);
+            }
             Some(Ok(item)) => item,
         };
         if port.credit().await.is_err() {
@@ -115,7 +118,7 @@ fn send_all<S, T, E>(items: S, entry: &Entry, runs: Runs, call: Incoming, port: 
 where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     T: Serialize + Send + 'static,
-    E: Display + Send + 'static,
+    E: Fault + Send + 'static,
 {
     let (method, sender) = (entry.name.clone(), port.clone());
     spawn(runs, call, port, async move {
@@ -227,7 +230,7 @@ where
     A: DeserializeOwned + 'static,
     S: Stream<Item = Result<T, E>> + Send + 'static,
     T: Serialize + Send + 'static,
-    E: Display + Send + 'static,
+    E: Fault + Send + 'static,
 {
     fn streams(&self) -> bool {
         true
@@ -258,7 +261,7 @@ where
     U: DeserializeOwned + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     R: Serialize + Send + 'static,
-    E: Display + 'static,
+    E: Fault + 'static,
 {
     fn streams(&self) -> bool {
         true
@@ -276,7 +279,10 @@ where
         spawn(runs, call, port, async move {
             match AssertUnwindSafe(work).catch_unwind().await {
                 Ok(Ok(value)) => Outcome::Done(value),
-                Ok(Err(e)) => Outcome::Failed(ErrorKind::Application, e.to_string()),
+                Ok(Err(e)) => {
+                    let error = e.into_error();
+                    Outcome::Failed(error.kind, error.message)
+                }
                 Err(p) => Outcome::Failed(ErrorKind::Panicked, panic_message(&*p)),
             }
         });
@@ -306,7 +312,7 @@ where
     U: DeserializeOwned + 'static,
     S: Stream<Item = Result<T, E>> + Send + 'static,
     T: Serialize + Send + 'static,
-    E: Display + Send + 'static,
+    E: Fault + Send + 'static,
 {
     fn streams(&self) -> bool {
         true
@@ -348,7 +354,7 @@ where
     A: DeserializeOwned + 'static,
     St: Stream<Item = Result<T, E>> + Send + 'static,
     T: Serialize + Send + 'static,
-    E: Display + Send + 'static,
+    E: Fault + Send + 'static,
 {
     fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
         if call
@@ -386,7 +392,7 @@ impl Handlers {
         A: DeserializeOwned + 'static,
         S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
         T: Serialize + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
+        E: Fault + Send + 'static,
     {
         let handler = ServerStream {
             f,
@@ -408,7 +414,7 @@ impl Handlers {
         U: DeserializeOwned + 'static,
         Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
         R: Serialize + Send + 'static,
-        E: std::fmt::Display + 'static,
+        E: Fault + 'static,
     {
         let handler = ClientStream {
             f,
@@ -431,7 +437,7 @@ impl Handlers {
         U: DeserializeOwned + 'static,
         S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
         T: Serialize + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
+        E: Fault + Send + 'static,
     {
         let handler = BidiStream {
             f,

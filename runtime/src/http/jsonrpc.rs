@@ -164,7 +164,14 @@ where
     id.as_ref()?;
     Some(match result {
         Ok(value) => json!({ "jsonrpc": "2.0", "result": value, "id": reply_id }),
-        Err(e) => error(reply_id, code(&e), e.to_string()),
+        Err(e) => {
+            let mut reply = error(reply_id, code(&e), e.to_string());
+            // A handler's own error value goes in the error's `data` member.
+            if let Some(data) = e.data::<Value>() {
+                reply["error"]["data"] = data;
+            }
+            reply
+        }
     })
 }
 

@@ -197,7 +197,7 @@ async fn read_loop(
         match header {
             Header::Response { id, outcome } => {
                 shared.answered.fetch_add(1, Ordering::Relaxed);
-                shared.pending.complete(id, outcome.map(|enc| (enc, body)));
+                shared.pending.complete(id, wire::reply_of(outcome, body));
                 // A stream's reply ends it: an upload waiting for credit stops now.
                 shared.streams.finish(id, false, Ending::Complete);
             }

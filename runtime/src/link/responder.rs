@@ -72,7 +72,7 @@ impl Back {
         encode(&mut buf)?;
         let frame = buf.freeze();
         let reply = match wire::decode_frame(&frame.slice(4.min(frame.len())..)) {
-            Ok((Header::Response { outcome, .. }, body)) => outcome.map(|enc| (enc, body)),
+            Ok((Header::Response { outcome, .. }, body)) => wire::reply_of(outcome, body),
             _ => Err(RemoteError::new(
                 ErrorKind::Protocol,
                 "the answer is not a response",
@@ -80,6 +80,18 @@ impl Back {
         };
         let waiting = local.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(waiting.is_some_and(|tx| tx.send(reply).is_ok()))
+    }
+}
+
+/// What a handler's error becomes for its caller: an `application` error with the error's
+/// text (and, for a registered closure's `Err`, its value as JSON: `handlers::reply`).
+pub(crate) trait Fault {
+    fn into_error(self) -> RemoteError;
+}
+
+impl<E: std::fmt::Display> Fault for E {
+    fn into_error(self) -> RemoteError {
+        RemoteError::new(ErrorKind::Application, self.to_string())
     }
 }
 
@@ -280,13 +292,13 @@ impl Responder {
 
     /// Answers with what a handler produced: its value, `application` for its own error,
     /// `panicked` for a panic.
-    pub(crate) fn answer<R: Serialize, E: std::fmt::Display>(
+    pub(crate) fn answer<R: Serialize, E: Fault>(
         self,
         ran: Result<Result<R, E>, Box<dyn Any + Send>>,
     ) {
         match ran {
             Ok(Ok(value)) => self.reply(Ok(&value)),
-            Ok(Err(e)) => self.fail(ErrorKind::Application, e.to_string()),
+            Ok(Err(e)) => self.reply::<()>(Err(e.into_error())),
             Err(payload) => self.fail(ErrorKind::Panicked, panic_message(&*payload)),
         }
     }
@@ -367,14 +379,20 @@ impl Responder {
         let max = self.back.max_frame();
         let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
         truncate_on_char_boundary(&mut error.message, room);
+        // The error's data goes after the header when it fits the same bound as a message;
+        // without it the caller still has the message.
+        let fits =
+            |d: &Bytes| d.len() <= MAX_ERROR_MESSAGE && d.len() + room + ERROR_OVERHEAD <= max;
+        let data = error.data.take().filter(fits);
         let header = Header::Response {
             id,
             outcome: Err(error),
         };
-        let pushed = self.back.push(|buf| {
-            wire::append_header(buf, &header, max)
+        let pushed = self.back.push(|buf| match &data {
+            Some(data) => wire::append_frame_raw(buf, &header, data, max).map_err(|_| ()),
+            None => wire::append_header(buf, &header, max)
                 .then_some(())
-                .ok_or(())
+                .ok_or(()),
         });
         pushed.unwrap_or(false)
     }

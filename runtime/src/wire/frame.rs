@@ -400,6 +400,27 @@ mod tests {
             &frame_bytes(&failure).unwrap()[..],
             &[0, 0, 0, 6, 0x02, 0x01, 0x01, 0x00, 0x01, b'x']
         );
+        // An application error with its value as JSON after the header.
+        let refusal = Header::Response {
+            id: 1,
+            outcome: Err(RemoteError::new(ErrorKind::Application, "neg")),
+        };
+        let mut with_data = BytesMut::new();
+        append_frame_raw(&mut with_data, &refusal, br#""neg""#, 1 << 20).unwrap();
+        assert_eq!(
+            &with_data[..],
+            &[
+                0, 0, 0, 13, 0x02, 0x01, 0x01, 0x02, 0x03, b'n', b'e', b'g', b'"', b'n', b'e',
+                b'g', b'"'
+            ]
+        );
+        let frame = with_data.freeze().slice(4..);
+        let (header, body) = decode_frame(&frame).unwrap();
+        let Header::Response { outcome, .. } = header else {
+            panic!("not a response")
+        };
+        let error = crate::wire::reply_of(outcome, body).unwrap_err();
+        assert_eq!(error.data.as_deref(), Some(&br#""neg""#[..]));
         // The stream example: `count(3)` with a window of 64 items.
         let open = Header::StreamOpen {
             id: 1,
