@@ -33,10 +33,10 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::links::WeakLinks;
 use crate::cluster::membership::{Directory, Membership};
 use crate::cluster::{Links, Target};
+use crate::error::RpcError;
 use crate::handlers::Handlers;
 use crate::link::{Connection, Request, Responder};
 use crate::wire::{Encoding, NodeId};
-use crate::RpcError;
 
 pub use builder::VirtualBuilder;
 pub use groups::{Group, Member as GroupMember};

@@ -16,13 +16,15 @@ mod stream;
 
 pub use stream::{ItemSink, ItemStream, StreamOptions, StreamReply};
 
+use crate::config::NodeConfig;
+use crate::error::RpcError;
 use crate::handlers::MethodInfo;
 use crate::link::tls::Tls;
 use crate::link::transport::{self, Local};
 use crate::link::{Connection, Limits, LinkCtx, NoMethods, Parts, PeerInfo};
 use crate::wire::codec::decode_result;
+use crate::wire::ErrorKind;
 use crate::wire::{Encoding, Identity, NodeId};
-use crate::{ErrorKind, NodeConfig, RpcError};
 
 /// Per-call settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,8 +49,8 @@ impl CallOptions {
     /// failed in a way that allows it: `overloaded` or `peer_unavailable` (it did not run),
     /// or `timeout` or `disconnected` (it may have run). A call that may have run is resent
     /// as a retry, which the callee runs only if the method is registered as idempotent
-    /// ([`crate::Registered::idempotent`]); otherwise the error of the attempt before is
-    /// returned. Calls through a [`crate::Node`] find or redial the peer for each attempt;
+    /// ([`crate::handlers::Registered::idempotent`]); otherwise the error of the attempt before is
+    /// returned. Calls through a [`crate::node::Node`] find or redial the peer for each attempt;
     /// a [`Peer`]'s own link cannot come back, so there a lost link ends the retries.
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;

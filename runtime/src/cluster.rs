@@ -29,7 +29,7 @@ pub use membership::{Member, MemberEvent, MemberStatus};
 pub use target::Target;
 
 /// Whether the node has joined its cluster — through its seeds, or at once when it has
-/// none: what `/ready` reports and [`crate::Node::joined`] waits for. Cheap to clone.
+/// none: what `/ready` reports and [`crate::node::Node::joined`] waits for. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Joined(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
 

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::link::{trace, Dispatch, Refused, Request, Responder, StreamPort};
+use crate::wire::ErrorKind;
 use crate::wire::{Encoding, RemoteError};
-use crate::ErrorKind;
 
 pub use actor::ActorBuilder;
 pub(crate) use actor::{build_state, ActorMethod, Declared};

@@ -12,17 +12,12 @@ pub(crate) mod auth;
 mod connection;
 mod flow;
 pub(crate) mod frames;
-mod goodbye;
 #[cfg(test)]
 pub(crate) mod memory;
 mod meter;
-mod outbox;
-mod pending;
-mod reader;
 mod responder;
 mod running;
 mod sniff;
-mod streams;
 mod throttle;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
@@ -39,18 +34,18 @@ use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 
 use crate::wire::Encoding;
-use crate::ErrorKind;
+use crate::wire::ErrorKind;
 
+pub(crate) use connection::pending::FastHasher;
+pub(crate) use connection::reader::Closed;
+pub(crate) use connection::streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub use connection::PeerInfo;
 pub(crate) use connection::{Connection, Parts};
 pub(crate) use flow::Ending;
 pub(crate) use meter::CallStats;
 #[cfg(feature = "gateway")]
 pub(crate) use meter::MethodFigures;
-pub(crate) use pending::FastHasher;
-pub(crate) use reader::Closed;
 pub(crate) use responder::{panic_message, Fault, Refused, Responder};
-pub(crate) use streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub(crate) use throttle::LogLimit;
 pub use trace::{current_trace, with_trace};
 
@@ -128,7 +123,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(closing: Arc<AtomicBool>, config: &crate::NodeConfig, metered: bool) -> Self {
+    pub(crate) fn new(
+        closing: Arc<AtomicBool>,
+        config: &crate::config::NodeConfig,
+        metered: bool,
+    ) -> Self {
         Limits {
             closing,
             max_in_flight: config.max_in_flight,

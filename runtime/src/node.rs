@@ -26,10 +26,11 @@ use crate::client::{Call, CallOptions, Peer};
 use crate::cluster::links::Links;
 use crate::cluster::membership::Membership;
 use crate::cluster::{Member, MemberEvent, Target};
+use crate::config::NodeConfig;
+use crate::error::RpcError;
 use crate::handlers::{ActorBuilder, Handlers, Registered, Registry, Service};
 use crate::link::{Limits, PeerInfo};
 use crate::wire::NodeId;
-use crate::{NodeConfig, RpcError};
 
 pub use register::{IntoHandler, IntoStreamHandler, RequestContext};
 pub use start::NodeBuilder;
@@ -102,8 +103,8 @@ impl Node {
     /// Starts a node with `config`. See [`NodeBuilder::start`].
     ///
     /// # Errors
-    /// [`crate::StartError`] if the configuration is invalid or the address cannot be bound.
-    pub async fn start(config: NodeConfig) -> Result<Node, crate::StartError> {
+    /// [`crate::error::StartError`] if the configuration is invalid or the address cannot be bound.
+    pub async fn start(config: NodeConfig) -> Result<Node, crate::error::StartError> {
         start::start(config).await
     }
 

@@ -1,6 +1,8 @@
 //! The shape of the runtime, checked: each layer imports only the layers below it (the map in
-//! docs/ARCHITECTURE.md), nothing outside `node/` sees the node's `Core`, and no file is
-//! longer than a sitting's read before its tests.
+//! docs/ARCHITECTURE.md), every import names the module that defines a thing (never the
+//! crate root's re-exports), no two modules import each other round a circle, nothing outside
+//! `node/` sees the node's `Core`, and no file is longer than a sitting's read before its
+//! tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,32 +25,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 /// Vocabulary any module may name.
 const SHARED: &[&str] = &["error", "config"];
-
-/// What `crate::X` names that are re-exported types rather than modules resolve to.
-const REEXPORTS: &[(&str, &str)] = &[
-    ("RpcError", "error"),
-    ("ErrorKind", "wire"),
-    ("StartError", "error"),
-    ("NodeConfig", "config"),
-    ("CallOptions", "client"),
-    ("Client", "client"),
-    ("Peer", "client"),
-    ("StreamOptions", "client"),
-    ("ItemStream", "client"),
-    ("ItemSink", "client"),
-    ("StreamReply", "client"),
-    ("Items", "handlers"),
-    ("BoxStream", "handlers"),
-    ("PeerInfo", "link"),
-    ("NodeId", "wire"),
-    ("Trace", "wire"),
-    ("with_trace", "link"),
-    ("current_trace", "link"),
-    ("TlsConfig", "config"),
-    ("MulticastConfig", "config"),
-    ("Target", "cluster"),
-    ("Node", "node"),
-];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read runtime/src") {
@@ -100,13 +76,11 @@ fn named_groups(line: &str) -> Vec<String> {
                 .unwrap_or(rest.len());
             vec![&rest[..end]]
         };
-        for name in names.into_iter().filter(|n| !n.is_empty()) {
-            let resolved = REEXPORTS
-                .iter()
-                .find(|(ty, _)| *ty == name)
-                .map_or(name, |(_, module)| module);
-            found.push(resolved.to_owned());
-        }
+        // A type named through the root is a facade import, which its own test refuses.
+        let modules = names
+            .into_iter()
+            .filter(|n| n.starts_with(|c: char| c.is_ascii_lowercase()));
+        found.extend(modules.map(str::to_owned));
     }
     found
 }
@@ -172,5 +146,163 @@ fn every_file_reads_in_one_sitting() {
             "{} has {before_tests} lines before its tests",
             file.display()
         );
+    }
+}
+
+#[test]
+fn imports_name_the_home_of_a_thing_not_the_crate_root() {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    let mut facade = Vec::new();
+    for file in files.iter().filter(|f| group(f) != "lib") {
+        let text = std::fs::read_to_string(file).expect("read a source file");
+        for (n, line) in code(&text).iter().enumerate() {
+            for (at, _) in line.match_indices("crate::") {
+                let after = &line[at + "crate::".len()..];
+                let in_macro = line[..at].ends_with('$');
+                let names_type =
+                    after.starts_with(|c: char| c.is_ascii_uppercase()) || after.starts_with('{');
+                if !in_macro && names_type {
+                    facade.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        facade.is_empty(),
+        "imports through the crate root (name the defining module):\n{}",
+        facade.join("\n")
+    );
+}
+
+/// A file's module path (`link::connection::reader`; the root is empty).
+fn module_of(path: &Path) -> Vec<String> {
+    let rel = path
+        .strip_prefix(SRC)
+        .expect("under src")
+        .with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The modules a file's code names through `crate::`, `super::` or `self::`, each cut to
+/// the longest prefix that is a module of the crate.
+fn module_deps(me: &[String], text: &str, modules: &[Vec<String>]) -> Vec<Vec<String>> {
+    let resolve = |path: Vec<String>| {
+        (0..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| modules.contains(p))
+            .unwrap_or_default()
+    };
+    let mut deps = Vec::new();
+    for line in code(text) {
+        for base in ["crate::", "super::", "self::"] {
+            for (at, _) in line.match_indices(base) {
+                let before = line[..at].chars().last();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
+                    continue;
+                }
+                let mut prefix: Vec<String> = match base {
+                    "crate::" => Vec::new(),
+                    "super::" => me[..me.len().saturating_sub(1)].to_vec(),
+                    _ => me.to_vec(),
+                };
+                let mut rest = &line[at + base.len()..];
+                while let Some(next) = rest.strip_prefix("super::") {
+                    prefix.pop();
+                    rest = next;
+                }
+                let path_end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .unwrap_or(rest.len());
+                let mut path = prefix.clone();
+                path.extend(
+                    rest[..path_end]
+                        .split("::")
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                );
+                let group = rest[path_end..]
+                    .strip_prefix('{')
+                    .map(|g| &g[..g.find('}').unwrap_or(g.len())]);
+                match group {
+                    Some(items) => {
+                        for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                            let mut full = path.clone();
+                            let item = item.split(" as ").next().unwrap_or(item);
+                            if item != "self" {
+                                full.extend(item.split("::").map(str::to_owned));
+                            }
+                            deps.push(resolve(full));
+                        }
+                    }
+                    None => deps.push(resolve(path)),
+                }
+            }
+        }
+    }
+    deps
+}
+
+#[test]
+fn no_modules_import_each_other_round_a_circle() {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    let modules: Vec<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    // A module's use of an ancestor is nesting (a connection's reader reads the connection's
+    // state), not a circle; every other edge counts.
+    let mut edges: BTreeMap<Vec<String>, Vec<Vec<String>>> = BTreeMap::new();
+    for (file, me) in files.iter().zip(&modules) {
+        let text = std::fs::read_to_string(file).expect("read a source file");
+        let deps = module_deps(me, &text, &modules)
+            .into_iter()
+            .filter(|d| d != me && !me.starts_with(d))
+            .collect();
+        edges.insert(me.clone(), deps);
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        at: &Vec<String>,
+        edges: &BTreeMap<Vec<String>, Vec<Vec<String>>>,
+        state: &mut BTreeMap<Vec<String>, bool>,
+        path: &mut Vec<Vec<String>>,
+    ) -> Option<Vec<Vec<String>>> {
+        match state.get(at) {
+            Some(true) => return None,
+            Some(false) => {
+                let from = path.iter().position(|p| p == at).unwrap_or(0);
+                let mut circle = path[from..].to_vec();
+                circle.push(at.clone());
+                return Some(circle);
+            }
+            None => {}
+        }
+        state.insert(at.clone(), false);
+        path.push(at.clone());
+        for next in edges.get(at).into_iter().flatten() {
+            if let Some(circle) = visit(next, edges, state, path) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        state.insert(at.clone(), true);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for module in edges.keys() {
+        if let Some(circle) = visit(module, &edges, &mut state, &mut Vec::new()) {
+            let names: Vec<String> = circle.iter().map(|m| m.join("::")).collect();
+            panic!(
+                "modules import each other round a circle: {}",
+                names.join(" -> ")
+            );
+        }
     }
 }

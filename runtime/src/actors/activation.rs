@@ -27,7 +27,7 @@ use super::{placement, Ctx};
 use crate::cluster::membership::Host;
 use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
 
-use crate::ErrorKind;
+use crate::wire::ErrorKind;
 
 /// How long a client's call may be placed again when its caller set no deadline.
 pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30);

@@ -11,14 +11,15 @@ use serde::Serialize;
 use super::activation::{Call, Hook, Kind, Spec};
 use super::Actors;
 use crate::cluster::membership::hosting::MAX_NAME;
+use crate::error::RpcError;
 use crate::handlers::reply::split;
 use crate::handlers::{ActorMethod, Declared, Entry, Handler, Handlers, Incoming};
-use crate::{ErrorKind, RpcError};
+use crate::wire::ErrorKind;
 
 /// How long an activation stays without calls before it is deactivated, by default.
 pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
-/// Declares a virtual-actor type; see [`crate::Node::virtual_actor`].
+/// Declares a virtual-actor type; see [`crate::node::Node::virtual_actor`].
 pub struct VirtualBuilder<S> {
     actors: Actors,
     name: String,

@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use super::{Actors, Ctx, Inner};
 use crate::cluster::membership::GroupMember;
+use crate::error::RpcError;
 use crate::handlers::{Entry, Handler, Handlers, Incoming};
 use crate::link::Connection;
+use crate::wire::ErrorKind;
 use crate::wire::{Encoding, RemoteError};
-use crate::{ErrorKind, RpcError};
 
 /// A named group, as this node sees it; cheap to clone.
 #[derive(Clone)]

@@ -14,8 +14,9 @@ use super::{placement, Ctx};
 use futures_util::StreamExt;
 
 use crate::client::{ItemStream, StreamOptions};
+use crate::error::RpcError;
 use crate::wire::Encoding;
-use crate::{ErrorKind, RpcError};
+use crate::wire::ErrorKind;
 
 /// A virtual actor, wherever it lives; cheap to clone.
 #[derive(Clone)]

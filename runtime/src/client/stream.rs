@@ -18,10 +18,10 @@ use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
 mod peer;
+use crate::error::RpcError;
 use crate::link::{Downstream, Next, Open, SendError, Upstream};
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
-use crate::RpcError;
 
 /// How a stream is opened.
 #[derive(Debug, Clone, Copy)]

@@ -24,11 +24,12 @@ use super::membership::{Directory, Member};
 use super::peers::{DialStart, Peers};
 use super::target::{resolve, Target};
 use super::ShowAddr;
+use crate::config::NodeConfig;
+use crate::error::RpcError;
 use crate::link::tls::Tls;
 use crate::link::transport::{self, Local, Socket};
 use crate::link::{Closed, Connection, LinkCtx, LogLimit, Parts};
 use crate::wire::{Identity, NodeId};
-use crate::{NodeConfig, RpcError};
 
 /// Handle to a node's links; cheap to clone.
 #[derive(Clone)]

@@ -75,7 +75,7 @@ pub struct Member {
     pub status: MemberStatus,
 }
 
-/// A change in membership, as published by [`crate::Node::subscribe`].
+/// A change in membership, as published by [`crate::node::Node::subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberEvent {
     /// A node is up: newly joined, back after being lost, or restarted (a new id).

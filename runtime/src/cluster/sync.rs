@@ -27,9 +27,9 @@ use tracing::debug;
 use super::links::Links;
 use super::membership::{Membership, SyncState};
 use super::Target;
+use crate::error::RpcError;
 use crate::wire::codec::decode_result;
 use crate::wire::Encoding;
-use crate::RpcError;
 
 /// The method nodes swap member lists with.
 pub(crate) const METHOD: &str = "system.members.sync";

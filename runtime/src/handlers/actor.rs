@@ -21,9 +21,10 @@ use tracing::{error, warn};
 use super::functions::Handler;
 use super::reply::split;
 use super::signature::Signature;
+use super::streaming::{open, panicked, send_all};
 use super::{Entry, Handlers, Incoming};
 use crate::link::panic_message;
-use crate::ErrorKind;
+use crate::wire::ErrorKind;
 
 /// One method of an actor with state `S`, type-erased.
 pub(crate) trait ActorMethod<S>: Send + Sync + 'static {
@@ -180,7 +181,7 @@ impl<S: Send + 'static> Declared<S> {
             name: name.to_owned(),
             help: String::new(),
             signature: Signature::streaming::<A, ()>(Signature::stream_of::<T>()),
-            method: Arc::new(super::streaming::ActorStream {
+            method: Arc::new(ActorStream {
                 f,
                 _args: PhantomData,
             }),
@@ -238,7 +239,7 @@ impl<S: Send + 'static> ActorBuilder<S> {
         self
     }
 
-    /// Names the parameters of the method added last (see [`crate::Registered::params`]).
+    /// Names the parameters of the method added last (see [`crate::handlers::Registered::params`]).
     pub fn params(mut self, names: &[&str]) -> Self {
         if let Some(last) = self.methods.last_mut() {
             last.signature.name_params(names);
@@ -333,5 +334,48 @@ fn build<S>(name: &str, factory: &Factory<S>) -> Option<S> {
             error!(actor = %name, panic = %panic_message(&*payload), "the actor's factory panicked; the actor stops");
             None
         }
+    }
+}
+
+/// An actor's server-stream method: `f(&mut state, args)` runs in the actor's turn and
+/// returns the items, which a task of their own sends (the actor goes on with its mailbox).
+pub(crate) struct ActorStream<F, A> {
+    pub(crate) f: F,
+    pub(crate) _args: PhantomData<fn(A)>,
+}
+
+impl<S, F, A, St, T, E> ActorMethod<S> for ActorStream<F, A>
+where
+    F: Fn(&mut S, A) -> St + Send + Sync + 'static,
+    A: DeserializeOwned + 'static,
+    St: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Fault + Send + 'static,
+{
+    fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
+        if call
+            .deadline
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            let message = "the call waited in the mailbox past its deadline";
+            call.responder.fail(ErrorKind::Timeout, message);
+            return false;
+        }
+        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
+            return false;
+        };
+        let items = match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
+            Ok(items) => items,
+            Err(p) => {
+                panicked(call, p);
+                return true;
+            }
+        };
+        send_all(items, entry, runs, call, port);
+        false
+    }
+
+    fn streams(&self) -> bool {
+        true
     }
 }

@@ -14,8 +14,8 @@ use serde::Deserializer;
 use serde_json::value::RawValue;
 
 use super::signature::{is_integer, Signature};
+use crate::wire::ErrorKind;
 use crate::wire::{codec, Encoding, RemoteError};
-use crate::ErrorKind;
 
 /// Decodes the arguments of `method`, whose shape is `signature`.
 pub(crate) fn decode<A: DeserializeOwned>(

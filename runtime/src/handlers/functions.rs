@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::{Entry, Handlers, Incoming};
 use crate::link::panic_message;
-use crate::ErrorKind;
+use crate::wire::ErrorKind;
 
 /// Something that answers requests for one method name.
 pub(crate) trait Handler: Send + Sync + 'static {

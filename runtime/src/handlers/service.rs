@@ -22,7 +22,7 @@ use super::{AsyncFn, Handlers, SyncFn};
 
 mod declare;
 
-/// Something that registers its methods on a node: what [`crate::Node::serve`] takes. The
+/// Something that registers its methods on a node: what [`crate::node::Node::serve`] takes. The
 /// `…Server` types [`crate::service!`] generates implement it.
 pub trait Service {
     /// Registers every method of the service.

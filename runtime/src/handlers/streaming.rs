@@ -20,13 +20,13 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::actor::ActorMethod;
 use super::functions::Handler;
 use super::signature::Signature;
 use super::{Entry, Handlers, Incoming, Registered, Streaming};
+use crate::error::RpcError;
 use crate::link::{panic_message, Ending, Responder, SendError, StreamPort};
 use crate::wire::codec::decode_result;
-use crate::{ErrorKind, RpcError};
+use crate::wire::ErrorKind;
 
 /// The items a caller streams to a method: a `Stream` of decoded items, ending cleanly when
 /// the caller finishes its upload, or with an error (`disconnected` when the caller went
@@ -114,8 +114,13 @@ where
 }
 
 /// Sends `items` from a task of their own, then answers (see [`spawn`]).
-fn send_all<S, T, E>(items: S, entry: &Entry, runs: Runs, call: Incoming, port: Arc<StreamPort>)
-where
+pub(super) fn send_all<S, T, E>(
+    items: S,
+    entry: &Entry,
+    runs: Runs,
+    call: Incoming,
+    port: Arc<StreamPort>,
+) where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     T: Serialize + Send + 'static,
     E: Fault + Send + 'static,
@@ -182,14 +187,14 @@ where
 }
 
 /// Where a stream's task runs.
-struct Runs {
+pub(super) struct Runs {
     tasks: tokio_util::task::TaskTracker,
     stop: tokio_util::sync::CancellationToken,
 }
 
 /// The arguments and the stream of a call the dispatcher routed here (it checked the
 /// shape); `None` after answering the caller.
-fn open<A: DeserializeOwned>(
+pub(super) fn open<A: DeserializeOwned>(
     entry: &Entry,
     mut call: Incoming,
 ) -> Option<(A, Arc<StreamPort>, Runs, Incoming)> {
@@ -214,7 +219,7 @@ fn not_a_stream(responder: Responder) {
     );
 }
 
-fn panicked(call: Incoming, p: Box<dyn std::any::Any + Send>) {
+pub(super) fn panicked(call: Incoming, p: Box<dyn std::any::Any + Send>) {
     call.responder.fail(ErrorKind::Panicked, panic_message(&*p));
 }
 
@@ -338,49 +343,6 @@ pub(crate) fn wrong_shape(responder: Responder, streams: bool) {
     } else {
         let message = "is a plain method, not a stream: call it as a request; it did not run";
         responder.fail(ErrorKind::Streaming, message)
-    }
-}
-
-/// An actor's server-stream method: `f(&mut state, args)` runs in the actor's turn and
-/// returns the items, which a task of their own sends (the actor goes on with its mailbox).
-pub(crate) struct ActorStream<F, A> {
-    pub(crate) f: F,
-    pub(crate) _args: PhantomData<fn(A)>,
-}
-
-impl<S, F, A, St, T, E> ActorMethod<S> for ActorStream<F, A>
-where
-    F: Fn(&mut S, A) -> St + Send + Sync + 'static,
-    A: DeserializeOwned + 'static,
-    St: Stream<Item = Result<T, E>> + Send + 'static,
-    T: Serialize + Send + 'static,
-    E: Fault + Send + 'static,
-{
-    fn invoke(&self, state: &mut S, entry: &Entry, call: Incoming) -> bool {
-        if call
-            .deadline
-            .is_some_and(|at| tokio::time::Instant::now() >= at)
-        {
-            let message = "the call waited in the mailbox past its deadline";
-            call.responder.fail(ErrorKind::Timeout, message);
-            return false;
-        }
-        let Some((args, port, runs, call)) = open::<A>(entry, call) else {
-            return false;
-        };
-        let items = match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
-            Ok(items) => items,
-            Err(p) => {
-                panicked(call, p);
-                return true;
-            }
-        };
-        send_all(items, entry, runs, call, port);
-        false
-    }
-
-    fn streams(&self) -> bool {
-        true
     }
 }
 

@@ -134,7 +134,7 @@ impl Registered<'_> {
     }
 
     /// Declares the method safe to run more than once with the same arguments: callers
-    /// that opt in ([`crate::CallOptions::retries`]) may then resend a call that timed out or
+    /// that opt in ([`crate::client::CallOptions::retries`]) may then resend a call that timed out or
     /// lost its link. Other methods refuse such resends (`retry_refused`).
     pub fn idempotent(self) -> Self {
         self.methods.update(&self.name, |e| e.idempotent = true);

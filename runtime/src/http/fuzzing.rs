@@ -11,7 +11,7 @@ pub fn xmlrpc(text: &str) {
 pub fn jsonrpc(body: &[u8]) {
     use futures_util::FutureExt;
     let stub = |_: String, _: Box<serde_json::value::RawValue>| async {
-        Ok::<_, crate::RpcError>(serde_json::Value::Null)
+        Ok::<_, crate::error::RpcError>(serde_json::Value::Null)
     };
     // Every stubbed call is ready at once, so the whole request completes in one poll.
     let _ = super::jsonrpc::handle(body, stub).now_or_never();

@@ -28,13 +28,14 @@ use tracing::warn;
 use super::access::{self, Access};
 use super::jsonrpc;
 use super::metrics::{self, Stats};
-use super::server::{self, ServerCtx};
+use super::server::{self, Reply, ServerCtx};
 use super::xmlrpc::{self, Fault};
+use crate::client::CallOptions;
+use crate::client::Client;
 use crate::cluster::links::WeakLinks;
+use crate::config::NodeConfig;
+use crate::error::RpcError;
 use crate::link::LogLimit;
-use crate::{CallOptions, Client, NodeConfig, RpcError};
-
-pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// What the gateway of one node needs: where its node is, how to reach it, when to stop.
 pub(crate) struct GatewayCtx {
@@ -163,9 +164,9 @@ impl Gateway {
                     .headers()
                     .get("traceparent")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(crate::Trace::parse);
+                    .and_then(crate::wire::Trace::parse);
                 match trace {
-                    Some(trace) => crate::with_trace(trace, self.rpc(req)).await,
+                    Some(trace) => crate::link::with_trace(trace, self.rpc(req)).await,
                     None => self.rpc(req).await,
                 }
             }
@@ -372,7 +373,7 @@ impl Gateway {
         }
     }
 
-    async fn peer(&self) -> Result<crate::Peer, RpcError> {
+    async fn peer(&self) -> Result<crate::client::Peer, RpcError> {
         let mut link = self.link.lock().await;
         if let Some(client) = link.as_ref().filter(|c| c.is_connected()) {
             return Ok((**client).clone());

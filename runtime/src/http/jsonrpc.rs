@@ -6,7 +6,8 @@ use std::future::Future;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::{ErrorKind, RpcError};
+use crate::error::RpcError;
+use crate::wire::ErrorKind;
 
 /// -32700: the body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;

@@ -64,7 +64,7 @@ pub(crate) struct Stats {
     /// The node's name, the `node` label of every gauge.
     pub(crate) name: String,
     /// The node's id and address, for the dashboard.
-    pub(crate) id: crate::NodeId,
+    pub(crate) id: crate::wire::NodeId,
     pub(crate) addr: std::net::SocketAddr,
     /// Calls served per method, for the dashboard.
     pub(crate) calls: Option<Arc<crate::link::CallStats>>,

@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::gateway::Reply;
 use crate::link::LogLimit;
+
+/// What a request handler answers: a whole response.
+pub(crate) type Reply = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
 /// How the server runs.
 pub(crate) struct ServerCtx {

@@ -1,8 +1,9 @@
 //! The handle to one link, [`Connection`], and the state its tasks share: the outbox, the
 //! table of calls waiting for replies, the peer's requests running here, and the counters.
 //!
-//! [`Connection::start`] spawns the link's reader ([`super::reader`]), writer
-//! ([`super::outbox`]) and deadline sweeper ([`super::pending`]). Callers send requests and
+//! [`Connection::start`] spawns the link's tasks, which live under it: the reader
+//! ([`reader`]), the writer ([`outbox`]) and the deadline sweeper ([`pending`]); how a link
+//! ends and what its goodbye promises is [`goodbye`], the streams on it [`streams`]. Callers send requests and
 //! casts through the handle, encoded straight into the outbox; a guard removes each call's
 //! pending entry however it ends and tells the callee when the caller gave up. The tasks
 //! stop when the link's token is cancelled (node shutdown, replacement by the tie-break), the
@@ -19,17 +20,23 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) mod goodbye;
+pub(crate) mod outbox;
+pub(crate) mod pending;
+pub(crate) mod reader;
+pub(crate) mod streams;
+
 use super::frames::FrameDecoder;
 use super::meter::{record_call, Side};
-use super::outbox::{self, Outbox};
-use super::pending::Pending;
-use super::reader::{self, Closed};
 pub(crate) use super::running::Running;
-use super::streams::Streams;
 use super::transport::Socket;
 use super::{Limits, LinkCtx};
+use crate::error::RpcError;
 use crate::wire::{self, Encoding, FrameError, Header, NodeId, RemoteError};
-use crate::RpcError;
+use outbox::Outbox;
+use pending::Pending;
+use reader::Closed;
+use streams::Streams;
 
 /// Who is at the other end of a link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 use super::connection::{Connection, Parts};
 use super::transport::Socket;
 use super::{Dispatch, Limits, LinkCtx, Request, Responder};
+use crate::config::NodeConfig;
 use crate::wire::{Identity, NodeId};
-use crate::NodeConfig;
 
 /// Keeps every request it is handed, unanswered.
 #[derive(Default)]
@@ -71,8 +71,8 @@ mod timers {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::wire::ErrorKind;
     use crate::wire::{self, Encoding, Header};
-    use crate::ErrorKind;
 
     const HOUR: Duration = Duration::from_secs(3600);
 

@@ -21,8 +21,8 @@ use super::connection::{Reply, Shared};
 use super::meter::{record_call, Side};
 use super::trace::{Context, Hop};
 use super::Limits;
+use crate::wire::ErrorKind;
 use crate::wire::{self, CodecError, Encoding, FrameError, Header, RemoteError};
-use crate::ErrorKind;
 
 /// Where an answer goes: the outbox of the link the request came on, or — for a call this
 /// node makes to itself (a virtual actor it owns) — straight to the waiting caller, with no

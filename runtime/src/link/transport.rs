@@ -30,8 +30,8 @@ use super::auth::{self, CookieFailure, Role, Transcript};
 use super::sniff;
 use super::tls::{self, Tls};
 use super::PeerInfo;
+use crate::error::RpcError;
 use crate::wire::{self, Greeting, Hello, Identity, Verdict, Welcome};
-use crate::RpcError;
 
 /// Handshake frames are small; a larger one is refused before it is read.
 const MAX_HANDSHAKE_FRAME: usize = 16 << 10;

@@ -22,6 +22,8 @@ use crate::cluster::membership::{self, Rumor, SwimStart};
 use crate::cluster::seeds::{self, Seeds};
 use crate::cluster::sync::Sync;
 use crate::cluster::Joined;
+use crate::config::NodeConfig;
+use crate::error::StartError;
 use crate::handlers::{introspection, Handlers};
 #[cfg(feature = "gateway")]
 use crate::http::{
@@ -34,7 +36,6 @@ use crate::link::tls::Tls;
 use crate::link::{Limits, LinkCtx};
 use crate::wire::swim::SwimId;
 use crate::wire::{Identity, NodeId};
-use crate::{NodeConfig, StartError};
 
 /// Builds a [`Node`] from a [`NodeConfig`].
 #[derive(Debug, Clone, Default)]
@@ -463,7 +464,7 @@ mod tests {
         started.expect("a gateway").shutdown().await;
         let tls = NodeConfig {
             cookie: Some("c".into()),
-            tls: Some(crate::TlsConfig {
+            tls: Some(crate::config::TlsConfig {
                 cert: "missing.pem".into(),
                 key: "missing-key.pem".into(),
                 ca: "missing-ca.pem".into(),

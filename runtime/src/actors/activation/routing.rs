@@ -10,8 +10,9 @@ use tracing::debug;
 use super::{placement, Call, Kind, Leaving, Msg, NO_DEADLINE};
 use crate::actors::{OWNER, RELEASE};
 use crate::cluster::membership::Host;
+use crate::error::RpcError;
+use crate::wire::ErrorKind;
 use crate::wire::{Encoding, RemoteError};
-use crate::{ErrorKind, RpcError};
 
 impl<S: Send + 'static> Kind<S> {
     /// The same call, to the owner, retried while the cluster's view settles.

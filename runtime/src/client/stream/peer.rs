@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::{ItemSink, ItemStream, StreamOptions, StreamReply};
 use crate::client::Peer;
+use crate::error::RpcError;
 use crate::handlers::MethodInfo;
 use crate::link::Open;
 use crate::wire::Encoding;
-use crate::RpcError;
 
 /// What a stream is opened as: the method, how items are encoded, the caller's
 /// fingerprint of it (declared methods), its options.

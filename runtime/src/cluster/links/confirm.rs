@@ -24,10 +24,10 @@ use dashmap::DashSet;
 use tracing::debug;
 
 use super::Links;
+use crate::error::RpcError;
 use crate::link::transport::{self, Local};
 use crate::link::Connection;
 use crate::wire::{self, Encoding, Identity, NodeId, Nonce};
-use crate::RpcError;
 
 /// What a stopping node answers a new client (`links/accept.rs`).
 pub(super) const STOPPING: &str = "it is shutting down";

@@ -3,7 +3,7 @@
 //! into the server trait, the `…Server` registration and the typed `…Client`.
 
 /// Declares a service: a server trait, a `…Server` wrapper to register an implementation
-/// with [`crate::Node::serve`], and a typed `…Client`.
+/// with [`crate::node::Node::serve`], and a typed `…Client`.
 ///
 /// ```
 /// meshrpc::service! {

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use super::connection::Shared;
-use super::transport::WriteHalf;
+use super::Shared;
+use crate::link::transport::WriteHalf;
 use crate::wire::{self, Header};
 
 /// How long a closing writer may keep flushing to a peer that does not read.

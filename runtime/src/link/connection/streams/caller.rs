@@ -16,11 +16,11 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::super::connection::{Connection, Reply, Shared};
-use super::super::flow::{Credit, Ending, Inbox};
+use super::super::{Connection, Reply, Shared};
 use super::{push_item, Ends, SendError};
+use crate::error::RpcError;
+use crate::link::flow::{Credit, Ending, Inbox};
 use crate::wire::{Encoding, Header};
-use crate::RpcError;
 
 /// What the caller says when it opens a stream.
 pub(crate) struct Open<'a> {
@@ -102,7 +102,7 @@ impl Connection {
             encoding: open.encoding,
             signature: open.signature,
             credit,
-            trace: super::super::trace::current_trace(),
+            trace: crate::link::trace::current_trace(),
         };
         // Closed meanwhile: the link's table was cleared before our entry went in.
         if self.is_closed() {

@@ -17,9 +17,9 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Reply;
+use super::Reply;
+use crate::wire::ErrorKind;
 use crate::wire::RemoteError;
-use crate::ErrorKind;
 
 /// How often the sweeper looks for expired calls while any are pending.
 const SWEEP_EVERY: Duration = Duration::from_millis(5);

@@ -21,10 +21,10 @@ mod caller;
 
 pub(crate) use caller::{Downstream, Next, Open, Upstream};
 
-use super::connection::Shared;
-use super::flow::{Credit, Ending, Inbox, Overrun};
+use super::Shared;
+use crate::error::RpcError;
+use crate::link::flow::{Credit, Ending, Inbox, Overrun};
 use crate::wire::{self, Encoding, FrameError, Header};
-use crate::RpcError;
 
 /// The two ends' flow state of one stream, as seen from this side.
 pub(crate) struct Ends {

@@ -6,9 +6,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::connection::{Connection, Shared};
+use super::{Connection, Shared};
+use crate::error::RpcError;
 use crate::wire::{self, Header};
-use crate::RpcError;
 
 /// Set in `Shared::dispatched` once this node has said goodbye.
 pub(super) const NO_MORE: u64 = 1 << 63;
@@ -121,7 +121,7 @@ mod tests {
     use crate::link::memory::{memory_link, Keep};
     use crate::link::transport::Socket;
     use crate::wire::Encoding;
-    use crate::ErrorKind;
+    use crate::wire::ErrorKind;
 
     fn link(keep: Arc<Keep>, tasks: &TaskTracker) -> (Connection, Socket) {
         memory_link(

@@ -14,12 +14,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
-use super::connection::{Connection, Shared};
-use super::flow::Ending;
-use super::frames::FrameDecoder;
 use super::streams::{StreamPort, UPLOAD_WINDOW};
-use super::transport::ReadHalf;
-use super::{LinkCtx, Request, Responder};
+use super::{Connection, Shared};
+use crate::link::flow::Ending;
+use crate::link::frames::FrameDecoder;
+use crate::link::transport::ReadHalf;
+use crate::link::{LinkCtx, Request, Responder};
 use crate::wire::{self, Header};
 
 /// A live link's frames.
