@@ -135,7 +135,7 @@ fn round_trips(c: &mut Criterion) {
     let mut group = c.benchmark_group("add_4_connections");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(3));
-    let peers: Vec<Peer> = s.clients.iter().map(|c| (**c).clone()).collect();
+    let peers: Vec<Peer> = s.clients.iter().map(|c| c.peer().clone()).collect();
     group.bench_function(BenchmarkId::new("meshrpc", 256), |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let peers = peers.clone();

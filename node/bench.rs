@@ -101,7 +101,7 @@ async fn local(args: &BenchArgs, addr: &str, spec: &LoadSpec) -> anyhow::Result<
         let client = crate::commands::connect(addr, &args.client, "meshrpc-bench").await?;
         clients.push(client);
     }
-    let peers: Vec<Peer> = clients.iter().map(|c| (**c).clone()).collect();
+    let peers: Vec<Peer> = clients.iter().map(|c| c.peer().clone()).collect();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(progress.clone(), spec);
     let report = load::run(&peers, spec, progress).await;
@@ -120,7 +120,7 @@ async fn remote(args: &BenchArgs, from: &str, to: &str, spec: &LoadSpec) -> anyh
     let budget = spec.duration_ms.unwrap_or(10_000) + spec.warmup_ms + spec.timeout_ms + 10_000;
     let options = CallOptions::timeout(Duration::from_millis(budget));
     let call = serde_json::json!([to, spec]);
-    let result = client.call_json("bench.run", &call, options).await;
+    let result = client.peer().call_json("bench.run", &call, options).await;
     client.close().await;
     let report = result.with_context(|| format!("{from} could not run the load"))?;
     Ok(serde_json::from_value(report)?)

@@ -56,6 +56,13 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     raise_descriptor_limit(
         config.http_max_connections + config.max_handshakes + config.max_connections,
     );
+    if config.http.is_some() {
+        // The library emits to the `metrics` facade only; the binary installs the exporter
+        // behind `/metrics`.
+        if let Err(error) = meshrpc::install_prometheus() {
+            tracing::warn!(%error, "cannot install the Prometheus recorder; /metrics will say so");
+        }
+    }
     let node = Node::start(config).await?;
     crate::services::register(&node).await?;
     // The one line scripts and tests wait for.
@@ -188,7 +195,7 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!(message);
         }
     };
-    let result = client.call_json(&method, &*body, options).await;
+    let result = client.peer().call_json(&method, &*body, options).await;
     let code = match result {
         Ok(value) => {
             println!("{value}");
@@ -229,6 +236,7 @@ async fn owner_of(client: &Client, args: &crate::CallArgs) -> Option<String> {
     let (kind, key) = args.actor.as_deref()?.split_once('/')?;
     let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
     let owner = client
+        .peer()
         .call_json(
             "system.actors.owner",
             &serde_json::json!([kind, key]),
@@ -237,6 +245,7 @@ async fn owner_of(client: &Client, args: &crate::CallArgs) -> Option<String> {
         .await
         .ok()?;
     let members = client
+        .peer()
         .call_json("system.members", &serde_json::json!([]), options)
         .await
         .ok()?;
@@ -266,7 +275,7 @@ async fn stream(
     use futures_util::StreamExt;
     use std::io::Write;
     let options = meshrpc::stream::StreamOptions::default().idle(Some(idle));
-    let (sink, mut items) = match client.stream_json(method, body, options) {
+    let (sink, mut items) = match client.peer().stream_json(method, body, options) {
         Ok(opened) => opened,
         Err(e) => return Ok(Streamed::Ended(failed(&e))),
     };
@@ -415,14 +424,17 @@ pub async fn actors(args: crate::ActorsArgs) -> anyhow::Result<ExitCode> {
     // The first page (nodes hold up to millions; a node of the previous release has no
     // pages, only its whole list).
     let page = client
+        .peer()
         .call::<Page>("system.actors.page", (1000usize, None::<(String, String)>))
         .await;
     let result = match page {
         Err(e) if e.kind() == meshrpc::ErrorKind::MethodNotFound => {
-            (client.call("system.actors", ()).await).map(|activations: Vec<Activation>| Page {
-                count: activations.len(),
-                activations,
-                _next: None,
+            (client.peer().call("system.actors", ()).await).map(|activations: Vec<Activation>| {
+                Page {
+                    count: activations.len(),
+                    activations,
+                    _next: None,
+                }
             })
         }
         other => other,
@@ -456,6 +468,7 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(failed(&e)),
     };
     let result = client
+        .peer()
         .call::<Vec<MemberSummary>>("system.members", ())
         .await;
     client.close().await;

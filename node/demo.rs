@@ -117,11 +117,11 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     println!(
         "\n== a stateful actor: 300 concurrent counter.incr(1) on n2, one at a time inside =="
     );
-    let incrs = (0..300).map(|_| c2.call::<i64>("counter.incr", 1i64));
+    let incrs = (0..300).map(|_| c2.peer().call::<i64>("counter.incr", 1i64));
     for result in futures_util::future::join_all(incrs).await {
         result?;
     }
-    let count: i64 = c2.call("counter.get", ()).await?;
+    let count: i64 = c2.peer().call("counter.get", ()).await?;
     println!("  counter.get() = {count}");
     ensure!(count == 300, "counter is {count}, expected 300");
 
@@ -131,14 +131,14 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     let owner = agreed_owner(&[&c1, &c2, &c3], "user-42").await?;
     async fn hundred(c: &Client) -> Result<(), RpcError> {
         for _ in 0..100 {
-            c.call::<i64>("vcounter.incr/user-42", 1i64).await?;
+            c.peer().call::<i64>("vcounter.incr/user-42", 1i64).await?;
         }
         Ok(())
     }
     let (a, b) = futures_util::future::join(hundred(&c1), hundred(&c3)).await;
     a?;
     b?;
-    let total: i64 = c2.call("vcounter.get/user-42", ()).await?;
+    let total: i64 = c2.peer().call("vcounter.get/user-42", ()).await?;
     println!("  owner (every node agrees): {owner}; 100 incr through n1 + 100 through n3; get through n2 = {total}");
     ensure!(total == 200, "vcounter/user-42 is {total}, expected 200");
 
@@ -164,21 +164,21 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
 
     println!("\n== failures are errors, not crashes ==");
     show(
-        c1.call::<Value>("nope", ()).await,
+        c1.peer().call::<Value>("nope", ()).await,
         ErrorKind::MethodNotFound,
     )?;
     show(
-        c1.call::<i64>("add", ("two", 3)).await,
+        c1.peer().call::<i64>("add", ("two", 3)).await,
         ErrorKind::BadArguments,
     )?;
     show(
-        c1.call::<()>("fail", "disk full").await,
+        c1.peer().call::<()>("fail", "disk full").await,
         ErrorKind::Application,
     )?;
-    show(c1.call::<()>("crash", ()).await, ErrorKind::Panicked)?;
+    show(c1.peer().call::<()>("crash", ()).await, ErrorKind::Panicked)?;
     let short = CallOptions::timeout(Duration::from_millis(200));
     show(
-        c1.call_with::<u64>("sleep", 5_000u64, short).await,
+        c1.peer().call_with::<u64>("sleep", 5_000u64, short).await,
         ErrorKind::Timeout,
     )?;
     println!("  n1 still serves: add(1, 1) = {}", calc1.add(1, 1).await?);
@@ -209,7 +209,10 @@ async fn agreed_owner(clients: &[&Client], key: &str) -> anyhow::Result<String> 
     loop {
         let mut owners = std::collections::BTreeSet::new();
         for c in clients {
-            let owner: Option<String> = c.call("system.actors.owner", ("vcounter", key)).await?;
+            let owner: Option<String> = c
+                .peer()
+                .call("system.actors.owner", ("vcounter", key))
+                .await?;
             owners.insert(owner);
         }
         if let (1, Some(Some(owner))) = (owners.len(), owners.first()) {
@@ -226,7 +229,7 @@ async fn agreed_owner(clients: &[&Client], key: &str) -> anyhow::Result<String> 
 async fn wait_for_members(client: &Client, want: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
-        let members: Vec<MemberSummary> = client.call("system.members", ()).await?;
+        let members: Vec<MemberSummary> = client.peer().call("system.members", ()).await?;
         let up = members
             .iter()
             .filter(|m| m.status == MemberStatus::Up)
@@ -243,6 +246,7 @@ async fn wait_for_members(client: &Client, want: usize) -> anyhow::Result<()> {
 
 async fn fanout(client: &Client, method: &str, args: Value) -> Result<Value, RpcError> {
     client
+        .peer()
         .call_json("fanout", &json!([method, args]), CallOptions::default())
         .await
 }

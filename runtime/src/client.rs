@@ -411,6 +411,11 @@ impl Client {
         Client { peer, token, tasks }
     }
 
+    /// The node at the other end: call it, cast to it, open streams on it.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
     /// Closes the connection and waits for its tasks to end.
     pub async fn close(self) {
         self.peer.conn.close("client closed", false);
@@ -422,14 +427,6 @@ impl Client {
 impl From<&Client> for Peer {
     fn from(client: &Client) -> Peer {
         client.peer.clone()
-    }
-}
-
-impl std::ops::Deref for Client {
-    type Target = Peer;
-
-    fn deref(&self) -> &Peer {
-        &self.peer
     }
 }
 

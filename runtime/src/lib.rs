@@ -40,6 +40,8 @@ pub mod wire;
 #[cfg(feature = "gateway")]
 #[doc(hidden)]
 pub use http::fuzzing;
+#[cfg(feature = "prometheus")]
+pub use http::metrics::install_prometheus;
 #[cfg(feature = "gateway")]
 pub use http::remote;
 

@@ -134,12 +134,17 @@ async fn one_activation_per_key_across_nodes_whoever_calls() {
     let client = Client::connect(b.addr()).await.unwrap();
     for k in 0..6 {
         let n: i64 = client
+            .peer()
             .call(&format!("vcounter.get/user-{k}"), ())
             .await
             .unwrap();
         assert_eq!(n, 2, "user-{k} through the client");
     }
-    let err = client.call::<i64>("vcounter.get", ()).await.unwrap_err();
+    let err = client
+        .peer()
+        .call::<i64>("vcounter.get", ())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("vcounter.get/KEY"), "{err}");
     client.close().await;
     for n in [a, b, c] {

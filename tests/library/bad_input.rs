@@ -27,7 +27,7 @@ async fn node() -> Node {
 
 async fn still_serves(node: &Node) {
     let client = Client::connect(&node.addr().to_string()).await.unwrap();
-    assert_eq!(client.call::<i64>("add", (2, 3)).await.unwrap(), 5);
+    assert_eq!(client.peer().call::<i64>("add", (2, 3)).await.unwrap(), 5);
     client.close().await;
 }
 

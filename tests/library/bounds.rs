@@ -44,7 +44,7 @@ async fn add_until_served(client: &Client) -> (Duration, bool) {
     let started = Instant::now();
     let mut refused = false;
     loop {
-        match client.call::<i64>("add", (2i64, 3i64)).await {
+        match client.peer().call::<i64>("add", (2i64, 3i64)).await {
             Ok(sum) => {
                 assert_eq!(sum, 5);
                 return (started.elapsed(), refused);
@@ -61,7 +61,7 @@ async fn add_until_served(client: &Client) -> (Duration, bool) {
 async fn until_full(probe: &Client) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        match probe.call::<i64>("add", (1i64, 1i64)).await {
+        match probe.peer().call::<i64>("add", (1i64, 1i64)).await {
             Err(e) if e.kind() == ErrorKind::Overloaded => return,
             _ => {}
         }
@@ -97,7 +97,7 @@ async fn no_request_runs_past_the_nodes_max_call_whatever_its_deadline() {
     let options = CallOptions::timeout(Duration::from_secs(3600));
     let err = timeout(
         PATIENCE,
-        client.call_with::<u64>("sleep", 60_000u64, options),
+        client.peer().call_with::<u64>("sleep", 60_000u64, options),
     )
     .await
     .expect("ends")
@@ -168,6 +168,7 @@ async fn a_new_key_with_every_call_cannot_grow_a_node_past_its_max_activations()
     let (mut served, mut refused) = (0, 0);
     for i in 0..(MAX * 5) {
         match client
+            .peer()
             .call::<i64>(&format!("vcounter.incr/k{i}"), 1i64)
             .await
         {
@@ -197,11 +198,12 @@ async fn system_actors_pages_and_never_lists_the_whole_table() {
     let client = Client::connect(node.addr()).await.unwrap();
     for i in 0..1200 {
         let _: i64 = client
+            .peer()
             .call(&format!("vcounter.incr/k{i:04}"), 1i64)
             .await
             .unwrap();
     }
-    let first: Vec<Activation> = client.call("system.actors", ()).await.unwrap();
+    let first: Vec<Activation> = client.peer().call("system.actors", ()).await.unwrap();
     assert_eq!(first.len(), 1000, "at most a page");
     #[derive(serde::Deserialize)]
     struct Page {
@@ -213,6 +215,7 @@ async fn system_actors_pages_and_never_lists_the_whole_table() {
     let mut keys = Vec::new();
     loop {
         let page: Page = client
+            .peer()
             .call("system.actors.page", (500usize, after.clone()))
             .await
             .unwrap();
@@ -259,7 +262,10 @@ async fn links_beyond_max_connections_are_refused_saying_why() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(again.call::<i64>("add", (2i64, 3i64)).await.unwrap(), 5);
+    assert_eq!(
+        again.peer().call::<i64>("add", (2i64, 3i64)).await.unwrap(),
+        5
+    );
     node.shutdown().await;
 }
 
@@ -325,6 +331,13 @@ async fn large_frames_trickled_on_many_links_cannot_hold_more_than_the_frame_bud
     }
     assert_eq!(closed, 1, "exactly the frame that did not fit was refused");
     let client = Client::connect(node.addr()).await.unwrap();
-    assert_eq!(client.call::<i64>("add", (2i64, 3i64)).await.unwrap(), 5);
+    assert_eq!(
+        client
+            .peer()
+            .call::<i64>("add", (2i64, 3i64))
+            .await
+            .unwrap(),
+        5
+    );
     node.shutdown().await;
 }

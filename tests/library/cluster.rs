@@ -635,7 +635,7 @@ async fn the_node_wide_in_flight_limit_spans_links() {
         meshrpc::Client::connect(&addr).await.unwrap(),
     );
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    for peer in [(*c1).clone(), (*c2).clone()] {
+    for peer in [c1.peer().clone(), c2.peer().clone()] {
         for _ in 0..3 {
             let (peer, done_tx) = (peer.clone(), done_tx.clone());
             tokio::spawn(async move {

@@ -141,3 +141,21 @@ async fn ready_follows_the_join_and_the_shutdown() {
         node.shutdown().await;
     }
 }
+
+/// The library emits to the `metrics` facade and installs no recorder of its own: without
+/// `meshrpc::install_prometheus` (which `meshrpc node` calls), `/metrics` says why it is
+/// empty. No test in this binary installs one.
+#[tokio::test]
+async fn a_library_node_installs_no_recorder_by_itself() {
+    let node = Node::start(NodeConfig {
+        http_token: None,
+        http_open: true,
+        ..config("quiet", vec![])
+    })
+    .await
+    .expect("node");
+    let (status, body) = get(&node, "/metrics").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("install_prometheus"), "{body}");
+    node.shutdown().await;
+}

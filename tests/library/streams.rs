@@ -232,7 +232,7 @@ async fn a_link_that_dies_ends_every_stream_on_it() {
     let client = Client::connect(&proxy.addr).await.expect("connect");
     let options = StreamOptions::default().idle(None);
     let mut streams: Vec<_> = (0..3)
-        .map(|_| client.call_stream_with::<u64>("stuck", (), options))
+        .map(|_| client.peer().call_stream_with::<u64>("stuck", (), options))
         .collect();
     for s in &mut streams {
         let first = timeout(PATIENCE, s.next()).await.expect("in time");

@@ -67,7 +67,7 @@ async fn nodes_of_one_ca_talk_and_strangers_are_refused() {
     let client = Client::connect_with(&a.addr().to_string(), &client_config)
         .await
         .unwrap();
-    assert_eq!(client.call::<i64>(ADD, (1, 1)).await.unwrap(), 2);
+    assert_eq!(client.peer().call::<i64>(ADD, (1, 1)).await.unwrap(), 2);
     client.close().await;
 
     // The right CA but the wrong cookie: TLS passes, the cookie check inside does not.

@@ -86,7 +86,7 @@ async fn kill_9_under_load_every_call_ends_and_is_counted() {
     let deadline = Duration::from_secs(2);
     let tally = Arc::new(Tally::default());
     let stop_at = Instant::now() + Duration::from_secs(2);
-    let direct_peer = (*direct).clone();
+    let direct_peer = direct.peer().clone();
     let direct_load = load(16, stop_at, tally.clone(), move || {
         let peer = direct_peer.clone();
         async move {
@@ -96,7 +96,7 @@ async fn kill_9_under_load_every_call_ends_and_is_counted() {
     });
     // Through the relay: its fanout calls the victim over their link.
     let relayed = Arc::new(Tally::default());
-    let through_peer = (*through).clone();
+    let through_peer = through.peer().clone();
     let relay_load = load(4, stop_at, relayed.clone(), move || {
         let peer = through_peer.clone();
         async move {
@@ -188,7 +188,11 @@ async fn a_thousand_connections_opened_and_dropped_leave_no_growth() {
             futures_util::future::join_all((0..250).map(|_| Client::connect(&node.addr))).await;
         let clients: Vec<Client> = clients.into_iter().map(|c| c.expect("connect")).collect();
         assert_eq!(
-            clients[249].call::<i64>("add", (1i64, 2i64)).await.unwrap(),
+            clients[249]
+                .peer()
+                .call::<i64>("add", (1i64, 2i64))
+                .await
+                .unwrap(),
             3
         );
         futures_util::future::join_all(clients.into_iter().map(Client::close)).await;

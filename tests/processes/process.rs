@@ -127,7 +127,7 @@ fn a_node_killed_mid_call_fails_the_call_with_disconnected() {
         let client = Client::connect(&node.addr).await.unwrap();
         // The deadline is far away: the call must end because the link dies, not by timing out.
         let options = CallOptions::timeout(Duration::from_secs(60));
-        let pending = client.call_with::<u64>("sleep", 60_000u64, options);
+        let pending = client.peer().call_with::<u64>("sleep", 60_000u64, options);
         // `join!` polls the call first, which queues its request; whether or not the node
         // has read it when it dies, the caller must see the link drop, not wait 60 s.
         let kill = async {

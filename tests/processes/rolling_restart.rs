@@ -91,13 +91,14 @@ async fn caller(
         let before = restarting.lock().unwrap().clone();
         let outcome: Result<(), (String, RpcError)> = match turn {
             0 => client
+                .peer()
                 .call_with::<i64>("add", (2i64, 3i64), options)
                 .await
                 .map(|sum| assert_eq!(sum, 5))
                 .map_err(|e| ("add".to_owned(), e)),
             1 => {
                 let method = format!("vcounter.incr/k{}", rand::random_range(0..KEYS));
-                match client.call_with::<i64>(&method, 1i64, options).await {
+                match client.peer().call_with::<i64>(&method, 1i64, options).await {
                     Ok(n) => {
                         assert!(n >= 1);
                         Ok(())
@@ -107,7 +108,7 @@ async fn caller(
             }
             _ => {
                 let args = serde_json::json!(["add", [2, 3]]);
-                match client.call_json("fanout", &args, options).await {
+                match client.peer().call_json("fanout", &args, options).await {
                     Ok(results) => {
                         let after = restarting.lock().unwrap().clone();
                         let results = results.as_object().cloned().unwrap_or_default();

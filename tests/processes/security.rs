@@ -237,14 +237,15 @@ async fn an_injected_rumor_makes_the_node_dial_nothing() {
     }]]);
     let client = Client::connect(&node.addr().to_string()).await.unwrap();
     let err = client
+        .peer()
         .call_json("system.gossip", &rumor, CallOptions::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
     // As a cast too (what nodes send): refused without a word. Then a call on the same link
     // is answered, so the cast has been dispatched by then.
-    client.cast("system.gossip", ()).unwrap();
-    let _: Vec<String> = client.call("system.listMethods", ()).await.unwrap();
+    client.peer().cast("system.gossip", ()).unwrap();
+    let _: Vec<String> = client.peer().call("system.listMethods", ()).await.unwrap();
     // Before node-only methods, the dial came within a millisecond; give it ten gossip
     // rounds.
     let dialed = tokio::time::timeout(Duration::from_millis(500), bait.accept()).await;

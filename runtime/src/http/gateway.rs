@@ -375,8 +375,8 @@ impl Gateway {
 
     async fn peer(&self) -> Result<crate::client::Peer, RpcError> {
         let mut link = self.link.lock().await;
-        if let Some(client) = link.as_ref().filter(|c| c.is_connected()) {
-            return Ok((**client).clone());
+        if let Some(client) = link.as_ref().filter(|c| c.peer().is_connected()) {
+            return Ok(client.peer().clone());
         }
         if self.ctx.server.intake.is_cancelled() {
             return Err(RpcError::Shutdown("the node has stopped".into()));
@@ -387,7 +387,7 @@ impl Gateway {
             .client_in_memory(&self.ctx.client.name)
             .ok_or_else(stopped)?;
         let client = Client::start(socket, &node, &self.ctx.client);
-        let peer = (*client).clone();
+        let peer = client.peer().clone();
         *link = Some(client);
         Ok(peer)
     }
@@ -396,7 +396,7 @@ impl Gateway {
         if metrics::render().is_none() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "metrics are not available in this process (built without the `prometheus` feature, or another recorder holds the process)\n",
+                "metrics are not available in this process: no Prometheus recorder is installed (meshrpc::install_prometheus, which `meshrpc node` calls, with the `prometheus` feature)\n",
             );
         }
         self.ctx.stats.record().await;

@@ -1,4 +1,5 @@
-//! `/metrics`: the process-wide Prometheus recorder behind the `metrics` facade, and the
+//! `/metrics`: the process-wide Prometheus recorder behind the `metrics` facade (installed
+//! when the program asks, [`install_prometheus`]), and the
 //! gauges a node sets just before each scrape (links, clients, members by status, how
 //! stretched its failure detector is, actor mailbox depths). Call counters and latencies are recorded by the link layer.
 
@@ -9,26 +10,27 @@ use crate::cluster::membership::Membership;
 use crate::cluster::MemberStatus;
 use crate::handlers::Mailboxes;
 
-/// The process-wide Prometheus recorder (the `metrics` facade allows one per process): with
-/// the `prometheus` feature, installed by the first node that serves `/metrics`.
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process),
+/// installed only when the program asks ([`install_prometheus`]; `meshrpc node` does).
 #[cfg(feature = "prometheus")]
 mod recorder {
     use std::sync::OnceLock;
 
-    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-    use tracing::warn;
+    use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
-    pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
-        static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-        HANDLE
-            .get_or_init(|| match builder().install_recorder() {
-                Ok(handle) => Some(handle),
-                Err(error) => {
-                    warn!(%error, "cannot install the metrics recorder; /metrics will be empty");
-                    None
-                }
-            })
-            .as_ref()
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    pub(super) fn install() -> Result<(), BuildError> {
+        if HANDLE.get().is_some() {
+            return Ok(());
+        }
+        let handle = builder().install_recorder()?;
+        let _ = HANDLE.set(handle);
+        Ok(())
+    }
+
+    pub(super) fn handle() -> Option<&'static PrometheusHandle> {
+        HANDLE.get()
     }
 
     /// Latency buckets from 10 µs to 10 s, so `meshrpc_call_seconds` is a Prometheus
@@ -45,16 +47,22 @@ mod recorder {
     }
 }
 
-/// Installs the recorder, if this build has one (the first node with a gateway does).
-pub(crate) fn install() {
-    #[cfg(feature = "prometheus")]
-    let _ = recorder::prometheus();
+/// Installs the process-wide Prometheus recorder behind the `metrics` facade, so a node's
+/// gateway serves `GET /metrics`. The library itself only emits to the facade and never
+/// installs a recorder: a program that has its own recorder keeps it, one that wants
+/// Prometheus calls this once (`meshrpc node` does). Calling it again is a no-op.
+///
+/// # Errors
+/// The exporter's error, when another recorder already holds the process.
+#[cfg(feature = "prometheus")]
+pub fn install_prometheus() -> Result<(), metrics_exporter_prometheus::BuildError> {
+    recorder::install()
 }
 
-/// The Prometheus text of every metric recorded, if this build has a recorder.
+/// The Prometheus text of every metric recorded, when [`install_prometheus`] ran.
 pub(crate) fn render() -> Option<String> {
     #[cfg(feature = "prometheus")]
-    return recorder::prometheus().map(|handle| handle.render());
+    return recorder::handle().map(|handle| handle.render());
     #[cfg(not(feature = "prometheus"))]
     None
 }

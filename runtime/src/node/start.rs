@@ -29,7 +29,7 @@ use crate::handlers::{introspection, Handlers};
 use crate::http::{
     access::Access,
     gateway::{self, GatewayCtx},
-    metrics::{self, Stats},
+    metrics::Stats,
     server::ServerCtx,
 };
 use crate::link::tls::Tls;
@@ -211,10 +211,6 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     let closing = Arc::new(AtomicBool::new(false));
     // Per-call metrics are recorded for a node that serves them (`/metrics`, the dashboard).
     let metered = http.is_some();
-    #[cfg(feature = "gateway")]
-    if metered {
-        metrics::install();
-    }
     let limits = Arc::new(Limits::new(closing.clone(), &config, metered));
     let handlers_stop = CancellationToken::new();
     let handlers = Handlers::new(tasks.clone(), handlers_stop.clone(), config.mailbox);
