@@ -35,7 +35,8 @@ use crate::cluster::membership::{Directory, Membership};
 use crate::cluster::{Links, Target};
 use crate::error::RpcError;
 use crate::handlers::Handlers;
-use crate::link::{Connection, Request, Responder};
+use crate::link::local::LocalCall;
+use crate::link::Connection;
 use crate::wire::{Encoding, NodeId};
 
 pub use builder::VirtualBuilder;
@@ -105,29 +106,16 @@ impl Ctx {
             method: method.to_owned(),
             detail: format!("the arguments of `{method}` cannot be encoded: {e}"),
         })?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        ctx.dispatch.dispatch(Request {
+        let call = LocalCall {
             method,
             encoding: Encoding::Bincode,
-            timeout_ms: Some(timeout.as_millis().min(u128::from(u64::MAX)) as u64),
-            retry: false,
-            from_node: true,
-            signature: None,
-            trace: crate::link::current_trace(),
             body: body.freeze(),
-            responder: Responder::local(ctx.limits.clone(), tx, Encoding::Bincode),
-            stream: None,
-        });
-        match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(RpcError::Timeout {
-                method: method.to_owned(),
-                after: timeout,
-            }),
-            // Dropped unanswered only when the node stopped the handler.
-            Ok(Err(_)) => Err(RpcError::Shutdown(format!("`{method}` was stopped"))),
-            Ok(Ok(Err(remote))) => Err(RpcError::from_remote(method, remote, timeout)),
-            Ok(Ok(Ok(reply))) => Ok(reply),
-        }
+            timeout,
+            from_node: true,
+            trace: crate::link::current_trace(),
+            lane: None,
+        };
+        crate::link::local::call(&ctx, call).await
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod auth;
 mod connection;
 mod flow;
 pub(crate) mod frames;
+pub(crate) mod local;
 #[cfg(test)]
 pub(crate) mod memory;
 mod meter;

@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_membership;
 mod decoders;
 mod deploy;
+mod gateway;
 mod identity;
 mod layout;
 mod mixed_versions;

@@ -174,29 +174,6 @@ impl Links {
             .clone()
     }
 
-    /// A plain client's link to this node over an in-memory socket, for a caller inside the
-    /// process that must be treated as a client — the HTTP gateway: no TCP, no handshake, but
-    /// the node's side is an ordinary client link (client share of the in-flight bound,
-    /// node-only methods refused, calls cancelled when it closes). Returns the caller's end
-    /// and this node's identity; `None` once the node is closing.
-    #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // the gateway's road to its node
-    pub(crate) fn client_in_memory(&self, name: &str) -> Option<(Socket, Identity)> {
-        if self.closing() || self.stopped() {
-            return None;
-        }
-        let me = &self.inner.identity;
-        let (theirs, ours) = Socket::loopback(self.own_addr());
-        let caller = Identity {
-            id: NodeId::random(),
-            name: name.to_owned(),
-            listen: None,
-            max_frame: me.max_frame,
-            incarnation: 0,
-        };
-        self.start_link(ours, &caller, false, None);
-        Some((theirs, me.clone()))
-    }
-
     /// The address this node tells peers, for the far end of its in-memory links.
     fn own_addr(&self) -> SocketAddr {
         let listen = self.inner.identity.listen.as_deref();

@@ -3,9 +3,11 @@
 //! `GET /metrics` (Prometheus text), `GET /health` (liveness) and `GET /ready` (joined the
 //! cluster, not shutting down).
 //!
-//! Calls go through the same dispatch as binary peers: the gateway keeps one client link to
-//! its own node and calls with the JSON body encoding, so a method registered once answers
-//! all three protocols with the same errors and deadlines. With a token, every path but
+//! Calls go through the same dispatch as binary peers, in process: the gateway hands each
+//! call to its node's method table on the road to self (`link::local`), JSON-encoded, as a
+//! client of the node (its lane counts in the clients' share and the per-link bound, and
+//! handlers see it as the caller), so a method registered once answers all three protocols
+//! with the same errors and deadlines; an HTTP client that goes away aborts its call. With a token, every path but
 //! `/health` and `/ready` needs it ([`super::access`]); methods outside the allowlist are
 //! refused before they are called. Bodies over `http_max_body` are refused (413) before they
 //! are read whole, and must arrive within the header timeout. Connections are accepted by
@@ -30,18 +32,19 @@ use super::jsonrpc;
 use super::metrics::{self, Stats};
 use super::server::{self, Reply, ServerCtx};
 use super::xmlrpc::{self, Fault};
-use crate::client::CallOptions;
-use crate::client::Client;
 use crate::cluster::links::WeakLinks;
 use crate::config::NodeConfig;
 use crate::error::RpcError;
-use crate::link::LogLimit;
+use crate::link::local::{self, Lane, LocalCall};
+use crate::link::{LogLimit, PeerInfo};
+use crate::wire::codec;
+use crate::wire::{Encoding, NodeId};
 
 /// What the gateway of one node needs: where its node is, how to reach it, when to stop.
 pub(crate) struct GatewayCtx {
-    /// The node's links: the gateway calls its node over an in-memory client link of its own.
+    /// The node's links: the gateway reaches its node's method table through them.
     pub(crate) links: WeakLinks,
-    /// The settings of that link (its name, timeouts, frame limit).
+    /// The settings of the gateway as a client (its name, call timeout).
     pub(crate) client: NodeConfig,
     /// Largest request body read.
     pub(crate) max_body: usize,
@@ -64,8 +67,8 @@ struct Gateway {
     throttle: access::Throttle,
     /// Refusals are logged at most once a second.
     refusals: LogLimit,
-    /// The gateway's own link to its node, opened on first use and reopened if it drops.
-    link: tokio::sync::Mutex<Option<Client>>,
+    /// The gateway as its node's client: what its calls count in, who handlers see.
+    lane: Arc<Lane>,
 }
 
 /// Serves HTTP on `listener` until the node stops taking new work.
@@ -76,11 +79,21 @@ pub(crate) async fn serve(mut ctx: GatewayCtx, listener: TcpListener) {
         intake: ctx.server.intake.clone(),
         ..ctx.server
     };
+    let lane = Lane::new(PeerInfo {
+        id: NodeId::random(),
+        name: ctx.client.name.clone(),
+        addr: None,
+        remote: listener
+            .local_addr()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into()),
+        incarnation: 0,
+        protocol: crate::wire::PROTOCOL_VERSION,
+    });
     let gateway = Arc::new(Gateway {
         ctx,
         throttle: access::Throttle::default(),
         refusals: LogLimit::default(),
-        link: tokio::sync::Mutex::new(None),
+        lane,
     });
     server::run(server, listener, move |req, remote: SocketAddr| {
         let gateway = gateway.clone();
@@ -350,13 +363,7 @@ impl Gateway {
                 message: "this gateway does not serve it (see --http-methods)".to_owned(),
             });
         }
-        let peer = self.peer().await?;
-        let result = peer
-            .call_json(&method, &params, CallOptions::default())
-            .await;
-        if matches!(result, Err(RpcError::Disconnected { .. })) {
-            *self.link.lock().await = None; // reopened by the next call
-        }
+        let result = self.call_here(&method, &params).await;
         match (method.as_str(), result) {
             // Callers of this gateway are told only of what it lets them call, including the
             // `system.multicall` it answers itself (XML-RPC).
@@ -373,23 +380,25 @@ impl Gateway {
         }
     }
 
-    async fn peer(&self) -> Result<crate::client::Peer, RpcError> {
-        let mut link = self.link.lock().await;
-        if let Some(client) = link.as_ref().filter(|c| c.peer().is_connected()) {
-            return Ok(client.peer().clone());
-        }
+    /// Runs `method(params)` on this node, in process, as the gateway's client lane.
+    async fn call_here(&self, method: &str, params: &RawValue) -> Result<Value, RpcError> {
+        let stopped = || RpcError::Shutdown("the node is shutting down".into());
         if self.ctx.server.intake.is_cancelled() {
             return Err(RpcError::Shutdown("the node has stopped".into()));
         }
-        let stopped = || RpcError::Shutdown("the node is shutting down".into());
         let links = self.ctx.links.upgrade().ok_or_else(stopped)?;
-        let (socket, node) = links
-            .client_in_memory(&self.ctx.client.name)
-            .ok_or_else(stopped)?;
-        let client = Client::start(socket, &node, &self.ctx.client);
-        let peer = client.peer().clone();
-        *link = Some(client);
-        Ok(peer)
+        let call = LocalCall {
+            method,
+            encoding: Encoding::Json,
+            body: Bytes::copy_from_slice(params.get().as_bytes()),
+            timeout: self.ctx.client.default_timeout,
+            from_node: false,
+            trace: crate::link::current_trace(),
+            lane: Some(self.lane.clone()),
+        };
+        let (encoding, body) = local::call(links.link_ctx(), call).await?;
+        codec::decode_result(encoding, &body)
+            .map_err(|e| RpcError::Protocol(format!("cannot decode the result of `{method}`: {e}")))
     }
 
     async fn metrics(&self) -> Reply {

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::AbortHandle;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::connection::{Reply, Shared};
+use super::connection::Shared;
+use super::local::{self, Local};
 use super::meter::{record_call, Side};
 use super::trace::{Context, Hop};
 use super::Limits;
@@ -32,14 +32,6 @@ enum Back {
     Local(Local),
 }
 
-struct Local {
-    limits: Arc<Limits>,
-    reply: std::sync::Mutex<Option<oneshot::Sender<Reply>>>,
-}
-
-/// The largest answer to a local call (no peer limits it; this bounds a runaway one).
-const LOCAL_MAX_FRAME: usize = 64 << 20;
-
 impl Back {
     fn limits(&self) -> &Limits {
         match self {
@@ -51,35 +43,15 @@ impl Back {
     fn peer(&self) -> &str {
         match self {
             Back::Link(link) => &link.peer.name,
-            Back::Local(_) => "this node",
+            Back::Local(local) => local.lane.as_ref().map_or("this node", |l| &l.peer.name),
         }
     }
 
     fn max_frame(&self) -> usize {
         match self {
             Back::Link(link) => link.max_frame,
-            Back::Local(_) => LOCAL_MAX_FRAME,
+            Back::Local(_) => local::MAX_ANSWER,
         }
-    }
-
-    /// Sends the response frame `encode` writes; false if it could not leave.
-    fn push<E>(&self, encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<bool, E> {
-        let local = match self {
-            Back::Link(link) => return link.outbox.push(true, encode),
-            Back::Local(local) => local,
-        };
-        let mut buf = BytesMut::new();
-        encode(&mut buf)?;
-        let frame = buf.freeze();
-        let reply = match wire::decode_frame(&frame.slice(4.min(frame.len())..)) {
-            Ok((Header::Response { outcome, .. }, body)) => wire::reply_of(outcome, body),
-            _ => Err(RemoteError::new(
-                ErrorKind::Protocol,
-                "the answer is not a response",
-            )),
-        };
-        let waiting = local.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Ok(waiting.is_some_and(|tx| tx.send(reply).is_ok()))
     }
 }
 
@@ -128,19 +100,12 @@ impl Responder {
         }
     }
 
-    /// The responder of a call this node makes to itself: the answer goes to `reply`. It
-    /// counts against the node's in-flight bound (and shutdown waits for it) like any.
-    pub(crate) fn local(
-        limits: Arc<Limits>,
-        reply: oneshot::Sender<Reply>,
-        encoding: Encoding,
-    ) -> Self {
-        limits.node_inbound.fetch_add(1, Ordering::Relaxed);
+    /// The responder of a call on the road to self ([`super::local`]): the answer goes
+    /// down a channel. It counts against the node's in-flight bound (and shutdown waits for
+    /// it) like any, and a lane's against the clients' share.
+    pub(super) fn local(local: Local, encoding: Encoding) -> Self {
         Responder {
-            back: Back::Local(Local {
-                limits,
-                reply: std::sync::Mutex::new(Some(reply)),
-            }),
+            back: Back::Local(local),
             id: Some(0),
             encoding,
             answered: false,
@@ -154,7 +119,7 @@ impl Responder {
     pub(crate) fn caller(&self) -> Option<&crate::link::PeerInfo> {
         match &self.back {
             Back::Link(link) => Some(&link.peer),
-            Back::Local(_) => None,
+            Back::Local(local) => local.lane.as_ref().map(|lane| &lane.peer),
         }
     }
 
@@ -191,14 +156,16 @@ impl Responder {
         if limits.node_inbound.load(Ordering::Relaxed) > limits.max_in_flight_node {
             return Err(Refused::Node(limits.max_in_flight_node));
         }
-        if let Back::Link(link) = &self.back {
-            if link.inbound.load(Ordering::Relaxed) > limits.max_in_flight {
-                return Err(Refused::Link(limits.max_in_flight));
-            }
-            let clients = limits.client_inbound.load(Ordering::Relaxed);
-            if link.is_client() && clients > limits.max_in_flight_clients {
-                return Err(Refused::Clients(limits.max_in_flight_clients));
-            }
+        let (inbound, client) = match &self.back {
+            Back::Link(link) => (Some(link.inbound.load(Ordering::Relaxed)), link.is_client()),
+            Back::Local(local) => (local.lane_inbound(), local.lane.is_some()),
+        };
+        if inbound.is_some_and(|n| n > limits.max_in_flight) {
+            return Err(Refused::Link(limits.max_in_flight));
+        }
+        let clients = limits.client_inbound.load(Ordering::Relaxed);
+        if client && clients > limits.max_in_flight_clients {
+            return Err(Refused::Clients(limits.max_in_flight_clients));
         }
         Ok(())
     }
@@ -206,7 +173,10 @@ impl Responder {
     /// The caller can no longer hear the answer: its link closed. A request still queued
     /// (an actor's mailbox) is dropped rather than run.
     pub(crate) fn is_gone(&self) -> bool {
-        matches!(&self.back, Back::Link(link) if link.is_closed())
+        match &self.back {
+            Back::Link(link) => link.is_closed(),
+            Back::Local(local) => local.is_gone(),
+        }
     }
 
     /// The longest this request may run, given the deadline its caller set (`None`: no
@@ -275,14 +245,20 @@ impl Responder {
     /// Registers the task answering this request, so the caller's `Cancel` can abort it;
     /// the registration ends when the returned guard drops. Casts cannot be cancelled.
     pub(crate) fn track(&self, abort: AbortHandle) -> Option<Tracked> {
-        let (Back::Link(link), Some(id)) = (&self.back, self.id) else {
-            return None; // a local call is never cancelled by a frame
-        };
-        link.running.insert(id, abort);
-        Some(Tracked {
-            link: link.clone(),
-            id,
-        })
+        match (&self.back, self.id) {
+            (Back::Link(link), Some(id)) => {
+                link.running.insert(id, abort);
+                Some(Tracked::Link {
+                    link: link.clone(),
+                    id,
+                })
+            }
+            (Back::Local(local), Some(_)) => {
+                *local.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(abort);
+                Some(Tracked::Local(local.running.clone()))
+            }
+            (_, None) => None,
+        }
     }
 
     /// The caller cancelled: release the request without answering it.
@@ -309,6 +285,14 @@ impl Responder {
         let Some(id) = self.id else {
             return self.finish(false, "ok");
         };
+        if let Back::Local(local) = &self.back {
+            let outcome = match &reply {
+                Ok(_) => "ok",
+                Err(error) => error.kind.as_str(),
+            };
+            local.send(reply);
+            return self.finish(false, outcome);
+        }
         let (queued, outcome) = match reply {
             Ok((encoding, body)) => {
                 let header = Header::Response {
@@ -317,7 +301,6 @@ impl Responder {
                 };
                 let max = self.back.max_frame();
                 let pushed = self
-                    .back
                     .push(|buf| wire::append_frame_raw(buf, &header, &body, max).map_err(|_| ()));
                 match pushed {
                     Ok(queued) => (queued, "ok"),
@@ -349,8 +332,20 @@ impl Responder {
         self.reply::<()>(Err(RemoteError::new(kind, message)));
     }
 
+    /// Sends the response frame `encode` writes into the link's outbox; false if it could
+    /// not leave. (A local answer never becomes a frame.)
+    fn push<E>(&self, encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<bool, E> {
+        match &self.back {
+            Back::Link(link) => link.outbox.push(true, encode),
+            Back::Local(_) => Ok(false),
+        }
+    }
+
     /// Queues the success response; false if the writer has stopped.
     fn push_ok<R: Serialize + ?Sized>(&self, id: u64, value: &R) -> Result<bool, RemoteError> {
+        if let Back::Local(local) = &self.back {
+            return local.send_value(self.encoding, value).map(|_| false);
+        }
         let header = Header::Response {
             id,
             outcome: Ok(self.encoding),
@@ -362,7 +357,7 @@ impl Responder {
                 format!("cannot encode the result: {e}"),
             )
         };
-        self.back.push(
+        self.push(
             |buf| match wire::append_frame(buf, &header, encoding, value, max) {
                 Ok(()) => Ok(()),
                 Err(FrameError::Encode(e)) => Err(cannot_encode(e)),
@@ -376,6 +371,10 @@ impl Responder {
 
     /// Queues an error response, cut to fit the caller's frame limit; false if not queued.
     fn push_error(&self, id: u64, mut error: RemoteError) -> bool {
+        if let Back::Local(local) = &self.back {
+            local.send(Err(error));
+            return false;
+        }
         let max = self.back.max_frame();
         let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
         truncate_on_char_boundary(&mut error.message, room);
@@ -388,7 +387,7 @@ impl Responder {
             id,
             outcome: Err(error),
         };
-        let pushed = self.back.push(|buf| match &data {
+        let pushed = self.push(|buf| match &data {
             Some(data) => wire::append_frame_raw(buf, &header, data, max).map_err(|_| ()),
             None => wire::append_header(buf, &header, max)
                 .then_some(())
@@ -417,9 +416,7 @@ impl Responder {
                 }
             }
             // Answered (or never to be): nothing waits for a writer.
-            Back::Local(local) => {
-                local.limits.node_inbound.fetch_sub(1, Ordering::Relaxed);
-            }
+            Back::Local(local) => local.release(),
         }
     }
 }
@@ -437,14 +434,19 @@ pub(crate) enum Refused {
 }
 
 /// See [`Responder::track`].
-pub(crate) struct Tracked {
-    link: Arc<Shared>,
-    id: u64,
+pub(crate) enum Tracked {
+    Link { link: Arc<Shared>, id: u64 },
+    Local(Arc<std::sync::Mutex<Option<AbortHandle>>>),
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.link.running.remove(self.id);
+        match self {
+            Tracked::Link { link, id } => link.running.remove(*id),
+            Tracked::Local(running) => {
+                running.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        }
     }
 }
 
