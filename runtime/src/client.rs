@@ -435,3 +435,93 @@ impl Drop for Client {
         self.token.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{retrying, CallOptions};
+    use crate::error::RpcError;
+
+    fn overloaded() -> RpcError {
+        RpcError::Overloaded {
+            method: "m".into(),
+            message: "full".into(),
+        }
+    }
+
+    fn timed_out() -> RpcError {
+        RpcError::Timeout {
+            method: "m".into(),
+            after: Duration::from_secs(1),
+        }
+    }
+
+    /// Runs `retrying` over `answers` (one per attempt); returns the result, whether each
+    /// attempt was marked a retry, and the virtual time it took.
+    async fn run(
+        retries: u32,
+        answers: Vec<Result<u32, RpcError>>,
+    ) -> (Result<u32, RpcError>, Vec<bool>, Duration) {
+        let answers = RefCell::new(answers.into_iter());
+        let marks = RefCell::new(Vec::new());
+        let started = Instant::now();
+        let options = CallOptions::timeout(Duration::from_secs(1)).retries(retries);
+        let result = retrying(options, |retry| {
+            marks.borrow_mut().push(retry);
+            let next = answers.borrow_mut().next().expect("an answer per attempt");
+            async move { next }
+        })
+        .await;
+        (result, marks.into_inner(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially_with_jitter() {
+        let answers = vec![
+            Err(overloaded()),
+            Err(overloaded()),
+            Err(overloaded()),
+            Ok(7),
+        ];
+        let (result, marks, took) = run(3, answers).await;
+        assert_eq!(result.ok(), Some(7));
+        // Nothing ran on an `overloaded` refusal: no attempt is a retry.
+        assert_eq!(marks, [false, false, false, false]);
+        // 20 + 40 + 80 ms, each up to half as long again.
+        let least = Duration::from_millis(140);
+        assert!(took >= least && took <= least.mul_f64(1.5), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_may_have_run_is_resent_as_a_retry_and_stops_where_refused() {
+        // After a timeout the next attempt is a retry; a callee refusing it ends the loop
+        // with what happened before.
+        let refused = RpcError::RetryRefused {
+            method: "m".into(),
+            message: "not idempotent".into(),
+        };
+        let (result, marks, _) = run(3, vec![Err(timed_out()), Err(refused)]).await;
+        assert!(
+            matches!(result, Err(RpcError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert_eq!(marks, [false, true]);
+        // An application error is the answer: never resent.
+        let failed = RpcError::Application {
+            method: "m".into(),
+            message: "no".into(),
+            data: None,
+        };
+        let (result, marks, took) = run(3, vec![Err(failed)]).await;
+        assert!(matches!(result, Err(RpcError::Application { .. })));
+        assert_eq!((marks.len(), took), (1, Duration::ZERO));
+        // Out of retries: the last error.
+        let (result, marks, _) = run(1, vec![Err(overloaded()), Err(timed_out())]).await;
+        assert!(matches!(result, Err(RpcError::Timeout { .. })));
+        assert_eq!(marks.len(), 2);
+    }
+}

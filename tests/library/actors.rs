@@ -238,7 +238,8 @@ async fn a_leaving_node_hands_its_keys_over_with_their_state() {
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time: the idle bound is the real five minutes, and the test takes none of them.
+#[tokio::test(start_paused = true)]
 async fn idle_activations_are_saved_and_come_back_on_the_next_call() {
     let store = Store::default();
     let a = Node::start(config("a", None)).await.unwrap();
@@ -257,13 +258,22 @@ async fn idle_activations_are_saved_and_come_back_on_the_next_call() {
         .on_deactivate(move |key, n| {
             save.lock().unwrap().insert(key.to_owned(), *n);
         })
-        .idle(Duration::from_millis(100))
+        .idle(Duration::from_secs(300))
         .start()
         .await
         .unwrap();
     let counter = a.actor_ref("vcounter", "x");
     assert_eq!(counter.call::<i64>("incr", 3).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_secs(290)).await;
+    assert_eq!(a.activations().len(), 1, "not idle for long enough yet");
+    assert!(store.lock().unwrap().is_empty(), "nothing saved yet");
+    let went = tokio::time::Instant::now();
     eventually("the idle activation to go", || a.activations().is_empty()).await;
+    assert!(
+        went.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        went.elapsed()
+    );
     assert_eq!(
         store.lock().unwrap().get("x"),
         Some(&3),
