@@ -6,7 +6,7 @@ use crate::support;
 
 use std::process::Stdio;
 
-use meshrpc::remote::{RemoteError, XmlRpcClient};
+use meshrpc::remote::{CallError, XmlRpcClient};
 use support::{python, NodeProc, PATIENCE};
 
 fn gateway_node() -> NodeProc {
@@ -303,7 +303,7 @@ async fn rust_calls_the_seeds_python_server() {
     assert_eq!(client.call::<_, i64>("square", 5).await.unwrap(), 25);
     assert_eq!(client.call::<_, i64>("cube", (3,)).await.unwrap(), 27);
     match client.call::<_, i64>("nope", ()).await {
-        Err(RemoteError::Fault { code, message, .. }) => {
+        Err(CallError::Fault { code, message, .. }) => {
             assert_eq!(code, 1);
             assert!(message.contains("nope"), "{message}");
         }
@@ -311,7 +311,7 @@ async fn rust_calls_the_seeds_python_server() {
     }
     assert!(matches!(
         client.call::<_, String>("square", 5).await,
-        Err(RemoteError::Decode { .. })
+        Err(CallError::Decode { .. })
     ));
     let _ = server.kill().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -22,7 +22,7 @@ use super::xmlrpc;
 /// Why a remote call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RemoteError {
+pub enum CallError {
     /// The URL does not parse (only `http://` URLs are supported).
     #[error("bad URL `{url}`: {reason}")]
     Url {
@@ -71,8 +71,8 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(url: &str) -> Result<Self, RemoteError> {
-        let bad = |reason: &str| RemoteError::Url {
+    fn new(url: &str) -> Result<Self, CallError> {
+        let bad = |reason: &str| CallError::Url {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
@@ -90,8 +90,8 @@ impl Endpoint {
         })
     }
 
-    async fn post(&self, content_type: &'static str, body: String) -> Result<Bytes, RemoteError> {
-        let failed = |reason: String| RemoteError::Http {
+    async fn post(&self, content_type: &'static str, body: String) -> Result<Bytes, CallError> {
+        let failed = |reason: String| CallError::Http {
             url: self.url.to_string(),
             reason,
         };
@@ -126,8 +126,8 @@ impl Endpoint {
 }
 
 /// Positional parameters from serde arguments (see the module doc).
-fn params<A: Serialize>(method: &str, args: A) -> Result<Vec<Value>, RemoteError> {
-    let value = serde_json::to_value(args).map_err(|e| RemoteError::Decode {
+fn params<A: Serialize>(method: &str, args: A) -> Result<Vec<Value>, CallError> {
+    let value = serde_json::to_value(args).map_err(|e| CallError::Decode {
         method: method.to_owned(),
         reason: format!("cannot encode the arguments: {e}"),
     })?;
@@ -138,8 +138,8 @@ fn params<A: Serialize>(method: &str, args: A) -> Result<Vec<Value>, RemoteError
     })
 }
 
-fn decode<R: DeserializeOwned>(method: &str, value: Value) -> Result<R, RemoteError> {
-    serde_json::from_value(value).map_err(|e| RemoteError::Decode {
+fn decode<R: DeserializeOwned>(method: &str, value: Value) -> Result<R, CallError> {
+    serde_json::from_value(value).map_err(|e| CallError::Decode {
         method: method.to_owned(),
         reason: e.to_string(),
     })
@@ -155,7 +155,7 @@ impl XmlRpcClient {
     ///
     /// # Errors
     /// `Url` if the URL does not parse or is not `http://`.
-    pub fn new(url: &str) -> Result<Self, RemoteError> {
+    pub fn new(url: &str) -> Result<Self, CallError> {
         Ok(XmlRpcClient {
             endpoint: Endpoint::new(url)?,
         })
@@ -169,17 +169,17 @@ impl XmlRpcClient {
         &self,
         method: &str,
         args: A,
-    ) -> Result<R, RemoteError> {
+    ) -> Result<R, CallError> {
         let body = xmlrpc::write_call(method, &params(method, args)?);
         let answer = self.endpoint.post("text/xml", body).await?;
         let text = String::from_utf8_lossy(&answer);
-        let bad = |reason: String| RemoteError::Decode {
+        let bad = |reason: String| CallError::Decode {
             method: method.to_owned(),
             reason,
         };
         match xmlrpc::parse_response(&text).map_err(|e| bad(format!("{e:?}")))? {
             Ok(value) => decode(method, value),
-            Err(fault) => Err(RemoteError::Fault {
+            Err(fault) => Err(CallError::Fault {
                 method: method.to_owned(),
                 code: fault.code,
                 message: fault.message,
@@ -199,7 +199,7 @@ impl JsonRpcClient {
     ///
     /// # Errors
     /// `Url` if the URL does not parse or is not `http://`.
-    pub fn new(url: &str) -> Result<Self, RemoteError> {
+    pub fn new(url: &str) -> Result<Self, CallError> {
         Ok(JsonRpcClient {
             endpoint: Endpoint::new(url)?,
             next_id: AtomicU64::new(1),
@@ -214,20 +214,20 @@ impl JsonRpcClient {
         &self,
         method: &str,
         args: A,
-    ) -> Result<R, RemoteError> {
+    ) -> Result<R, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params(method, args)?, "id": id });
         let answer = self
             .endpoint
             .post("application/json", request.to_string())
             .await?;
-        let bad = |reason: String| RemoteError::Decode {
+        let bad = |reason: String| CallError::Decode {
             method: method.to_owned(),
             reason,
         };
         let mut answer: Value = serde_json::from_slice(&answer).map_err(|e| bad(e.to_string()))?;
         if let Some(error) = answer.get("error") {
-            return Err(RemoteError::Fault {
+            return Err(CallError::Fault {
                 method: method.to_owned(),
                 code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
                 message: error
