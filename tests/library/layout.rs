@@ -306,3 +306,109 @@ fn no_modules_import_each_other_round_a_circle() {
         }
     }
 }
+
+/// The public face stays small: at most 30 names at the crate root (types, functions,
+/// modules and the `service!` macro; hidden ones not counted) and at most 25 public methods
+/// on `Node`.
+#[test]
+fn the_public_surface_stays_small() {
+    let lib = std::fs::read_to_string(Path::new(SRC).join("lib.rs")).expect("read lib.rs");
+    let mut names = Vec::new();
+    let mut hidden = false;
+    let mut lines = lib.lines();
+    while let Some(line) = lines.next() {
+        // Only the root's own items: not those inside its inline modules.
+        if line.starts_with(' ') {
+            continue;
+        }
+        if line.starts_with("#[doc(hidden)]") {
+            hidden = true;
+            continue;
+        }
+        if line.starts_with("#[") || line.starts_with("//") {
+            continue;
+        }
+        let was_hidden = std::mem::take(&mut hidden);
+        if let Some(rest) = line.strip_prefix("pub use ") {
+            // `pub use a::{B, C};` may span lines.
+            let mut text = rest.to_owned();
+            while !text.contains(';') {
+                text.push_str(lines.next().unwrap_or(";"));
+            }
+            let inner = match (text.find('{'), text.rfind('}')) {
+                (Some(open), Some(close)) => text[open + 1..close].to_owned(),
+                _ => text.rsplit("::").next().unwrap_or("").to_owned(),
+            };
+            if !was_hidden {
+                names.extend(
+                    inner
+                        .split(',')
+                        .map(|n| {
+                            n.trim()
+                                .trim_end_matches(';')
+                                .rsplit("::")
+                                .next()
+                                .unwrap_or("")
+                                .to_owned()
+                        })
+                        .filter(|n| !n.is_empty()),
+                );
+            }
+        } else if let Some(rest) = line.strip_prefix("pub mod ") {
+            if !was_hidden {
+                names.push(rest.trim_end_matches([';', '{', ' ']).to_owned());
+            }
+        }
+    }
+    // The exported macros, less the hidden helpers.
+    let mut macros = 0;
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read a source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim() == "#[macro_export]"
+                && !(i > 0 && lines[i - 1].trim() == "#[doc(hidden)]")
+            {
+                macros += 1;
+            }
+        }
+    }
+    let root = names.len() + macros;
+    assert!(
+        root <= 30,
+        "{root} names at the crate root: {names:?} and {macros} macros"
+    );
+    let mut methods = Vec::new();
+    for file in [
+        "node.rs",
+        "node/actors.rs",
+        "node/streams.rs",
+        "node/register.rs",
+        "node/start.rs",
+    ] {
+        let text = std::fs::read_to_string(Path::new(SRC).join(file)).expect("read a node file");
+        let mut in_node = false;
+        for line in code(&text) {
+            if line.starts_with("impl Node {") {
+                in_node = true;
+            } else if line.starts_with('}') {
+                in_node = false;
+            } else if in_node {
+                let t = line.trim_start();
+                if let Some(rest) = t
+                    .strip_prefix("pub fn ")
+                    .or_else(|| t.strip_prefix("pub async fn "))
+                {
+                    methods.push(rest.split(['(', '<']).next().unwrap_or("").to_owned());
+                }
+            }
+        }
+    }
+    assert!(
+        methods.len() <= 25,
+        "{} public methods on Node: {methods:?}",
+        methods.len()
+    );
+}
