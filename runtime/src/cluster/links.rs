@@ -385,7 +385,7 @@ impl Links {
             }
         });
         if is_client {
-            inner.clients.insert(conn.shared.conn_id, conn.clone());
+            inner.clients.insert(conn.id(), conn.clone());
         } else {
             let peer = conn.peer();
             // Links open and close on demand (a state sync opens one and closes it at once):
@@ -397,7 +397,7 @@ impl Links {
     }
 
     fn closed(&self, conn: &Connection, why: &Closed) {
-        self.inner.clients.remove(&conn.shared.conn_id);
+        self.inner.clients.remove(&conn.id());
         // Only the registered link's end is news: a link replaced by the tie-break is not.
         if self.peers().remove(conn) {
             debug!(peer = %conn.peer().name, reason = %why, "link down");

@@ -109,9 +109,7 @@ impl Peers {
     pub(crate) fn remove(&self, conn: &Connection) -> bool {
         let _decide = self.decide.lock().unwrap_or_else(|e| e.into_inner());
         let peer = conn.peer();
-        let removed = self
-            .by_id
-            .remove_if(&peer.id, |_, c| c.shared.conn_id == conn.shared.conn_id);
+        let removed = self.by_id.remove_if(&peer.id, |_, c| c.id() == conn.id());
         if removed.is_some() {
             self.by_addr.retain(|_, id| *id != peer.id);
         }
@@ -183,7 +181,7 @@ impl<'a> Admission<'a> {
         let peers = self.peers;
         let keep_existing = match peers.get(peer.id) {
             // Same dialer twice: it lost the older link.
-            Some(existing) if !existing.shared.outbound => false,
+            Some(existing) if !existing.dialed() => false,
             // Both dialed: the lower id's link wins.
             Some(_) => peers.me < peer.id,
             None => {
@@ -233,7 +231,7 @@ impl<'a> Admission<'a> {
     pub(crate) fn outbound(&self, conn: Connection) -> Option<Connection> {
         let existing = self.peers.get(conn.peer().id);
         if let Some(existing) = &existing {
-            if !existing.shared.outbound && conn.peer().id < self.peers.me {
+            if !existing.dialed() && conn.peer().id < self.peers.me {
                 conn.close("duplicate link: keeping the one the peer dialed", false);
                 return Some(existing.clone());
             }

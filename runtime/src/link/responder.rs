@@ -81,7 +81,7 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
+    pub(super) fn new(link: Arc<Shared>, id: Option<u64>, encoding: Encoding) -> Self {
         // Both counters are released in `finish`, or for `inbound` by the writer once the reply
         // is written.
         link.inbound.fetch_add(1, Ordering::Relaxed);
@@ -248,14 +248,14 @@ impl Responder {
         match (&self.back, self.id) {
             (Back::Link(link), Some(id)) => {
                 link.running.insert(id, abort);
-                Some(Tracked::Link {
+                Some(Tracked(Registration::Link {
                     link: link.clone(),
                     id,
-                })
+                }))
             }
             (Back::Local(local), Some(_)) => {
                 *local.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(abort);
-                Some(Tracked::Local(local.running.clone()))
+                Some(Tracked(Registration::Local(local.running.clone())))
             }
             (_, None) => None,
         }
@@ -434,16 +434,18 @@ pub(crate) enum Refused {
 }
 
 /// See [`Responder::track`].
-pub(crate) enum Tracked {
+pub(crate) struct Tracked(Registration);
+
+enum Registration {
     Link { link: Arc<Shared>, id: u64 },
     Local(Arc<std::sync::Mutex<Option<AbortHandle>>>),
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        match self {
-            Tracked::Link { link, id } => link.running.remove(*id),
-            Tracked::Local(running) => {
+        match &self.0 {
+            Registration::Link { link, id } => link.running.remove(*id),
+            Registration::Local(running) => {
                 running.lock().unwrap_or_else(|e| e.into_inner()).take();
             }
         }

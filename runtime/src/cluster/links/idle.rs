@@ -3,7 +3,6 @@
 //! intake token.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -29,9 +28,8 @@ impl Links {
             let now = Instant::now();
             let mut next = HashMap::with_capacity(seen.len());
             for conn in self.peers().list() {
-                let id = conn.shared.conn_id;
-                let count = conn.shared.activity.load(Ordering::Relaxed);
-                let busy = conn.shared.in_flight.load(Ordering::Relaxed) > 0;
+                let id = conn.id();
+                let (count, busy) = conn.activity();
                 // A call still running is activity: idleness counts from its end.
                 let since = match seen.get(&id) {
                     Some((last, since)) if *last == count && !busy => *since,
