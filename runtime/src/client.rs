@@ -280,8 +280,8 @@ pub(crate) fn decode_typed<R: DeserializeOwned>(
     })
 }
 
-/// A connection to a node from a program that only calls (it serves no methods).
-/// Dereferences to [`Peer`] for the calls. Dropping it closes the connection.
+/// A connection to a node from a program that only calls (it serves no methods): calls go
+/// through its [`Peer`] ([`Client::peer`]). Dropping it closes the connection.
 pub struct Client {
     peer: Peer,
     token: CancellationToken,
@@ -376,8 +376,7 @@ impl Client {
         Ok(Client::start(socket, &greeting.identity, config))
     }
 
-    /// A client over an established socket to the node `theirs` (after a handshake, or an
-    /// in-memory one from inside the node: [`crate::cluster::Links::client_in_memory`]).
+    /// A client over an established socket to the node `theirs`, after the handshake.
     pub(crate) fn start(
         socket: transport::Socket,
         theirs: &Identity,

@@ -10,6 +10,7 @@
 
 pub(crate) mod auth;
 mod connection;
+mod fault;
 mod flow;
 pub(crate) mod frames;
 pub(crate) mod local;
@@ -42,11 +43,12 @@ pub(crate) use connection::reader::Closed;
 pub(crate) use connection::streams::{Downstream, Next, Open, SendError, StreamPort, Upstream};
 pub use connection::PeerInfo;
 pub(crate) use connection::{Connection, Parts};
+pub(crate) use fault::{panic_message, Fault};
 pub(crate) use flow::Ending;
 pub(crate) use meter::CallStats;
 #[cfg(feature = "gateway")]
 pub(crate) use meter::MethodFigures;
-pub(crate) use responder::{panic_message, Fault, Refused, Responder};
+pub(crate) use responder::{Refused, Responder};
 pub(crate) use throttle::LogLimit;
 pub use trace::{current_trace, with_trace};
 

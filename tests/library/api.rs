@@ -155,6 +155,11 @@ async fn the_three_stream_shapes_register_through_one_method() {
     let err = items[2].as_ref().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Application);
     assert!(err.to_string().ends_with("bad item"), "{err}");
+    assert_eq!(
+        err.data::<String>().as_deref(),
+        Some("bad item"),
+        "typed, as a call's"
+    );
     let options = meshrpc::stream::StreamOptions::default();
     let (sink, reply) = peer.client_stream::<i64, i64>("sum", (), options).unwrap();
     for i in 1..=4 {

@@ -129,3 +129,24 @@ async fn gateway_calls_count_in_the_clients_share() {
     drop(held);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_error_is_bounded_like_one_on_a_link() {
+    let node = gateway_node("g4", 65_536).await;
+    node.register(
+        "loud",
+        |n: usize| {
+            if n > 0 {
+                Err("x".repeat(n))
+            } else {
+                Ok(0)
+            }
+        },
+    );
+    let body = answer(send(&node, "loud", "[100000]").await).await;
+    // The message is cut to 4 KiB and the data, over that bound, left out, as on a link.
+    assert!(body.contains("-32000"), "{}", &body[..200.min(body.len())]);
+    assert!(body.len() < 5_000, "{} bytes", body.len());
+    assert!(!body.contains(r#""data""#), "{}", &body[..200]);
+    node.shutdown().await;
+}

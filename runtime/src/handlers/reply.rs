@@ -1,13 +1,17 @@
 //! What a handler returned, read the one way every handler shape shares: a `Result` is a
 //! fallible answer — its `Ok` value is the reply, its `Err` the caller's `application`
-//! error — and any other value is the reply itself. So one `register` serves `|x| x + 1`
-//! and `|x| if x < 0 { Err("negative") } else { Ok(x) }` alike.
+//! error — and any other value is the reply itself. So one `register` serves
+//! `|x: i64| x + 1` and `|x: i64| if x < 0 { Err("negative") } else { Ok(x) }` alike.
 //!
 //! Rust cannot tell `T` from `Result<T, E>` in a generic (both are `Serialize`), but serde
-//! can: a `Result` serializes as the newtype variant `Ok`/`Err` of the enum `Result`, and
-//! nothing else a handler returns does. [`split`] asks the value's `Serialize` once with a
-//! serializer that stops at the first thing it is told; [`Answer`] then serializes an `Ok`
-//! value without its wrapper. Neither allocates for a plain value.
+//! can: a `Result` serializes as the newtype variant `Ok`/`Err` of the enum `Result`.
+//! [`split`] asks the value's `Serialize` once with a serializer that stops at the first
+//! thing it is told; [`Answer`] then serializes an `Ok` value without its wrapper. Only the
+//! top level is read: a `Result` inside a value (a `Vec<Result<..>>`, an `Option`) is data.
+//! So is a `Result` wrapped in a newtype struct — the way to answer with one as data. A
+//! reference, `Box` or `Arc` around a `Result` serializes as the `Result` and is read as one;
+//! so would a user's own enum named `Result` with `Ok`/`Err` variants. For most values the
+//! probe allocates nothing (one that serializes through `collect_str` formats once).
 
 use std::fmt;
 

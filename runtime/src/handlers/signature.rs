@@ -241,7 +241,6 @@ impl Signature {
     }
 }
 
-/// The top-level members of a tuple type name; `()` has none, a non-tuple is itself.
 /// What a method that returns `ty` answers with: the `T` of a `Result<T, E>` (its `Err`
 /// is an error, not a value), `ty` itself otherwise; through the `Answer` a registered
 /// closure's reply is wrapped in.
@@ -259,6 +258,7 @@ pub(crate) fn ok_type(ty: &str) -> String {
     }
 }
 
+/// The top-level members of a tuple type name; `()` has none, a non-tuple is itself.
 fn split_tuple(ty: &str) -> Vec<String> {
     let ty = ty.trim();
     let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) else {

@@ -26,7 +26,7 @@ use super::{Entry, Handlers, Incoming, Registered, Streaming};
 use crate::error::RpcError;
 use crate::link::{panic_message, Ending, Responder, SendError, StreamPort};
 use crate::wire::codec::decode_result;
-use crate::wire::ErrorKind;
+use crate::wire::{ErrorKind, RemoteError};
 
 /// The items a caller streams to a method: a `Stream` of decoded items, ending cleanly when
 /// the caller finishes its upload, or with an error (`disconnected` when the caller went
@@ -92,13 +92,12 @@ where
         // Polling the stream runs user code.
         let next = match AssertUnwindSafe(items.next()).catch_unwind().await {
             Ok(next) => next,
-            Err(p) => return Outcome::Failed(ErrorKind::Panicked, panic_message(&*p)),
+            Err(p) => return Outcome::failed(ErrorKind::Panicked, panic_message(&*p)),
         };
         let item = match next {
             None => return Outcome::Done(()),
             Some(Err(e)) => {
-                let error = e.into_error();
-                return Outcome::Failed(error.kind, error.message);
+                return Outcome::Failed(e.into_error());
             }
             Some(Ok(item)) => item,
         };
@@ -108,7 +107,7 @@ where
         match port.push(&item, method) {
             Ok(()) => {}
             Err(SendError::Closed) => return Outcome::Gone,
-            Err(SendError::Item(e)) => return Outcome::Failed(e.kind(), e.to_string()),
+            Err(SendError::Item(e)) => return Outcome::failed(e.kind(), e.to_string()),
         }
     }
 }
@@ -135,9 +134,16 @@ pub(super) fn send_all<S, T, E>(
 enum Outcome<R> {
     /// Its reply.
     Done(R),
-    Failed(ErrorKind, String),
+    /// Its error, with the handler's own value when it returned one.
+    Failed(RemoteError),
     /// The caller is gone: nobody to answer.
     Gone,
+}
+
+impl<R> Outcome<R> {
+    fn failed(kind: ErrorKind, message: String) -> Self {
+        Outcome::Failed(RemoteError::new(kind, message))
+    }
 }
 
 /// Runs a stream's `work` as a task: abortable by the caller's `Cancel`, bounded by the
@@ -180,7 +186,7 @@ where
                 "the stream outlived the caller's deadline",
             ),
             Ok(Some(Outcome::Gone)) => responder.abandon(),
-            Ok(Some(Outcome::Failed(kind, message))) => responder.fail(kind, message),
+            Ok(Some(Outcome::Failed(error))) => responder.reply::<()>(Err(error)),
             Ok(Some(Outcome::Done(value))) => responder.reply(Ok(&value)),
         }
     }));
@@ -284,11 +290,8 @@ where
         spawn(runs, call, port, async move {
             match AssertUnwindSafe(work).catch_unwind().await {
                 Ok(Ok(value)) => Outcome::Done(value),
-                Ok(Err(e)) => {
-                    let error = e.into_error();
-                    Outcome::Failed(error.kind, error.message)
-                }
-                Err(p) => Outcome::Failed(ErrorKind::Panicked, panic_message(&*p)),
+                Ok(Err(e)) => Outcome::Failed(e.into_error()),
+                Err(p) => Outcome::failed(ErrorKind::Panicked, panic_message(&*p)),
             }
         });
     }
@@ -347,7 +350,7 @@ pub(crate) fn wrong_shape(responder: Responder, streams: bool) {
 }
 
 impl Handlers {
-    /// Registers a server stream (see `Node::register_try_stream`).
+    /// Registers a server stream (`Node::register_stream`, `|args| stream`).
     pub(crate) fn register_try_stream<A, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
     where
         F: Fn(A) -> S + Send + Sync + 'static,
@@ -364,7 +367,7 @@ impl Handlers {
         self.insert(name, Arc::new(handler), signature)
     }
 
-    /// Registers a client stream (see `Node::register_client_stream`).
+    /// Registers a client stream (`Node::register_stream`, `|args, items| future`).
     pub(crate) fn register_client_stream<A, U, R, E, F, Fut>(
         &self,
         name: &str,
@@ -391,7 +394,7 @@ impl Handlers {
         )
     }
 
-    /// Registers a bidirectional stream (see `Node::register_bidi_stream`).
+    /// Registers a bidirectional stream (`Node::register_stream`, `|args, items| stream`).
     pub(crate) fn register_bidi_stream<A, U, T, E, S, F>(&self, name: &str, f: F) -> Registered<'_>
     where
         F: Fn(A, Items<U>) -> S + Send + Sync + 'static,

@@ -14,13 +14,16 @@ use crate::handlers::Mailboxes;
 /// installed only when the program asks ([`install_prometheus`]; `meshrpc node` does).
 #[cfg(feature = "prometheus")]
 mod recorder {
-    use std::sync::OnceLock;
+    use std::sync::{Mutex, OnceLock};
 
     use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    /// Held while installing: two first calls at once install once.
+    static INSTALLING: Mutex<()> = Mutex::new(());
 
     pub(super) fn install() -> Result<(), BuildError> {
+        let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
         if HANDLE.get().is_some() {
             return Ok(());
         }

@@ -6,8 +6,9 @@
 //! An in-process caller that stands for outside clients (the gateway) calls through a
 //! [`Lane`]: its requests count against the clients' share of the node and the per-link
 //! bound, as a client link's would, and handlers see the lane as their caller. Dropping the
-//! waiting call (the HTTP client went away) aborts a handler still running for it, as a
-//! `Cancel` frame would; so does its deadline passing.
+//! waiting call (the HTTP client went away) aborts an async handler still running for it, as
+//! a `Cancel` frame would; so does its deadline passing. (A sync handler has answered by
+//! then; a queued actor call whose caller is gone is dropped when its turn comes.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,7 +176,8 @@ pub(crate) async fn call(
             method: method.to_owned(),
             after: timeout,
         }),
-        // Dropped unanswered only when the node stopped the handler.
+        // A responder always answers (dropped unanswered, it says `shutdown`); this is for
+        // completeness.
         Ok(Err(_)) => Err(RpcError::Shutdown(format!("`{method}` was stopped"))),
         Ok(Ok(Err(remote))) => Err(RpcError::from_remote(method, remote, timeout)),
         Ok(Ok(Ok(reply))) => Ok(reply),

@@ -1,5 +1,7 @@
 //! The callee's side of one request: the [`Responder`], which admits it under the link's
-//! bounds and answers it exactly once, encoding the response straight into the link's outbox.
+//! bounds and answers it exactly once, encoding the response straight into the link's outbox
+//! — or, on the road to self ([`super::local`]), handing the answer's body to the waiting
+//! caller.
 //!
 //! A responder dropped without answering (a handler task stopped at shutdown, an actor gone)
 //! answers `shutdown` itself, so no caller waits for a reply that will never come. Until its
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::connection::Shared;
+use super::fault::{panic_message, Fault};
 use super::local::{self, Local};
 use super::meter::{record_call, Side};
 use super::trace::{Context, Hop};
@@ -24,9 +27,9 @@ use super::Limits;
 use crate::wire::ErrorKind;
 use crate::wire::{self, CodecError, Encoding, FrameError, Header, RemoteError};
 
-/// Where an answer goes: the outbox of the link the request came on, or — for a call this
-/// node makes to itself (a virtual actor it owns) — straight to the waiting caller, with no
-/// frame on any link.
+/// Where an answer goes: the outbox of the link the request came on, or — for a call on the
+/// road to self (a virtual actor this node owns, its gateway's calls) — straight to the
+/// waiting caller, with no frame on any link.
 enum Back {
     Link(Arc<Shared>),
     Local(Local),
@@ -52,18 +55,6 @@ impl Back {
             Back::Link(link) => link.max_frame,
             Back::Local(_) => local::MAX_ANSWER,
         }
-    }
-}
-
-/// What a handler's error becomes for its caller: an `application` error with the error's
-/// text (and, for a registered closure's `Err`, its value as JSON: `handlers::reply`).
-pub(crate) trait Fault {
-    fn into_error(self) -> RemoteError;
-}
-
-impl<E: std::fmt::Display> Fault for E {
-    fn into_error(self) -> RemoteError {
-        RemoteError::new(ErrorKind::Application, self.to_string())
     }
 }
 
@@ -170,7 +161,8 @@ impl Responder {
         Ok(())
     }
 
-    /// The caller can no longer hear the answer: its link closed. A request still queued
+    /// The caller can no longer hear the answer: its link closed (or, on the road to self,
+    /// it stopped waiting). A request still queued
     /// (an actor's mailbox) is dropped rather than run.
     pub(crate) fn is_gone(&self) -> bool {
         match &self.back {
@@ -210,7 +202,8 @@ impl Responder {
         }
     }
 
-    /// Sends the handler's result, encoded straight into the link's outbox.
+    /// Sends the handler's result, encoded straight into the link's outbox (or, locally,
+    /// as the body alone down the caller's channel).
     pub(crate) fn reply<R: Serialize + ?Sized>(mut self, result: Result<&R, RemoteError>) {
         // Encoding runs user code (Serialize) that may panic: the responder is marked answered
         // only afterwards, so a panic here still answers from `drop`.
@@ -242,7 +235,8 @@ impl Responder {
         self.finish(queued, outcome);
     }
 
-    /// Registers the task answering this request, so the caller's `Cancel` can abort it;
+    /// Registers the task answering this request, so the caller's `Cancel` (or, locally, the
+    /// caller giving up) can abort it;
     /// the registration ends when the returned guard drops. Casts cannot be cancelled.
     pub(crate) fn track(&self, abort: AbortHandle) -> Option<Tracked> {
         match (&self.back, self.id) {
@@ -341,7 +335,8 @@ impl Responder {
         }
     }
 
-    /// Queues the success response; false if the writer has stopped.
+    /// Queues the success response; false if not queued on a link (a local answer is sent
+    /// at once, and nothing waits for a writer).
     fn push_ok<R: Serialize + ?Sized>(&self, id: u64, value: &R) -> Result<bool, RemoteError> {
         if let Back::Local(local) = &self.back {
             return local.send_value(self.encoding, value).map(|_| false);
@@ -369,12 +364,9 @@ impl Responder {
         )
     }
 
-    /// Queues an error response, cut to fit the caller's frame limit; false if not queued.
+    /// Sends an error response, its message cut to fit the caller's frame limit (and 4 KiB)
+    /// and its data kept when it fits as well; false if not queued on a link.
     fn push_error(&self, id: u64, mut error: RemoteError) -> bool {
-        if let Back::Local(local) = &self.back {
-            local.send(Err(error));
-            return false;
-        }
         let max = self.back.max_frame();
         let room = max.saturating_sub(ERROR_OVERHEAD).min(MAX_ERROR_MESSAGE);
         truncate_on_char_boundary(&mut error.message, room);
@@ -383,15 +375,23 @@ impl Responder {
         let fits =
             |d: &Bytes| d.len() <= MAX_ERROR_MESSAGE && d.len() + room + ERROR_OVERHEAD <= max;
         let data = error.data.take().filter(fits);
+        if let Back::Local(local) = &self.back {
+            error.data = data;
+            local.send(Err(error));
+            return false;
+        }
         let header = Header::Response {
             id,
             outcome: Err(error),
         };
-        let pushed = self.push(|buf| match &data {
-            Some(data) => wire::append_frame_raw(buf, &header, data, max).map_err(|_| ()),
-            None => wire::append_header(buf, &header, max)
+        let pushed = self.push(|buf| {
+            // (A frame that does not fit leaves `buf` as it was.)
+            let with_data = (data.as_ref())
+                .is_some_and(|data| wire::append_frame_raw(buf, &header, data, max).is_ok());
+            // Without its data if need be: an error always gets to the caller.
+            (with_data || wire::append_header(buf, &header, max))
                 .then_some(())
-                .ok_or(()),
+                .ok_or(())
         });
         pushed.unwrap_or(false)
     }
@@ -479,17 +479,6 @@ impl Drop for Responder {
             });
             self.finish(queued, "shutdown");
         }
-    }
-}
-
-/// The text of a panic payload, for the `Panicked` error.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 

@@ -8,9 +8,12 @@
 //! | `\|cx: RequestContext, args: A\| …` | either of the above, with the request's context |
 //!
 //! A closure that returns `Result<T, E>` is fallible: `Ok(t)` answers `t`, `Err(e)` is the
-//! caller's `application` error with `e`'s text (`E: Serialize`; a string is its own text).
-//! Anything else it returns is the answer. Streams have the same two shapes through
-//! [`Node::register_stream`].
+//! caller's `application` error with `e`'s text (a string is its own text, anything else its
+//! JSON) and `e` itself as data (`RpcError::data`). So `E` is `Serialize`: an error type that
+//! is not (`std::io::Error`, `anyhow::Error`) goes through `.map_err(|e| e.to_string())`.
+//! Anything else the closure returns is the answer; to answer with a `Result` as data, wrap
+//! it in a newtype struct. A closure always takes its arguments, `(): ()` when there are
+//! none. Streams have the same two shapes through [`Node::register_stream`].
 
 use std::future::Future;
 
