@@ -11,7 +11,7 @@ use crate::load::{self, LoadSpec, Report};
 use anyhow::{ensure, Context};
 use meshrpc::{CallOptions, Peer};
 
-use crate::BenchArgs;
+use crate::args::BenchArgs;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let spec = spec(&args)?;
@@ -207,7 +207,7 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
 }
 
 /// `meshrpc bench-plot`: the curves of several `--json` results on one plot.
-pub fn plot(args: crate::BenchPlotArgs) -> anyhow::Result<ExitCode> {
+pub fn plot(args: crate::args::BenchPlotArgs) -> anyhow::Result<ExitCode> {
     let mut series = Vec::with_capacity(args.reports.len());
     for path in &args.reports {
         let text = std::fs::read_to_string(path)

@@ -10,7 +10,7 @@ use meshrpc::actor::Activation;
 use meshrpc::{CallOptions, Client, MemberStatus, MulticastConfig, Node, NodeConfig, RpcError};
 use serde_json::value::RawValue;
 
-use crate::{ClientArgs, Discover, MembersArgs, NodeArgs};
+use crate::args::{ClientArgs, Discover, MembersArgs, NodeArgs};
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let multicast = args.discover.map(|Discover::Multicast| MulticastConfig {
@@ -129,7 +129,7 @@ fn raise_descriptor_limit(wanted: usize) {
 }
 
 /// `meshrpc tls-gen`: certificates signed by the CA in DIR (made if there is none).
-pub fn tls_gen(args: crate::TlsGenArgs) -> anyhow::Result<ExitCode> {
+pub fn tls_gen(args: crate::args::TlsGenArgs) -> anyhow::Result<ExitCode> {
     use crate::certs::{self as dev, Ca};
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
     let ca = if args.force {
@@ -181,7 +181,7 @@ fn failed(e: &RpcError) -> ExitCode {
 }
 
 /// `meshrpc call`: exit 0 with the JSON result on stdout, or 1 with `error: <kind>: <message>`.
-pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
+pub async fn call(args: crate::args::CallArgs) -> anyhow::Result<ExitCode> {
     let body = arguments(&args.args)?;
     let client = match connect(&args.addr, &args.client, "meshrpc-call").await {
         Ok(client) => client,
@@ -232,7 +232,7 @@ pub async fn call(args: crate::CallArgs) -> anyhow::Result<ExitCode> {
 
 /// With `--actor TYPE/KEY`: the address of the member that owns the key, as the node the
 /// CLI is connected to sees it.
-async fn owner_of(client: &Client, args: &crate::CallArgs) -> Option<String> {
+async fn owner_of(client: &Client, args: &crate::args::CallArgs) -> Option<String> {
     let (kind, key) = args.actor.as_deref()?.split_once('/')?;
     let options = CallOptions::timeout(Duration::from_millis(args.client.timeout_ms));
     let owner = client
@@ -346,7 +346,7 @@ async fn upload_stdin(sink: meshrpc::stream::ItemSink<serde_json::Value>) {
 
 /// The wire name of what `meshrpc call` calls: `TYPE.METHOD/KEY` for a virtual actor,
 /// `system.group.any|all/GROUP/METHOD` for a group, else the method itself.
-fn method_name(args: &crate::CallArgs) -> Result<String, String> {
+fn method_name(args: &crate::args::CallArgs) -> Result<String, String> {
     let method = &args.method;
     if let Some(actor) = &args.actor {
         let Some((kind, key)) = actor.split_once('/') else {
@@ -407,7 +407,7 @@ fn arguments(args: &[String]) -> anyhow::Result<Box<RawValue>> {
 }
 
 /// `meshrpc members`: `NAME ADDR STATUS` per line (or `--json`), itself included.
-pub async fn actors(args: crate::ActorsArgs) -> anyhow::Result<ExitCode> {
+pub async fn actors(args: crate::args::ActorsArgs) -> anyhow::Result<ExitCode> {
     let client = match connect(&args.addr, &args.client, "meshrpc-actors").await {
         Ok(client) => client,
         Err(e) => return Ok(failed(&e)),
