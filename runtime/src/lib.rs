@@ -32,6 +32,7 @@ mod handlers;
 mod http;
 mod link;
 mod node;
+mod state;
 /// The messages and their bytes, for the fuzzers, benches and protocol tests: not an API
 /// (docs/PROTOCOL.md is the contract).
 #[doc(hidden)]

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &["wire"]),
     ("config", &["wire"]),
     ("link", &["wire"]),
+    ("state", &[]),
     ("handlers", &["wire", "link"]),
     ("cluster", &["wire", "link", "handlers"]),
     ("client", &["wire", "link", "handlers"]),

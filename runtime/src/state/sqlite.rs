@@ -1,0 +1,393 @@
+//! The embedded store: one SQLite file (WAL, `synchronous = FULL`), which several node
+//! processes on one machine may share. One thread owns the connection and serves requests
+//! from a bounded channel in batches: every request waiting when it wakes goes into one
+//! transaction and one commit (group commit), and only then are they answered, so an
+//! acknowledged write is on disk. The thread ends when the last [`SqliteStore`] handle is
+//! dropped.
+//!
+//! Versions make writes compare-and-set: a write names the version it replaces, and the
+//! `UPDATE … WHERE version = ?` that carries it changes no row when another writer got there
+//! first. A delete leaves a tombstone (no value, the next version), so a version is never
+//! reused.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StateStore, StoreError, Stored, Version, Write};
+
+/// Requests queued for the store's thread before callers wait for room.
+const QUEUE: usize = 1024;
+/// The most requests one commit carries.
+const MAX_BATCH: usize = 256;
+/// How long a commit waits for another process holding the file's write lock.
+const BUSY: Duration = Duration::from_secs(5);
+
+/// A handle to an SQLite store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    requests: mpsc::Sender<Request>,
+    path: Arc<str>,
+    /// Transactions committed, for tests of the batching.
+    commits: Arc<AtomicU64>,
+}
+
+enum Request {
+    Read {
+        kind: String,
+        key: String,
+        reply: oneshot::Sender<Result<Stored, StoreError>>,
+    },
+    Write {
+        writes: Vec<Write>,
+        reply: oneshot::Sender<Vec<Result<Version, StoreError>>>,
+    },
+}
+
+/// What a request gets once its batch is committed (or failed).
+enum Answer {
+    Read(Stored),
+    Write(Vec<Result<Version, StoreError>>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the store in the file at `path`.
+    ///
+    /// # Errors
+    /// `Unavailable` if the file cannot be opened or set up.
+    pub(crate) fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let unavailable =
+            |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite:{path}: {e}"));
+        let conn = Connection::open(Path::new(path)).map_err(unavailable)?;
+        conn.busy_timeout(BUSY).map_err(unavailable)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS meshrpc_state (
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value BLOB,
+                 version INTEGER NOT NULL,
+                 PRIMARY KEY (kind, key)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(unavailable)?;
+        let (requests, queue) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        std::thread::Builder::new()
+            .name("meshrpc-state".into())
+            .spawn(move || serve(conn, queue, &counted))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the store's thread: {e}"))
+            })?;
+        Ok(SqliteStore {
+            requests,
+            path: path.into(),
+            commits,
+        })
+    }
+
+    /// Transactions committed so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn gone() -> StoreError {
+        StoreError::Unavailable("the store's thread has stopped".into())
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn read<'a>(
+        &'a self,
+        kind: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Stored, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let request = Request::Read {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                reply,
+            };
+            self.requests
+                .send(request)
+                .await
+                .map_err(|_| Self::gone())?;
+            answer.await.map_err(|_| Self::gone())?
+        })
+    }
+
+    fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
+        Box::pin(async move {
+            let n = writes.len();
+            let (reply, answer) = oneshot::channel();
+            let failed = |n: usize| (0..n).map(|_| Err(Self::gone())).collect();
+            if self
+                .requests
+                .send(Request::Write { writes, reply })
+                .await
+                .is_err()
+            {
+                return failed(n);
+            }
+            answer.await.unwrap_or_else(|_| failed(n))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path)
+    }
+}
+
+/// The store's thread: a batch of everything waiting, one transaction, one commit, then the
+/// answers. Ends when every handle is gone.
+fn serve(mut conn: Connection, mut queue: mpsc::Receiver<Request>, commits: &AtomicU64) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        match run(&mut conn, &batch) {
+            Ok(answers) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                for (request, answer) in batch.into_iter().zip(answers) {
+                    match (request, answer) {
+                        (Request::Read { reply, .. }, Answer::Read(stored)) => {
+                            let _ = reply.send(Ok(stored));
+                        }
+                        (Request::Write { reply, .. }, Answer::Write(results)) => {
+                            let _ = reply.send(results);
+                        }
+                        // `run` answers each request in kind.
+                        (request, _) => fail(request, "the store mixed up its answers"),
+                    }
+                }
+            }
+            Err(e) => {
+                let why = format!("the batch did not commit: {e}");
+                for request in batch {
+                    fail(request, &why);
+                }
+            }
+        }
+    }
+}
+
+fn fail(request: Request, why: &str) {
+    let error = || StoreError::Unavailable(why.to_owned());
+    match request {
+        Request::Read { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::Write { writes, reply } => {
+            let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
+        }
+    }
+}
+
+/// Runs a batch in one transaction, in order (a read sees the writes before it).
+fn run(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<Vec<Answer>> {
+    let writes = batch.iter().any(|r| matches!(r, Request::Write { .. }));
+    let behavior = if writes {
+        TransactionBehavior::Immediate
+    } else {
+        TransactionBehavior::Deferred
+    };
+    let tx = conn.transaction_with_behavior(behavior)?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for request in batch {
+        answers.push(match request {
+            Request::Read { kind, key, .. } => Answer::Read(read(&tx, kind, key)?),
+            Request::Write { writes, .. } => {
+                let mut results = Vec::with_capacity(writes.len());
+                for w in writes {
+                    results.push(write(&tx, w)?);
+                }
+                Answer::Write(results)
+            }
+        });
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+fn read(conn: &Connection, kind: &str, key: &str) -> rusqlite::Result<Stored> {
+    let row = conn
+        .prepare_cached("SELECT value, version FROM meshrpc_state WHERE kind = ?1 AND key = ?2")?
+        .query_row(params![kind, key], |row| {
+            let value: Option<Vec<u8>> = row.get(0)?;
+            let version: i64 = row.get(1)?;
+            Ok(Stored {
+                value: value.map(Bytes::from),
+                version: version.max(0) as Version,
+            })
+        })
+        .optional()?;
+    Ok(row.unwrap_or_default())
+}
+
+/// One compare-and-set write: its new version, or the conflict (a result, not an error:
+/// the batch goes on).
+fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, StoreError>> {
+    let value = w.value.as_deref();
+    let changed = if w.expected == 0 {
+        conn.prepare_cached(
+            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (kind, key) DO NOTHING",
+        )?
+        .execute(params![w.kind, w.key, value])?
+    } else {
+        conn.prepare_cached(
+            "UPDATE meshrpc_state SET value = ?3, version = version + 1
+             WHERE kind = ?1 AND key = ?2 AND version = ?4",
+        )?
+        .execute(params![w.kind, w.key, value, w.expected as i64])?
+    };
+    if changed == 1 {
+        return Ok(Ok(w.expected + 1));
+    }
+    let found = read(conn, &w.kind, &w.key)?.version;
+    Ok(Err(StoreError::Conflict {
+        kind: w.kind.clone(),
+        key: w.key.clone(),
+        expected: w.expected,
+        found,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(kind: &str, key: &str, value: &str, expected: Version) -> Write {
+        Write {
+            kind: kind.into(),
+            key: key.into(),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            expected,
+        }
+    }
+
+    fn temp(name: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("meshrpc-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let file = dir.join("state.db").to_string_lossy().into_owned();
+        (dir, file)
+    }
+
+    #[tokio::test]
+    async fn writes_are_compare_and_set_and_versions_are_never_reused() {
+        let (dir, file) = temp("cas");
+        let store = SqliteStore::open(&file).expect("opens");
+        assert_eq!(store.describe(), format!("sqlite:{file}"));
+        assert_eq!(store.read("c", "k").await, Ok(Stored::default()));
+        assert_eq!(store.write(vec![put("c", "k", "one", 0)]).await, [Ok(1)]);
+        let stored = store.read("c", "k").await.expect("reads");
+        assert_eq!(
+            (stored.value.as_deref(), stored.version),
+            (Some(&b"one"[..]), 1)
+        );
+        // A second writer that read nothing, or version 1 after it moved on: refused.
+        let conflict = |expected, found| {
+            Err(StoreError::Conflict {
+                kind: "c".into(),
+                key: "k".into(),
+                expected,
+                found,
+            })
+        };
+        assert_eq!(
+            store.write(vec![put("c", "k", "two", 0)]).await,
+            [conflict(0, 1)]
+        );
+        assert_eq!(store.write(vec![put("c", "k", "two", 1)]).await, [Ok(2)]);
+        assert_eq!(
+            store.write(vec![put("c", "k", "old", 1)]).await,
+            [conflict(1, 2)]
+        );
+        // A delete leaves a tombstone: the next version, no value; writing again goes on.
+        let delete = Write {
+            value: None,
+            ..put("c", "k", "", 2)
+        };
+        assert_eq!(store.write(vec![delete]).await, [Ok(3)]);
+        assert_eq!(
+            store.read("c", "k").await.map(|s| (s.value, s.version)),
+            Ok((None, 3))
+        );
+        assert_eq!(
+            store.write(vec![put("c", "k", "again", 1)]).await,
+            [conflict(1, 3)]
+        );
+        assert_eq!(store.write(vec![put("c", "k", "again", 3)]).await, [Ok(4)]);
+        // Each write of a batch on its own: one conflicts, the others commit.
+        let batch = vec![
+            put("c", "a", "x", 0),
+            put("c", "k", "stale", 2),
+            put("c", "b", "y", 0),
+        ];
+        assert_eq!(store.write(batch).await, [Ok(1), conflict(2, 4), Ok(1)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_see_each_others_writes_and_conflicts() {
+        let (dir, file) = temp("shared");
+        let (a, b) = (
+            SqliteStore::open(&file).expect("a"),
+            SqliteStore::open(&file).expect("b"),
+        );
+        assert_eq!(a.write(vec![put("c", "k", "from a", 0)]).await, [Ok(1)]);
+        let seen = b.read("c", "k").await.expect("b reads");
+        assert_eq!(seen.value.as_deref(), Some(&b"from a"[..]));
+        assert!(matches!(
+            b.write(vec![put("c", "k", "from b", 0)]).await[0],
+            Err(StoreError::Conflict { found: 1, .. })
+        ));
+        assert_eq!(b.write(vec![put("c", "k", "from b", 1)]).await, [Ok(2)]);
+        assert!(matches!(
+            a.write(vec![put("c", "k", "late a", 1)]).await[0],
+            Err(StoreError::Conflict { found: 2, .. })
+        ));
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_at_once_share_commits() {
+        let (dir, file) = temp("group");
+        let store = SqliteStore::open(&file).expect("opens");
+        let writers = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(vec![put("c", &i.to_string(), "v", 0)]).await })
+        });
+        for done in futures_util::future::join_all(writers).await {
+            assert_eq!(done.expect("a writer"), [Ok(1)]);
+        }
+        let commits = store.commits();
+        assert!(commits < 200, "{commits} commits for 200 writes at once");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_address_that_names_no_store_says_so() {
+        let Err(StoreError::Url(why)) = super::super::open("redis://x") else {
+            panic!("opened a store from redis://x")
+        };
+        assert!(why.contains("sqlite:PATH"), "{why}");
+    }
+}
