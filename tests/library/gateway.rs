@@ -67,6 +67,22 @@ impl Drop for Aborted {
     }
 }
 
+/// Registers `hold`, which runs for an hour unless aborted: how many started, how many were
+/// aborted.
+fn register_hold(node: &Node) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (started, aborted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (s, a) = (started.clone(), aborted.clone());
+    node.register("hold", move |(): ()| {
+        s.fetch_add(1, Ordering::SeqCst);
+        let guard = Aborted(a.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            std::mem::forget(guard);
+        }
+    });
+    (started, aborted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_see_the_gateway_as_their_caller() {
     let node = gateway_node("g1", 65_536).await;
@@ -81,16 +97,7 @@ async fn handlers_see_the_gateway_as_their_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_client_that_goes_away_aborts_its_call() {
     let node = gateway_node("g2", 65_536).await;
-    let (started, aborted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (s, a) = (started.clone(), aborted.clone());
-    node.register("hold", move |(): ()| {
-        s.fetch_add(1, Ordering::SeqCst);
-        let guard = Aborted(a.clone());
-        async move {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            std::mem::forget(guard);
-        }
-    });
+    let (started, aborted) = register_hold(&node);
     let tcp = send(&node, "hold", "[]").await;
     eventually("the handler to start", || {
         started.load(Ordering::SeqCst) == 1
@@ -108,16 +115,7 @@ async fn an_http_client_that_goes_away_aborts_its_call() {
 async fn gateway_calls_count_in_the_clients_share() {
     // Clients together get ¾ of the node's in-flight bound: 3 of 4.
     let node = gateway_node("g3", 4).await;
-    let (started, aborted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (s, a) = (started.clone(), aborted.clone());
-    node.register("hold", move |(): ()| {
-        s.fetch_add(1, Ordering::SeqCst);
-        let guard = Aborted(a.clone());
-        async move {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            std::mem::forget(guard);
-        }
-    });
+    let (started, _) = register_hold(&node);
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(send(&node, "hold", "[]").await);
