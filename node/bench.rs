@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cpu;
 use crate::load::{self, LoadSpec, Report};
 use anyhow::{ensure, Context};
 use meshrpc::{CallOptions, Peer};
@@ -39,6 +40,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         crate::plot::svg(&[(target.clone(), report.clone())], path)?;
+    }
+    if let Some(secs) = report.lost_after_secs {
+        eprintln!(
+            "error: the target went away {secs:.2} s into the run (its link closed); the figures cover the run until then"
+        );
+        return Ok(ExitCode::FAILURE);
     }
     // A load that mostly failed measured nothing worth a zero exit status.
     let failed = report.failed();
@@ -104,7 +111,13 @@ async fn local(args: &BenchArgs, addr: &str, spec: &LoadSpec) -> anyhow::Result<
     let peers: Vec<Peer> = clients.iter().map(|c| c.peer().clone()).collect();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(progress.clone(), spec);
-    let report = load::run(&peers, spec, progress).await;
+    // The target's process, when it runs on this machine: its CPU per call is reported too.
+    let node = peers
+        .first()
+        .map(|p| p.info().remote)
+        .filter(|remote| remote.ip().is_loopback())
+        .and_then(|remote| cpu::listener_pid(remote.port()));
+    let report = load::run(&peers, spec, progress, node).await;
     if let Some(bar) = bar {
         bar.abort();
     }
@@ -195,6 +208,19 @@ fn print(args: &BenchArgs, spec: &LoadSpec, target: &str, r: &Report) {
         "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
         r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.mean_us
     );
+    match (r.client_cpu_us_per_call, r.node_cpu_us_per_call) {
+        (Some(client), Some(node)) => println!(
+            "  CPU/call    {:.2} µs: {client:.2} here + {node:.2} in the node (user + system)",
+            client + node
+        ),
+        (Some(client), None) => println!(
+            "  CPU/call    {client:.2} µs here (user + system; the node is not on this machine)"
+        ),
+        _ => {}
+    }
+    if let Some(secs) = r.lost_after_secs {
+        println!("  target      went away {secs:.2} s into the run");
+    }
     if r.errors.is_empty() {
         println!("  errors      none");
     } else {

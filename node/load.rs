@@ -18,6 +18,8 @@ use tokio::time::Instant;
 
 use futures_util::StreamExt;
 
+use crate::cpu;
+
 use meshrpc::stream::StreamOptions;
 use meshrpc::{CallOptions, Peer};
 
@@ -106,6 +108,16 @@ pub struct Report {
     /// distance): what `--hgrm` writes and `--plot` draws.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub percentiles: Vec<Percentile>,
+    /// CPU (user + system) the loading process spent per successful call, in µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_call: Option<f64>,
+    /// CPU the target node spent per successful call, in µs, when it runs on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cpu_us_per_call: Option<f64>,
+    /// When the target went away (its link closed, for good): seconds into the run. The
+    /// figures above cover the run up to then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_after_secs: Option<f64>,
 }
 
 /// One step of the latency distribution.
@@ -196,8 +208,14 @@ impl Serialize for AsRust<'_> {
 }
 
 /// Runs `spec` over `peers` (calls spread evenly); `progress` counts successful calls as
-/// they happen, for a live display.
-pub async fn run(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> Report {
+/// they happen, for a live display. `node` is the target's process on this machine, if
+/// known, whose CPU per call the report then carries.
+pub async fn run(
+    peers: &[Peer],
+    spec: &LoadSpec,
+    progress: Arc<AtomicU64>,
+    node: Option<u32>,
+) -> Report {
     // Held, unread, until the run ends: each fills its window and stalls.
     let _stalled: Vec<_> = if spec.stalled_stream {
         let size = spec.payload.unwrap_or(64 << 10) as u64;
@@ -223,7 +241,24 @@ pub async fn run(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
         };
         measure(peers, &warmup, Arc::new(AtomicU64::new(0))).await;
     }
-    measure(peers, spec, progress).await
+    let cpu_before = (
+        cpu::cpu_secs(None),
+        node.and_then(|pid| cpu::cpu_secs(Some(pid))),
+    );
+    let mut report = measure(peers, spec, progress).await;
+    let cpu_after = (
+        cpu::cpu_secs(None),
+        node.and_then(|pid| cpu::cpu_secs(Some(pid))),
+    );
+    let per_call = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) if report.calls > 0 => {
+            Some((a - b).max(0.0) * 1e6 / report.calls as f64)
+        }
+        _ => None,
+    };
+    report.client_cpu_us_per_call = per_call(cpu_before.0, cpu_after.0);
+    report.node_cpu_us_per_call = per_call(cpu_before.1, cpu_after.1);
+    report
 }
 
 /// How long a worker waits after a failed call.
@@ -257,6 +292,7 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
     let mut latencies = new_histogram();
     let mut errors = BTreeMap::new();
     let mut sample_error = None;
+    let mut lost: Option<Instant> = None;
     for worker in workers {
         let Ok(done) = worker.await else {
             continue;
@@ -266,8 +302,14 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
             *errors.entry(kind).or_insert(0) += n;
         }
         sample_error = sample_error.or(done.sample_error);
+        lost = match (lost, done.lost) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    // A run whose target went away is measured up to then, not averaged over the rest.
+    let ended = lost.unwrap_or_else(Instant::now);
+    let secs = ended.duration_since(started).as_secs_f64().max(1e-9);
     let calls = latencies.len();
     let size = match spec.payload {
         None if spec.stream => 64 << 10,
@@ -289,6 +331,9 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
         errors,
         sample_error,
         percentiles: percentiles(&latencies),
+        client_cpu_us_per_call: None,
+        node_cpu_us_per_call: None,
+        lost_after_secs: lost.map(|_| secs),
     }
 }
 
@@ -297,6 +342,8 @@ struct Done {
     latencies: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     sample_error: Option<String>,
+    /// When its link closed for good, if it did: the worker stopped there.
+    lost: Option<Instant>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -351,8 +398,17 @@ async fn worker(
             Err(e) => {
                 *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
                 sample_error.get_or_insert_with(|| format!("{}: {e}", e.kind()));
-                // A dead peer fails every call at once: pause, so the run measures attempts
-                // rather than how fast an error can be returned.
+                // A peer's link does not come back: its target is gone, and the run with it.
+                if !peer.is_connected() {
+                    return Done {
+                        latencies,
+                        errors,
+                        sample_error,
+                        lost: Some(Instant::now()),
+                    };
+                }
+                // Refused (overloaded, say): pause, so the run measures attempts rather
+                // than how fast an error can be returned.
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }
@@ -361,6 +417,7 @@ async fn worker(
         latencies,
         errors,
         sample_error,
+        lost: None,
     }
 }
 
@@ -376,6 +433,7 @@ async fn stream_worker(
     let mut latencies = new_histogram();
     let mut errors = BTreeMap::new();
     let mut sample_error = None;
+    let mut lost = None;
     let size = spec.payload.unwrap_or(64 << 10) as u64;
     let idle = Duration::from_millis(spec.timeout_ms);
     let options = StreamOptions::default().idle(Some(idle));
@@ -412,6 +470,10 @@ async fn stream_worker(
                 Some(Err(e)) => {
                     *errors.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
                     sample_error.get_or_insert_with(|| format!("{}: {e}", e.kind()));
+                    if !peer.is_connected() {
+                        lost = Some(Instant::now());
+                        break 'open;
+                    }
                     tokio::time::sleep(ERROR_PAUSE).await;
                     continue 'open;
                 }
@@ -423,6 +485,7 @@ async fn stream_worker(
         latencies,
         errors,
         sample_error,
+        lost,
     }
 }
 

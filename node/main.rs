@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod certs;
 mod commands;
+mod cpu;
 mod demo;
 mod load;
 mod plot;

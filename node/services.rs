@@ -213,7 +213,7 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         "bench.run",
         |cx: RequestContext, (to, spec): (String, LoadSpec)| async move {
             let peer = cx.node()?.peer(to.as_str()).await?;
-            Ok::<Report, RpcError>(load::run(&[peer], &spec, Default::default()).await)
+            Ok::<Report, RpcError>(load::run(&[peer], &spec, Default::default(), None).await)
         },
     )
     .params(&["peer", "spec"])

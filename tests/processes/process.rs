@@ -210,3 +210,87 @@ fn bench_reports_calls_latencies_and_errors_by_kind() {
     assert_eq!(remote["calls"], 200);
     drop(b);
 }
+
+/// Whether some socket on this machine holds an established TCP connection to `port`.
+fn connected_to(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let remote = fields.get(2).and_then(|r| r.rsplit_once(':'));
+                let remote_port = remote.and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                fields.get(3) == Some(&"01") && remote_port == Some(port)
+            })
+        })
+    })
+}
+
+#[test]
+fn bench_reports_cpu_per_call_and_stops_when_its_target_dies() {
+    let mut node = NodeProc::start("target", &[]);
+    // The node runs here: both sides' CPU per call.
+    let report = bench_json(&[&node.addr, "--calls", "3000", "--concurrency", "16"]);
+    let client = report["client_cpu_us_per_call"]
+        .as_f64()
+        .expect("client CPU");
+    let served = report["node_cpu_us_per_call"].as_f64().expect("node CPU");
+    assert!(client > 0.0 && served > 0.0, "{report}");
+    assert!(report.get("lost_after_secs").is_none(), "{report}");
+
+    // A minute-long run whose target is killed: it stops there, says so and fails.
+    let port: u16 = node
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let bench = std::process::Command::new(support::BIN)
+        .args(["bench", &node.addr, "--duration", "60", "--json"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start meshrpc bench");
+    let mut bench = Killed(Some(bench));
+    wait_until("the bench to connect", || connected_to(port));
+    node.signal("KILL");
+    node.wait_exit();
+    wait_until("the bench to stop after its target died", || {
+        bench.child().try_wait().expect("try_wait").is_some()
+    });
+    let out = bench
+        .0
+        .take()
+        .expect("the bench")
+        .wait_with_output()
+        .expect("its output");
+    assert!(
+        !out.status.success(),
+        "a bench whose target died exits non-zero"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("its report");
+    let lost = report["lost_after_secs"]
+        .as_f64()
+        .expect("when the target went");
+    assert!(lost < 60.0, "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the target went away"), "{stderr}");
+}
+
+/// A child process killed when dropped (also when the test fails) unless taken.
+struct Killed(Option<std::process::Child>);
+
+impl Killed {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a running child")
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
