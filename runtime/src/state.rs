@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // not wired into the actors yet: the durable-actors work uses it next
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -75,12 +77,12 @@ pub(crate) trait StateStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// Opens the store `url` names: `sqlite:PATH`.
+/// Opens the store `url` names: `sqlite:PATH`, or `postgres://USER@HOST:PORT/DB`.
 ///
 /// # Errors
 /// [`StoreError::Url`] for an address this build cannot open; `Unavailable` if the store
 /// is there but cannot be opened.
-pub(crate) fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
+pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
     if let Some(_path) = url.strip_prefix("sqlite:") {
         #[cfg(feature = "sqlite")]
         return Ok(Arc::new(sqlite::SqliteStore::open(_path)?));
@@ -89,7 +91,101 @@ pub(crate) fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
             "`{url}`: this build has no SQLite store (the `sqlite` feature is off)"
         )));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Url(format!(
+            "`{url}`: this build has no PostgreSQL store (the `postgres` feature is off)"
+        )));
+    }
     Err(StoreError::Url(format!(
-        "`{url}` names no state store: give `sqlite:PATH`"
+        "`{url}` names no state store: give `sqlite:PATH` or `postgres://USER@HOST:PORT/DB`"
     )))
+}
+
+/// What every store must do, checked the same way on each.
+#[cfg(test)]
+pub(crate) mod spec {
+    use super::*;
+
+    pub(crate) fn put(kind: &str, key: &str, value: &str, expected: Version) -> Write {
+        Write {
+            kind: kind.into(),
+            key: key.into(),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            expected,
+        }
+    }
+
+    fn conflict(key: &str, expected: Version, found: Version) -> Result<Version, StoreError> {
+        Err(StoreError::Conflict {
+            kind: "c".into(),
+            key: key.into(),
+            expected,
+            found,
+        })
+    }
+
+    /// Writes are compare-and-set, versions are never reused (a delete is a tombstone),
+    /// and each write of a batch succeeds or conflicts on its own.
+    pub(crate) async fn compare_and_set(store: &dyn StateStore) {
+        assert_eq!(store.read("c", "k").await, Ok(Stored::default()));
+        assert_eq!(store.write(vec![put("c", "k", "one", 0)]).await, [Ok(1)]);
+        let stored = store.read("c", "k").await.expect("reads");
+        assert_eq!(
+            (stored.value.as_deref(), stored.version),
+            (Some(&b"one"[..]), 1)
+        );
+        // A second writer that read nothing, or version 1 after it moved on: refused.
+        assert_eq!(
+            store.write(vec![put("c", "k", "two", 0)]).await,
+            [conflict("k", 0, 1)]
+        );
+        assert_eq!(store.write(vec![put("c", "k", "two", 1)]).await, [Ok(2)]);
+        assert_eq!(
+            store.write(vec![put("c", "k", "old", 1)]).await,
+            [conflict("k", 1, 2)]
+        );
+        let delete = Write {
+            value: None,
+            ..put("c", "k", "", 2)
+        };
+        assert_eq!(store.write(vec![delete]).await, [Ok(3)]);
+        assert_eq!(
+            store.read("c", "k").await.map(|s| (s.value, s.version)),
+            Ok((None, 3))
+        );
+        assert_eq!(
+            store.write(vec![put("c", "k", "again", 1)]).await,
+            [conflict("k", 1, 3)]
+        );
+        assert_eq!(store.write(vec![put("c", "k", "again", 3)]).await, [Ok(4)]);
+        let batch = vec![
+            put("c", "a", "x", 0),
+            put("c", "k", "stale", 2),
+            put("c", "b", "y", 0),
+        ];
+        assert_eq!(
+            store.write(batch).await,
+            [Ok(1), conflict("k", 2, 4), Ok(1)]
+        );
+    }
+
+    /// Two handles on one store (two processes, two hosts) see each other's writes, and
+    /// the later of two writers over one version is refused.
+    pub(crate) async fn shared(a: &dyn StateStore, b: &dyn StateStore) {
+        assert_eq!(a.write(vec![put("c", "s", "from a", 0)]).await, [Ok(1)]);
+        let seen = b.read("c", "s").await.expect("b reads");
+        assert_eq!(seen.value.as_deref(), Some(&b"from a"[..]));
+        assert_eq!(
+            b.write(vec![put("c", "s", "from b", 0)]).await,
+            [conflict("s", 0, 1)]
+        );
+        assert_eq!(b.write(vec![put("c", "s", "from b", 1)]).await, [Ok(2)]);
+        assert_eq!(
+            a.write(vec![put("c", "s", "late a", 1)]).await,
+            [conflict("s", 1, 2)]
+        );
+    }
 }

@@ -268,16 +268,8 @@ fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, Store
 
 #[cfg(test)]
 mod tests {
+    use super::super::spec::{self, put};
     use super::*;
-
-    fn put(kind: &str, key: &str, value: &str, expected: Version) -> Write {
-        Write {
-            kind: kind.into(),
-            key: key.into(),
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            expected,
-        }
-    }
 
     fn temp(name: &str) -> (std::path::PathBuf, String) {
         let dir = std::env::temp_dir().join(format!("meshrpc-state-{name}-{}", std::process::id()));
@@ -292,53 +284,7 @@ mod tests {
         let (dir, file) = temp("cas");
         let store = SqliteStore::open(&file).expect("opens");
         assert_eq!(store.describe(), format!("sqlite:{file}"));
-        assert_eq!(store.read("c", "k").await, Ok(Stored::default()));
-        assert_eq!(store.write(vec![put("c", "k", "one", 0)]).await, [Ok(1)]);
-        let stored = store.read("c", "k").await.expect("reads");
-        assert_eq!(
-            (stored.value.as_deref(), stored.version),
-            (Some(&b"one"[..]), 1)
-        );
-        // A second writer that read nothing, or version 1 after it moved on: refused.
-        let conflict = |expected, found| {
-            Err(StoreError::Conflict {
-                kind: "c".into(),
-                key: "k".into(),
-                expected,
-                found,
-            })
-        };
-        assert_eq!(
-            store.write(vec![put("c", "k", "two", 0)]).await,
-            [conflict(0, 1)]
-        );
-        assert_eq!(store.write(vec![put("c", "k", "two", 1)]).await, [Ok(2)]);
-        assert_eq!(
-            store.write(vec![put("c", "k", "old", 1)]).await,
-            [conflict(1, 2)]
-        );
-        // A delete leaves a tombstone: the next version, no value; writing again goes on.
-        let delete = Write {
-            value: None,
-            ..put("c", "k", "", 2)
-        };
-        assert_eq!(store.write(vec![delete]).await, [Ok(3)]);
-        assert_eq!(
-            store.read("c", "k").await.map(|s| (s.value, s.version)),
-            Ok((None, 3))
-        );
-        assert_eq!(
-            store.write(vec![put("c", "k", "again", 1)]).await,
-            [conflict(1, 3)]
-        );
-        assert_eq!(store.write(vec![put("c", "k", "again", 3)]).await, [Ok(4)]);
-        // Each write of a batch on its own: one conflicts, the others commit.
-        let batch = vec![
-            put("c", "a", "x", 0),
-            put("c", "k", "stale", 2),
-            put("c", "b", "y", 0),
-        ];
-        assert_eq!(store.write(batch).await, [Ok(1), conflict(2, 4), Ok(1)]);
+        spec::compare_and_set(&store).await;
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -350,18 +296,7 @@ mod tests {
             SqliteStore::open(&file).expect("a"),
             SqliteStore::open(&file).expect("b"),
         );
-        assert_eq!(a.write(vec![put("c", "k", "from a", 0)]).await, [Ok(1)]);
-        let seen = b.read("c", "k").await.expect("b reads");
-        assert_eq!(seen.value.as_deref(), Some(&b"from a"[..]));
-        assert!(matches!(
-            b.write(vec![put("c", "k", "from b", 0)]).await[0],
-            Err(StoreError::Conflict { found: 1, .. })
-        ));
-        assert_eq!(b.write(vec![put("c", "k", "from b", 1)]).await, [Ok(2)]);
-        assert!(matches!(
-            a.write(vec![put("c", "k", "late a", 1)]).await[0],
-            Err(StoreError::Conflict { found: 2, .. })
-        ));
+        spec::shared(&a, &b).await;
         drop((a, b));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -383,9 +318,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn an_address_that_names_no_store_says_so() {
-        let Err(StoreError::Url(why)) = super::super::open("redis://x") else {
+    #[tokio::test]
+    async fn an_address_that_names_no_store_says_so() {
+        let Err(StoreError::Url(why)) = super::super::open("redis://x").await else {
             panic!("opened a store from redis://x")
         };
         assert!(why.contains("sqlite:PATH"), "{why}");
