@@ -197,6 +197,11 @@ pub(crate) struct NodeArgs {
     /// least recently called are deactivated, and new ones wait (`overloaded`) for room.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) max_activations: usize,
+    /// Where virtual actors that persist keep their state: `sqlite:PATH` (one file that the
+    /// nodes of one machine may share) or `postgres://USER@HOST:PORT/DB`. Without it, every
+    /// virtual actor's state lives only in its activation.
+    #[arg(long, env = "MESHRPC_STATE")]
+    pub(crate) state: Option<String>,
     /// The longest a request may run on this node, whatever deadline its caller gave (or
     /// none), in milliseconds; 0: no bound. Streams are not bounded by it.
     #[arg(long, default_value_t = 300_000)]

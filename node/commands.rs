@@ -50,6 +50,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         max_protocol: args.max_protocol,
         max_call: Duration::from_millis(args.max_call_ms),
         max_activations: args.max_activations,
+        state: args.state.clone(),
         tls: args.tls.config(),
         ..NodeConfig::default()
     };

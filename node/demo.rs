@@ -27,10 +27,18 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    async fn spawn(name: &str, seeds: &[&NodeProcess]) -> anyhow::Result<NodeProcess> {
+    async fn spawn(name: &str, seeds: &[&NodeProcess], state: &str) -> anyhow::Result<NodeProcess> {
         let exe = std::env::current_exe().context("cannot find the meshrpc executable")?;
         let mut command = Command::new(exe);
-        command.args(["node", "--name", name, "--listen", "127.0.0.1:0"]);
+        command.args([
+            "node",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state,
+        ]);
         for seed in seeds {
             command.args(["--seed", &seed.addr]);
         }
@@ -79,9 +87,15 @@ impl NodeProcess {
 pub async fn run(load: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("== starting three nodes on loopback (real processes) ==");
-    let n1 = NodeProcess::spawn("n1", &[]).await?;
-    let n2 = NodeProcess::spawn("n2", &[&n1]).await?;
-    let n3 = NodeProcess::spawn("n3", &[&n1, &n2]).await?;
+    // One SQLite file, shared by the three, for the virtual counter's state.
+    let folder = std::env::temp_dir().join(format!("meshrpc-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).context("cannot make the demo's state folder")?;
+    let _remove = RemoveOnDrop(folder.clone());
+    let state = format!("sqlite:{}", folder.join("state.db").display());
+    let n1 = NodeProcess::spawn("n1", &[], &state).await?;
+    let n2 = NodeProcess::spawn("n2", &[&n1], &state).await?;
+    let n3 = NodeProcess::spawn("n3", &[&n1, &n2], &state).await?;
+    println!("  virtual actors that persist keep their state in {state}");
     for node in [&n1, &n2, &n3] {
         println!("  {} listening on {}", node.name, node.addr);
     }
@@ -282,4 +296,13 @@ async fn load_run(client: &Client, duration: Duration) -> anyhow::Result<(u64, f
         worker.await??;
     }
     Ok((done.load(Ordering::Relaxed), start.elapsed().as_secs_f64()))
+}
+
+/// Removes the demo's state folder however the demo ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

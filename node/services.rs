@@ -183,6 +183,7 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .help("counter.get() -> i64: the current value")
         .start();
     node.virtual_actor("vcounter", |_key: &str| 0i64)
+        .persist()
         .method("incr", |count: &mut i64, by: i64| {
             *count = count.saturating_add(by);
             *count

@@ -37,6 +37,7 @@ use crate::error::RpcError;
 use crate::handlers::Handlers;
 use crate::link::local::LocalCall;
 use crate::link::Connection;
+use crate::state::StateStore;
 use crate::wire::{Encoding, NodeId};
 
 pub use builder::VirtualBuilder;
@@ -66,6 +67,8 @@ pub(crate) struct Ctx {
     pub(crate) default_timeout: Duration,
     /// How many activations this node may hold (`--max-activations`).
     pub(crate) budget: Arc<shedding::Budget>,
+    /// Where persistent types keep their state (`--state`); none: every type is volatile.
+    pub(crate) store: Option<Arc<dyn StateStore>>,
 }
 
 impl Ctx {
@@ -166,6 +169,7 @@ impl Actors {
         closing: Arc<AtomicBool>,
         timeouts: (Duration, Duration),
         max_activations: usize,
+        store: Option<Arc<dyn StateStore>>,
     ) -> Self {
         let ctx = Ctx {
             me: links.identity().id,
@@ -177,6 +181,7 @@ impl Actors {
             release_timeout: timeouts.0,
             default_timeout: timeouts.1,
             budget: Arc::new(shedding::Budget::new(max_activations)),
+            store,
         };
         let actors = Actors {
             inner: Arc::new(Inner {

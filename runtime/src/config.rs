@@ -40,6 +40,10 @@ pub struct NodeConfig {
     /// is refused `overloaded`. Default 1 000 000 (under a gigabyte at the demo counter's
     /// size).
     pub max_activations: usize,
+    /// Where virtual actors that persist keep their state: `sqlite:PATH` (one file, which
+    /// several nodes on one machine may share) or `postgres://USER@HOST:PORT/DB`. `None`:
+    /// every virtual actor's state lives only in its activation (the node says so once).
+    pub state: Option<String>,
     /// The longest a request may run on this node, whatever deadline its caller gave (or
     /// none): a caller that never gives up cannot hold a slot forever. Streams are not
     /// bounded by it. Default 5 minutes; zero: no bound.
@@ -129,6 +133,7 @@ impl Default for NodeConfig {
             mailbox: 1024,
             max_call: Duration::from_secs(300),
             max_activations: 1_000_000,
+            state: None,
             shutdown_grace: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -207,6 +212,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("max_protocol", &self.max_protocol)
             .field("max_call", &self.max_call)
             .field("max_activations", &self.max_activations)
+            .field("state", &self.state.as_ref().map(|_| "(set)"))
             .finish()
     }
 }

@@ -304,4 +304,7 @@ pub enum StartError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The state store (`NodeConfig::state`) could not be opened.
+    #[error("state store: {0}")]
+    State(String),
 }

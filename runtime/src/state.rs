@@ -7,10 +7,11 @@
 //! Writes go in batches: a store commits a batch at once (group commit), and each write in
 //! it succeeds or conflicts on its own. A store stops when its last handle is dropped.
 //!
-//! Not wired into the actors yet: this is the layer the persistent activations of the
-//! durable-actors work build on.
+//! The node opens its store at start (`NodeConfig::state`); virtual-actor types that
+//! persist read and write through it (`actors/activation/durable.rs`).
 
-#![allow(dead_code)] // not wired into the actors yet: the durable-actors work uses it next
+// Built without either store, nothing writes: `open` refuses every address.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;

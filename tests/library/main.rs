@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_membership;
 mod decoders;
 mod deploy;
+mod durable;
 mod gateway;
 mod identity;
 mod layout;

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::mailbox::{Mailbox, Refused};
 use super::{placement, Ctx};
 use crate::cluster::membership::Host;
-use crate::handlers::{build_state, ActorMethod, Entry, Incoming};
+use crate::handlers::{ActorMethod, Entry, Incoming};
 
 use crate::wire::ErrorKind;
 
@@ -45,6 +45,8 @@ pub(crate) struct Spec<S> {
     /// Idle time before deactivation; `None`: never (singletons).
     pub(crate) idle: Option<Duration>,
     pub(crate) mailbox: usize,
+    /// For a type whose state persists: how it becomes bytes (`durable`).
+    pub(crate) persist: Option<Codec<S>>,
 }
 
 /// One virtual-actor type hosted here.
@@ -90,9 +92,16 @@ pub(crate) enum Leaving {
     Moved,
     /// This node is stopping.
     Shutdown,
+    /// Its state could not be saved (another activation of the key wrote it, or the store
+    /// failed), or a method panicked in a persistent type: it ends, unsaved, and its queued
+    /// calls are placed again (a new activation loads the stored state).
+    Stale,
 }
 
+mod durable;
 mod routing;
+
+pub(crate) use durable::Codec;
 
 impl<S: Send + 'static> Kind<S> {
     pub(crate) fn new(name: &str, spec: Spec<S>, ctx: Ctx) -> Self {
@@ -405,14 +414,16 @@ impl<S: Send + 'static> Kind<S> {
         // Boxed: the claim's future (a dial, a request) is large, and an idle activation
         // should not carry its space for its whole life.
         let claimed = Box::pin(self.claim(&key)).await;
-        let state = match claimed {
-            Ok(()) => self.build(&key),
-            Err(why) => {
+        let durable = self.durable();
+        let loaded = match (claimed, &durable) {
+            (Ok(()), Some(durable)) => (self.load(durable, &key).await).map(|(s, v)| (s, Some(v))),
+            (Ok(()), None) => self.build(&key).map(|state| (state, None)),
+            (Err(why), _) => {
                 debug!(kind = %self.name, %key, %why, "not activated: the previous owner keeps it");
                 None
             }
         };
-        let Some(mut state) = state else {
+        let Some((mut state, mut saved)) = loaded else {
             let queued = mailbox.close();
             self.vacate(&key, id);
             for msg in queued {
@@ -426,7 +437,13 @@ impl<S: Send + 'static> Kind<S> {
         let why = loop {
             match mailbox.recv().await {
                 Some(Msg::Call(call)) => {
-                    if self.run(&key, &mut state, *call) {
+                    if let (Some(durable), Some(saved)) = (&durable, saved.as_mut()) {
+                        let ran = self.run_durable(durable, &key, &mut state, saved, *call);
+                        if let Err(why) = ran.await {
+                            debug!(kind = %self.name, %key, why, "ends unsaved");
+                            break Leaving::Stale;
+                        }
+                    } else if self.run(&key, &mut state, *call) {
                         match self.build(&key) {
                             Some(fresh) => state = fresh,
                             None => break Leaving::Shutdown,
@@ -445,8 +462,11 @@ impl<S: Send + 'static> Kind<S> {
         let mut handed_over = Vec::new();
         for msg in mailbox.close() {
             match msg {
-                // Idle or shed: these came in the last instant; serve them.
-                Msg::Call(call) if matches!(why, Leaving::Idle | Leaving::Shed) => {
+                // Idle or shed: these came in the last instant; serve them (a persistent
+                // type's go to a new activation, which saves what they change).
+                Msg::Call(call)
+                    if saved.is_none() && matches!(why, Leaving::Idle | Leaving::Shed) =>
+                {
                     self.run(&key, &mut state, *call);
                 }
                 Msg::Call(call) => handed_over.push(*call),
@@ -472,29 +492,5 @@ impl<S: Send + 'static> Kind<S> {
         self.slots.remove_if(key, |_, slot| slot.id == id);
         self.ctx.budget.give_back();
         self.gone.notify_waiters();
-    }
-
-    /// The key's state from the factory, after the activate hook.
-    fn build(&self, key: &str) -> Option<S> {
-        let mut state = build_state(&self.name, || (self.spec.factory)(key))?;
-        if let Some(hook) = &self.spec.on_activate {
-            if catch_unwind(AssertUnwindSafe(|| hook(key, &mut state))).is_err() {
-                warn!(kind = %self.name, %key, "the activate hook panicked; not activated");
-                return None;
-            }
-        }
-        Some(state)
-    }
-
-    /// Runs one call; true if the method panicked (the state is rebuilt then).
-    fn run(&self, key: &str, state: &mut S, call: Call<S>) -> bool {
-        let panicked = catch_unwind(AssertUnwindSafe(|| {
-            call.method.invoke(state, &call.entry, call.call)
-        }))
-        .unwrap_or(true);
-        if panicked {
-            warn!(kind = %self.name, %key, "a method panicked; the key's state is rebuilt");
-        }
-        panicked
     }
 }

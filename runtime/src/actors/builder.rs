@@ -8,12 +8,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::activation::{Call, Hook, Kind, Spec};
+use super::activation::{Call, Codec, Hook, Kind, Spec};
 use super::Actors;
 use crate::cluster::membership::hosting::MAX_NAME;
 use crate::error::RpcError;
 use crate::handlers::reply::split;
 use crate::handlers::{ActorMethod, Declared, Entry, Handler, Handlers, Incoming};
+use crate::wire::codec;
 use crate::wire::ErrorKind;
 
 /// How long an activation stays without calls before it is deactivated, by default.
@@ -43,6 +44,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
                 on_deactivate: None,
                 idle: Some(DEFAULT_IDLE),
                 mailbox,
+                persist: None,
             },
             methods: Vec::new(),
         }
@@ -74,6 +76,26 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         use futures_util::StreamExt;
         let f = move |state: &mut S, args: A| f(state, args).map(split);
         self.methods.push(Declared::stream(method, f));
+        self
+    }
+
+    /// Makes the type's state persist in the node's state store (`NodeConfig::state`,
+    /// `--state`): loaded before a key's first call, written (bincode) after each call that
+    /// changed it and before that call's answer leaves, compare-and-set so that a second
+    /// activation of the key cannot overwrite the first. On a node without a store the
+    /// state lives only in its activation, as without this, and the node says so.
+    pub fn persist(mut self) -> Self
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.spec.persist = Some(Codec {
+            encode: Box::new(|state: &S| {
+                let mut bytes = bytes::BytesMut::new();
+                codec::encode_into(state, &mut bytes).ok()?;
+                Some(bytes.to_vec())
+            }),
+            decode: Box::new(|bytes: &[u8]| codec::decode_exact(bytes).ok()),
+        });
         self
     }
 

@@ -124,6 +124,18 @@ impl Local {
     }
 }
 
+/// Holds `responder`'s answer: swaps in a responder whose answer comes back through the
+/// returned channel, and hands back the original, to answer with later (`reply_raw`) — a
+/// durable actor answers only once its state is written. The held responder counts in the
+/// node's in-flight bound until it answers, as the original does.
+pub(crate) fn hold(responder: &mut Responder) -> (Responder, oneshot::Receiver<Reply>) {
+    let (tx, rx) = oneshot::channel();
+    let encoding = responder.encoding();
+    let local = Local::new(responder.limits(), None, tx);
+    let original = std::mem::replace(responder, Responder::local(local, encoding));
+    (original, rx)
+}
+
 /// A call on the road to self.
 pub(crate) struct LocalCall<'a> {
     pub(crate) method: &'a str,

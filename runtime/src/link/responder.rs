@@ -105,6 +105,19 @@ impl Responder {
         }
     }
 
+    /// How the answer is encoded (the request's encoding).
+    pub(super) fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// The bounds this request counts in.
+    pub(super) fn limits(&self) -> Arc<Limits> {
+        match &self.back {
+            Back::Link(link) => link.limits.clone(),
+            Back::Local(local) => local.limits.clone(),
+        }
+    }
+
     /// Who sent the request: the peer at the link's other end; `None` for a call this node
     /// made to itself.
     pub(crate) fn caller(&self) -> Option<&crate::link::PeerInfo> {

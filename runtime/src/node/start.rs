@@ -246,6 +246,19 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     introspection::register(&handlers);
     cluster::register_methods(&handlers, links.downgrade(), &membership);
     register_whoami(&handlers, links.identity());
+    let store = match &config.state {
+        Some(url) => {
+            let store = crate::state::open(url)
+                .await
+                .map_err(|e| StartError::State(e.to_string()))?;
+            info!(store = %store.describe(), "virtual actors that persist keep their state here");
+            Some(store)
+        }
+        None => {
+            info!("no state store (--state): every virtual actor's state lives only in its activation");
+            None
+        }
+    };
     let actors = Actors::new(
         handlers.clone(),
         links.clone(),
@@ -253,6 +266,7 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         closing.clone(),
         (config.down_after, config.default_timeout),
         config.max_activations,
+        store,
     );
 
     let id = links.identity().id;

@@ -35,6 +35,7 @@ pub(crate) struct SqliteStore {
     requests: mpsc::Sender<Request>,
     path: Arc<str>,
     /// Transactions committed, for tests of the batching.
+    #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
 }
 
@@ -95,6 +96,7 @@ impl SqliteStore {
     }
 
     /// Transactions committed so far.
+    #[cfg(test)]
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
