@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("handlers", &["wire", "link"]),
     ("cluster", &["wire", "link", "handlers"]),
     ("client", &["wire", "link", "handlers"]),
-    ("actors", &["wire", "link", "handlers", "cluster", "client", "state"]),
+    (
+        "actors",
+        &["wire", "link", "handlers", "cluster", "client", "state"],
+    ),
     ("http", &["wire", "link", "handlers", "cluster", "client"]),
 ];
 

@@ -221,3 +221,42 @@ fn a_healed_partition_ends_with_one_activation_per_key() {
         assert_eq!(owner(&a, key), at, "{key} stayed with its owner");
     }
 }
+
+/// Issue 23's promise with real processes: three nodes share one SQLite file, the owner of a
+/// persistent key is SIGKILLed, and the count goes on through another node from its last
+/// acknowledged value.
+#[test]
+fn a_killed_owners_keys_go_on_from_their_last_acknowledged_value() {
+    struct Folder(std::path::PathBuf);
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir =
+        Folder(std::env::temp_dir().join(format!("meshrpc-state-kill-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).expect("a temporary folder");
+    let state = format!("sqlite:{}", dir.0.join("state.db").display());
+    let a = NodeProc::start("a", &["--state", &state]);
+    let b = NodeProc::start("b", &["--state", &state, "--seed", &a.addr]);
+    let c = NodeProc::start("c", &["--state", &state, "--seed", &a.addr]);
+    let nodes = [&a, &b, &c];
+    settled(&nodes);
+    // A key that b or c owns, so that a survives to call it.
+    let key = (0..100)
+        .map(|k| format!("user-{k}"))
+        .find(|key| owner(&a, key) != "a")
+        .expect("a key a does not own");
+    for expected in 1..=5 {
+        assert_eq!(incr(&a, &key), expected);
+    }
+    let killed = owner(&a, &key);
+    let (victim, survivor) = if killed == "b" { (b, c) } else { (c, b) };
+    victim.signal("KILL");
+    // The next call waits (within its deadline) for the owner to be found gone, and is then
+    // served by the new owner, from the store.
+    assert_eq!(incr(&a, &key), 6, "the count went on from its stored value");
+    assert_eq!(get(&survivor, &key), 6);
+    drop(victim);
+}
