@@ -59,6 +59,9 @@ pub(crate) enum StoreError {
     /// The store cannot be reached or refused the operation; nothing was written.
     #[error("the state store is unavailable: {0}")]
     Unavailable(String),
+    /// The store went away while committing: the write may or may not be stored.
+    #[error("the state store's commit has an unknown outcome: {0}")]
+    Unknown(String),
     /// The store's address does not name a store this build has.
     #[error("{0}")]
     Url(String),
@@ -85,8 +88,19 @@ pub(crate) trait StateStore: Send + Sync + 'static {
 /// is there but cannot be opened.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
     if let Some(_path) = url.strip_prefix("sqlite:") {
+        // Opening the file may wait on another process's lock: off the runtime's workers.
         #[cfg(feature = "sqlite")]
-        return Ok(Arc::new(sqlite::SqliteStore::open(_path)?));
+        return match tokio::task::spawn_blocking({
+            let path = _path.to_owned();
+            move || sqlite::SqliteStore::open(&path)
+        })
+        .await
+        {
+            Ok(opened) => Ok(Arc::new(opened?)),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "opening `{url}` failed: {e}"
+            ))),
+        };
         #[cfg(not(feature = "sqlite"))]
         return Err(StoreError::Url(format!(
             "`{url}`: this build has no SQLite store (the `sqlite` feature is off)"

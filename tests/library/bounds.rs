@@ -2,6 +2,8 @@
 //! and free their slots; no request runs past the node's `max_call`; plain clients together
 //! never take the slots nodes need to call each other.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshrpc::actor::Activation;
@@ -27,18 +29,21 @@ async fn node(config: NodeConfig) -> Node {
     node
 }
 
+/// How the hogs' calls ended so far, by outcome (refused once the share is full, ended by
+/// the test closing the link, or anything else), for a failure's message.
+type Ended = Arc<Mutex<BTreeMap<String, usize>>>;
+
 /// Starts `n` minute-long `sleep` calls from `client` without waiting for them.
-fn hog(client: &Client, n: usize) {
+fn hog(client: &Client, n: usize, ended: &Ended) {
     for _ in 0..n {
-        let peer = meshrpc::Peer::from(client);
+        let (peer, ended) = (meshrpc::Peer::from(client), ended.clone());
         tokio::spawn(async move {
             let options = CallOptions::timeout(Duration::from_secs(3600));
-            match peer.call_with::<u64>("sleep", 60_000u64, options).await {
-                // Refused once the share is full, or ended by the test closing the link.
-                Err(e) if matches!(e.kind(), ErrorKind::Overloaded | ErrorKind::Disconnected) => {}
-                Err(e) => eprintln!("a hog's call ended early: {e}"),
-                Ok(_) => {}
-            }
+            let outcome = match peer.call_with::<u64>("sleep", 60_000u64, options).await {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("{}: {e}", e.kind()),
+            };
+            *ended.lock().unwrap().entry(outcome).or_insert(0) += 1;
         });
     }
 }
@@ -63,7 +68,7 @@ async fn add_until_served(client: &Client) -> (Duration, bool) {
 }
 
 /// Waits until a call from `probe` is refused `overloaded`: `hog`'s calls hold the slots.
-async fn until_full(probe: &Client) {
+async fn until_full(probe: &Client, ended: &Ended) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let last = match probe.peer().call::<i64>("add", (1i64, 1i64)).await {
@@ -72,7 +77,8 @@ async fn until_full(probe: &Client) {
         };
         assert!(
             Instant::now() < deadline,
-            "the slots never filled; the probe's last call: {last:?}"
+            "the slots never filled; the probe's last call: {last:?}; the hogs' calls ended: {:?}",
+            ended.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -82,9 +88,10 @@ async fn until_full(probe: &Client) {
 async fn the_calls_of_a_closed_link_stop_and_free_their_slots() {
     let node = node(NodeConfig::default()).await;
     let hog_client = Client::connect(node.addr()).await.unwrap();
-    hog(&hog_client, SLOTS);
+    let ended = Ended::default();
+    hog(&hog_client, SLOTS, &ended);
     let other = Client::connect(node.addr()).await.unwrap();
-    until_full(&other).await;
+    until_full(&other, &ended).await;
     // The hog goes away with every call still running: they stop, and others are served at
     // once, not when the sleeps would have ended a minute later.
     hog_client.close().await;
@@ -126,11 +133,12 @@ async fn clients_however_many_never_take_the_slots_nodes_call_each_other_with() 
         (0..4).map(|_| async { Client::connect(node.addr()).await.unwrap() }),
     )
     .await;
+    let ended = Ended::default();
     for client in &hogs {
-        hog(client, SLOTS / 4);
+        hog(client, SLOTS / 4, &ended);
     }
     let probe = Client::connect(node.addr()).await.unwrap();
-    until_full(&probe).await;
+    until_full(&probe, &ended).await;
     // Another node still gets its calls through.
     let other = Node::start(NodeConfig {
         name: "other".into(),

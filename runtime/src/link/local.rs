@@ -50,6 +50,9 @@ impl Lane {
 pub(super) struct Local {
     pub(super) limits: Arc<Limits>,
     pub(super) lane: Option<Arc<Lane>>,
+    /// Whether this request counts in the node's bound (a held answer's does not: the
+    /// request it holds for counts already).
+    counts: bool,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
     /// The running handler's abort handle, for the waiting caller to abort.
     pub(super) running: Arc<Mutex<Option<AbortHandle>>>,
@@ -67,6 +70,18 @@ impl Local {
         Local {
             limits,
             lane,
+            counts: true,
+            reply: Mutex::new(Some(reply)),
+            running: Arc::default(),
+        }
+    }
+
+    /// The responder's end of a held answer: counted by the request it holds for.
+    fn held(limits: Arc<Limits>, reply: oneshot::Sender<Reply>) -> Self {
+        Local {
+            limits,
+            lane: None,
+            counts: false,
             reply: Mutex::new(Some(reply)),
             running: Arc::default(),
         }
@@ -74,6 +89,9 @@ impl Local {
 
     /// Counts the request out (answered, or never to be).
     pub(super) fn release(&self) {
+        if !self.counts {
+            return;
+        }
         self.limits.node_inbound.fetch_sub(1, Ordering::Relaxed);
         if let Some(lane) = &self.lane {
             self.limits.client_inbound.fetch_sub(1, Ordering::Relaxed);
@@ -126,12 +144,12 @@ impl Local {
 
 /// Holds `responder`'s answer: swaps in a responder whose answer comes back through the
 /// returned channel, and hands back the original, to answer with later (`reply_raw`) — a
-/// durable actor answers only once its state is written. The held responder counts in the
-/// node's in-flight bound until it answers, as the original does.
+/// durable actor answers only once its state is written. Only the original counts in the
+/// node's in-flight bound.
 pub(crate) fn hold(responder: &mut Responder) -> (Responder, oneshot::Receiver<Reply>) {
     let (tx, rx) = oneshot::channel();
     let encoding = responder.encoding();
-    let local = Local::new(responder.limits(), None, tx);
+    let local = Local::held(responder.limits(), tx);
     let original = std::mem::replace(responder, Responder::local(local, encoding));
     (original, rx)
 }

@@ -135,6 +135,21 @@ impl NodeBuilder {
 /// returns the node; seeds are dialed in the background.
 pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     config.validate().map_err(StartError::Config)?;
+    // The store first: a node that cannot keep its persistent state takes no part in the
+    // cluster at all.
+    let store = match &config.state {
+        Some(url) => {
+            let store = crate::state::open(url)
+                .await
+                .map_err(|e| StartError::State(e.to_string()))?;
+            info!(store = %store.describe(), "virtual actors that persist keep their state here");
+            Some(store)
+        }
+        None => {
+            info!("no state store (--state): every virtual actor's state lives only in its activation");
+            None
+        }
+    };
     // TLS covers links, not membership's UDP datagrams, which only the cookie seals: without
     // one, a process with no certificate could join membership and rewrite it.
     if config.tls.is_some() && config.cookie.is_none() {
@@ -246,19 +261,6 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
     introspection::register(&handlers);
     cluster::register_methods(&handlers, links.downgrade(), &membership);
     register_whoami(&handlers, links.identity());
-    let store = match &config.state {
-        Some(url) => {
-            let store = crate::state::open(url)
-                .await
-                .map_err(|e| StartError::State(e.to_string()))?;
-            info!(store = %store.describe(), "virtual actors that persist keep their state here");
-            Some(store)
-        }
-        None => {
-            info!("no state store (--state): every virtual actor's state lives only in its activation");
-            None
-        }
-    };
     let actors = Actors::new(
         handlers.clone(),
         links.clone(),

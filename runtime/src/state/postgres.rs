@@ -9,6 +9,7 @@
 //! version, so of two activations writing over one version, one changes no row.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -22,6 +23,11 @@ use super::{StateStore, StoreError, Stored, Version, Write};
 const QUEUE: usize = 1024;
 /// The most requests one commit carries.
 const MAX_BATCH: usize = 256;
+/// How long connecting may take.
+const CONNECT: Duration = Duration::from_secs(5);
+/// How long one batch may take, commit included: past it the connection is dropped (a
+/// server that stopped answering must not hold every activation's answer for hours).
+const BATCH: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meshrpc_state (
     kind TEXT NOT NULL,
@@ -78,8 +84,15 @@ impl PostgresStore {
 /// A connection with its driver task, and the table made.
 async fn connect(url: &str, shown: &str) -> Result<Client, StoreError> {
     let unavailable = |e: tokio_postgres::Error| StoreError::Unavailable(format!("{shown}: {e}"));
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+    // A server gone silent is noticed in seconds, not after TCP's two hours.
+    config
+        .connect_timeout(CONNECT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5));
+    let (client, connection) = tokio::time::timeout(CONNECT, config.connect(NoTls))
         .await
+        .map_err(|_| StoreError::Unavailable(format!("{shown}: no connection within {CONNECT:?}")))?
         .map_err(unavailable)?;
     let logged = shown.to_owned();
     tokio::spawn(async move {
@@ -130,16 +143,22 @@ impl StateStore for PostgresStore {
         Box::pin(async move {
             let n = writes.len();
             let (reply, answer) = oneshot::channel();
-            let failed = |n: usize| (0..n).map(|_| Err(Self::gone())).collect();
             if self
                 .requests
                 .send(Request::Write { writes, reply })
                 .await
                 .is_err()
             {
-                return failed(n);
+                return (0..n).map(|_| Err(Self::gone())).collect();
             }
-            answer.await.unwrap_or_else(|_| failed(n))
+            // Queued, then no answer: the store stopped, perhaps after committing.
+            let unknown = |_| {
+                let why = "the store stopped before answering";
+                (0..n)
+                    .map(|_| Err(StoreError::Unknown(why.into())))
+                    .collect()
+            };
+            answer.await.unwrap_or_else(unknown)
         })
     }
 
@@ -168,8 +187,8 @@ async fn serve(url: String, shown: Arc<str>, client: Client, mut queue: mpsc::Re
             batch.into_iter().for_each(|request| fail(request, &why));
             continue;
         };
-        match run(conn, &batch).await {
-            Ok(answers) => {
+        match tokio::time::timeout(BATCH, run(conn, &batch)).await {
+            Ok(Ok(answers)) => {
                 for (request, answer) in batch.into_iter().zip(answers) {
                     match (request, answer) {
                         (Request::Read { reply, .. }, Answer::Read(stored)) => {
@@ -182,10 +201,38 @@ async fn serve(url: String, shown: Arc<str>, client: Client, mut queue: mpsc::Re
                     }
                 }
             }
-            Err(e) => {
+            Ok(Err(Failed::Before(e))) => {
                 let why = format!("the batch did not commit: {e}");
                 batch.into_iter().for_each(|request| fail(request, &why));
             }
+            Ok(Err(Failed::Committing(e))) => {
+                let why = format!("the commit failed on its way: {e}");
+                batch.into_iter().for_each(|request| unknown(request, &why));
+            }
+            Err(_) => {
+                // Mid-batch, perhaps mid-commit: the connection goes, the outcome is unknown.
+                client = None;
+                let why = format!("{shown} did not answer within {BATCH:?}");
+                batch.into_iter().for_each(|request| unknown(request, &why));
+            }
+        }
+    }
+}
+
+/// Why a batch failed: before its commit (nothing written), or at it (perhaps written).
+enum Failed {
+    Before(tokio_postgres::Error),
+    Committing(tokio_postgres::Error),
+}
+
+/// Answers a request whose batch may or may not have committed.
+fn unknown(request: Request, why: &str) {
+    match request {
+        // A read changed nothing: unavailable is all it is.
+        Request::Read { .. } => fail(request, why),
+        Request::Write { writes, reply } => {
+            let error = || StoreError::Unknown(why.to_owned());
+            let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
         }
     }
 }
@@ -203,22 +250,24 @@ fn fail(request: Request, why: &str) {
 }
 
 /// Runs a batch in one transaction, in order (a read sees the writes before it).
-async fn run(client: &mut Client, batch: &[Request]) -> Result<Vec<Answer>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
+async fn run(client: &mut Client, batch: &[Request]) -> Result<Vec<Answer>, Failed> {
+    let tx = client.transaction().await.map_err(Failed::Before)?;
     let mut answers = Vec::with_capacity(batch.len());
     for request in batch {
         answers.push(match request {
-            Request::Read { kind, key, .. } => Answer::Read(read(&tx, kind, key).await?),
+            Request::Read { kind, key, .. } => {
+                Answer::Read(read(&tx, kind, key).await.map_err(Failed::Before)?)
+            }
             Request::Write { writes, .. } => {
                 let mut results = Vec::with_capacity(writes.len());
                 for w in writes {
-                    results.push(write(&tx, w).await?);
+                    results.push(write(&tx, w).await.map_err(Failed::Before)?);
                 }
                 Answer::Write(results)
             }
         });
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(Failed::Committing)?;
     Ok(answers)
 }
 

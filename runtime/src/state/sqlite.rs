@@ -131,16 +131,22 @@ impl StateStore for SqliteStore {
         Box::pin(async move {
             let n = writes.len();
             let (reply, answer) = oneshot::channel();
-            let failed = |n: usize| (0..n).map(|_| Err(Self::gone())).collect();
             if self
                 .requests
                 .send(Request::Write { writes, reply })
                 .await
                 .is_err()
             {
-                return failed(n);
+                return (0..n).map(|_| Err(Self::gone())).collect();
             }
-            answer.await.unwrap_or_else(|_| failed(n))
+            // Queued, then no answer: the store stopped, perhaps after committing.
+            let unknown = |_| {
+                let why = "the store stopped before answering";
+                (0..n)
+                    .map(|_| Err(StoreError::Unknown(why.into())))
+                    .collect()
+            };
+            answer.await.unwrap_or_else(unknown)
         })
     }
 

@@ -18,7 +18,7 @@ use tracing::warn;
 use super::{Call, Kind};
 use crate::handlers::build_state;
 use crate::link::local;
-use crate::state::{StateStore, Write};
+use crate::state::{StateStore, StoreError, Write};
 use crate::wire::{ErrorKind, RemoteError};
 
 /// Turns a state into bytes; `None` if it does not encode.
@@ -81,11 +81,41 @@ impl<S: Send + 'static> Kind<S> {
             },
             None => build_state(&self.name, || (self.spec.factory)(key))?,
         };
+        let state = self.activated(key, state)?;
+        // A key never written holds the factory's state already: a call that leaves it so
+        // writes nothing.
+        let bytes = match stored.value {
+            Some(bytes) => Some(bytes.to_vec()),
+            None => (durable.codec.encode)(&state),
+        };
         let saved = Saved {
             version: stored.version,
-            bytes: stored.value.map(|b| b.to_vec()),
+            bytes,
         };
-        Some((self.activated(key, state)?, saved))
+        Some((state, saved))
+    }
+
+    /// What the caller of a call whose write failed is told: `moved` when nothing was
+    /// written (retrying is safe: the retry activates the key again from the store), or, when
+    /// the store may have committed it, `disconnected` — the outcome is unknown, as after a
+    /// lost link, so only an idempotent call may be sent again.
+    fn not_saved(&self, key: &str, error: &StoreError) -> RemoteError {
+        match error {
+            StoreError::Unknown(_) => RemoteError::new(
+                ErrorKind::Disconnected,
+                format!(
+                    "the state store (whether `{}/{key}`'s write committed is unknown: {error})",
+                    self.name
+                ),
+            ),
+            _ => RemoteError::new(
+                ErrorKind::Moved,
+                format!(
+                    "the state of `{}/{key}` was not saved ({error}); nothing was acknowledged, try again",
+                    self.name
+                ),
+            ),
+        }
     }
 
     fn activated(&self, key: &str, mut state: S) -> Option<S> {
@@ -129,6 +159,11 @@ impl<S: Send + 'static> Kind<S> {
                 Ok(())
             };
         }
+        // A caller already gone gets nothing run for it (as a volatile type's would not).
+        if call.call.responder.is_gone() {
+            call.call.responder.abandon();
+            return Ok(());
+        }
         let (answer_to, held) = local::hold(&mut call.call.responder);
         let panicked = self.run(key, state, call);
         let answer = match held.await {
@@ -151,7 +186,7 @@ impl<S: Send + 'static> Kind<S> {
                     "the state of `{}/{key}` does not encode; nothing was saved",
                     self.name
                 );
-                answer_to.reply_raw(Err(RemoteError::new(ErrorKind::Moved, why)));
+                answer_to.reply_raw(Err(RemoteError::new(ErrorKind::Application, why)));
                 return Err("the state does not encode");
             }
         };
@@ -175,15 +210,11 @@ impl<S: Send + 'static> Kind<S> {
                 Ok(())
             }
             refused => {
-                let why = refused
+                let error = refused
                     .and_then(Result::err)
-                    .map_or_else(|| "the store gave no answer".to_owned(), |e| e.to_string());
-                warn!(kind = %self.name, %key, %why, "the state was not saved; the activation ends");
-                let message = format!(
-                    "the state of `{}/{key}` was not saved ({why}); nothing was acknowledged, try again",
-                    self.name
-                );
-                answer_to.reply_raw(Err(RemoteError::new(ErrorKind::Moved, message)));
+                    .unwrap_or_else(|| StoreError::Unknown("the store gave no answer".to_owned()));
+                warn!(kind = %self.name, %key, %error, "the state was not saved; the activation ends");
+                answer_to.reply_raw(Err(self.not_saved(key, &error)));
                 Err("its state was not saved")
             }
         }
