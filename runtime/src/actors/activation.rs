@@ -473,7 +473,8 @@ impl<S: Send + 'static> Kind<S> {
                 Msg::Leave(_) => {}
             }
         }
-        if let Some(hook) = &self.spec.on_deactivate {
+        // A stale state (its write refused, or a method panicked) is not handed to the hook.
+        if let Some(hook) = (self.spec.on_deactivate.as_ref()).filter(|_| why != Leaving::Stale) {
             if catch_unwind(AssertUnwindSafe(|| hook(&key, &mut state))).is_err() {
                 warn!(kind = %self.name, %key, "the deactivate hook panicked");
             }

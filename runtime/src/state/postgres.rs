@@ -125,6 +125,9 @@ impl StateStore for PostgresStore {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Stored, StoreError>> {
         Box::pin(async move {
+            if let Some(error) = unfit(kind, key) {
+                return Err(error);
+            }
             let (reply, answer) = oneshot::channel();
             let request = Request::Read {
                 kind: kind.to_owned(),
@@ -141,6 +144,9 @@ impl StateStore for PostgresStore {
 
     fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
         Box::pin(async move {
+            if let Some(error) = writes.iter().find_map(|w| unfit(&w.kind, &w.key)) {
+                return writes.iter().map(|_| Err(error.clone())).collect();
+            }
             let n = writes.len();
             let (reply, answer) = oneshot::channel();
             if self
@@ -247,6 +253,21 @@ fn fail(request: Request, why: &str) {
             let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
         }
     }
+}
+
+/// The longest `kind` or `key` a row takes: a btree index entry must fit in a third of a
+/// page, and PostgreSQL's `TEXT` takes no NUL.
+const MAX_NAME: usize = 1024;
+
+/// Why `kind`/`key` cannot be a row's (checked before the batch, so one bad key cannot
+/// abort everyone's transaction).
+fn unfit(kind: &str, key: &str) -> Option<StoreError> {
+    let bad = |s: &str| s.len() > MAX_NAME || s.contains('\0');
+    (bad(kind) || bad(key)).then(|| {
+        StoreError::Unavailable(format!(
+            "`{kind}/{key}` cannot be stored: a type or key is at most {MAX_NAME} bytes, without NUL"
+        ))
+    })
 }
 
 /// Runs a batch in one transaction, in order (a read sees the writes before it).

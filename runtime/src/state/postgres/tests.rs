@@ -189,3 +189,26 @@ fn a_password_is_not_shown() {
         "postgres://app@db/state"
     );
 }
+
+#[tokio::test]
+async fn a_key_no_row_can_hold_is_refused_alone() {
+    let Some(server) = server("a_key_no_row_can_hold_is_refused_alone") else {
+        return;
+    };
+    let store = PostgresStore::open(&server.url).await.expect("connects");
+    let long = "k".repeat(5000);
+    for bad in ["nul\0key", long.as_str()] {
+        let refused = store.write(vec![spec::put("c", bad, "v", 0)]).await;
+        assert!(
+            matches!(refused[..], [Err(StoreError::Unavailable(_))]),
+            "{refused:?}"
+        );
+        assert!(store.read("c", bad).await.is_err());
+    }
+    // The store goes on for everyone else.
+    assert_eq!(
+        store.write(vec![spec::put("c", "fine", "v", 0)]).await,
+        [Ok(1)]
+    );
+    drop(server);
+}
