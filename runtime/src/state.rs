@@ -15,6 +15,8 @@
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod queue;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -92,7 +94,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
         #[cfg(feature = "sqlite")]
         return match tokio::task::spawn_blocking({
             let path = _path.to_owned();
-            move || sqlite::SqliteStore::open(&path)
+            move || sqlite::open(&path)
         })
         .await
         {
@@ -108,7 +110,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
-        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+        return Ok(Arc::new(postgres::open(url).await?));
         #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Url(format!(
             "`{url}`: this build has no PostgreSQL store (the `postgres` feature is off)"

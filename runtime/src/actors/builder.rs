@@ -92,7 +92,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
             encode: Box::new(|state: &S| {
                 let mut bytes = bytes::BytesMut::new();
                 codec::encode_into(state, &mut bytes).ok()?;
-                Some(bytes.to_vec())
+                Some(bytes.freeze())
             }),
             decode: Box::new(|bytes: &[u8]| codec::decode_exact(bytes).ok()),
         });

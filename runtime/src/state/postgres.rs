@@ -1,6 +1,6 @@
 //! The store for nodes on several hosts: a PostgreSQL table, reached through tokio-postgres.
-//! One task owns the connection and serves requests from a bounded channel in batches, as
-//! the SQLite store does: everything waiting goes into one transaction and one commit, and
+//! One task owns the connection and serves requests from a bounded channel in batches
+//! (`queue.rs`), as the SQLite store does: everything waiting goes into one transaction and one commit, and
 //! only then is it answered. A lost connection is opened again for the next batch; the
 //! batch it failed is answered `unavailable`. The task ends when the last handle is dropped.
 //!
@@ -8,21 +8,15 @@
 //! committed isolation, a concurrent writer's update waits for the row and re-checks the
 //! version, so of two activations writing over one version, one changes no row.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, GenericClient, NoTls};
 use tracing::warn;
 
-use super::{StateStore, StoreError, Stored, Version, Write};
+use super::queue::{Answer, Batches, Queued, Request};
+use super::{StoreError, Stored, Version, Write};
 
-/// Requests queued for the store's task before callers wait for room.
-const QUEUE: usize = 1024;
-/// The most requests one commit carries.
-const MAX_BATCH: usize = 256;
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(5);
 /// How long one batch may take, commit included: past it the connection is dropped (a
@@ -37,48 +31,17 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meshrpc_state (
     PRIMARY KEY (kind, key)
 )";
 
-/// A handle to a PostgreSQL store; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct PostgresStore {
-    requests: mpsc::Sender<Request>,
-    /// The address without its password, for the log.
-    shown: Arc<str>,
-}
-
-enum Request {
-    Read {
-        kind: String,
-        key: String,
-        reply: oneshot::Sender<Result<Stored, StoreError>>,
-    },
-    Write {
-        writes: Vec<Write>,
-        reply: oneshot::Sender<Vec<Result<Version, StoreError>>>,
-    },
-}
-
-enum Answer {
-    Read(Stored),
-    Write(Vec<Result<Version, StoreError>>),
-}
-
-impl PostgresStore {
-    /// Connects to the database `url` names (`postgres://user@host:port/db`) and makes the
-    /// table if it is not there.
-    ///
-    /// # Errors
-    /// `Unavailable` if the server cannot be reached or refuses.
-    pub(crate) async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let shown: Arc<str> = without_password(url).into();
-        let client = connect(url, &shown).await?;
-        let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(serve(url.to_owned(), shown.clone(), client, queue));
-        Ok(PostgresStore { requests, shown })
-    }
-
-    fn gone() -> StoreError {
-        StoreError::Unavailable("the store's task has stopped".into())
-    }
+/// Connects to the database `url` names (`postgres://user@host:port/db`), makes the table
+/// if it is not there, and serves the store from a task of its own.
+///
+/// # Errors
+/// `Unavailable` if the server cannot be reached or refuses.
+pub(crate) async fn open(url: &str) -> Result<Queued, StoreError> {
+    let shown = without_password(url);
+    let client = connect(url, &shown).await?;
+    let (handle, batches) = Queued::new(shown.clone(), unfit);
+    tokio::spawn(serve(url.to_owned(), shown, client, batches));
+    Ok(handle)
 }
 
 /// A connection with its driver task, and the table made.
@@ -118,108 +81,30 @@ fn without_password(url: &str) -> String {
     }
 }
 
-impl StateStore for PostgresStore {
-    fn read<'a>(
-        &'a self,
-        kind: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Stored, StoreError>> {
-        Box::pin(async move {
-            if let Some(error) = unfit(kind, key) {
-                return Err(error);
-            }
-            let (reply, answer) = oneshot::channel();
-            let request = Request::Read {
-                kind: kind.to_owned(),
-                key: key.to_owned(),
-                reply,
-            };
-            self.requests
-                .send(request)
-                .await
-                .map_err(|_| Self::gone())?;
-            answer.await.map_err(|_| Self::gone())?
-        })
-    }
-
-    fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
-        Box::pin(async move {
-            if let Some(error) = writes.iter().find_map(|w| unfit(&w.kind, &w.key)) {
-                return writes.iter().map(|_| Err(error.clone())).collect();
-            }
-            let n = writes.len();
-            let (reply, answer) = oneshot::channel();
-            if self
-                .requests
-                .send(Request::Write { writes, reply })
-                .await
-                .is_err()
-            {
-                return (0..n).map(|_| Err(Self::gone())).collect();
-            }
-            // Queued, then no answer: the store stopped, perhaps after committing.
-            let unknown = |_| {
-                let why = "the store stopped before answering";
-                (0..n)
-                    .map(|_| Err(StoreError::Unknown(why.into())))
-                    .collect()
-            };
-            answer.await.unwrap_or_else(unknown)
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.shown.to_string()
-    }
-}
-
 /// The store's task: a batch of everything waiting, one transaction, one commit, then the
 /// answers; a connection found closed is opened again first.
-async fn serve(url: String, shown: Arc<str>, client: Client, mut queue: mpsc::Receiver<Request>) {
+async fn serve(url: String, shown: String, client: Client, mut batches: Batches) {
     let mut client = Some(client);
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = batches.next().await {
         if client.as_ref().is_none_or(Client::is_closed) {
             client = connect(&url, &shown).await.ok();
         }
         let Some(conn) = client.as_mut() else {
-            let why = format!("{shown} cannot be reached");
-            batch.into_iter().for_each(|request| fail(request, &why));
+            Batches::failed(batch, &format!("{shown} cannot be reached"));
             continue;
         };
         match tokio::time::timeout(BATCH, run(conn, &batch)).await {
-            Ok(Ok(answers)) => {
-                for (request, answer) in batch.into_iter().zip(answers) {
-                    match (request, answer) {
-                        (Request::Read { reply, .. }, Answer::Read(stored)) => {
-                            let _ = reply.send(Ok(stored));
-                        }
-                        (Request::Write { reply, .. }, Answer::Write(results)) => {
-                            let _ = reply.send(results);
-                        }
-                        (request, _) => fail(request, "the store mixed up its answers"),
-                    }
-                }
-            }
+            Ok(Ok(answers)) => batches.committed(batch, answers),
             Ok(Err(Failed::Before(e))) => {
-                let why = format!("the batch did not commit: {e}");
-                batch.into_iter().for_each(|request| fail(request, &why));
+                Batches::failed(batch, &format!("the batch did not commit: {e}"));
             }
             Ok(Err(Failed::Committing(e))) => {
-                let why = format!("the commit failed on its way: {e}");
-                batch.into_iter().for_each(|request| unknown(request, &why));
+                Batches::unknown(batch, &format!("the commit failed on its way: {e}"));
             }
             Err(_) => {
                 // Mid-batch, perhaps mid-commit: the connection goes, the outcome is unknown.
                 client = None;
-                let why = format!("{shown} did not answer within {BATCH:?}");
-                batch.into_iter().for_each(|request| unknown(request, &why));
+                Batches::unknown(batch, &format!("{shown} did not answer within {BATCH:?}"));
             }
         }
     }
@@ -229,30 +114,6 @@ async fn serve(url: String, shown: Arc<str>, client: Client, mut queue: mpsc::Re
 enum Failed {
     Before(tokio_postgres::Error),
     Committing(tokio_postgres::Error),
-}
-
-/// Answers a request whose batch may or may not have committed.
-fn unknown(request: Request, why: &str) {
-    match request {
-        // A read changed nothing: unavailable is all it is.
-        Request::Read { .. } => fail(request, why),
-        Request::Write { writes, reply } => {
-            let error = || StoreError::Unknown(why.to_owned());
-            let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
-        }
-    }
-}
-
-fn fail(request: Request, why: &str) {
-    let error = || StoreError::Unavailable(why.to_owned());
-    match request {
-        Request::Read { reply, .. } => {
-            let _ = reply.send(Err(error()));
-        }
-        Request::Write { writes, reply } => {
-            let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
-        }
-    }
 }
 
 /// The longest `kind` or `key` a row takes: a btree index entry must fit in a third of a

@@ -2,8 +2,8 @@
 //! processes on one machine may share. One thread owns the connection and serves requests
 //! from a bounded channel in batches: every request waiting when it wakes goes into one
 //! transaction and one commit (group commit), and only then are they answered, so an
-//! acknowledged write is on disk. The thread ends when the last [`SqliteStore`] handle is
-//! dropped.
+//! acknowledged write is on disk (the channel and the batching are `queue.rs`'s). The thread
+//! ends when the last handle is dropped.
 //!
 //! Versions make writes compare-and-set: a write names the version it replaces, and the
 //! `UPDATE … WHERE version = ?` that carries it changes no row when another writer got there
@@ -11,195 +11,53 @@
 //! reused.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
 
-use super::{StateStore, StoreError, Stored, Version, Write};
+use super::queue::{Answer, Batches, Queued, Request};
+use super::{StoreError, Stored, Version, Write};
 
-/// Requests queued for the store's thread before callers wait for room.
-const QUEUE: usize = 1024;
-/// The most requests one commit carries.
-const MAX_BATCH: usize = 256;
 /// How long a commit waits for another process holding the file's write lock.
 const BUSY: Duration = Duration::from_secs(5);
 
-/// A handle to an SQLite store; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct SqliteStore {
-    requests: mpsc::Sender<Request>,
-    path: Arc<str>,
-    /// Transactions committed, for tests of the batching.
-    #[cfg_attr(not(test), allow(dead_code))]
-    commits: Arc<AtomicU64>,
-}
-
-enum Request {
-    Read {
-        kind: String,
-        key: String,
-        reply: oneshot::Sender<Result<Stored, StoreError>>,
-    },
-    Write {
-        writes: Vec<Write>,
-        reply: oneshot::Sender<Vec<Result<Version, StoreError>>>,
-    },
-}
-
-/// What a request gets once its batch is committed (or failed).
-enum Answer {
-    Read(Stored),
-    Write(Vec<Result<Version, StoreError>>),
-}
-
-impl SqliteStore {
-    /// Opens (creating if need be) the store in the file at `path`.
-    ///
-    /// # Errors
-    /// `Unavailable` if the file cannot be opened or set up.
-    pub(crate) fn open(path: &str) -> Result<SqliteStore, StoreError> {
-        let unavailable =
-            |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite:{path}: {e}"));
-        let conn = Connection::open(Path::new(path)).map_err(unavailable)?;
-        conn.busy_timeout(BUSY).map_err(unavailable)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS meshrpc_state (
-                 kind TEXT NOT NULL,
-                 key TEXT NOT NULL,
-                 value BLOB,
-                 version INTEGER NOT NULL,
-                 PRIMARY KEY (kind, key)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(unavailable)?;
-        let (requests, queue) = mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
-        std::thread::Builder::new()
-            .name("meshrpc-state".into())
-            .spawn(move || serve(conn, queue, &counted))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the store's thread: {e}"))
-            })?;
-        Ok(SqliteStore {
-            requests,
-            path: path.into(),
-            commits,
-        })
-    }
-
-    /// Transactions committed so far.
-    #[cfg(test)]
-    pub(crate) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    fn gone() -> StoreError {
-        StoreError::Unavailable("the store's thread has stopped".into())
-    }
-}
-
-impl StateStore for SqliteStore {
-    fn read<'a>(
-        &'a self,
-        kind: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Stored, StoreError>> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let request = Request::Read {
-                kind: kind.to_owned(),
-                key: key.to_owned(),
-                reply,
-            };
-            self.requests
-                .send(request)
-                .await
-                .map_err(|_| Self::gone())?;
-            answer.await.map_err(|_| Self::gone())?
-        })
-    }
-
-    fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
-        Box::pin(async move {
-            let n = writes.len();
-            let (reply, answer) = oneshot::channel();
-            if self
-                .requests
-                .send(Request::Write { writes, reply })
-                .await
-                .is_err()
-            {
-                return (0..n).map(|_| Err(Self::gone())).collect();
-            }
-            // Queued, then no answer: the store stopped, perhaps after committing.
-            let unknown = |_| {
-                let why = "the store stopped before answering";
-                (0..n)
-                    .map(|_| Err(StoreError::Unknown(why.into())))
-                    .collect()
-            };
-            answer.await.unwrap_or_else(unknown)
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("sqlite:{}", self.path)
-    }
+/// Opens (creating if need be) the store in the file at `path`, served by a thread of its
+/// own.
+///
+/// # Errors
+/// `Unavailable` if the file cannot be opened or set up.
+pub(crate) fn open(path: &str) -> Result<Queued, StoreError> {
+    let unavailable = |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite:{path}: {e}"));
+    let conn = Connection::open(Path::new(path)).map_err(unavailable)?;
+    conn.busy_timeout(BUSY).map_err(unavailable)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         CREATE TABLE IF NOT EXISTS meshrpc_state (
+             kind TEXT NOT NULL,
+             key TEXT NOT NULL,
+             value BLOB,
+             version INTEGER NOT NULL,
+             PRIMARY KEY (kind, key)
+         ) WITHOUT ROWID;",
+    )
+    .map_err(unavailable)?;
+    let (handle, batches) = Queued::new(format!("sqlite:{path}"), |_, _| None);
+    std::thread::Builder::new()
+        .name("meshrpc-state".into())
+        .spawn(move || serve(conn, batches))
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the store's thread: {e}")))?;
+    Ok(handle)
 }
 
 /// The store's thread: a batch of everything waiting, one transaction, one commit, then the
 /// answers. Ends when every handle is gone.
-fn serve(mut conn: Connection, mut queue: mpsc::Receiver<Request>, commits: &AtomicU64) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+fn serve(mut conn: Connection, mut batches: Batches) {
+    while let Some(batch) = batches.next_blocking() {
         match run(&mut conn, &batch) {
-            Ok(answers) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                for (request, answer) in batch.into_iter().zip(answers) {
-                    match (request, answer) {
-                        (Request::Read { reply, .. }, Answer::Read(stored)) => {
-                            let _ = reply.send(Ok(stored));
-                        }
-                        (Request::Write { reply, .. }, Answer::Write(results)) => {
-                            let _ = reply.send(results);
-                        }
-                        // `run` answers each request in kind.
-                        (request, _) => fail(request, "the store mixed up its answers"),
-                    }
-                }
-            }
-            Err(e) => {
-                let why = format!("the batch did not commit: {e}");
-                for request in batch {
-                    fail(request, &why);
-                }
-            }
-        }
-    }
-}
-
-fn fail(request: Request, why: &str) {
-    let error = || StoreError::Unavailable(why.to_owned());
-    match request {
-        Request::Read { reply, .. } => {
-            let _ = reply.send(Err(error()));
-        }
-        Request::Write { writes, reply } => {
-            let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
+            Ok(answers) => batches.committed(batch, answers),
+            Err(e) => Batches::failed(batch, &format!("the batch did not commit: {e}")),
         }
     }
 }
@@ -277,6 +135,7 @@ fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, Store
 #[cfg(test)]
 mod tests {
     use super::super::spec::{self, put};
+    use super::super::StateStore;
     use super::*;
 
     fn temp(name: &str) -> (std::path::PathBuf, String) {
@@ -290,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_compare_and_set_and_versions_are_never_reused() {
         let (dir, file) = temp("cas");
-        let store = SqliteStore::open(&file).expect("opens");
+        let store = open(&file).expect("opens");
         assert_eq!(store.describe(), format!("sqlite:{file}"));
         spec::compare_and_set(&store).await;
         drop(store);
@@ -300,10 +159,7 @@ mod tests {
     #[tokio::test]
     async fn two_stores_on_one_file_see_each_others_writes_and_conflicts() {
         let (dir, file) = temp("shared");
-        let (a, b) = (
-            SqliteStore::open(&file).expect("a"),
-            SqliteStore::open(&file).expect("b"),
-        );
+        let (a, b) = (open(&file).expect("a"), open(&file).expect("b"));
         spec::shared(&a, &b).await;
         drop((a, b));
         let _ = std::fs::remove_dir_all(dir);
@@ -312,7 +168,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_at_once_share_commits() {
         let (dir, file) = temp("group");
-        let store = SqliteStore::open(&file).expect("opens");
+        let store = open(&file).expect("opens");
         let writers = (0..200).map(|i| {
             let store = store.clone();
             tokio::spawn(async move { store.write(vec![put("c", &i.to_string(), "v", 0)]).await })

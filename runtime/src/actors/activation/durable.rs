@@ -22,7 +22,7 @@ use crate::state::{StateStore, StoreError, Write};
 use crate::wire::{ErrorKind, RemoteError};
 
 /// Turns a state into bytes; `None` if it does not encode.
-pub(crate) type Encode<S> = Box<dyn Fn(&S) -> Option<Vec<u8>> + Send + Sync>;
+pub(crate) type Encode<S> = Box<dyn Fn(&S) -> Option<Bytes> + Send + Sync>;
 /// Turns bytes back into a state; `None` if they are not one.
 pub(crate) type Decode<S> = Box<dyn Fn(&[u8]) -> Option<S> + Send + Sync>;
 
@@ -36,7 +36,7 @@ pub(crate) struct Codec<S> {
 /// write replaces, and the bytes (to tell whether a call changed the state).
 pub(super) struct Saved {
     version: u64,
-    bytes: Option<Vec<u8>>,
+    bytes: Option<Bytes>,
 }
 
 /// Where a persistent type's state goes: the node's store and the type's codec.
@@ -85,7 +85,7 @@ impl<S: Send + 'static> Kind<S> {
         // A key never written holds the factory's state already: a call that leaves it so
         // writes nothing.
         let bytes = match stored.value {
-            Some(bytes) => Some(bytes.to_vec()),
+            Some(bytes) => Some(bytes),
             None => (durable.codec.encode)(&state),
         };
         let saved = Saved {
@@ -197,7 +197,7 @@ impl<S: Send + 'static> Kind<S> {
         let write = Write {
             kind: self.name.to_string(),
             key: key.to_owned(),
-            value: Some(Bytes::copy_from_slice(&bytes)),
+            value: Some(bytes.clone()),
             expected: saved.version,
         };
         match durable.store.write(vec![write]).await.pop() {

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::super::spec;
+use super::super::StateStore;
 use super::*;
 
 /// A PostgreSQL server of this test's own.
@@ -150,13 +151,11 @@ async fn writes_are_compare_and_set_on_a_real_server() {
     let Some(server) = server("writes_are_compare_and_set_on_a_real_server") else {
         return;
     };
-    let store = PostgresStore::open(&server.url).await.expect("connects");
+    let store = open(&server.url).await.expect("connects");
     assert_eq!(store.describe(), server.url);
     spec::compare_and_set(&store).await;
     // Two connections, as two nodes on two hosts would hold.
-    let other = PostgresStore::open(&server.url)
-        .await
-        .expect("a second connection");
+    let other = open(&server.url).await.expect("a second connection");
     spec::shared(&store, &other).await;
     drop(server);
 }
@@ -166,7 +165,7 @@ async fn a_server_that_went_away_is_unavailable_and_nothing_hangs() {
     let Some(server) = server("a_server_that_went_away_is_unavailable_and_nothing_hangs") else {
         return;
     };
-    let store = PostgresStore::open(&server.url).await.expect("connects");
+    let store = open(&server.url).await.expect("connects");
     assert_eq!(
         store.write(vec![spec::put("c", "k", "v", 0)]).await,
         [Ok(1)]
@@ -195,7 +194,7 @@ async fn a_key_no_row_can_hold_is_refused_alone() {
     let Some(server) = server("a_key_no_row_can_hold_is_refused_alone") else {
         return;
     };
-    let store = PostgresStore::open(&server.url).await.expect("connects");
+    let store = open(&server.url).await.expect("connects");
     let long = "k".repeat(5000);
     for bad in ["nul\0key", long.as_str()] {
         let refused = store.write(vec![spec::put("c", bad, "v", 0)]).await;
