@@ -121,6 +121,36 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
     )))
 }
 
+/// A test-only way to take one of a durable type's protections away, so the actor checker
+/// (`tests/processes/checker/`) can show that it catches what that lets through. Set with
+/// `MESHRPC_TEST_UNSAFE=reply-before-write` or `=no-version-check`; a release build ignores
+/// it, and a node that honours it says so loudly at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TestUnsafe {
+    /// Every protection is on.
+    Off,
+    /// A call's answer leaves before its write commits (a crash between loses it).
+    ReplyBeforeWrite,
+    /// A write names the version stored just before it, not the one its activation loaded
+    /// (a stale activation overwrites a newer one's writes).
+    NoVersionCheck,
+}
+
+/// The switch, read once from `MESHRPC_TEST_UNSAFE` (debug builds only).
+pub(crate) fn test_unsafe() -> TestUnsafe {
+    #[cfg(debug_assertions)]
+    {
+        static SWITCH: std::sync::OnceLock<TestUnsafe> = std::sync::OnceLock::new();
+        *SWITCH.get_or_init(|| match std::env::var("MESHRPC_TEST_UNSAFE").as_deref() {
+            Ok("reply-before-write") => TestUnsafe::ReplyBeforeWrite,
+            Ok("no-version-check") => TestUnsafe::NoVersionCheck,
+            _ => TestUnsafe::Off,
+        })
+    }
+    #[cfg(not(debug_assertions))]
+    TestUnsafe::Off
+}
+
 /// What every store must do, checked the same way on each.
 #[cfg(test)]
 pub(crate) mod spec {

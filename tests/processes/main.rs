@@ -8,6 +8,7 @@ mod actors_process;
 mod bench_plots;
 mod bootstrap;
 mod chaos;
+mod checker;
 mod dashboard;
 mod first_hour;
 mod gateway;

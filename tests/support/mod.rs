@@ -107,6 +107,28 @@ impl NodeProc {
         Self::spawn_with(Command::new(bin), name, listen, extra, Stdio::inherit())
     }
 
+    /// Like [`NodeProc::spawn`], with `command` (its environment, say) instead of a bare
+    /// `meshrpc`, inside network namespace `netns` if one is named.
+    pub fn spawn_command(
+        mut command: Command,
+        netns: Option<&str>,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> NodeProc {
+        if let Some(netns) = netns {
+            let mut wrapped = Command::new("ip");
+            wrapped.args(["netns", "exec", netns, BIN]);
+            for (key, value) in command.get_envs() {
+                if let Some(value) = value {
+                    wrapped.env(key, value);
+                }
+            }
+            command = wrapped;
+        }
+        Self::spawn_with(command, name, listen, extra, Stdio::inherit())
+    }
+
     /// Like [`NodeProc::spawn`], inside network namespace `netns`.
     pub fn spawn_in(netns: &str, name: &str, listen: &str, extra: &[&str]) -> NodeProc {
         let mut command = Command::new("ip");

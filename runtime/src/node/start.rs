@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Core, Node, WhoAmI};
 use crate::actors::Actors;
@@ -143,6 +143,10 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
                 .await
                 .map_err(|e| StartError::State(e.to_string()))?;
             info!(store = %store.describe(), "virtual actors that persist keep their state here");
+            let switch = crate::state::test_unsafe();
+            if switch != crate::state::TestUnsafe::Off {
+                warn!(?switch, "MESHRPC_TEST_UNSAFE is set: persistent state is NOT protected (a test build's switch)");
+            }
             Some(store)
         }
         None => {

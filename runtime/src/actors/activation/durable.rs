@@ -18,7 +18,7 @@ use tracing::warn;
 use super::{Call, Kind};
 use crate::handlers::build_state;
 use crate::link::local;
-use crate::state::{StateStore, StoreError, Write};
+use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Write};
 use crate::wire::{ErrorKind, RemoteError};
 
 /// Turns a state into bytes; `None` if it does not encode.
@@ -194,11 +194,26 @@ impl<S: Send + 'static> Kind<S> {
             answer_to.reply_raw(answer);
             return Ok(());
         };
+        let switch = test_unsafe();
+        // The answer waits here until the write commits (unless a test took that away).
+        let mut pending = Some((answer_to, answer));
+        if switch == TestUnsafe::ReplyBeforeWrite {
+            if let Some((to, answer)) = pending.take() {
+                to.reply_raw(answer);
+            }
+        }
+        let expected = match switch {
+            TestUnsafe::NoVersionCheck => match durable.store.read(&self.name, key).await {
+                Ok(stored) => stored.version,
+                Err(_) => saved.version,
+            },
+            _ => saved.version,
+        };
         let write = Write {
             kind: self.name.to_string(),
             key: key.to_owned(),
             value: Some(bytes.clone()),
-            expected: saved.version,
+            expected,
         };
         match durable.store.write(vec![write]).await.pop() {
             Some(Ok(version)) => {
@@ -206,7 +221,9 @@ impl<S: Send + 'static> Kind<S> {
                     version,
                     bytes: Some(bytes),
                 };
-                answer_to.reply_raw(answer);
+                if let Some((to, answer)) = pending {
+                    to.reply_raw(answer);
+                }
                 Ok(())
             }
             refused => {
@@ -214,7 +231,9 @@ impl<S: Send + 'static> Kind<S> {
                     .and_then(Result::err)
                     .unwrap_or_else(|| StoreError::Unknown("the store gave no answer".to_owned()));
                 warn!(kind = %self.name, %key, %error, "the state was not saved; the activation ends");
-                answer_to.reply_raw(Err(self.not_saved(key, &error)));
+                if let Some((to, _)) = pending {
+                    to.reply_raw(Err(self.not_saved(key, &error)));
+                }
                 Err("its state was not saved")
             }
         }

@@ -1,0 +1,370 @@
+//! The actor checker, Jepsen-style: clients increment `vcounter` keys through every node of
+//! a real cluster whose state persists, recording each operation and its outcome, while a
+//! nemesis kills key owners with SIGKILL and starts them again; then the faults heal, each
+//! key's final value is read, and the history is checked ([`history::check`]): no value
+//! handed out twice, nothing acknowledged lost, no failed call applied.
+//!
+//! It passes on the real node, and it catches what a missing protection lets through: with
+//! the test-only switch `MESHRPC_TEST_UNSAFE=reply-before-write` (a debug build's; answers
+//! leave before their writes commit) a kill loses acknowledged increments, and the checker
+//! says so with its witness. The partition runs, on PostgreSQL between namespace hosts, are
+//! in `checker/partitions.rs`.
+//!
+//! `MESHRPC_CHECK_SECS` sets how long the faults go on (60 s by default, as in CI); a longer
+//! run is `scripts/check_actors.sh`, with its figures in docs/RELIABILITY.md.
+
+use crate::support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshrpc::{CallOptions, Client, ErrorKind};
+use support::{free_addrs, members, wait_until, NodeProc, BIN, PATIENCE};
+
+pub mod history;
+
+use history::{check, Fault, History, Op, Outcome, Verdict};
+
+/// Each call's deadline: a call that outlives it is `unknown`.
+const DEADLINE: Duration = Duration::from_secs(5);
+const KEYS: usize = 12;
+const CLIENTS: usize = 8;
+
+/// How long the nemesis runs: `MESHRPC_CHECK_SECS`, 60 s by default.
+pub fn check_secs() -> Duration {
+    let secs = std::env::var("MESHRPC_CHECK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// A folder of the test's own, deleted when it ends.
+pub struct Folder(pub std::path::PathBuf);
+
+impl Folder {
+    pub fn new(what: &str) -> Folder {
+        let dir = std::env::temp_dir().join(format!("meshrpc-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        Folder(dir)
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The recording: the history so far, and, to stop a run that should fail as soon as it
+/// does, whether an acknowledged value has come back twice already.
+pub struct Recorder {
+    started: Instant,
+    history: Mutex<History>,
+    acked: Mutex<HashMap<String, HashSet<i64>>>,
+    pub duplicate_seen: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            started: Instant::now(),
+            history: Mutex::default(),
+            acked: Mutex::default(),
+            duplicate_seen: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn fault(&self, what: String) {
+        eprintln!("checker: {:.1} s: {what}", self.now().as_secs_f64());
+        let at = self.now();
+        self.history.lock().unwrap().faults.push(Fault { at, what });
+    }
+
+    fn op(&self, op: Op) {
+        if let Outcome::Ok(value) = op.outcome {
+            let mut acked = self.acked.lock().unwrap();
+            if !acked.entry(op.key.clone()).or_default().insert(value) {
+                self.duplicate_seen.store(true, Ordering::Relaxed);
+            }
+        }
+        self.history.lock().unwrap().ops.push(op);
+    }
+
+    pub fn history(&self) -> History {
+        self.history.lock().unwrap().clone()
+    }
+}
+
+pub fn key(i: usize) -> String {
+    format!("chk-{i}")
+}
+
+/// One client: `incr` on a random key through a random node, each call recorded, until
+/// told to stop. A node it cannot reach is skipped (no operation was invoked).
+pub async fn client(id: usize, nodes: Arc<Vec<(String, String)>>, recorder: Arc<Recorder>) {
+    let mut links: Vec<Option<Client>> = (0..nodes.len()).map(|_| None).collect();
+    while !recorder.stop.load(Ordering::Relaxed) {
+        let at = rand::random_range(0..nodes.len());
+        let (via, addr) = &nodes[at];
+        let link = match links[at].take() {
+            Some(client) if client.peer().is_connected() => client,
+            _ => match tokio::time::timeout(Duration::from_secs(1), Client::connect(addr)).await {
+                Ok(Ok(client)) => client,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let key = key(rand::random_range(0..KEYS));
+        let invoked = recorder.now();
+        let result = (link.peer())
+            .call_with::<i64>(
+                &format!("vcounter.incr/{key}"),
+                1i64,
+                CallOptions::timeout(DEADLINE),
+            )
+            .await;
+        if !matches!(&result, Err(e) if e.kind() == ErrorKind::Disconnected) {
+            links[at] = Some(link);
+        }
+        recorder.op(Op {
+            client: id,
+            key,
+            via: via.clone(),
+            invoked,
+            completed: recorder.now(),
+            outcome: Outcome::of(result),
+        });
+    }
+}
+
+/// Each key's value, read through `addr` once the cluster is whole (each read retried
+/// while the view settles, within [`PATIENCE`]).
+pub async fn finals(addr: &str) -> BTreeMap<String, i64> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut finals = BTreeMap::new();
+    let mut link: Option<Client> = None;
+    for i in 0..KEYS {
+        let key = key(i);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "could not read {key}'s final value"
+            );
+            let client = match link.take() {
+                Some(client) if client.peer().is_connected() => client,
+                _ => match Client::connect(addr).await {
+                    Ok(client) => client,
+                    Err(_) => continue,
+                },
+            };
+            let read = (client.peer())
+                .call_with::<i64>(
+                    &format!("vcounter.get/{key}"),
+                    (),
+                    CallOptions::timeout(DEADLINE),
+                )
+                .await;
+            link = Some(client);
+            if let Ok(value) = read {
+                finals.insert(key, value);
+                break;
+            }
+        }
+    }
+    finals
+}
+
+/// Three nodes on loopback sharing one SQLite file, with default timings.
+struct Loopback {
+    names: Vec<String>,
+    addrs: Vec<String>,
+    state: String,
+    unsafe_switch: Option<&'static str>,
+    nodes: Vec<Option<NodeProc>>,
+}
+
+impl Loopback {
+    fn start(folder: &Folder, unsafe_switch: Option<&'static str>) -> Loopback {
+        let addrs = free_addrs(3);
+        let mut cluster = Loopback {
+            names: ["a", "b", "c"].map(str::to_owned).to_vec(),
+            addrs,
+            state: format!("sqlite:{}", folder.0.join("state.db").display()),
+            unsafe_switch,
+            nodes: vec![None, None, None],
+        };
+        // All at once, each naming the others as seeds.
+        for i in 0..3 {
+            cluster.nodes[i] = Some(cluster.spawn(i));
+        }
+        for node in cluster.nodes.iter_mut().flatten() {
+            node.wait_listening();
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> NodeProc {
+        let mut command = Command::new(BIN);
+        if let Some(switch) = self.unsafe_switch {
+            command.env("MESHRPC_TEST_UNSAFE", switch);
+        }
+        let mut args = vec!["--state", &self.state];
+        for (j, addr) in self.addrs.iter().enumerate() {
+            if j != i {
+                args.extend(["--seed", addr.as_str()]);
+            }
+        }
+        NodeProc::spawn_command(command, None, &self.names[i], &self.addrs[i], &args)
+    }
+
+    fn whole(&self) -> bool {
+        self.addrs.iter().all(|addr| {
+            let view = members(addr, &[]);
+            view.len() == 3 && view.values().all(|s| s == "up")
+        })
+    }
+
+    /// The name of `key`'s owner, as a running node sees it.
+    fn owner(&self, key: &str) -> Option<String> {
+        let at = self.nodes.iter().flatten().next()?;
+        let out = support::call(
+            &at.addr,
+            "system.actors.owner",
+            &["\"vcounter\"", &format!("\"{key}\"")],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str::<Option<String>>(text.trim()).ok()?
+    }
+
+    /// Kills a random key's owner with SIGKILL, waits up to 3 s, and starts it again with
+    /// the same name and address.
+    fn kill_and_restart(&mut self, recorder: &Recorder) {
+        let key = key(rand::random_range(0..KEYS));
+        let Some(owner) = self.owner(&key) else {
+            return;
+        };
+        let Some(i) = self.names.iter().position(|n| *n == owner) else {
+            return;
+        };
+        drop(self.nodes[i].take()); // SIGKILL, then reaped
+        recorder.fault(format!("kill -9 {owner} (owner of {key})"));
+        // The nemesis's schedule: the cluster meets a restart at any point of its noticing.
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..3000)));
+        let mut node = self.spawn(i);
+        node.wait_listening();
+        self.nodes[i] = Some(node);
+        recorder.fault(format!("restart {owner}"));
+    }
+}
+
+/// A run: clients against `nodes` while `nemesis` runs for `secs` (or until a duplicate,
+/// when `stop_on_duplicate`); then the clients stop, `heal` makes the cluster whole, and
+/// the history is checked against the finals read through the first node.
+pub fn run(
+    nodes: Vec<(String, String)>,
+    secs: Duration,
+    stop_on_duplicate: bool,
+    mut nemesis: impl FnMut(&Recorder),
+    heal: impl FnOnce(&Recorder),
+) -> Verdict {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let recorder = Recorder::new();
+    let nodes = Arc::new(nodes);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| runtime.spawn(client(id, nodes.clone(), recorder.clone())))
+        .collect();
+    let until = Instant::now() + secs;
+    while Instant::now() < until
+        && !(stop_on_duplicate && recorder.duplicate_seen.load(Ordering::Relaxed))
+    {
+        nemesis(&recorder);
+    }
+    recorder.stop.store(true, Ordering::Relaxed);
+    runtime.block_on(async {
+        for client in clients {
+            client.await.expect("a client task");
+        }
+    });
+    heal(&recorder);
+    let finals = runtime.block_on(finals(&nodes[0].1));
+    let verdict = check(&recorder.history(), &finals);
+    eprintln!("checker: {verdict}");
+    verdict
+}
+
+fn kills(folder: &Folder, unsafe_switch: Option<&'static str>, secs: Duration) -> Verdict {
+    let cluster = Mutex::new(Loopback::start(folder, unsafe_switch));
+    {
+        let cluster = cluster.lock().unwrap();
+        wait_until("the three nodes to form one cluster", || cluster.whole());
+    }
+    let nodes = {
+        let c = cluster.lock().unwrap();
+        c.names
+            .iter()
+            .cloned()
+            .zip(c.addrs.iter().cloned())
+            .collect()
+    };
+    run(
+        nodes,
+        secs,
+        unsafe_switch.is_some(),
+        |recorder| {
+            // Faults every 2 to 5 s: a key's owner goes down while calls to it are on their way.
+            std::thread::sleep(Duration::from_millis(rand::random_range(2000..5000)));
+            cluster.lock().unwrap().kill_and_restart(recorder);
+        },
+        |recorder| {
+            let cluster = cluster.lock().unwrap();
+            wait_until("the cluster to be whole again", || cluster.whole());
+            recorder.fault("healed".to_owned());
+        },
+    )
+}
+
+#[test]
+fn killed_owners_lose_no_acknowledged_increment_and_hand_out_no_value_twice() {
+    let folder = Folder::new("check-kills");
+    let verdict = kills(&folder, None, check_secs());
+    assert!(verdict.valid(), "{verdict}");
+    assert!(
+        verdict.ok > 1000,
+        "too few acknowledged calls to mean much: {verdict}"
+    );
+    assert!(
+        verdict.faults >= 5,
+        "too few faults to mean much: {verdict}"
+    );
+}
+
+#[test]
+fn the_checker_catches_answers_that_leave_before_their_write() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the test-only switch exists in debug builds only");
+        return;
+    }
+    let folder = Folder::new("check-unsafe");
+    let verdict = kills(&folder, Some("reply-before-write"), Duration::from_secs(60));
+    assert!(
+        !verdict.valid(),
+        "the checker found nothing wrong with replies sent before their writes: {verdict}"
+    );
+}
