@@ -1,6 +1,7 @@
 //! Test support: real `meshrpc` processes that are always killed, and bounded waiting.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Write};

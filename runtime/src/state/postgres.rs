@@ -23,13 +23,19 @@ const CONNECT: Duration = Duration::from_secs(5);
 /// server that stopped answering must not hold every activation's answer for hours).
 const BATCH: Duration = Duration::from_secs(10);
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meshrpc_state (
+/// The table, made by the first node to connect. Nodes started at once would race on
+/// `CREATE TABLE IF NOT EXISTS` (one of them fails on PostgreSQL's catalog), so the creation
+/// holds a transaction-scoped advisory lock (its number is "mrpc" in ASCII).
+const SCHEMA: &str = "BEGIN;
+SELECT pg_advisory_xact_lock(1836216419);
+CREATE TABLE IF NOT EXISTS meshrpc_state (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
     value BYTEA,
     version BIGINT NOT NULL,
     PRIMARY KEY (kind, key)
-)";
+);
+COMMIT;";
 
 /// Connects to the database `url` names (`postgres://user@host:port/db`), makes the table
 /// if it is not there, and serves the store from a task of its own.
@@ -46,7 +52,8 @@ pub(crate) async fn open(url: &str) -> Result<Queued, StoreError> {
 
 /// A connection with its driver task, and the table made.
 async fn connect(url: &str, shown: &str) -> Result<Client, StoreError> {
-    let unavailable = |e: tokio_postgres::Error| StoreError::Unavailable(format!("{shown}: {e}"));
+    let unavailable =
+        |e: tokio_postgres::Error| StoreError::Unavailable(format!("{shown}: {}", explain(&e)));
     let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
     // A server gone silent is noticed in seconds, not after TCP's two hours.
     config
@@ -65,6 +72,18 @@ async fn connect(url: &str, shown: &str) -> Result<Client, StoreError> {
     });
     client.batch_execute(SCHEMA).await.map_err(unavailable)?;
     Ok(client)
+}
+
+/// A driver error with its causes: tokio-postgres shows only "db error" for a server's
+/// refusal, the server's own message is its source.
+fn explain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:…@host/db`.
@@ -96,10 +115,13 @@ async fn serve(url: String, shown: String, client: Client, mut batches: Batches)
         match tokio::time::timeout(BATCH, run(conn, &batch)).await {
             Ok(Ok(answers)) => batches.committed(batch, answers),
             Ok(Err(Failed::Before(e))) => {
-                Batches::failed(batch, &format!("the batch did not commit: {e}"));
+                Batches::failed(batch, &format!("the batch did not commit: {}", explain(&e)));
             }
             Ok(Err(Failed::Committing(e))) => {
-                Batches::unknown(batch, &format!("the commit failed on its way: {e}"));
+                Batches::unknown(
+                    batch,
+                    &format!("the commit failed on its way: {}", explain(&e)),
+                );
             }
             Err(_) => {
                 // Mid-batch, perhaps mid-commit: the connection goes, the outcome is unknown.
