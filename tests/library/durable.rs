@@ -35,9 +35,15 @@ impl Drop for StateFile {
 
 /// A node alone (no seeds) hosting the persistent counter `pcounter`, its state in `file`.
 async fn node(name: &str, file: &StateFile) -> Node {
+    joined(name, file, Vec::new()).await
+}
+
+/// Like [`node`], joining the cluster of `seeds`.
+async fn joined(name: &str, file: &StateFile, seeds: Vec<String>) -> Node {
     let node = Node::start(NodeConfig {
         name: name.to_owned(),
         state: Some(file.url()),
+        seeds,
         ..NodeConfig::default()
     })
     .await
@@ -93,6 +99,56 @@ async fn a_second_activation_cannot_overwrite_the_first() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_view_change_a_stale_activation_loads_what_was_written_before_it_answers() {
+    // a and b each serve every key, unaware of each other; b's writes make a's stale.
+    let file = StateFile::new();
+    let (a, b) = (node("a", &file).await, node("b", &file).await);
+    let keys: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(
+            a.actor_ref("pcounter", key)
+                .call::<i64>("incr", 1)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            b.actor_ref("pcounter", key)
+                .call::<i64>("incr", 1)
+                .await
+                .unwrap(),
+            2
+        );
+    }
+    // A member joins a (as when a partition heals): a's view changes. The keys a keeps
+    // must not answer from the state it loaded before b wrote.
+    let c = joined("c", &file, vec![a.addr().to_string()]).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for key in &keys {
+            seen.push(
+                a.actor_ref("pcounter", key)
+                    .call::<i64>("get", ())
+                    .await
+                    .unwrap(),
+            );
+        }
+        if seen.iter().all(|n| *n == 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stale answers after the view change: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
 }
 
 #[tokio::test]

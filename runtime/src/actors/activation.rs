@@ -57,6 +57,9 @@ pub(crate) struct Kind<S> {
     /// Woken whenever a slot is removed.
     gone: Notify,
     next_id: AtomicU64,
+    /// How many view changes this node has seen: a persistent activation loaded before the
+    /// last one checks its version before its next call (`durable.rs`).
+    views: AtomicU64,
     /// The clock mailboxes record their last call on (ms since this instant).
     epoch: Instant,
     pub(crate) ctx: Ctx,
@@ -111,6 +114,7 @@ impl<S: Send + 'static> Kind<S> {
             slots: DashMap::new(),
             gone: Notify::new(),
             next_id: AtomicU64::new(1),
+            views: AtomicU64::new(0),
             epoch: Instant::now(),
             ctx,
         }
@@ -288,6 +292,7 @@ impl<S: Send + 'static> Kind<S> {
 
     /// Hands over every activation whose key another node owns now.
     pub(crate) fn rebalance(&self) {
+        self.views.fetch_add(1, Ordering::AcqRel);
         let hosts = self.ctx.directory.snapshot().hosts(&self.name);
         let moved: Vec<Arc<Mailbox<Msg<S>>>> = self
             .slots
@@ -415,6 +420,8 @@ impl<S: Send + 'static> Kind<S> {
         // should not carry its space for its whole life.
         let claimed = Box::pin(self.claim(&key)).await;
         let durable = self.durable();
+        // Read before loading: a view change during the load is checked at the first call.
+        let mut verified = self.views.load(Ordering::Acquire);
         let loaded = match (claimed, &durable) {
             (Ok(()), Some(durable)) => (self.load(durable, &key).await).map(|(s, v)| (s, Some(v))),
             (Ok(()), None) => self.build(&key).map(|state| (state, None)),
@@ -434,10 +441,21 @@ impl<S: Send + 'static> Kind<S> {
             }
             return;
         };
+        // A call this activation will not serve (its state turned out stale): re-placed.
+        let mut unserved = None;
         let why = loop {
             match mailbox.recv().await {
                 Some(Msg::Call(call)) => {
                     if let (Some(durable), Some(saved)) = (&durable, saved.as_mut()) {
+                        let views = self.views.load(Ordering::Acquire);
+                        if views != verified {
+                            if !self.current(durable, &key, saved).await {
+                                debug!(kind = %self.name, %key, "another activation wrote since the load: ends");
+                                unserved = Some(*call);
+                                break Leaving::Stale;
+                            }
+                            verified = views;
+                        }
                         let ran = self.run_durable(durable, &key, &mut state, saved, *call);
                         if let Err(why) = ran.await {
                             debug!(kind = %self.name, %key, why, "ends unsaved");
@@ -459,7 +477,7 @@ impl<S: Send + 'static> Kind<S> {
                 None => break Leaving::Shutdown,
             }
         };
-        let mut handed_over = Vec::new();
+        let mut handed_over: Vec<Call<S>> = unserved.into_iter().collect();
         for msg in mailbox.close() {
             match msg {
                 // Idle or shed: these came in the last instant; serve them (a persistent

@@ -6,6 +6,12 @@
 //! write is refused, its caller gets `moved` (nothing was acknowledged, a retry goes to the
 //! key's real home) and the activation ends. A call that changed nothing writes nothing.
 //!
+//! After a view change, before its next call, an activation checks that the store still
+//! holds its version: if another activation of the key wrote meanwhile (both sides of a
+//! partition served it), this one is stale and ends, and the call goes to a new activation
+//! that loads what was written. Until a view change shows it, a duplicate activation may
+//! answer a read from a stale state; it can never write one.
+//!
 //! Stream methods are answered as they run (their items leave as they come); what they do
 //! to the state is written with the next call that changes it.
 
@@ -93,6 +99,20 @@ impl<S: Send + 'static> Kind<S> {
             bytes,
         };
         Some((state, saved))
+    }
+
+    /// Whether the store still holds the version this activation last loaded or wrote. A
+    /// view change may mean another node served the key meanwhile (a partition healed, a
+    /// member came back): its writes would make this state stale, and a call that only
+    /// reads it would answer from the past. `false` too when the store cannot say.
+    pub(super) async fn current(&self, durable: &Durable<'_, S>, key: &str, saved: &Saved) -> bool {
+        match durable.store.read(&self.name, key).await {
+            Ok(stored) => stored.version == saved.version,
+            Err(e) => {
+                warn!(kind = %self.name, %key, error = %e, "cannot check the state's version");
+                false
+            }
+        }
     }
 
     /// What the caller of a call whose write failed is told: `moved` when nothing was
