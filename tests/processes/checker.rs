@@ -7,8 +7,8 @@
 //! It passes on the real node, and it catches what a missing protection lets through: with
 //! the test-only switch `MESHRPC_TEST_UNSAFE=reply-before-write` (a debug build's; answers
 //! leave before their writes commit) a kill loses acknowledged increments, and the checker
-//! says so with its witness. The partition runs, on PostgreSQL between namespace hosts, are
-//! in `checker/partitions.rs`.
+//! says so with its witness. The runs with partitions, on PostgreSQL between namespace
+//! hosts, are in `checker/partitions.rs`.
 //!
 //! `MESHRPC_CHECK_SECS` sets how long the faults go on (60 s by default, as in CI); a longer
 //! run is `scripts/check_actors.sh`, with its figures in docs/RELIABILITY.md.
@@ -25,6 +25,7 @@ use meshrpc::{CallOptions, Client, ErrorKind};
 use support::{free_addrs, members, wait_until, NodeProc, BIN, PATIENCE};
 
 pub mod history;
+mod partitions;
 
 use history::{check, Fault, History, Op, Outcome, Verdict};
 
@@ -187,27 +188,39 @@ pub async fn finals(addr: &str) -> BTreeMap<String, i64> {
     finals
 }
 
-/// Three nodes on loopback sharing one SQLite file, with default timings.
-struct Loopback {
+/// Three real nodes with default timings, sharing one store: on loopback, or each in a
+/// network namespace host of its own.
+pub struct Cluster {
     names: Vec<String>,
     addrs: Vec<String>,
+    /// The namespace each node runs in, if any.
+    netns: Vec<Option<String>>,
     state: String,
     unsafe_switch: Option<&'static str>,
+    /// `None` while killed.
     nodes: Vec<Option<NodeProc>>,
 }
 
-impl Loopback {
-    fn start(folder: &Folder, unsafe_switch: Option<&'static str>) -> Loopback {
-        let addrs = free_addrs(3);
-        let mut cluster = Loopback {
-            names: ["a", "b", "c"].map(str::to_owned).to_vec(),
+impl Cluster {
+    /// Starts the nodes all at once, each naming the others as seeds.
+    pub fn start(
+        addrs: Vec<String>,
+        netns: Vec<Option<String>>,
+        state: String,
+        unsafe_switch: Option<&'static str>,
+    ) -> Cluster {
+        let n = addrs.len();
+        let mut cluster = Cluster {
+            names: (0..n)
+                .map(|i| ((b'a' + i as u8) as char).to_string())
+                .collect(),
             addrs,
-            state: format!("sqlite:{}", folder.0.join("state.db").display()),
+            netns,
+            state,
             unsafe_switch,
-            nodes: vec![None, None, None],
+            nodes: (0..n).map(|_| None).collect(),
         };
-        // All at once, each naming the others as seeds.
-        for i in 0..3 {
+        for i in 0..n {
             cluster.nodes[i] = Some(cluster.spawn(i));
         }
         for node in cluster.nodes.iter_mut().flatten() {
@@ -227,18 +240,32 @@ impl Loopback {
                 args.extend(["--seed", addr.as_str()]);
             }
         }
-        NodeProc::spawn_command(command, None, &self.names[i], &self.addrs[i], &args)
+        let netns = self.netns[i].as_deref();
+        NodeProc::spawn_command(command, netns, &self.names[i], &self.addrs[i], &args)
     }
 
-    fn whole(&self) -> bool {
-        self.addrs.iter().all(|addr| {
-            let view = members(addr, &[]);
-            view.len() == 3 && view.values().all(|s| s == "up")
-        })
+    /// The (name, address) of each node, for the clients.
+    pub fn nodes(&self) -> Vec<(String, String)> {
+        (self.names.iter().cloned())
+            .zip(self.addrs.iter().cloned())
+            .collect()
     }
 
-    /// The name of `key`'s owner, as a running node sees it.
-    fn owner(&self, key: &str) -> Option<String> {
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// Every node runs and sees every other one up.
+    pub fn whole(&self) -> bool {
+        self.nodes.iter().all(Option::is_some)
+            && self.addrs.iter().all(|addr| {
+                let view = members(addr, &[]);
+                view.len() == self.addrs.len() && view.values().all(|s| s == "up")
+            })
+    }
+
+    /// The index of `key`'s owner, as a running node sees it.
+    fn owner(&self, key: &str) -> Option<usize> {
         let at = self.nodes.iter().flatten().next()?;
         let out = support::call(
             &at.addr,
@@ -246,27 +273,24 @@ impl Loopback {
             &["\"vcounter\"", &format!("\"{key}\"")],
         );
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str::<Option<String>>(text.trim()).ok()?
+        let name = serde_json::from_str::<Option<String>>(text.trim()).ok()??;
+        self.names.iter().position(|n| *n == name)
     }
 
     /// Kills a random key's owner with SIGKILL, waits up to 3 s, and starts it again with
     /// the same name and address.
-    fn kill_and_restart(&mut self, recorder: &Recorder) {
+    pub fn kill_and_restart(&mut self, recorder: &Recorder) {
         let key = key(rand::random_range(0..KEYS));
-        let Some(owner) = self.owner(&key) else {
-            return;
-        };
-        let Some(i) = self.names.iter().position(|n| *n == owner) else {
-            return;
-        };
+        let Some(i) = self.owner(&key) else { return };
         drop(self.nodes[i].take()); // SIGKILL, then reaped
-        recorder.fault(format!("kill -9 {owner} (owner of {key})"));
+        let name = self.names[i].clone();
+        recorder.fault(format!("kill -9 {name} (owner of {key})"));
         // The nemesis's schedule: the cluster meets a restart at any point of its noticing.
         std::thread::sleep(Duration::from_millis(rand::random_range(0..3000)));
         let mut node = self.spawn(i);
         node.wait_listening();
         self.nodes[i] = Some(node);
-        recorder.fault(format!("restart {owner}"));
+        recorder.fault(format!("restart {name}"));
     }
 }
 
@@ -310,19 +334,11 @@ pub fn run(
 }
 
 fn kills(folder: &Folder, unsafe_switch: Option<&'static str>, secs: Duration) -> Verdict {
-    let cluster = Mutex::new(Loopback::start(folder, unsafe_switch));
-    {
-        let cluster = cluster.lock().unwrap();
-        wait_until("the three nodes to form one cluster", || cluster.whole());
-    }
-    let nodes = {
-        let c = cluster.lock().unwrap();
-        c.names
-            .iter()
-            .cloned()
-            .zip(c.addrs.iter().cloned())
-            .collect()
-    };
+    let state = format!("sqlite:{}", folder.0.join("state.db").display());
+    let cluster = Cluster::start(free_addrs(3), vec![None; 3], state, unsafe_switch);
+    wait_until("the three nodes to form one cluster", || cluster.whole());
+    let nodes = cluster.nodes();
+    let cluster = Mutex::new(cluster);
     run(
         nodes,
         secs,

@@ -44,17 +44,19 @@ static LANS: AtomicUsize = AtomicUsize::new(0);
 
 /// Two bridges in a namespace of their own (the switch) joined by a trunk, and one namespace
 /// per host, wired to the first bridge by a veth pair. Every namespace is deleted on drop.
-struct Lan {
+pub(crate) struct Lan {
     switch: String,
     hosts: Vec<String>,
     /// The switch side of each host's cable.
     ports: Vec<String>,
     subnet: String,
+    /// This (the test's) namespace's end of a cable into the switch, once plugged.
+    root: Option<String>,
 }
 
 impl Lan {
     /// `None` (with the reason printed) where namespaces cannot be made.
-    fn build(hosts: usize) -> Option<Lan> {
+    pub(crate) fn build(hosts: usize) -> Option<Lan> {
         let tag = (std::process::id() * 4 + LANS.fetch_add(1, Ordering::Relaxed) as u32) % 10_000;
         let switch = format!("mr{tag}sw");
         let probe = ip(&["netns", "add", &switch]);
@@ -69,6 +71,7 @@ impl Lan {
             switch,
             hosts: Vec::new(),
             ports: Vec::new(),
+            root: None,
             subnet: format!("10.{}.{}", 100 + tag % 100, tag % 200 + 1),
         };
         let sw = lan.switch.clone();
@@ -105,8 +108,45 @@ impl Lan {
         Some(lan)
     }
 
-    fn addr(&self, host: usize) -> String {
+    pub(crate) fn addr(&self, host: usize) -> String {
         format!("{}.{host}", self.subnet)
+    }
+
+    /// Plugs the test's own namespace into the first bridge too, at address `.250`, and
+    /// returns that address: the test's clients and servers then reach every host directly.
+    /// The cable goes when the switch's namespace is deleted.
+    pub(crate) fn plug_in_the_test(&mut self) -> String {
+        let tag = self.switch.trim_end_matches("sw");
+        let (end, port) = (format!("{tag}r"), format!("{tag}rp"));
+        ip_ok(&["link", "add", &end, "type", "veth", "peer", "name", &port]);
+        self.root = Some(end.clone());
+        ip_ok(&["link", "set", &port, "netns", &self.switch]);
+        let addr = format!("{}.250", self.subnet);
+        ip_ok(&["addr", "add", &format!("{addr}/24"), "dev", &end]);
+        ip_ok(&["link", "set", &end, "up"]);
+        ip_ok(&["-n", &self.switch, "link", "set", &port, "master", "br0"]);
+        ip_ok(&["-n", &self.switch, "link", "set", &port, "up"]);
+        addr
+    }
+
+    /// The subnet's `/24`, to allow in a server's rules.
+    pub(crate) fn network(&self) -> String {
+        format!("{}.0/24", self.subnet)
+    }
+
+    /// Cuts hosts `a` and `b` off from each other (each drops what it would send the
+    /// other), or joins them again; every other path stays.
+    pub(crate) fn cut(&self, a: usize, b: usize, cut: bool) {
+        let verb = if cut { "add" } else { "del" };
+        for (from, to) in [(a, b), (b, a)] {
+            let to = format!("{}/32", self.addr(to));
+            ip_ok(&["-n", &self.hosts[from - 1], "route", verb, "blackhole", &to]);
+        }
+    }
+
+    /// The namespace of host `i`.
+    pub(crate) fn host(&self, host: usize) -> &str {
+        &self.hosts[host - 1]
     }
 
     /// Pulls host `i`'s cable out of the switch, or puts it back.
@@ -173,6 +213,9 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
+        if let Some(end) = &self.root {
+            let _ = ip(&["link", "del", end]);
+        }
         for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
             let _ = ip(&["netns", "del", ns]);
         }
