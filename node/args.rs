@@ -25,6 +25,9 @@ pub(crate) enum Command {
     /// Print the virtual-actor activations living on a node: one line per activation,
     /// TYPE/KEY.
     Actors(ActorsArgs),
+    /// Print the reminders of the cluster's state store, as the node at ADDR sees them: one
+    /// line per reminder, TYPE/KEY NAME every PERIOD on OWNER.
+    Reminders(RemindersArgs),
     /// Load a node (or, with --from/--to, a link between two nodes) and report throughput
     /// and latency percentiles.
     Bench(BenchArgs),
@@ -280,6 +283,17 @@ pub(crate) struct ActorsArgs {
     /// The node's address (HOST:PORT).
     pub(crate) addr: String,
     /// Print a JSON array of {type, key} instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RemindersArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The node's address (HOST:PORT).
+    pub(crate) addr: String,
+    /// Print a JSON array of {type, key, name, period_ms, owner} instead of lines.
     #[arg(long)]
     pub(crate) json: bool,
 }

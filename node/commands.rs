@@ -463,6 +463,44 @@ pub async fn actors(args: crate::args::ActorsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn reminders(args: crate::args::RemindersArgs) -> anyhow::Result<ExitCode> {
+    let client = match connect(&args.addr, &args.client, "meshrpc-reminders").await {
+        Ok(client) => client,
+        Err(e) => return Ok(failed(&e)),
+    };
+    /// What `system.reminders` answers, one per reminder.
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Reminder {
+        #[serde(rename = "type")]
+        kind: String,
+        key: String,
+        name: String,
+        period_ms: u64,
+        owner: Option<String>,
+    }
+    let result = (client.peer())
+        .call::<Vec<Reminder>>("system.reminders", ())
+        .await;
+    client.close().await;
+    let reminders = match result {
+        Ok(reminders) => reminders,
+        Err(e) => return Ok(failed(&e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&reminders)?);
+    } else {
+        for r in &reminders {
+            let owner = r.owner.as_deref().unwrap_or("(no live host)");
+            let period = std::time::Duration::from_millis(r.period_ms);
+            println!(
+                "{}/{} {} every {period:?} on {owner}",
+                r.kind, r.key, r.name
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn members(args: MembersArgs) -> anyhow::Result<ExitCode> {
     let client = match connect(&args.addr, &args.client, "meshrpc-members").await {
         Ok(client) => client,

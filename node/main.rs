@@ -66,6 +66,7 @@ fn main() -> ExitCode {
             Command::Call(args) => commands::call(args).await,
             Command::Members(args) => commands::members(args).await,
             Command::Actors(args) => commands::actors(args).await,
+            Command::Reminders(args) => commands::reminders(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchPlot(args) => bench::plot(args),
             Command::TlsGen(args) => commands::tls_gen(args),

@@ -194,6 +194,8 @@ pub async fn register(node: &Node) -> Result<(), RpcError> {
         .help("vcounter.get/KEY() -> i64: the value of the counter KEY")
         .stream_method("upto", |count: &mut i64, (): ()| stream::iter(0..=*count))
         .help("vcounter.upto/KEY() -> stream<i64>: streams 0, 1, ... up to the counter's value")
+        // A reminder on a counter counts its fires: `system.reminders.set vcounter KEY tick 1000`.
+        .on_reminder(|_key, count: &mut i64, _name| *count = count.saturating_add(1))
         .start()
         .await?;
     node.group("demo").join().await?;

@@ -19,6 +19,7 @@ mod mailbox;
 pub(crate) mod monitor;
 pub(crate) mod placement;
 mod refs;
+pub(crate) mod reminders;
 pub(crate) mod shedding;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,8 @@ pub(crate) struct Ctx {
     pub(crate) budget: Arc<shedding::Budget>,
     /// Where persistent types keep their state (`--state`); none: every type is volatile.
     pub(crate) store: Option<Arc<dyn StateStore>>,
+    /// Tells the reminders' task that the table changed (`reminders.rs`).
+    pub(crate) reminders: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -182,6 +185,7 @@ impl Actors {
             default_timeout: timeouts.1,
             budget: Arc::new(shedding::Budget::new(max_activations)),
             store,
+            reminders: Arc::default(),
         };
         let actors = Actors {
             inner: Arc::new(Inner {
@@ -202,6 +206,17 @@ impl Actors {
         let ctx = &actors.inner.ctx;
         ctx.tasks
             .spawn(shedding::shed(ctx.budget.clone(), types, ctx.stop.clone()));
+        if let Some(store) = ctx.store.clone() {
+            let weak = Arc::downgrade(&actors.inner);
+            let owns: reminders::Owns = Box::new(move |kind, key| {
+                (weak.upgrade())
+                    .and_then(|inner| inner.types.get(kind).map(|t| t.value().owns(key)))
+                    .unwrap_or(false)
+            });
+            let changed = ctx.reminders.clone();
+            ctx.tasks
+                .spawn(reminders::run(ctx.clone(), store, owns, changed));
+        }
         actors
     }
 
@@ -390,6 +405,7 @@ impl Actors {
     }
 
     fn register_methods(&self) {
+        reminders::register(&self.inner.handlers, &self.inner.ctx);
         let weak = Arc::downgrade(&self.inner);
         self.inner
             .handlers

@@ -47,6 +47,32 @@ pub(crate) struct Write {
     pub(crate) expected: Version,
 }
 
+/// A durable timer of one virtual actor: `name` fires every `period_ms` on whichever node
+/// owns `kind`/`key` (`actors/reminders.rs`), activating the key if it must.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Reminder {
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) period_ms: u64,
+}
+
+/// What to do with the reminders a store keeps.
+#[derive(Debug, Clone)]
+pub(crate) enum ReminderOp {
+    /// Adds the reminder, or changes the period of the one with its type, key and name.
+    Set(Reminder),
+    /// Removes the reminder with this type, key and name, if there is one.
+    Forget {
+        kind: String,
+        key: String,
+        name: String,
+    },
+    /// Lists every reminder.
+    List,
+}
+
 /// Why a store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -78,6 +104,11 @@ pub(crate) trait StateStore: Send + Sync + 'static {
     /// Commits `writes` together; each result is its new version or why it was refused. A
     /// result for every write, in order.
     fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>>;
+
+    /// Does `op` to the reminders: `List` answers all of them in (type, key, name) order,
+    /// `Forget` the one it removed (if any), `Set` nothing. `Set` and `Forget` are committed
+    /// before the answer.
+    fn reminders(&self, op: ReminderOp) -> BoxFuture<'_, Result<Vec<Reminder>, StoreError>>;
 
     /// What the store is, for the log (`sqlite:/var/lib/meshrpc/state.db`).
     fn describe(&self) -> String;
@@ -217,6 +248,44 @@ pub(crate) mod spec {
             store.write(batch).await,
             [Ok(1), conflict("k", 2, 4), Ok(1)]
         );
+    }
+
+    pub(crate) fn reminder(key: &str, name: &str, period_ms: u64) -> Reminder {
+        Reminder {
+            kind: "c".into(),
+            key: key.into(),
+            name: name.into(),
+            period_ms,
+        }
+    }
+
+    /// Reminders are set (a second set changes the period), listed in order and forgotten,
+    /// and a key's reminders are apart from its state.
+    pub(crate) async fn reminders(store: &dyn StateStore) {
+        assert_eq!(store.reminders(ReminderOp::List).await, Ok(vec![]));
+        for r in [reminder("r", "tick", 500), reminder("a", "tock", 60_000)] {
+            assert_eq!(store.reminders(ReminderOp::Set(r)).await, Ok(vec![]));
+        }
+        let changed = reminder("r", "tick", 250);
+        assert_eq!(
+            store.reminders(ReminderOp::Set(changed.clone())).await,
+            Ok(vec![])
+        );
+        let listed = store.reminders(ReminderOp::List).await;
+        assert_eq!(
+            listed,
+            Ok(vec![reminder("a", "tock", 60_000), changed.clone()])
+        );
+        assert_eq!(store.read("c", "r").await, Ok(Stored::default()));
+        let forget = || ReminderOp::Forget {
+            kind: "c".into(),
+            key: "r".into(),
+            name: "tick".into(),
+        };
+        assert_eq!(store.reminders(forget()).await, Ok(vec![changed]));
+        assert_eq!(store.reminders(forget()).await, Ok(vec![]));
+        let listed = store.reminders(ReminderOp::List).await;
+        assert_eq!(listed, Ok(vec![reminder("a", "tock", 60_000)]));
     }
 
     /// Two handles on one store (two processes, two hosts) see each other's writes, and

@@ -55,6 +55,8 @@ async fn joined(name: &str, file: &StateFile, seeds: Vec<String>) -> Node {
             *n
         })
         .method("get", |n: &mut i64, (): ()| *n)
+        // Each fire of a reminder counts one.
+        .on_reminder(|_key, n: &mut i64, _name| *n += 1)
         .start()
         .await
         .expect("the type starts");
@@ -149,6 +151,85 @@ async fn after_a_view_change_a_stale_activation_loads_what_was_written_before_it
     for node in [a, b, c] {
         node.shutdown().await;
     }
+}
+
+/// Polls `key`'s count on `node` until it reaches `at_least`, within 10 s.
+async fn counted(node: &Node, key: &str, at_least: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = node
+            .actor_ref("pcounter", key)
+            .call("get", ())
+            .await
+            .unwrap();
+        if n >= at_least {
+            return n;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} counted {n}, not {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_fires_every_period_until_it_is_forgotten_and_outlives_its_node() {
+    use std::time::Duration;
+    let file = StateFile::new();
+    let a = node("a", &file).await;
+    let tick = a.actor_ref("pcounter", "r");
+    tick.remind("tick", Duration::from_millis(100))
+        .await
+        .unwrap();
+    counted(&a, "r", 3).await;
+    // Its node stops; another on the same store fires it on.
+    a.shutdown().await;
+    let b = node("b", &file).await;
+    let fired = counted(&b, "r", 1).await;
+    counted(&b, "r", fired + 2).await;
+    let tick = b.actor_ref("pcounter", "r");
+    assert!(tick.forget("tick").await.unwrap(), "it was there");
+    assert!(!tick.forget("tick").await.unwrap(), "and is no more");
+    let after = counted(&b, "r", 0).await;
+    // Another reminder firing twice spans two periods: the forgotten one fires no more (a
+    // fire already running when it was forgotten may still land).
+    let probe = b.actor_ref("pcounter", "probe");
+    probe
+        .remind("tick", Duration::from_millis(100))
+        .await
+        .unwrap();
+    counted(&b, "probe", 2).await;
+    let now = counted(&b, "r", 0).await;
+    assert!(
+        now <= after + 1,
+        "fired after it was forgotten: {after} then {now}"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_reminder_is_refused_saying_why() {
+    use std::time::Duration;
+    let file = StateFile::new();
+    let a = node("a", &file).await;
+    let r = a.actor_ref("pcounter", "k");
+    let short = r
+        .remind("tick", Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    assert!(short.to_string().contains("period"), "{short}");
+    let unnamed = r.remind("", Duration::from_secs(1)).await.unwrap_err();
+    assert!(unnamed.to_string().contains("named"), "{unnamed}");
+    a.shutdown().await;
+    // Without a store there is nowhere to keep one.
+    let volatile = Node::start(NodeConfig::default()).await.unwrap();
+    let refused = (volatile.actor_ref("pcounter", "k"))
+        .remind("tick", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("--state"), "{refused}");
+    volatile.shutdown().await;
 }
 
 #[tokio::test]

@@ -260,3 +260,67 @@ fn a_killed_owners_keys_go_on_from_their_last_acknowledged_value() {
     assert_eq!(get(&survivor, &key), 6);
     drop(victim);
 }
+
+#[test]
+fn a_reminder_fires_on_the_new_owner_after_its_owner_is_killed() {
+    let dir = crate::checker::Folder::new("reminders-kill");
+    let state = format!("sqlite:{}", dir.0.join("state.db").display());
+    // Default timings: the bound below holds for what users run.
+    let a = NodeProc::start("a", &["--state", &state]);
+    let b = NodeProc::start("b", &["--state", &state, "--seed", &a.addr]);
+    let c = NodeProc::start("c", &["--state", &state, "--seed", &a.addr]);
+    settled(&[&a, &b, &c]);
+    let key = (0..100)
+        .map(|k| format!("tick-{k}"))
+        .find(|key| owner(&a, key) != "a")
+        .expect("a key a does not own");
+    let period_ms = 300u64;
+    call_ok(
+        &a.addr,
+        "system.reminders.set",
+        &[
+            "\"vcounter\"",
+            &format!("\"{key}\""),
+            "\"tick\"",
+            &period_ms.to_string(),
+        ],
+    );
+    // `meshrpc reminders` lists it, with the member that fires it.
+    let listed = Command::new(BIN)
+        .args(["reminders", "--json", &a.addr])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run meshrpc reminders");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let killed = owner(&a, &key);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["key"], key.as_str());
+    assert_eq!(listed[0]["period_ms"], period_ms);
+    assert_eq!(listed[0]["owner"], killed.as_str());
+    wait_until("the reminder to fire twice", || get(&a, &key) >= 2);
+    let (victim, survivor) = if killed == "b" { (b, c) } else { (c, b) };
+    let before = get(&a, &key);
+    let killed_at = std::time::Instant::now();
+    victim.signal("KILL");
+    // How long the cluster takes to find the owner down, and the first fire after that.
+    let mut down_after = None;
+    wait_until("the reminder to fire on the new owner", || {
+        if down_after.is_none()
+            && members(&a.addr, &[]).get(&killed).map(String::as_str) == Some("down")
+        {
+            down_after = Some(killed_at.elapsed());
+        }
+        get(&survivor, &key) > before + 1
+    });
+    let fired_after = killed_at.elapsed();
+    let detected = down_after.unwrap_or(fired_after);
+    let bound =
+        std::time::Duration::from_millis(period_ms) + detected + std::time::Duration::from_secs(2);
+    eprintln!("reminder: owner found down after {detected:?}, fired again after {fired_after:?}");
+    assert!(
+        fired_after <= bound,
+        "fired {fired_after:?} after the kill; bound {bound:?}"
+    );
+    assert_eq!(owner(&a, &key), survivor.name);
+    drop(victim);
+}

@@ -26,6 +26,8 @@ pub struct VirtualBuilder<S> {
     name: String,
     spec: Spec<S>,
     methods: Vec<Declared<S>>,
+    /// The `on_reminder` hook, as a node-only method.
+    reminder: Option<Declared<S>>,
 }
 
 impl<S: Send + 'static> VirtualBuilder<S> {
@@ -47,6 +49,7 @@ impl<S: Send + 'static> VirtualBuilder<S> {
                 persist: None,
             },
             methods: Vec::new(),
+            reminder: None,
         }
     }
 
@@ -121,6 +124,25 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         self
     }
 
+    /// Runs when one of a key's reminders fires: `hook(key, state, name)`, in the key's
+    /// turn, on whichever member owns the key (activating it if need be). What it changes
+    /// persists like a call's. Reminders are set with [`ActorRef::remind`](super::ActorRef::remind)
+    /// (or `system.reminders.set`) and need the node's state store.
+    pub fn on_reminder(
+        mut self,
+        hook: impl Fn(&str, &mut S, &str) + Send + Sync + 'static,
+    ) -> Self {
+        let f = move |state: &mut S, (key, name): (String, String)| {
+            hook(&key, state, &name);
+            split(())
+        };
+        let mut declared = Declared::new(super::reminders::ON_REMINDER, f);
+        declared.help =
+            "TYPE.on_reminder/KEY(key, name): a reminder of KEY fires (node-only)".to_owned();
+        self.reminder = Some(declared);
+        self
+    }
+
     /// Runs when an activation ends (idle, handed over, node stopping): save its state here.
     pub fn on_deactivate(mut self, hook: impl Fn(&str, &mut S) + Send + Sync + 'static) -> Self {
         self.spec.on_deactivate = Some(Arc::new(hook) as Hook<S>);
@@ -166,13 +188,17 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         }
         let kind = Arc::new(Kind::new(&name, self.spec, self.actors.ctx().clone()));
         let handlers: &Handlers = self.actors.handlers();
-        for declared in self.methods {
+        let reminder = self.reminder.map(|declared| (declared, true));
+        for (declared, internal) in self.methods.into_iter().map(|d| (d, false)).chain(reminder) {
             let full = format!("{name}.{}", declared.name);
             let handler = VirtualMethod {
                 kind: kind.clone(),
                 method: declared.method,
             };
-            let registered = handlers.insert(&full, Arc::new(handler), declared.signature);
+            let mut registered = handlers.insert(&full, Arc::new(handler), declared.signature);
+            if internal {
+                registered = registered.internal();
+            }
             if !declared.help.is_empty() {
                 registered.help(&declared.help);
             }

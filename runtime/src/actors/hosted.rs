@@ -11,6 +11,8 @@ pub(crate) trait Hosted: Send + Sync + 'static {
     #[cfg_attr(not(feature = "gateway"), allow(dead_code))] // read by the gateway
     fn active(&self) -> usize;
     fn rebalance(&self);
+    /// Whether this node owns `key` in its view.
+    fn owns(&self, key: &str) -> bool;
     fn ensure_singleton(&self);
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
     fn leave_all(&self) -> BoxFuture<'_, ()>;
@@ -35,6 +37,9 @@ impl<S: Send + 'static> Hosted for Arc<Kind<S>> {
     }
     fn rebalance(&self) {
         Kind::rebalance(self);
+    }
+    fn owns(&self, key: &str) -> bool {
+        self.owner(key).is_some_and(|o| o.id == self.ctx.me)
     }
     fn ensure_singleton(&self) {
         if self.runs_always() {

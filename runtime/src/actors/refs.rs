@@ -65,6 +65,27 @@ impl ActorRef {
         snapshot.by_id(id).map(|m| m.name.clone())
     }
 
+    /// Sets the reminder `name` of this actor: every `period` (100 ms to a year), on
+    /// whichever member owns the key, the type's `on_reminder` hook runs
+    /// ([`VirtualBuilder::on_reminder`](crate::actor::VirtualBuilder::on_reminder)). It is
+    /// stored before this returns and outlives every node; setting it again changes the
+    /// period.
+    ///
+    /// # Errors
+    /// `bad_arguments` for a bad name or period, or on a node without a state store;
+    /// `application` if the store failed.
+    pub async fn remind(&self, name: &str, period: Duration) -> Result<(), RpcError> {
+        super::reminders::set(&self.ctx, &self.kind, &self.key, name, period).await
+    }
+
+    /// Removes the reminder `name` of this actor; whether there was one.
+    ///
+    /// # Errors
+    /// As [`ActorRef::remind`].
+    pub async fn forget(&self, name: &str) -> Result<bool, RpcError> {
+        super::reminders::forget(&self.ctx, &self.kind, &self.key, name).await
+    }
+
     /// Calls `method` on the actor with the node's default timeout.
     ///
     /// # Errors

@@ -15,7 +15,7 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 use tracing::warn;
 
 use super::queue::{Answer, Batches, Queued, Request};
-use super::{StoreError, Stored, Version, Write};
+use super::{Reminder, ReminderOp, StoreError, Stored, Version, Write};
 
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(5);
@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS meshrpc_state (
     value BYTEA,
     version BIGINT NOT NULL,
     PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS meshrpc_reminders (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    period_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, key, name)
 );
 COMMIT;";
 
@@ -169,10 +176,60 @@ async fn run(client: &mut Client, batch: &[Request]) -> Result<Vec<Answer>, Fail
                 }
                 Answer::Write(results)
             }
+            Request::Reminders { op, .. } => {
+                Answer::Reminders(reminders(&tx, op).await.map_err(Failed::Before)?)
+            }
         });
     }
     tx.commit().await.map_err(Failed::Committing)?;
     Ok(answers)
+}
+
+async fn reminders(
+    tx: &impl GenericClient,
+    op: &ReminderOp,
+) -> Result<Vec<Reminder>, tokio_postgres::Error> {
+    let row = |row: tokio_postgres::Row| {
+        let period_ms: i64 = row.get(3);
+        Reminder {
+            kind: row.get(0),
+            key: row.get(1),
+            name: row.get(2),
+            period_ms: period_ms.max(0) as u64,
+        }
+    };
+    Ok(match op {
+        ReminderOp::Set(r) => {
+            let period = i64::try_from(r.period_ms).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO meshrpc_reminders (kind, key, name, period_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key, name) DO UPDATE SET period_ms = excluded.period_ms",
+                &[&r.kind, &r.key, &r.name, &period],
+            )
+            .await?;
+            Vec::new()
+        }
+        ReminderOp::Forget { kind, key, name } => tx
+            .query(
+                "DELETE FROM meshrpc_reminders WHERE kind = $1 AND key = $2 AND name = $3
+                 RETURNING kind, key, name, period_ms",
+                &[kind, key, name],
+            )
+            .await?
+            .into_iter()
+            .map(row)
+            .collect(),
+        ReminderOp::List => tx
+            .query(
+                "SELECT kind, key, name, period_ms FROM meshrpc_reminders
+                 ORDER BY kind, key, name",
+                &[],
+            )
+            .await?
+            .into_iter()
+            .map(row)
+            .collect(),
+    })
 }
 
 async fn read(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StateStore, StoreError, Stored, Version, Write};
+use super::{Reminder, ReminderOp, StateStore, StoreError, Stored, Version, Write};
 
 /// Requests queued for the store before callers wait for room.
 const QUEUE: usize = 1024;
@@ -26,12 +26,31 @@ pub(super) enum Request {
         writes: Vec<Write>,
         reply: oneshot::Sender<Vec<Result<Version, StoreError>>>,
     },
+    Reminders {
+        op: ReminderOp,
+        reply: oneshot::Sender<Result<Vec<Reminder>, StoreError>>,
+    },
+}
+
+impl Request {
+    /// Whether it changes what is stored.
+    pub(super) fn writes(&self) -> bool {
+        match self {
+            Request::Read { .. }
+            | Request::Reminders {
+                op: ReminderOp::List,
+                ..
+            } => false,
+            Request::Write { .. } | Request::Reminders { .. } => true,
+        }
+    }
 }
 
 /// What a request gets once its batch is committed.
 pub(super) enum Answer {
     Read(Stored),
     Write(Vec<Result<Version, StoreError>>),
+    Reminders(Vec<Reminder>),
 }
 
 /// Why a `kind`/`key` cannot be stored at all (checked before it joins a batch).
@@ -129,6 +148,34 @@ impl StateStore for Queued {
         })
     }
 
+    fn reminders(&self, op: ReminderOp) -> BoxFuture<'_, Result<Vec<Reminder>, StoreError>> {
+        Box::pin(async move {
+            let names = match &op {
+                ReminderOp::Set(r) => Some((&r.kind, &r.key, &r.name)),
+                ReminderOp::Forget { kind, key, name } => Some((kind, key, name)),
+                ReminderOp::List => None,
+            };
+            if let Some((kind, key, name)) = names {
+                if let Some(error) = (self.unfit)(kind, key).or_else(|| (self.unfit)(kind, name)) {
+                    return Err(error);
+                }
+            }
+            let listing = matches!(op, ReminderOp::List);
+            let (reply, answer) = oneshot::channel();
+            (self.requests)
+                .send(Request::Reminders { op, reply })
+                .await
+                .map_err(|_| Self::gone())?;
+            answer.await.unwrap_or_else(|_| {
+                Err(if listing {
+                    Self::gone()
+                } else {
+                    StoreError::Unknown("the store stopped before answering".into())
+                })
+            })
+        })
+    }
+
     fn describe(&self) -> String {
         self.shown.to_string()
     }
@@ -173,6 +220,9 @@ impl Batches {
                 (Request::Write { reply, .. }, Answer::Write(results)) => {
                     let _ = reply.send(results);
                 }
+                (Request::Reminders { reply, .. }, Answer::Reminders(reminders)) => {
+                    let _ = reply.send(Ok(reminders));
+                }
                 // A store answers each request in kind.
                 (request, _) => fail(request, "the store mixed up its answers"),
             }
@@ -189,12 +239,15 @@ impl Batches {
     #[cfg(feature = "postgres")]
     pub(super) fn unknown(batch: Vec<Request>, why: &str) {
         for request in batch {
+            let error = || StoreError::Unknown(why.to_owned());
             match request {
-                Request::Read { .. } => fail(request, why),
                 Request::Write { writes, reply } => {
-                    let error = || StoreError::Unknown(why.to_owned());
                     let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
                 }
+                Request::Reminders { op, reply } if !matches!(op, ReminderOp::List) => {
+                    let _ = reply.send(Err(error()));
+                }
+                read => fail(read, why),
             }
         }
     }
@@ -208,6 +261,9 @@ fn fail(request: Request, why: &str) {
         }
         Request::Write { writes, reply } => {
             let _ = reply.send(writes.iter().map(|_| Err(error())).collect());
+        }
+        Request::Reminders { reply, .. } => {
+            let _ = reply.send(Err(error()));
         }
     }
 }

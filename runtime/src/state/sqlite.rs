@@ -17,7 +17,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::queue::{Answer, Batches, Queued, Request};
-use super::{StoreError, Stored, Version, Write};
+use super::{Reminder, ReminderOp, StoreError, Stored, Version, Write};
 
 /// How long a commit waits for another process holding the file's write lock.
 const BUSY: Duration = Duration::from_secs(5);
@@ -40,6 +40,13 @@ pub(crate) fn open(path: &str) -> Result<Queued, StoreError> {
              value BLOB,
              version INTEGER NOT NULL,
              PRIMARY KEY (kind, key)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meshrpc_reminders (
+             kind TEXT NOT NULL,
+             key TEXT NOT NULL,
+             name TEXT NOT NULL,
+             period_ms INTEGER NOT NULL,
+             PRIMARY KEY (kind, key, name)
          ) WITHOUT ROWID;",
     )
     .map_err(unavailable)?;
@@ -64,7 +71,7 @@ fn serve(mut conn: Connection, mut batches: Batches) {
 
 /// Runs a batch in one transaction, in order (a read sees the writes before it).
 fn run(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<Vec<Answer>> {
-    let writes = batch.iter().any(|r| matches!(r, Request::Write { .. }));
+    let writes = batch.iter().any(Request::writes);
     let behavior = if writes {
         TransactionBehavior::Immediate
     } else {
@@ -82,6 +89,7 @@ fn run(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<Vec<Answer>
                 }
                 Answer::Write(results)
             }
+            Request::Reminders { op, .. } => Answer::Reminders(reminders(&tx, op)?),
         });
     }
     tx.commit()?;
@@ -132,6 +140,45 @@ fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, Store
     }))
 }
 
+fn reminders(conn: &Connection, op: &ReminderOp) -> rusqlite::Result<Vec<Reminder>> {
+    let (kind, key, name) = match op {
+        ReminderOp::Set(r) => {
+            conn.prepare_cached(
+                "INSERT INTO meshrpc_reminders (kind, key, name, period_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key, name) DO UPDATE SET period_ms = excluded.period_ms",
+            )?
+            .execute(params![r.kind, r.key, r.name, r.period_ms as i64])?;
+            return Ok(Vec::new());
+        }
+        ReminderOp::Forget { kind, key, name } => (Some(kind), Some(key), Some(name)),
+        ReminderOp::List => (None, None, None),
+    };
+    // Listed or forgotten: the rows that match (all of them for a list).
+    let found = conn
+        .prepare_cached(
+            "SELECT kind, key, name, period_ms FROM meshrpc_reminders
+             WHERE (?1 IS NULL OR (kind = ?1 AND key = ?2 AND name = ?3))
+             ORDER BY kind, key, name",
+        )?
+        .query_map(params![kind, key, name], |row| {
+            let period_ms: i64 = row.get(3)?;
+            Ok(Reminder {
+                kind: row.get(0)?,
+                key: row.get(1)?,
+                name: row.get(2)?,
+                period_ms: period_ms.max(0) as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if kind.is_some() {
+        conn.prepare_cached(
+            "DELETE FROM meshrpc_reminders WHERE kind = ?1 AND key = ?2 AND name = ?3",
+        )?
+        .execute(params![kind, key, name])?;
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::spec::{self, put};
@@ -152,6 +199,7 @@ mod tests {
         let store = open(&file).expect("opens");
         assert_eq!(store.describe(), format!("sqlite:{file}"));
         spec::compare_and_set(&store).await;
+        spec::reminders(&store).await;
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

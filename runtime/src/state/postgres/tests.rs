@@ -19,6 +19,7 @@ async fn writes_are_compare_and_set_on_a_real_server() {
     let store = open(&server.url).await.expect("connects");
     assert_eq!(store.describe(), server.url);
     spec::compare_and_set(&store).await;
+    spec::reminders(&store).await;
     // Two connections, as two nodes on two hosts would hold.
     let other = open(&server.url).await.expect("a second connection");
     spec::shared(&store, &other).await;
