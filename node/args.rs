@@ -317,6 +317,10 @@ pub(crate) struct BenchArgs {
     /// Its arguments, a JSON array, encoded with bincode as a Rust caller would.
     #[arg(long, default_value = "[2,3]", allow_hyphen_values = true)]
     pub(crate) args: String,
+    /// Spread the calls over N keys of a virtual actor: --method TYPE.METHOD/KEY calls
+    /// KEY-0 to KEY-(N-1) in turn.
+    #[arg(long, value_name = "N")]
+    pub(crate) keys: Option<usize>,
     /// Call `echo` with this many bytes instead of --method.
     #[arg(long, value_name = "BYTES")]
     pub(crate) payload: Option<usize>,

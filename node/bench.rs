@@ -82,6 +82,16 @@ fn spec(args: &BenchArgs) -> anyhow::Result<LoadSpec> {
         );
     }
     ensure!(args.calls != Some(0), "--calls must be at least 1");
+    if let Some(keys) = args.keys {
+        ensure!(
+            (1..=1_000_000).contains(&keys),
+            "--keys must be 1 to 1000000, got {keys}"
+        );
+        ensure!(
+            args.method.contains('/') && args.payload.is_none() && !args.stream,
+            "--keys spreads a virtual actor's calls (--method TYPE.METHOD/KEY) over KEY-0, KEY-1, ..."
+        );
+    }
     ensure!(
         args.warmup.is_finite() && args.warmup >= 0.0,
         "--warmup must be 0 or more seconds"
@@ -98,6 +108,7 @@ fn spec(args: &BenchArgs) -> anyhow::Result<LoadSpec> {
         timeout_ms: args.client.timeout_ms,
         stream: args.stream,
         stalled_stream: args.stalled_stream,
+        keys: args.keys,
     })
 }
 

@@ -51,6 +51,10 @@ pub struct LoadSpec {
     /// measure what a stalled stream costs the calls beside it.
     #[serde(default)]
     pub stalled_stream: bool,
+    /// Spread the calls over this many virtual-actor keys: `KEY-0` to `KEY-(n-1)` in turn,
+    /// after the method's `/KEY`.
+    #[serde(default)]
+    pub keys: Option<usize>,
 }
 
 /// The demo's server stream of payloads: `payloads(size, count)`.
@@ -69,6 +73,7 @@ impl Default for LoadSpec {
             timeout_ms: 10_000,
             stream: false,
             stalled_stream: false,
+            keys: None,
         }
     }
 }
@@ -278,15 +283,27 @@ async fn measure(peers: &[Peer], spec: &LoadSpec, progress: Arc<AtomicU64>) -> R
     let payload = spec
         .payload
         .map(|n| serde_bytes::ByteBuf::from(vec![0xA5u8; n]));
+    let methods: Arc<Vec<String>> = Arc::new(match (spec.keys, &spec.payload) {
+        (_, Some(_)) => vec!["echo".to_owned()],
+        (Some(n), None) => (0..n.max(1))
+            .map(|k| format!("{}-{k}", spec.method))
+            .collect(),
+        (None, None) => vec![spec.method.clone()],
+    });
+    let turn = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..spec.concurrency.max(1))
         .filter_map(|i| peers.get(i % peers.len().max(1)).cloned())
         .map(|peer| {
             let (budget, progress, payload) = (budget.clone(), progress.clone(), payload.clone());
             let spec = spec.clone();
-            tokio::spawn(
-                async move { worker(peer, spec, payload, deadline, budget, progress).await },
-            )
+            let calls = Calls {
+                methods: methods.clone(),
+                turn: turn.clone(),
+            };
+            tokio::spawn(async move {
+                worker(peer, spec, calls, payload, deadline, budget, progress).await
+            })
         })
         .collect();
     let mut latencies = new_histogram();
@@ -351,9 +368,26 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
 }
 
+/// The method names the workers call, in turn (one, or one per key).
+struct Calls {
+    methods: Arc<Vec<String>>,
+    turn: Arc<AtomicU64>,
+}
+
+impl Calls {
+    fn next(&self) -> &str {
+        let at = match self.methods.len() {
+            0 | 1 => 0,
+            n => (self.turn.fetch_add(1, Ordering::Relaxed) % n as u64) as usize,
+        };
+        self.methods.get(at).map_or("add", String::as_str)
+    }
+}
+
 async fn worker(
     peer: Peer,
     spec: LoadSpec,
+    calls: Calls,
     payload: Option<serde_bytes::ByteBuf>,
     deadline: Option<Instant>,
     budget: Arc<AtomicU64>,
@@ -366,12 +400,8 @@ async fn worker(
     if spec.stream {
         return stream_worker(peer, &spec, deadline, budget, progress).await;
     }
-    let method = if payload.is_some() {
-        "echo"
-    } else {
-        spec.method.as_str()
-    };
     loop {
+        let method = calls.next();
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }

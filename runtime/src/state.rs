@@ -157,6 +157,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
 /// `MESHRPC_TEST_UNSAFE=reply-before-write` or `=no-version-check`; a release build ignores
 /// it, and a node that honours it says so loudly at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(debug_assertions), allow(dead_code))] // a release build never sets it
 pub(crate) enum TestUnsafe {
     /// Every protection is on.
     Off,

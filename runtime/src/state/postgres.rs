@@ -7,11 +7,17 @@
 //! Compare-and-set is the same `UPDATE … WHERE version = $4`: under PostgreSQL's read
 //! committed isolation, a concurrent writer's update waits for the row and re-checks the
 //! version, so of two activations writing over one version, one changes no row.
+//!
+//! A batch costs three round trips, however many requests it carries: `BEGIN`, then every
+//! statement at once (prepared when the connection opens, and pipelined: tokio-postgres
+//! sends them all before the first answer, and the server runs them in order), then
+//! `COMMIT`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use futures_util::future::try_join_all;
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 use tracing::warn;
 
 use super::queue::{Answer, Batches, Queued, Request};
@@ -51,14 +57,22 @@ COMMIT;";
 /// `Unavailable` if the server cannot be reached or refuses.
 pub(crate) async fn open(url: &str) -> Result<Queued, StoreError> {
     let shown = without_password(url);
-    let client = connect(url, &shown).await?;
+    let conn = connect(url, &shown).await?;
     let (handle, batches) = Queued::new(shown.clone(), unfit);
-    tokio::spawn(serve(url.to_owned(), shown, client, batches));
+    tokio::spawn(serve(url.to_owned(), shown, conn, batches));
     Ok(handle)
 }
 
-/// A connection with its driver task, and the table made.
-async fn connect(url: &str, shown: &str) -> Result<Client, StoreError> {
+/// A connection and the statements prepared on it.
+struct Conn {
+    client: Client,
+    read: Statement,
+    insert: Statement,
+    update: Statement,
+}
+
+/// A connection with its driver task, the table made and the statements prepared.
+async fn connect(url: &str, shown: &str) -> Result<Conn, StoreError> {
     let unavailable =
         |e: tokio_postgres::Error| StoreError::Unavailable(format!("{shown}: {}", explain(&e)));
     let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
@@ -78,7 +92,25 @@ async fn connect(url: &str, shown: &str) -> Result<Client, StoreError> {
         }
     });
     client.batch_execute(SCHEMA).await.map_err(unavailable)?;
-    Ok(client)
+    let prepare = |sql| client.prepare(sql);
+    let (read, insert, update) = futures_util::try_join!(
+        prepare("SELECT value, version FROM meshrpc_state WHERE kind = $1 AND key = $2"),
+        prepare(
+            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (kind, key) DO NOTHING"
+        ),
+        prepare(
+            "UPDATE meshrpc_state SET value = $3, version = version + 1
+             WHERE kind = $1 AND key = $2 AND version = $4"
+        ),
+    )
+    .map_err(unavailable)?;
+    Ok(Conn {
+        client,
+        read,
+        insert,
+        update,
+    })
 }
 
 /// A driver error with its causes: tokio-postgres shows only "db error" for a server's
@@ -109,10 +141,10 @@ fn without_password(url: &str) -> String {
 
 /// The store's task: a batch of everything waiting, one transaction, one commit, then the
 /// answers; a connection found closed is opened again first.
-async fn serve(url: String, shown: String, client: Client, mut batches: Batches) {
-    let mut client = Some(client);
+async fn serve(url: String, shown: String, conn: Conn, mut batches: Batches) {
+    let mut client = Some(conn);
     while let Some(batch) = batches.next().await {
-        if client.as_ref().is_none_or(Client::is_closed) {
+        if client.as_ref().is_none_or(|c| c.client.is_closed()) {
             client = connect(&url, &shown).await.ok();
         }
         let Some(conn) = client.as_mut() else {
@@ -160,27 +192,27 @@ fn unfit(kind: &str, key: &str) -> Option<StoreError> {
     })
 }
 
-/// Runs a batch in one transaction, in order (a read sees the writes before it).
-async fn run(client: &mut Client, batch: &[Request]) -> Result<Vec<Answer>, Failed> {
-    let tx = client.transaction().await.map_err(Failed::Before)?;
-    let mut answers = Vec::with_capacity(batch.len());
-    for request in batch {
-        answers.push(match request {
-            Request::Read { kind, key, .. } => {
-                Answer::Read(read(&tx, kind, key).await.map_err(Failed::Before)?)
-            }
-            Request::Write { writes, .. } => {
-                let mut results = Vec::with_capacity(writes.len());
-                for w in writes {
-                    results.push(write(&tx, w).await.map_err(Failed::Before)?);
-                }
-                Answer::Write(results)
-            }
-            Request::Reminders { op, .. } => {
-                Answer::Reminders(reminders(&tx, op).await.map_err(Failed::Before)?)
-            }
-        });
-    }
+/// Runs a batch in one transaction, in order (a read sees the writes before it): its
+/// statements are pipelined.
+async fn run(conn: &mut Conn, batch: &[Request]) -> Result<Vec<Answer>, Failed> {
+    let tx = conn.client.transaction().await.map_err(Failed::Before)?;
+    let (read_, insert, update) = (&conn.read, &conn.insert, &conn.update);
+    let answers = try_join_all(batch.iter().map(|request| async {
+        Ok(match request {
+            Request::Read { kind, key, .. } => Answer::Read(read(&tx, read_, kind, key).await?),
+            Request::Write { writes, .. } => Answer::Write(
+                try_join_all(
+                    writes
+                        .iter()
+                        .map(|w| write(&tx, (read_, insert, update), w)),
+                )
+                .await?,
+            ),
+            Request::Reminders { op, .. } => Answer::Reminders(reminders(&tx, op).await?),
+        })
+    }))
+    .await
+    .map_err(Failed::Before)?;
     tx.commit().await.map_err(Failed::Committing)?;
     Ok(answers)
 }
@@ -234,15 +266,11 @@ async fn reminders(
 
 async fn read(
     tx: &impl GenericClient,
+    statement: &Statement,
     kind: &str,
     key: &str,
 ) -> Result<Stored, tokio_postgres::Error> {
-    let row = tx
-        .query_opt(
-            "SELECT value, version FROM meshrpc_state WHERE kind = $1 AND key = $2",
-            &[&kind, &key],
-        )
-        .await?;
+    let row = tx.query_opt(statement, &[&kind, &key]).await?;
     Ok(match row {
         Some(row) => {
             let value: Option<Vec<u8>> = row.get(0);
@@ -259,28 +287,21 @@ async fn read(
 /// One compare-and-set write: its new version, or the conflict (the batch goes on).
 async fn write(
     tx: &impl GenericClient,
+    (read_, insert, update): (&Statement, &Statement, &Statement),
     w: &Write,
 ) -> Result<Result<Version, StoreError>, tokio_postgres::Error> {
     let value = w.value.as_deref();
     let changed = if w.expected == 0 {
-        tx.execute(
-            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES ($1, $2, $3, 1)
-             ON CONFLICT (kind, key) DO NOTHING",
-            &[&w.kind, &w.key, &value],
-        )
-        .await?
+        tx.execute(insert, &[&w.kind, &w.key, &value]).await?
     } else {
-        tx.execute(
-            "UPDATE meshrpc_state SET value = $3, version = version + 1
-             WHERE kind = $1 AND key = $2 AND version = $4",
-            &[&w.kind, &w.key, &value, &(w.expected as i64)],
-        )
-        .await?
+        let expected = w.expected as i64;
+        tx.execute(update, &[&w.kind, &w.key, &value, &expected])
+            .await?
     };
     if changed == 1 {
         return Ok(Ok(w.expected + 1));
     }
-    let found = read(tx, &w.kind, &w.key).await?.version;
+    let found = read(tx, read_, &w.kind, &w.key).await?.version;
     Ok(Err(StoreError::Conflict {
         kind: w.kind.clone(),
         key: w.key.clone(),
