@@ -292,10 +292,10 @@ async fn write(
 ) -> Result<Result<Version, StoreError>, tokio_postgres::Error> {
     let value = w.value.as_deref();
     let changed = if w.expected == 0 {
-        tx.execute(insert, &[&w.kind, &w.key, &value]).await?
+        tx.execute(insert, &[&&*w.kind, &&*w.key, &value]).await?
     } else {
         let expected = w.expected as i64;
-        tx.execute(update, &[&w.kind, &w.key, &value, &expected])
+        tx.execute(update, &[&&*w.kind, &&*w.key, &value, &expected])
             .await?
     };
     if changed == 1 {
@@ -303,8 +303,8 @@ async fn write(
     }
     let found = read(tx, read_, &w.kind, &w.key).await?.version;
     Ok(Err(StoreError::Conflict {
-        kind: w.kind.clone(),
-        key: w.key.clone(),
+        kind: w.kind.to_string(),
+        key: w.key.to_string(),
         expected: w.expected,
         found,
     }))

@@ -5,6 +5,12 @@
 //! acknowledged write is on disk (the channel and the batching are `queue.rs`'s). The thread
 //! ends when the last handle is dropped.
 //!
+//! `synchronous = FULL` syncs the log at every commit, so an acknowledged write survives a
+//! power loss too; it costs one fsync per batch, which bounds a busy node (docs/PERFORMANCE.md).
+//! `sqlite:PATH?synchronous=normal` syncs only at checkpoints: acknowledged writes still
+//! survive any crash of the processes (kill -9 included), but a power loss or a kernel crash
+//! may lose the last commits (never the file's consistency). SQLite documents both.
+//!
 //! Versions make writes compare-and-set: a write names the version it replaces, and the
 //! `UPDATE … WHERE version = ?` that carries it changes no row when another writer got there
 //! first. A delete leaves a tombstone (no value, the next version), so a version is never
@@ -22,18 +28,51 @@ use super::{Reminder, ReminderOp, StoreError, Stored, Version, Write};
 /// How long a commit waits for another process holding the file's write lock.
 const BUSY: Duration = Duration::from_secs(5);
 
+/// When a commit reaches the disk (the module doc says what each promises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// At every commit (the default).
+    Full,
+    /// At checkpoints.
+    Normal,
+}
+
+impl Sync {
+    /// `PATH` or `PATH?synchronous=full|normal`: the path and the setting.
+    ///
+    /// # Errors
+    /// `Url` for any other option.
+    pub(crate) fn parse(address: &str) -> Result<(&str, Sync), StoreError> {
+        let Some((path, option)) = address.rsplit_once('?') else {
+            return Ok((address, Sync::Full));
+        };
+        match option {
+            "synchronous=full" => Ok((path, Sync::Full)),
+            "synchronous=normal" => Ok((path, Sync::Normal)),
+            other => Err(StoreError::Url(format!(
+                "`sqlite:{address}`: unknown option `{other}` (the one there is: synchronous=full or synchronous=normal)"
+            ))),
+        }
+    }
+}
+
 /// Opens (creating if need be) the store in the file at `path`, served by a thread of its
 /// own.
 ///
 /// # Errors
 /// `Unavailable` if the file cannot be opened or set up.
-pub(crate) fn open(path: &str) -> Result<Queued, StoreError> {
+pub(crate) fn open(path: &str, sync: Sync) -> Result<Queued, StoreError> {
     let unavailable = |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite:{path}: {e}"));
     let conn = Connection::open(Path::new(path)).map_err(unavailable)?;
     conn.busy_timeout(BUSY).map_err(unavailable)?;
+    let synchronous = match sync {
+        Sync::Full => "FULL",
+        Sync::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+        .map_err(unavailable)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
          CREATE TABLE IF NOT EXISTS meshrpc_state (
              kind TEXT NOT NULL,
              key TEXT NOT NULL,
@@ -50,7 +89,11 @@ pub(crate) fn open(path: &str) -> Result<Queued, StoreError> {
          ) WITHOUT ROWID;",
     )
     .map_err(unavailable)?;
-    let (handle, batches) = Queued::new(format!("sqlite:{path}"), |_, _| None);
+    let shown = match sync {
+        Sync::Full => format!("sqlite:{path}"),
+        Sync::Normal => format!("sqlite:{path}?synchronous=normal"),
+    };
+    let (handle, batches) = Queued::new(shown, |_, _| None);
     std::thread::Builder::new()
         .name("meshrpc-state".into())
         .spawn(move || serve(conn, batches))
@@ -133,8 +176,8 @@ fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, Store
     }
     let found = read(conn, &w.kind, &w.key)?.version;
     Ok(Err(StoreError::Conflict {
-        kind: w.kind.clone(),
-        key: w.key.clone(),
+        kind: w.kind.to_string(),
+        key: w.key.to_string(),
         expected: w.expected,
         found,
     }))
@@ -196,7 +239,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_compare_and_set_and_versions_are_never_reused() {
         let (dir, file) = temp("cas");
-        let store = open(&file).expect("opens");
+        let store = open(&file, Sync::Full).expect("opens");
         assert_eq!(store.describe(), format!("sqlite:{file}"));
         spec::compare_and_set(&store).await;
         spec::reminders(&store).await;
@@ -207,7 +250,10 @@ mod tests {
     #[tokio::test]
     async fn two_stores_on_one_file_see_each_others_writes_and_conflicts() {
         let (dir, file) = temp("shared");
-        let (a, b) = (open(&file).expect("a"), open(&file).expect("b"));
+        let (a, b) = (
+            open(&file, Sync::Full).expect("a"),
+            open(&file, Sync::Full).expect("b"),
+        );
         spec::shared(&a, &b).await;
         drop((a, b));
         let _ = std::fs::remove_dir_all(dir);
@@ -216,7 +262,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_at_once_share_commits() {
         let (dir, file) = temp("group");
-        let store = open(&file).expect("opens");
+        let store = open(&file, Sync::Full).expect("opens");
         let writers = (0..200).map(|i| {
             let store = store.clone();
             tokio::spawn(async move { store.write(vec![put("c", &i.to_string(), "v", 0)]).await })
@@ -236,5 +282,22 @@ mod tests {
             panic!("opened a store from redis://x")
         };
         assert!(why.contains("sqlite:PATH"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn synchronous_normal_is_asked_for_by_name_and_keeps_every_rule() {
+        let (dir, file) = temp("normal");
+        let address = format!("sqlite:{file}?synchronous=normal");
+        let store = super::super::open(&address).await.expect("opens");
+        assert_eq!(store.describe(), address);
+        spec::compare_and_set(&*store).await;
+        drop(store);
+        let Err(StoreError::Url(why)) =
+            super::super::open(&format!("sqlite:{file}?synchronous=off")).await
+        else {
+            panic!("opened with synchronous=off")
+        };
+        assert!(why.contains("unknown option `synchronous=off`"), "{why}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

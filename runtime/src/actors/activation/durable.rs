@@ -167,7 +167,7 @@ impl<S: Send + 'static> Kind<S> {
     pub(super) async fn run_durable(
         &self,
         durable: &Durable<'_, S>,
-        key: &str,
+        key: &Arc<str>,
         state: &mut S,
         saved: &mut Saved,
         mut call: Call<S>,
@@ -230,8 +230,8 @@ impl<S: Send + 'static> Kind<S> {
             _ => saved.version,
         };
         let write = Write {
-            kind: self.name.to_string(),
-            key: key.to_owned(),
+            kind: self.name.clone(),
+            key: key.clone(),
             value: Some(bytes.clone()),
             expected,
         };
