@@ -3,7 +3,9 @@
 //! ratio is what counts on a noisy machine); activations per second in process; and the
 //! memory of a million idle activations. docs/PERFORMANCE.md has the table.
 //!
-//! `cargo bench --bench actors [-- --secs 3 --idle 1000000]`
+//! `cargo bench --bench actors [-- --secs 3 --idle 1000000 --persist 1]`: with `--persist
+//! 1` the million keys belong to a type whose state persists (a SQLite file in a temporary
+//! folder), each written once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +32,17 @@ fn rss_mib() -> f64 {
 }
 
 async fn node(name: &str, seed: Option<&Node>, vcounter: bool) -> Node {
+    node_with(name, seed, vcounter, None).await
+}
+
+/// A node; with `state`, its `vcounter` persists there.
+async fn node_with(name: &str, seed: Option<&Node>, vcounter: bool, state: Option<String>) -> Node {
+    let persist = state.is_some();
     let node = Node::start(NodeConfig {
         name: name.to_owned(),
         seeds: seed.map(|s| s.addr().to_string()).into_iter().collect(),
         mailbox: 64,
+        state,
         ..NodeConfig::default()
     })
     .await
@@ -45,7 +54,11 @@ async fn node(name: &str, seed: Option<&Node>, vcounter: bool) -> Node {
         })
         .start();
     if vcounter {
-        node.virtual_actor("vcounter", |_: &str| 0i64)
+        let mut builder = node.virtual_actor("vcounter", |_: &str| 0i64);
+        if persist {
+            builder = builder.persist();
+        }
+        builder
             .method("incr", |n: &mut i64, by: i64| {
                 *n += by;
                 *n
@@ -87,6 +100,7 @@ where
 async fn main() {
     let secs = arg("--secs", 3) as f64;
     let idle = arg("--idle", 1_000_000);
+    let persist = arg("--persist", 0) == 1;
 
     // Calls: the caller `a` hosts no virtual actors; `b` hosts both kinds.
     let b = node("b", None, true).await;
@@ -139,7 +153,12 @@ async fn main() {
     b.shutdown().await;
 
     // Activations: one node, every call a new key, over its in-memory link to itself.
-    let solo = node("solo", None, true).await;
+    let folder = std::env::temp_dir().join(format!("meshrpc-bench-actors-{}", std::process::id()));
+    let state = persist.then(|| {
+        std::fs::create_dir_all(&folder).expect("a temporary folder");
+        format!("sqlite:{}", folder.join("state.db").display())
+    });
+    let solo = node_with("solo", None, true, state).await;
     let before = rss_mib();
     let started = Instant::now();
     let workers = 64u64;
@@ -168,10 +187,12 @@ async fn main() {
     println!();
     println!("| activations in process | count | activations/s | RSS before | RSS with all idle | per activation |");
     println!("|---|---|---|---|---|---|");
+    let what = if persist { "persistent" } else { "volatile" };
     println!(
-        "| new keys, 64 callers | {active} | {:.0} | {before:.0} MiB | {after:.0} MiB | {:.0} bytes |",
+        "| new keys, 64 callers, {what} | {active} | {:.0} | {before:.0} MiB | {after:.0} MiB | {:.0} bytes |",
         active as f64 / took,
         (after - before) * 1024.0 * 1024.0 / active.max(1) as f64
     );
     solo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&folder);
 }

@@ -340,7 +340,10 @@ impl<S: Send + 'static> Kind<S> {
         // Read before loading: a view change during the load is checked at the first call.
         let mut verified = self.views.load(Ordering::Acquire);
         let loaded = match (claimed, &durable) {
-            (Ok(()), Some(durable)) => (self.load(durable, &key).await).map(|(s, v)| (s, Some(v))),
+            // Boxed, as the claim: an idle activation keeps no room for a load or a write.
+            (Ok(()), Some(durable)) => {
+                (Box::pin(self.load(durable, &key)).await).map(|(s, v)| (s, Some(v)))
+            }
             (Ok(()), None) => self.build(&key).map(|state| (state, None)),
             (Err(why), _) => {
                 debug!(kind = %self.name, %key, %why, "not activated: the previous owner keeps it");
@@ -366,15 +369,15 @@ impl<S: Send + 'static> Kind<S> {
                     if let (Some(durable), Some(saved)) = (&durable, saved.as_mut()) {
                         let views = self.views.load(Ordering::Acquire);
                         if views != verified {
-                            if !self.current(durable, &key, saved).await {
+                            if !Box::pin(self.current(durable, &key, saved)).await {
                                 debug!(kind = %self.name, %key, "another activation wrote since the load: ends");
-                                unserved = Some(*call);
+                                unserved = Some(call);
                                 break Leaving::Stale;
                             }
                             verified = views;
                         }
                         let ran = self.run_durable(durable, &key, &mut state, saved, *call);
-                        if let Err(why) = ran.await {
+                        if let Err(why) = Box::pin(ran).await {
                             debug!(kind = %self.name, %key, why, "ends unsaved");
                             break Leaving::Stale;
                         }
@@ -394,7 +397,7 @@ impl<S: Send + 'static> Kind<S> {
                 None => break Leaving::Shutdown,
             }
         };
-        let mut handed_over: Vec<Call<S>> = unserved.into_iter().collect();
+        let mut handed_over: Vec<Call<S>> = unserved.into_iter().map(|call| *call).collect();
         for msg in mailbox.close() {
             match msg {
                 // Idle or shed: these came in the last instant; serve them (a persistent
