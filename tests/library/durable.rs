@@ -94,13 +94,18 @@ async fn a_second_activation_cannot_overwrite_the_first() {
     // acknowledged and it ends; the retry ActorRef makes activates k again from the stored
     // 2. Without the version check a would answer 11 and b's increment would be lost.
     assert_eq!(on_a.call::<i64>("incr", 10).await.unwrap(), 12);
+    // Both increments are stored: a node that loads k now reads 12.
+    let c = node("c", &file).await;
     assert_eq!(
-        on_b.call::<i64>("get", ()).await.unwrap(),
-        2,
-        "b's activation keeps its own"
+        c.actor_ref("pcounter", "k")
+            .call::<i64>("get", ())
+            .await
+            .unwrap(),
+        12
     );
-    a.shutdown().await;
-    b.shutdown().await;
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,7 @@ mod ending;
 mod routing;
 
 pub(crate) use durable::Codec;
+use durable::{Gate, PIPELINE};
 
 impl<S: Send + 'static> Kind<S> {
     pub(crate) fn new(name: &str, spec: Spec<S>, ctx: Ctx) -> Self {
@@ -363,20 +364,51 @@ impl<S: Send + 'static> Kind<S> {
         };
         // A call this activation will not serve (its state turned out stale): re-placed.
         let mut unserved = None;
+        // A persistent type's answers waiting for their writes.
+        let mut gate = Gate::default();
         let why = loop {
-            match mailbox.recv().await {
+            let msg = if gate.is_empty() {
+                mailbox.recv().await
+            } else {
+                tokio::select! {
+                    biased;
+                    Some(settled) = gate.next() => {
+                        if self.settle(&key, &mut gate, settled).is_err() {
+                            break Leaving::Stale;
+                        }
+                        continue;
+                    }
+                    msg = mailbox.recv() => msg,
+                }
+            };
+            match msg {
                 Some(Msg::Call(call)) => {
                     if let (Some(durable), Some(saved)) = (&durable, saved.as_mut()) {
                         let views = self.views.load(Ordering::Acquire);
                         if views != verified {
-                            if !Box::pin(self.current(durable, &key, saved)).await {
+                            // Its own writes first: then the stored version is its own.
+                            let current = Box::pin(async {
+                                self.drain(&key, &mut gate).await
+                                    && self.current(durable, &key, saved).await
+                            });
+                            if !current.await {
                                 debug!(kind = %self.name, %key, "another activation wrote since the load: ends");
                                 unserved = Some(call);
                                 break Leaving::Stale;
                             }
                             verified = views;
                         }
-                        let ran = self.run_durable(durable, &key, &mut state, saved, *call);
+                        if gate.len() >= PIPELINE {
+                            let oldest = Box::pin(gate.next()).await;
+                            if let Some(settled) = oldest {
+                                if self.settle(&key, &mut gate, settled).is_err() {
+                                    unserved = Some(call);
+                                    break Leaving::Stale;
+                                }
+                            }
+                        }
+                        let ran =
+                            self.run_durable(durable, &key, &mut state, saved, &mut gate, *call);
                         if let Err(why) = Box::pin(ran).await {
                             debug!(kind = %self.name, %key, why, "ends unsaved");
                             break Leaving::Stale;
@@ -397,6 +429,9 @@ impl<S: Send + 'static> Kind<S> {
                 None => break Leaving::Shutdown,
             }
         };
+        // What is still held leaves as its writes commit (or fail): before the key can be
+        // activated anywhere else.
+        Box::pin(self.drain(&key, &mut gate)).await;
         let mut handed_over: Vec<Call<S>> = unserved.into_iter().map(|call| *call).collect();
         for msg in mailbox.close() {
             match msg {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Reminder, ReminderOp, StateStore, StoreError, Stored, Version, Write};
+use super::{Reminder, ReminderOp, StateStore, StoreError, Stored, Version, Write, Written};
 
 /// Requests queued for the store before callers wait for room.
 const QUEUE: usize = 1024;
@@ -122,10 +122,15 @@ impl StateStore for Queued {
         })
     }
 
-    fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
+    // The outer future queues, the inner one waits for the commit: two steps on purpose.
+    #[allow(clippy::async_yields_async)]
+    fn submit(&self, writes: Vec<Write>) -> BoxFuture<'_, Written> {
         Box::pin(async move {
+            let now = |results: Vec<Result<Version, StoreError>>| -> Written {
+                Box::pin(std::future::ready(results))
+            };
             if let Some(error) = writes.iter().find_map(|w| (self.unfit)(&w.kind, &w.key)) {
-                return writes.iter().map(|_| Err(error.clone())).collect();
+                return now(writes.iter().map(|_| Err(error.clone())).collect());
             }
             let n = writes.len();
             let (reply, answer) = oneshot::channel();
@@ -135,16 +140,18 @@ impl StateStore for Queued {
                 .await
                 .is_err()
             {
-                return (0..n).map(|_| Err(Self::gone())).collect();
+                return now((0..n).map(|_| Err(Self::gone())).collect());
             }
-            // Queued, then no answer: the store stopped, perhaps after committing.
-            let unknown = |_| {
-                let why = "the store stopped before answering";
-                (0..n)
-                    .map(|_| Err(StoreError::Unknown(why.into())))
-                    .collect()
-            };
-            answer.await.unwrap_or_else(unknown)
+            Box::pin(async move {
+                // Queued, then no answer: the store stopped, perhaps after committing.
+                let unknown = |_| {
+                    let why = "the store stopped before answering";
+                    (0..n)
+                        .map(|_| Err(StoreError::Unknown(why.into())))
+                        .collect()
+                };
+                answer.await.unwrap_or_else(unknown)
+            }) as Written
         })
     }
 

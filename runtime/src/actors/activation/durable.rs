@@ -19,13 +19,19 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tracing::warn;
 
 use super::{Call, Kind};
 use crate::handlers::build_state;
 use crate::link::local;
-use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Write};
-use crate::wire::{ErrorKind, RemoteError};
+use crate::link::Responder;
+use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Version, Write};
+use crate::wire::{Encoding, ErrorKind, RemoteError};
+
+/// A call's answer, as a responder sends it.
+type Reply = Result<(Encoding, Bytes), RemoteError>;
 
 /// Turns a state into bytes; `None` if it does not encode.
 pub(crate) type Encode<S> = Box<dyn Fn(&S) -> Option<Bytes> + Send + Sync>;
@@ -160,16 +166,16 @@ impl<S: Send + 'static> Kind<S> {
         panicked
     }
 
-    /// Runs one call of a persistent type and writes what it changed before its answer
-    /// leaves. `Err` when the activation must end: the method panicked (its state is not
-    /// to be trusted), or the write was refused or failed (another activation wrote, or
-    /// the store is down).
+    /// Runs one call of a persistent type and queues the write of what it changed; its
+    /// answer waits in `gate` until that write commits. `Err` when the activation must end:
+    /// the method panicked (its state is not to be trusted) or the state does not encode.
     pub(super) async fn run_durable(
         &self,
         durable: &Durable<'_, S>,
         key: &Arc<str>,
         state: &mut S,
         saved: &mut Saved,
+        gate: &mut Gate,
         mut call: Call<S>,
     ) -> Result<(), &'static str> {
         if call.method.streams() {
@@ -194,40 +200,45 @@ impl<S: Send + 'static> Kind<S> {
             )),
         };
         if panicked {
-            answer_to.reply_raw(answer);
+            gate.answer(answer_to, answer);
             return Err("a method panicked");
         }
-        let bytes = (durable.codec.encode)(state);
-        let write = match bytes {
-            Some(bytes) if saved.bytes.as_ref() == Some(&bytes) => None,
-            Some(bytes) => Some(bytes),
+        let bytes = match (durable.codec.encode)(state) {
+            // Unchanged: nothing to write, but it may have read what earlier calls wrote.
+            Some(bytes) if saved.bytes.as_ref() == Some(&bytes) => {
+                gate.answer(answer_to, answer);
+                return Ok(());
+            }
+            Some(bytes) => bytes,
             None => {
                 let why = format!(
                     "the state of `{}/{key}` does not encode; nothing was saved",
                     self.name
                 );
-                answer_to.reply_raw(Err(RemoteError::new(ErrorKind::Application, why)));
+                gate.answer(
+                    answer_to,
+                    Err(RemoteError::new(ErrorKind::Application, why)),
+                );
                 return Err("the state does not encode");
             }
         };
-        let Some(bytes) = write else {
-            answer_to.reply_raw(answer);
-            return Ok(());
-        };
         let switch = test_unsafe();
-        // The answer waits here until the write commits (unless a test took that away).
-        let mut pending = Some((answer_to, answer));
-        if switch == TestUnsafe::ReplyBeforeWrite {
-            if let Some((to, answer)) = pending.take() {
-                to.reply_raw(answer);
-            }
-        }
-        let expected = match switch {
-            TestUnsafe::NoVersionCheck => match durable.store.read(&self.name, key).await {
+        // The answer waits for the write (unless a test took that away).
+        let answer_to = if switch == TestUnsafe::ReplyBeforeWrite {
+            answer_to.reply_raw(answer.clone());
+            None
+        } else {
+            Some(answer_to)
+        };
+        let expected = if switch == TestUnsafe::NoVersionCheck {
+            // The version stored now, whoever wrote it (own writes first: no pipelining).
+            Box::pin(self.drain(key, gate)).await;
+            match durable.store.read(&self.name, key).await {
                 Ok(stored) => stored.version,
                 Err(_) => saved.version,
-            },
-            _ => saved.version,
+            }
+        } else {
+            saved.version
         };
         let write = Write {
             kind: self.name.clone(),
@@ -235,27 +246,124 @@ impl<S: Send + 'static> Kind<S> {
             value: Some(bytes.clone()),
             expected,
         };
-        match durable.store.write(vec![write]).await.pop() {
-            Some(Ok(version)) => {
-                *saved = Saved {
-                    version,
-                    bytes: Some(bytes),
-                };
-                if let Some((to, answer)) = pending {
-                    to.reply_raw(answer);
-                }
-                Ok(())
+        let written = durable.store.submit(vec![write]).await;
+        // What the next write replaces, if this one commits (if it does not, neither will
+        // the next, and the activation ends when the gate learns of it).
+        *saved = Saved {
+            version: expected + 1,
+            bytes: Some(bytes),
+        };
+        gate.push(Box::pin(async move {
+            let result = written.await.pop();
+            let written = result
+                .unwrap_or_else(|| Err(StoreError::Unknown("the store gave no answer".to_owned())));
+            Settled {
+                answer_to,
+                answer,
+                written: Some(written),
             }
-            refused => {
-                let error = refused
-                    .and_then(Result::err)
-                    .unwrap_or_else(|| StoreError::Unknown("the store gave no answer".to_owned()));
-                warn!(kind = %self.name, %key, %error, "the state was not saved; the activation ends");
-                if let Some((to, _)) = pending {
-                    to.reply_raw(Err(self.not_saved(key, &error)));
+        }));
+        Ok(())
+    }
+
+    /// Sends the answer of a call whose write was settled; `Err` once any write of this
+    /// activation failed: it must end (what still waits is settled as it comes).
+    pub(super) fn settle(&self, key: &str, gate: &mut Gate, settled: Settled) -> Result<(), ()> {
+        let Settled {
+            answer_to,
+            answer,
+            written,
+        } = settled;
+        let reply = match written {
+            Some(Ok(_)) => answer,
+            Some(Err(error)) => {
+                if !gate.failed {
+                    warn!(kind = %self.name, %key, %error, "the state was not saved; the activation ends");
                 }
-                Err("its state was not saved")
+                gate.failed = true;
+                Err(self.not_saved(key, &error))
             }
+            // It changed nothing, but what it saw may never have been written.
+            None if gate.failed => Err(RemoteError::new(
+                ErrorKind::Moved,
+                format!(
+                    "an earlier write of `{}/{key}` failed; nothing was acknowledged, try again",
+                    self.name
+                ),
+            )),
+            None => answer,
+        };
+        if let Some(to) = answer_to {
+            to.reply_raw(reply);
         }
+        if gate.failed {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for every held answer and sends it; false if a write failed.
+    pub(super) async fn drain(&self, key: &str, gate: &mut Gate) -> bool {
+        while let Some(settled) = gate.next().await {
+            let _ = self.settle(key, gate, settled);
+        }
+        !gate.failed
+    }
+}
+
+/// The most answers of one activation waiting for their writes: past it, the activation
+/// waits for the oldest before it runs another call.
+pub(super) const PIPELINE: usize = 64;
+
+/// Answers waiting for their writes, in call order (Cloudflare Durable Objects' output
+/// gate): an answer leaves once its own write and every earlier one committed. A call that
+/// changed nothing waits behind earlier writes too, as it may have read what they wrote.
+#[derive(Default)]
+pub(super) struct Gate {
+    /// Boxed, and only once needed: an idle activation carries a pointer.
+    waiting: Option<Box<FuturesOrdered<BoxFuture<'static, Settled>>>>,
+    /// A write failed: what still waits is acknowledged only if its own write committed.
+    failed: bool,
+}
+
+/// A held answer, with how its write ended (`None`: the call wrote nothing).
+pub(super) struct Settled {
+    /// `None` when it was answered already (a test switch).
+    answer_to: Option<Responder>,
+    answer: Reply,
+    written: Option<Result<Version, StoreError>>,
+}
+
+impl Gate {
+    pub(super) fn len(&self) -> usize {
+        self.waiting.as_ref().map_or(0, |w| w.len())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, settled: BoxFuture<'static, Settled>) {
+        (self.waiting.get_or_insert_with(Box::default)).push_back(settled);
+    }
+
+    /// Answers at once when nothing is held, else behind what is.
+    fn answer(&mut self, answer_to: Responder, answer: Reply) {
+        if self.is_empty() {
+            answer_to.reply_raw(answer);
+        } else {
+            let settled = Settled {
+                answer_to: Some(answer_to),
+                answer,
+                written: None,
+            };
+            self.push(Box::pin(std::future::ready(settled)));
+        }
+    }
+
+    /// The oldest held answer, once settled; `None` when none is held.
+    pub(super) async fn next(&mut self) -> Option<Settled> {
+        self.waiting.as_mut()?.next().await
     }
 }
