@@ -74,8 +74,32 @@ pub(crate) enum ReminderOp {
 }
 
 /// The results of queued writes, once committed (or refused): a result for every write, in
-/// order.
-pub(crate) type Written = BoxFuture<'static, Vec<Result<Version, StoreError>>>;
+/// order. Waiting on it is cancel-safe (a later wait gets the results).
+pub(crate) enum Written {
+    /// Known at once (refused before they were queued).
+    Now(Option<Vec<Result<Version, StoreError>>>),
+    /// From the store, once its batch is committed; `usize` writes.
+    Later(
+        tokio::sync::oneshot::Receiver<Vec<Result<Version, StoreError>>>,
+        usize,
+    ),
+}
+
+impl Written {
+    /// The results (an `Unknown` for each write if the store stopped without answering).
+    pub(crate) async fn results(&mut self) -> Vec<Result<Version, StoreError>> {
+        match self {
+            Written::Now(results) => results.take().unwrap_or_default(),
+            Written::Later(answer, n) => (&mut *answer).await.unwrap_or_else(|_| {
+                // Queued, then no answer: the store stopped, perhaps after committing.
+                let why = "the store stopped before answering";
+                (0..*n)
+                    .map(|_| Err(StoreError::Unknown(why.into())))
+                    .collect()
+            }),
+        }
+    }
+}
 
 /// Why a store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,11 +135,17 @@ pub(crate) trait StateStore: Send + Sync + 'static {
     /// before that one commits; if it does not, the next is refused too.
     fn submit(&self, writes: Vec<Write>) -> BoxFuture<'_, Written>;
 
+    /// [`StateStore::submit`] without waiting: `Err` hands the writes back when the store's
+    /// queue is full (then `submit` waits for room).
+    fn try_submit(&self, writes: Vec<Write>) -> Result<Written, Vec<Write>> {
+        Err(writes)
+    }
+
     /// Commits `writes` together; each result is its new version or why it was refused. A
     /// result for every write, in order.
     #[cfg_attr(not(test), allow(dead_code))] // activations submit, and wait in their gate
     fn write(&self, writes: Vec<Write>) -> BoxFuture<'_, Vec<Result<Version, StoreError>>> {
-        Box::pin(async move { self.submit(writes).await.await })
+        Box::pin(async move { self.submit(writes).await.results().await })
     }
 
     /// Does `op` to the reminders: `List` answers all of them in (type, key, name) order,

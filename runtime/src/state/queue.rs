@@ -122,37 +122,36 @@ impl StateStore for Queued {
         })
     }
 
-    // The outer future queues, the inner one waits for the commit: two steps on purpose.
-    #[allow(clippy::async_yields_async)]
     fn submit(&self, writes: Vec<Write>) -> BoxFuture<'_, Written> {
         Box::pin(async move {
-            let now = |results: Vec<Result<Version, StoreError>>| -> Written {
-                Box::pin(std::future::ready(results))
+            let writes = match self.try_submit(writes) {
+                Ok(written) => return written,
+                Err(writes) => writes,
             };
-            if let Some(error) = writes.iter().find_map(|w| (self.unfit)(&w.kind, &w.key)) {
-                return now(writes.iter().map(|_| Err(error.clone())).collect());
-            }
             let n = writes.len();
             let (reply, answer) = oneshot::channel();
-            if self
-                .requests
-                .send(Request::Write { writes, reply })
-                .await
-                .is_err()
-            {
-                return now((0..n).map(|_| Err(Self::gone())).collect());
+            match self.requests.send(Request::Write { writes, reply }).await {
+                Ok(()) => Written::Later(answer, n),
+                Err(_) => Written::Now(Some((0..n).map(|_| Err(Self::gone())).collect())),
             }
-            Box::pin(async move {
-                // Queued, then no answer: the store stopped, perhaps after committing.
-                let unknown = |_| {
-                    let why = "the store stopped before answering";
-                    (0..n)
-                        .map(|_| Err(StoreError::Unknown(why.into())))
-                        .collect()
-                };
-                answer.await.unwrap_or_else(unknown)
-            }) as Written
         })
+    }
+
+    fn try_submit(&self, writes: Vec<Write>) -> Result<Written, Vec<Write>> {
+        if let Some(error) = writes.iter().find_map(|w| (self.unfit)(&w.kind, &w.key)) {
+            return Ok(Written::Now(Some(
+                writes.iter().map(|_| Err(error.clone())).collect(),
+            )));
+        }
+        let n = writes.len();
+        let (reply, answer) = oneshot::channel();
+        match self.requests.try_send(Request::Write { writes, reply }) {
+            Ok(()) => Ok(Written::Later(answer, n)),
+            Err(mpsc::error::TrySendError::Full(Request::Write { writes, .. })) => Err(writes),
+            Err(_) => Ok(Written::Now(Some(
+                (0..n).map(|_| Err(Self::gone())).collect(),
+            ))),
+        }
     }
 
     fn reminders(&self, op: ReminderOp) -> BoxFuture<'_, Result<Vec<Reminder>, StoreError>> {

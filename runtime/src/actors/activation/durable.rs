@@ -15,19 +15,18 @@
 //! Stream methods are answered as they run (their items leave as they come); what they do
 //! to the state is written with the next call that changes it.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use tracing::warn;
 
 use super::{Call, Kind};
 use crate::handlers::build_state;
 use crate::link::local;
 use crate::link::Responder;
-use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Version, Write};
+use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Version, Write, Written};
 use crate::wire::{Encoding, ErrorKind, RemoteError};
 
 /// A call's answer, as a responder sends it.
@@ -246,23 +245,21 @@ impl<S: Send + 'static> Kind<S> {
             value: Some(bytes.clone()),
             expected,
         };
-        let written = durable.store.submit(vec![write]).await;
+        let written = match durable.store.try_submit(vec![write]) {
+            Ok(written) => written,
+            Err(writes) => durable.store.submit(writes).await,
+        };
         // What the next write replaces, if this one commits (if it does not, neither will
         // the next, and the activation ends when the gate learns of it).
         *saved = Saved {
             version: expected + 1,
             bytes: Some(bytes),
         };
-        gate.push(Box::pin(async move {
-            let result = written.await.pop();
-            let written = result
-                .unwrap_or_else(|| Err(StoreError::Unknown("the store gave no answer".to_owned())));
-            Settled {
-                answer_to,
-                answer,
-                written: Some(written),
-            }
-        }));
+        gate.push(Held {
+            answer_to,
+            answer,
+            written: Some(written),
+        });
         Ok(())
     }
 
@@ -319,17 +316,24 @@ pub(super) const PIPELINE: usize = 64;
 /// Answers waiting for their writes, in call order (Cloudflare Durable Objects' output
 /// gate): an answer leaves once its own write and every earlier one committed. A call that
 /// changed nothing waits behind earlier writes too, as it may have read what they wrote.
+/// Writes commit in the order they were queued, so waiting on the oldest is enough.
 #[derive(Default)]
 pub(super) struct Gate {
-    /// Boxed, and only once needed: an idle activation carries a pointer.
-    waiting: Option<Box<FuturesOrdered<BoxFuture<'static, Settled>>>>,
+    waiting: VecDeque<Held>,
     /// A write failed: what still waits is acknowledged only if its own write committed.
     failed: bool,
 }
 
+/// An answer held until its write (if any) is settled.
+struct Held {
+    /// `None` when it was answered already (a test switch).
+    answer_to: Option<Responder>,
+    answer: Reply,
+    written: Option<Written>,
+}
+
 /// A held answer, with how its write ended (`None`: the call wrote nothing).
 pub(super) struct Settled {
-    /// `None` when it was answered already (a test switch).
     answer_to: Option<Responder>,
     answer: Reply,
     written: Option<Result<Version, StoreError>>,
@@ -337,15 +341,15 @@ pub(super) struct Settled {
 
 impl Gate {
     pub(super) fn len(&self) -> usize {
-        self.waiting.as_ref().map_or(0, |w| w.len())
+        self.waiting.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.waiting.is_empty()
     }
 
-    fn push(&mut self, settled: BoxFuture<'static, Settled>) {
-        (self.waiting.get_or_insert_with(Box::default)).push_back(settled);
+    fn push(&mut self, held: Held) {
+        self.waiting.push_back(held);
     }
 
     /// Answers at once when nothing is held, else behind what is.
@@ -353,17 +357,29 @@ impl Gate {
         if self.is_empty() {
             answer_to.reply_raw(answer);
         } else {
-            let settled = Settled {
+            self.push(Held {
                 answer_to: Some(answer_to),
                 answer,
                 written: None,
-            };
-            self.push(Box::pin(std::future::ready(settled)));
+            });
         }
     }
 
-    /// The oldest held answer, once settled; `None` when none is held.
+    /// The oldest held answer, once settled; `None` when none is held. Cancel-safe: it
+    /// stays held until its write's results are in.
     pub(super) async fn next(&mut self) -> Option<Settled> {
-        self.waiting.as_mut()?.next().await
+        let oldest = self.waiting.front_mut()?;
+        let written = match oldest.written.as_mut() {
+            Some(written) => Some(written.results().await.pop().unwrap_or_else(|| {
+                Err(StoreError::Unknown("the store gave no answer".to_owned()))
+            })),
+            None => None,
+        };
+        let held = self.waiting.pop_front()?;
+        Some(Settled {
+            answer_to: held.answer_to,
+            answer: held.answer,
+            written,
+        })
     }
 }
