@@ -368,17 +368,25 @@ impl<S: Send + 'static> Kind<S> {
         let mut gate = Gate::default();
         let why = loop {
             let msg = if gate.is_empty() {
+                gate.release();
                 mailbox.recv().await
             } else {
-                tokio::select! {
-                    biased;
-                    Some(settled) = gate.next() => {
+                // Boxed: only a persistent key with answers held waits on both.
+                let next = Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        Some(settled) = gate.next() => Err(settled),
+                        msg = mailbox.recv() => Ok(msg),
+                    }
+                });
+                match next.await {
+                    Ok(msg) => msg,
+                    Err(settled) => {
                         if self.settle(&key, &mut gate, settled).is_err() {
                             break Leaving::Stale;
                         }
                         continue;
                     }
-                    msg = mailbox.recv() => msg,
                 }
             };
             match msg {

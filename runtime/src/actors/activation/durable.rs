@@ -348,6 +348,14 @@ impl Gate {
         self.waiting.is_empty()
     }
 
+    /// Gives back the queue's room once it is empty: an idle activation should not keep
+    /// room for held answers (a few hundred bytes each) for the rest of its life.
+    pub(super) fn release(&mut self) {
+        if self.waiting.is_empty() && self.waiting.capacity() > 0 {
+            self.waiting = VecDeque::new();
+        }
+    }
+
     fn push(&mut self, held: Held) {
         self.waiting.push_back(held);
     }
