@@ -202,13 +202,16 @@ impl Verdict {
         self.violations.is_empty()
     }
 
-    /// The faults from `from` to `to` (a second either side).
+    /// The faults that led up to `from`..`to`: the last four up to a second after it, from
+    /// ten seconds before (a partition may have begun well before the operations it
+    /// broke).
     fn faults_between(&self, from: Duration, to: Duration) -> Vec<&Fault> {
-        let from = from.saturating_sub(Duration::from_secs(1));
+        let from = from.saturating_sub(Duration::from_secs(10));
         let to = to + Duration::from_secs(1);
-        (self.history_faults.iter())
+        let near: Vec<&Fault> = (self.history_faults.iter())
             .filter(|f| f.at >= from && f.at <= to)
-            .collect()
+            .collect();
+        near[near.len().saturating_sub(4)..].to_vec()
     }
 }
 
