@@ -1,6 +1,7 @@
 //! `meshrpc demo`: starts three real `meshrpc node` processes on free loopback ports, shows
-//! them calling each other in both directions, runs a short load, stops them with SIGTERM and
-//! prints a summary. Every child is killed if the demo fails part-way.
+//! them calling each other in both directions, runs a short load, kills one with SIGKILL and
+//! shows a persistent virtual actor's count go on, stops the others with SIGTERM and prints
+//! a summary. Every child is killed if the demo fails part-way.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,13 +208,45 @@ pub async fn run(load: Duration) -> anyhow::Result<()> {
     for client in [c1, c2, c3] {
         client.close().await;
     }
-    println!("\n== stopping the nodes with SIGTERM ==");
-    for node in [n1, n2, n3] {
+
+    println!("\n== kill -9 of vcounter/user-42's owner ({owner}): its count goes on from the state store ==");
+    let (mut victims, survivors): (Vec<_>, Vec<_>) =
+        [n1, n2, n3].into_iter().partition(|n| n.name == owner);
+    for victim in &mut victims {
+        victim.child.start_kill()?;
+        victim.child.wait().await?;
+    }
+    let via = survivors.first().context("no node survived")?;
+    let client = Client::connect(&via.addr).await?;
+    let killed_at = Instant::now();
+    // The call waits, within its deadline, for the cluster to find the owner down.
+    let patient = CallOptions::timeout(Duration::from_secs(30));
+    let after: i64 = (client.peer())
+        .call_with("vcounter.incr/user-42", 1i64, patient)
+        .await?;
+    let new_owner: Option<String> = (client.peer())
+        .call("system.actors.owner", ("vcounter", "user-42"))
+        .await?;
+    client.close().await;
+    println!(
+        "  incr through {} = {after}, {:.1} s after the kill, served by {} from the stored 200",
+        via.name,
+        killed_at.elapsed().as_secs_f64(),
+        new_owner.as_deref().unwrap_or("?")
+    );
+    ensure!(
+        after == 201,
+        "vcounter/user-42 went on from {}, not 200",
+        after - 1
+    );
+
+    println!("\n== stopping the other nodes with SIGTERM ==");
+    for node in survivors {
         let name = node.name.clone();
         node.stop().await?;
         println!("  {name} stopped cleanly");
     }
-    println!("\ndemo ok: 3 nodes, calls both ways, actor state, a virtual actor, 5 of the error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ndemo ok: 3 nodes, calls both ways, actor state, a virtual actor that outlived its node's kill -9, 5 of the error kinds, {calls} load calls, {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
