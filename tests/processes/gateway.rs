@@ -71,6 +71,11 @@ when = datetime.datetime(2023, 2, 13, 10, 30, 0)
 sent = [7, -2**31, 2**31 - 1, True, False, "text <&> ünï", 2.5, when, x.Binary(b"hi"), [1, [2, 3]], {"k": {"n": None}}, None]
 back = s.mirror(sent)
 print(back)
+echoed = s.echo(x.Binary(b"hello"))
+assert isinstance(echoed, x.Binary) and echoed.data == b"hello", repr(echoed)
+assert s.system.methodSignature("echo") == [["base64", "base64"]]
+empty = s.echo(x.Binary(b""))
+assert isinstance(empty, x.Binary) and empty.data == b"", repr(empty)
 "#,
         &[&url(&node)],
     );

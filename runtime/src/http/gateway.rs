@@ -270,10 +270,33 @@ impl Gateway {
                 )
             }
         };
+        let name = method.clone();
         match self.xmlrpc_call(method, params).await {
-            Ok(value) => xmlrpc::write_response(&value),
+            Ok(value) => match self.declared_bytes(&name, &value).await {
+                Some(bytes) => xmlrpc::write_base64_response(&bytes),
+                None => xmlrpc::write_response(&value),
+            },
             Err(fault) => xmlrpc::write_fault(fault.code, &fault.message),
         }
+    }
+
+    /// `value` as bytes, when `method` declares that it returns bytes (`Vec<u8>`,
+    /// `ByteBuf`, `Bytes`: `base64` in its `system.methodSignature`) and the value is
+    /// a list of bytes: XML-RPC callers then get a `<base64>` (Python's `Binary`), not a
+    /// list of numbers. Only arrays of small integers pay for the signature's lookup.
+    async fn declared_bytes(&self, method: &str, value: &Value) -> Option<Vec<u8>> {
+        let bytes: Vec<u8> = (value.as_array()?.iter())
+            .map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
+            .collect::<Option<_>>()?;
+        // A keyed method (`vcounter.get/KEY`) is declared without its key.
+        let declared = method.split_once('/').map_or(method, |(name, _)| name);
+        let signature = raw(&Value::Array(vec![Value::from(declared)]));
+        let answer = self
+            .call_here("system.methodSignature", &signature)
+            .await
+            .ok()?;
+        let returns = answer.get(0)?.get(0)?.as_str()?;
+        (returns == "base64").then_some(bytes)
     }
 
     /// One XML-RPC call, including the introspection methods only XML-RPC has.

@@ -265,6 +265,14 @@ pub(crate) fn write_response(value: &Value) -> String {
     out
 }
 
+/// A `methodResponse` carrying `bytes` as `<base64>`.
+pub(crate) fn write_base64_response(bytes: &[u8]) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!(
+        "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><base64>{encoded}</base64></value></param></params></methodResponse>\n"
+    )
+}
+
 /// A `methodResponse` carrying a fault.
 pub(crate) fn write_fault(code: i64, message: &str) -> String {
     let mut out = String::from("<?xml version=\"1.0\"?>\n<methodResponse><fault>");
