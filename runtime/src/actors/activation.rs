@@ -124,10 +124,8 @@ impl<S: Send + 'static> Kind<S> {
 
     /// The owner of `key` in this node's current view, with its address.
     pub(crate) fn owner(&self, key: &str) -> Option<Host> {
-        let hosts = self.ctx.directory.snapshot().hosts(&self.name);
         let hash = placement::key_hash(&self.name, key);
-        let id = placement::owner(hash, hosts.iter().map(|h| h.id))?;
-        hosts.iter().find(|h| h.id == id).copied()
+        self.ctx.directory.owner_of(&self.name, hash)
     }
 
     /// Routes a call for `key`: to its activation here, or away (see the module doc).

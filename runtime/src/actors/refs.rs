@@ -4,6 +4,7 @@
 //! the owner may answer `moved` (nothing ran) or be unreachable; the ref tries again, with
 //! backoff, until the call's deadline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -18,9 +19,12 @@ use crate::error::RpcError;
 use crate::wire::Encoding;
 use crate::wire::ErrorKind;
 
-/// A virtual actor, wherever it lives; cheap to clone.
+/// A virtual actor, wherever it lives; cheap to clone (one count on a shared allocation).
 #[derive(Clone)]
-pub struct ActorRef {
+pub struct ActorRef(Arc<Target>);
+
+/// What a ref names, and what it calls through.
+struct Target {
     ctx: Ctx,
     kind: String,
     key: String,
@@ -29,7 +33,7 @@ pub struct ActorRef {
 
 impl std::fmt::Debug for ActorRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ActorRef({}/{})", self.kind, self.key)
+        write!(f, "ActorRef({}/{})", self.0.kind, self.0.key)
     }
 }
 
@@ -39,29 +43,29 @@ impl ActorRef {
     pub const SINGLETON: &'static str = super::hosted::SINGLETON_KEY;
 
     pub(crate) fn new(ctx: Ctx, kind: &str, key: &str) -> Self {
-        ActorRef {
+        ActorRef(Arc::new(Target {
             hash: placement::key_hash(kind, key),
             ctx,
             kind: kind.to_owned(),
             key: key.to_owned(),
-        }
+        }))
     }
 
     /// The type.
     pub fn kind(&self) -> &str {
-        &self.kind
+        &self.0.kind
     }
 
     /// The key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     /// The member that owns this key in this node's view: its name, if any host is live.
     pub fn owner(&self) -> Option<String> {
-        let snapshot = self.ctx.directory.snapshot();
-        let hosts = snapshot.hosts(&self.kind);
-        let id = placement::owner(self.hash, hosts.iter().map(|h| h.id))?;
+        let snapshot = self.0.ctx.directory.snapshot();
+        let hosts = snapshot.hosts(&self.0.kind);
+        let id = placement::owner(self.0.hash, hosts.iter().map(|h| h.id))?;
         snapshot.by_id(id).map(|m| m.name.clone())
     }
 
@@ -75,7 +79,7 @@ impl ActorRef {
     /// `bad_arguments` for a bad name or period, or on a node without a state store;
     /// `application` if the store failed.
     pub async fn remind(&self, name: &str, period: Duration) -> Result<(), RpcError> {
-        super::reminders::set(&self.ctx, &self.kind, &self.key, name, period).await
+        super::reminders::set(&self.0.ctx, &self.0.kind, &self.0.key, name, period).await
     }
 
     /// Removes the reminder `name` of this actor; whether there was one.
@@ -83,7 +87,7 @@ impl ActorRef {
     /// # Errors
     /// As [`ActorRef::remind`].
     pub async fn forget(&self, name: &str) -> Result<bool, RpcError> {
-        super::reminders::forget(&self.ctx, &self.kind, &self.key, name).await
+        super::reminders::forget(&self.0.ctx, &self.0.kind, &self.0.key, name).await
     }
 
     /// Calls `method` on the actor with the node's default timeout.
@@ -95,7 +99,7 @@ impl ActorRef {
         method: &str,
         args: impl Serialize,
     ) -> Result<R, RpcError> {
-        self.call_timeout(method, args, self.ctx.default_timeout)
+        self.call_timeout(method, args, self.0.ctx.default_timeout)
             .await
     }
 
@@ -109,7 +113,7 @@ impl ActorRef {
         args: impl Serialize,
         timeout: Duration,
     ) -> Result<R, RpcError> {
-        let name = format!("{}.{method}/{}", self.kind, self.key);
+        let name = format!("{}.{method}/{}", self.0.kind, self.0.key);
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -135,11 +139,11 @@ impl ActorRef {
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
         let owner = self.owner_host()?;
         let left = deadline.saturating_duration_since(Instant::now());
-        if owner.id == self.ctx.me {
+        if owner.id == self.0.ctx.me {
             // This node owns the key: no frame, no link, straight to the activation.
-            return self.ctx.call_here(name, args, left).await;
+            return self.0.ctx.call_here(name, args, left).await;
         }
-        let conn = self.ctx.link(owner.id, owner.addr).await?;
+        let conn = self.0.ctx.link(owner.id, owner.addr).await?;
         conn.request(name, Encoding::Bincode, args, left, false, None)
             .await
     }
@@ -164,13 +168,13 @@ impl ActorRef {
         args: impl Serialize,
         options: StreamOptions,
     ) -> ItemStream<T> {
-        let name = format!("{}.{method}/{}", self.kind, self.key);
-        let deadline = Instant::now() + self.ctx.default_timeout;
+        let name = format!("{}.{method}/{}", self.0.kind, self.0.key);
+        let deadline = Instant::now() + self.0.ctx.default_timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
             let mut items = match self.owner_link().await {
                 Ok(conn) => {
-                    ItemStream::open(&conn, &name, &args, options, self.ctx.default_timeout)
+                    ItemStream::open(&conn, &name, &args, options, self.0.ctx.default_timeout)
                 }
                 Err(e) => ItemStream::failed(e),
             };
@@ -192,19 +196,17 @@ impl ActorRef {
 
     /// The owner of this key in this node's view.
     fn owner_host(&self) -> Result<crate::cluster::membership::Host, RpcError> {
-        let hosts = self.ctx.directory.snapshot().hosts(&self.kind);
-        let id = placement::owner(self.hash, hosts.iter().map(|h| h.id));
-        let owner = id.and_then(|id| hosts.iter().find(|h| h.id == id).copied());
+        let owner = self.0.ctx.directory.owner_of(&self.0.kind, self.0.hash);
         owner.ok_or_else(|| RpcError::PeerUnavailable {
-            peer: format!("{}/{}", self.kind, self.key),
-            reason: format!("no live member hosts virtual actor type `{}`", self.kind),
+            peer: format!("{}/{}", self.0.kind, self.0.key),
+            reason: format!("no live member hosts virtual actor type `{}`", self.0.kind),
         })
     }
 
     /// The link to the owner of this key in this node's view (the in-memory one to itself).
     async fn owner_link(&self) -> Result<crate::link::Connection, RpcError> {
         let owner = self.owner_host()?;
-        self.ctx.link(owner.id, owner.addr).await
+        self.0.ctx.link(owner.id, owner.addr).await
     }
 }
 

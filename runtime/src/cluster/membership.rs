@@ -255,6 +255,16 @@ impl Snapshot {
 }
 
 impl Directory {
+    /// The owner among the live hosts of type `kind` of a key that hashes to `hash`, as
+    /// [`placement::owner`](crate::actors::placement::owner) scores it: read in place, with
+    /// no count taken on the view (the hot path of every virtual-actor call, on both sides).
+    pub(crate) fn owner_of(&self, kind: &str, hash: u64) -> Option<Host> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let hosts: &[Host] = current.types.get(kind).map_or(&[], |hosts| hosts);
+        let id = crate::actors::placement::owner(hash, hosts.iter().map(|h| h.id))?;
+        hosts.iter().find(|h| h.id == id).copied()
+    }
+
     /// The current view.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current
