@@ -25,9 +25,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-/// A state's version: 0 means never written; each write (a delete too) adds one, so a
-/// version is never reused and a stale writer cannot mistake a new state for its own.
+/// A state's version (an ETag): 0 means never written; each write (a delete too) makes a
+/// new one that its writer chose at random (1 to 2^63 - 1, so it fits a signed column).
+/// Nobody else can make the version a writer expects: an activation that queues its next
+/// write naming the version its previous write will make cannot overwrite another
+/// activation's write if that previous one was refused — a counter would let it, since the
+/// other activation's write makes the very number it expects.
 pub(crate) type Version = u64;
+
+/// A fresh version for a write.
+pub(crate) fn new_version() -> Version {
+    rand::random_range(1..=i64::MAX as u64)
+}
 
 /// What a store holds for one key: its state (none when never written or deleted) and its
 /// version.
@@ -38,13 +47,14 @@ pub(crate) struct Stored {
 }
 
 /// One write of a batch: `value` replaces the state at version `expected` (0: never
-/// written); `None` deletes it.
+/// written) and makes version `version`; `None` deletes it.
 #[derive(Debug, Clone)]
 pub(crate) struct Write {
     pub(crate) kind: Arc<str>,
     pub(crate) key: Arc<str>,
     pub(crate) value: Option<Bytes>,
     pub(crate) expected: Version,
+    pub(crate) version: Version,
 }
 
 /// A durable timer of one virtual actor: `name` fires every `period_ms` on whichever node
@@ -242,6 +252,8 @@ pub(crate) mod spec {
             key: key.into(),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
             expected,
+            // Counting keeps the spec readable; activations choose at random.
+            version: expected + 1,
         }
     }
 

@@ -158,6 +158,44 @@ async fn after_a_view_change_a_stale_activation_loads_what_was_written_before_it
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_behind_a_refused_one_is_refused_too() {
+    // a's activation of k is stale (b wrote since). Two calls reach it at once: the first's
+    // write is refused, and the second, queued behind it naming the version the first
+    // would have made, must not land on top of b's write either (with versions that
+    // count, it would: b's write made exactly that number).
+    let file = StateFile::new();
+    let (a, b) = (node("a", &file).await, node("b", &file).await);
+    let on_a = a.actor_ref("pcounter", "k");
+    assert_eq!(on_a.call::<i64>("incr", 1).await.unwrap(), 1);
+    assert_eq!(
+        b.actor_ref("pcounter", "k")
+            .call::<i64>("incr", 1)
+            .await
+            .unwrap(),
+        2
+    );
+    let (first, second) = tokio::join!(on_a.call::<i64>("incr", 10), on_a.call::<i64>("incr", 10));
+    let mut answers = [first.unwrap(), second.unwrap()];
+    answers.sort();
+    assert_eq!(
+        answers,
+        [12, 22],
+        "each increment counted once, on top of b's"
+    );
+    let c = node("c", &file).await;
+    assert_eq!(
+        c.actor_ref("pcounter", "k")
+            .call::<i64>("get", ())
+            .await
+            .unwrap(),
+        22
+    );
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
 /// Polls `key`'s count on `node` until it reaches `at_least`, within 10 s.
 async fn counted(node: &Node, key: &str, at_least: i64) -> i64 {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -125,7 +125,7 @@ impl<S: Send + 'static> Kind<S> {
     /// The owner of `key` in this node's current view, with its address.
     pub(crate) fn owner(&self, key: &str) -> Option<Host> {
         let hash = placement::key_hash(&self.name, key);
-        self.ctx.directory.owner_of(&self.name, hash)
+        placement::owner_host(&self.ctx.directory, &self.name, hash)
     }
 
     /// Routes a call for `key`: to its activation here, or away (see the module doc).
@@ -436,8 +436,11 @@ impl<S: Send + 'static> Kind<S> {
             }
         };
         // What is still held leaves as its writes commit (or fail): before the key can be
-        // activated anywhere else.
-        Box::pin(self.drain(&key, &mut gate)).await;
+        // activated anywhere else. A failed one leaves the state stale.
+        let mut why = why;
+        if !Box::pin(self.drain(&key, &mut gate)).await {
+            why = Leaving::Stale;
+        }
         let mut handed_over: Vec<Call<S>> = unserved.into_iter().map(|call| *call).collect();
         for msg in mailbox.close() {
             match msg {

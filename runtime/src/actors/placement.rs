@@ -47,6 +47,19 @@ pub(crate) fn runner_up<I: IntoIterator<Item = NodeId>>(
     owner(key, hosts.into_iter().filter(|&n| n != without))
 }
 
+/// The owner of a key hashing to `hash` among the live hosts of type `kind` in
+/// `directory`'s current view, with its address.
+pub(crate) fn owner_host(
+    directory: &crate::cluster::membership::Directory,
+    kind: &str,
+    hash: u64,
+) -> Option<crate::cluster::membership::Host> {
+    directory.with_hosts(kind, |hosts| {
+        let id = owner(hash, hosts.iter().map(|h| h.id))?;
+        hosts.iter().find(|h| h.id == id).copied()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,7 +196,7 @@ impl ActorRef {
 
     /// The owner of this key in this node's view.
     fn owner_host(&self) -> Result<crate::cluster::membership::Host, RpcError> {
-        let owner = self.0.ctx.directory.owner_of(&self.0.kind, self.0.hash);
+        let owner = placement::owner_host(&self.0.ctx.directory, &self.0.kind, self.0.hash);
         owner.ok_or_else(|| RpcError::PeerUnavailable {
             peer: format!("{}/{}", self.0.kind, self.0.key),
             reason: format!("no live member hosts virtual actor type `{}`", self.0.kind),

@@ -255,14 +255,12 @@ impl Snapshot {
 }
 
 impl Directory {
-    /// The owner among the live hosts of type `kind` of a key that hashes to `hash`, as
-    /// [`placement::owner`](crate::actors::placement::owner) scores it: read in place, with
-    /// no count taken on the view (the hot path of every virtual-actor call, on both sides).
-    pub(crate) fn owner_of(&self, kind: &str, hash: u64) -> Option<Host> {
+    /// `f` of the live hosts of type `kind`, read in place under the view's lock, with no
+    /// count taken on the view (placing a key is the hot path of every virtual-actor call,
+    /// on both sides). `f` must not wait.
+    pub(crate) fn with_hosts<R>(&self, kind: &str, f: impl FnOnce(&[Host]) -> R) -> R {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        let hosts: &[Host] = current.types.get(kind).map_or(&[], |hosts| hosts);
-        let id = crate::actors::placement::owner(hash, hosts.iter().map(|h| h.id))?;
-        hosts.iter().find(|h| h.id == id).copied()
+        f(current.types.get(kind).map_or(&[], |hosts| hosts))
     }
 
     /// The current view.

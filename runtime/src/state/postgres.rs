@@ -96,11 +96,11 @@ async fn connect(url: &str, shown: &str) -> Result<Conn, StoreError> {
     let (read, insert, update) = futures_util::try_join!(
         prepare("SELECT value, version FROM meshrpc_state WHERE kind = $1 AND key = $2"),
         prepare(
-            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES ($1, $2, $3, 1)
+            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind, key) DO NOTHING"
         ),
         prepare(
-            "UPDATE meshrpc_state SET value = $3, version = version + 1
+            "UPDATE meshrpc_state SET value = $3, version = $5
              WHERE kind = $1 AND key = $2 AND version = $4"
         ),
     )
@@ -291,15 +291,17 @@ async fn write(
     w: &Write,
 ) -> Result<Result<Version, StoreError>, tokio_postgres::Error> {
     let value = w.value.as_deref();
+    let version = w.version as i64;
     let changed = if w.expected == 0 {
-        tx.execute(insert, &[&&*w.kind, &&*w.key, &value]).await?
+        tx.execute(insert, &[&&*w.kind, &&*w.key, &value, &version])
+            .await?
     } else {
         let expected = w.expected as i64;
-        tx.execute(update, &[&&*w.kind, &&*w.key, &value, &expected])
+        tx.execute(update, &[&&*w.kind, &&*w.key, &value, &expected, &version])
             .await?
     };
     if changed == 1 {
-        return Ok(Ok(w.expected + 1));
+        return Ok(Ok(w.version));
     }
     let found = read(tx, read_, &w.kind, &w.key).await?.version;
     Ok(Err(StoreError::Conflict {

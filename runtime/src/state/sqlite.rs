@@ -13,8 +13,8 @@
 //!
 //! Versions make writes compare-and-set: a write names the version it replaces, and the
 //! `UPDATE … WHERE version = ?` that carries it changes no row when another writer got there
-//! first. A delete leaves a tombstone (no value, the next version), so a version is never
-//! reused.
+//! first; the version it makes is the writer's (`state::new_version`, random). A delete
+//! leaves a tombstone (no value, a new version), so a key never goes back to version 0.
 
 use std::path::Path;
 use std::time::Duration;
@@ -160,19 +160,25 @@ fn write(conn: &Connection, w: &Write) -> rusqlite::Result<Result<Version, Store
     let value = w.value.as_deref();
     let changed = if w.expected == 0 {
         conn.prepare_cached(
-            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES (?1, ?2, ?3, 1)
+            "INSERT INTO meshrpc_state (kind, key, value, version) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, key) DO NOTHING",
         )?
-        .execute(params![w.kind, w.key, value])?
+        .execute(params![w.kind, w.key, value, w.version as i64])?
     } else {
         conn.prepare_cached(
-            "UPDATE meshrpc_state SET value = ?3, version = version + 1
+            "UPDATE meshrpc_state SET value = ?3, version = ?5
              WHERE kind = ?1 AND key = ?2 AND version = ?4",
         )?
-        .execute(params![w.kind, w.key, value, w.expected as i64])?
+        .execute(params![
+            w.kind,
+            w.key,
+            value,
+            w.expected as i64,
+            w.version as i64
+        ])?
     };
     if changed == 1 {
-        return Ok(Ok(w.expected + 1));
+        return Ok(Ok(w.version));
     }
     let found = read(conn, &w.kind, &w.key)?.version;
     Ok(Err(StoreError::Conflict {

@@ -26,7 +26,9 @@ use super::{Call, Kind};
 use crate::handlers::build_state;
 use crate::link::local;
 use crate::link::Responder;
-use crate::state::{test_unsafe, StateStore, StoreError, TestUnsafe, Version, Write, Written};
+use crate::state::{
+    new_version, test_unsafe, StateStore, StoreError, TestUnsafe, Version, Write, Written,
+};
 use crate::wire::{Encoding, ErrorKind, RemoteError};
 
 /// A call's answer, as a responder sends it.
@@ -178,6 +180,15 @@ impl<S: Send + 'static> Kind<S> {
         mut call: Call<S>,
     ) -> Result<(), &'static str> {
         if call.method.streams() {
+            // Its items leave as they come: only once what they may show is stored.
+            if !self.drain(key, gate).await {
+                let message = format!(
+                    "an earlier write of `{}/{key}` failed; nothing was acknowledged, try again",
+                    self.name
+                );
+                call.call.responder.fail(ErrorKind::Moved, message);
+                return Err("an earlier write failed");
+            }
             return if self.run(key, state, call) {
                 Err("a stream method panicked")
             } else {
@@ -239,20 +250,23 @@ impl<S: Send + 'static> Kind<S> {
         } else {
             saved.version
         };
+        let version = new_version();
         let write = Write {
             kind: self.name.clone(),
             key: key.clone(),
             value: Some(bytes.clone()),
             expected,
+            version,
         };
         let written = match durable.store.try_submit(vec![write]) {
             Ok(written) => written,
             Err(writes) => durable.store.submit(writes).await,
         };
-        // What the next write replaces, if this one commits (if it does not, neither will
-        // the next, and the activation ends when the gate learns of it).
+        // What the next write replaces, if this one commits. If it does not, the next is
+        // refused too — nobody else can make this version — and the activation ends when
+        // the gate learns of it.
         *saved = Saved {
-            version: expected + 1,
+            version,
             bytes: Some(bytes),
         };
         gate.push(Held {
