@@ -57,9 +57,6 @@ pub(crate) struct Kind<S> {
     /// Woken whenever a slot is removed.
     gone: Notify,
     next_id: AtomicU64,
-    /// How many view changes this node has seen: a persistent activation loaded before the
-    /// last one checks its version before its next call (`durable.rs`).
-    views: AtomicU64,
     /// The clock mailboxes record their last call on (ms since this instant).
     epoch: Instant,
     pub(crate) ctx: Ctx,
@@ -116,7 +113,6 @@ impl<S: Send + 'static> Kind<S> {
             slots: DashMap::new(),
             gone: Notify::new(),
             next_id: AtomicU64::new(1),
-            views: AtomicU64::new(0),
             epoch: Instant::now(),
             ctx,
         }
@@ -337,7 +333,7 @@ impl<S: Send + 'static> Kind<S> {
         let claimed = Box::pin(self.claim(&key)).await;
         let durable = self.durable();
         // Read before loading: a view change during the load is checked at the first call.
-        let mut verified = self.views.load(Ordering::Acquire);
+        let mut verified = self.ctx.directory.version();
         let loaded = match (claimed, &durable) {
             // Boxed, as the claim: an idle activation keeps no room for a load or a write.
             (Ok(()), Some(durable)) => {
@@ -390,7 +386,7 @@ impl<S: Send + 'static> Kind<S> {
             match msg {
                 Some(Msg::Call(call)) => {
                     if let (Some(durable), Some(saved)) = (&durable, saved.as_mut()) {
-                        let views = self.views.load(Ordering::Acquire);
+                        let views = self.ctx.directory.version();
                         if views != verified {
                             // Its own writes first: then the stored version is its own.
                             let current = Box::pin(async {

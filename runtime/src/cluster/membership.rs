@@ -271,6 +271,14 @@ impl Directory {
             .clone()
     }
 
+    /// The current view's version: it changes with every view published.
+    pub(crate) fn version(&self) -> u64 {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version
+    }
+
     /// Changes each time a new snapshot is published.
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

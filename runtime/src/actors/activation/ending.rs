@@ -4,7 +4,6 @@
 //! ([`Kind::shed`]), and all of them when the node stops. Each is a `Leave` message in the
 //! activation's mailbox; the activation finishes what it runs and ends (`activation.rs`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,6 @@ impl<S: Send + 'static> Kind<S> {
 
     /// Hands over every activation whose key another node owns now.
     pub(crate) fn rebalance(&self) {
-        self.views.fetch_add(1, Ordering::AcqRel);
         let hosts = self.ctx.directory.snapshot().hosts(&self.name);
         let moved: Vec<Arc<Mailbox<Msg<S>>>> = self
             .slots
