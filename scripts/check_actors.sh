@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
-MESHRPC_CHECK_SECS=$secs cargo test --test processes checker:: -- --test-threads 1 --nocapture 2>&1 \
+MESHRPC_CHECK_SECS=$secs cargo test --test checker -- --test-threads 1 --nocapture 2>&1 \
   | grep -E '^checker: [0-9]+ operations|^  |^test result|SKIPPED|panicked'

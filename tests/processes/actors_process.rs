@@ -263,7 +263,7 @@ fn a_killed_owners_keys_go_on_from_their_last_acknowledged_value() {
 
 #[test]
 fn a_reminder_fires_on_the_new_owner_after_its_owner_is_killed() {
-    let dir = crate::checker::Folder::new("reminders-kill");
+    let dir = support::Folder::new("reminders-kill");
     let state = format!("sqlite:{}", dir.0.join("state.db").display());
     // Default timings: the bound below holds for what users run.
     let a = NodeProc::start("a", &["--state", &state]);

@@ -8,7 +8,6 @@ mod actors_process;
 mod bench_plots;
 mod bootstrap;
 mod chaos;
-mod checker;
 mod dashboard;
 mod first_hour;
 mod gateway;

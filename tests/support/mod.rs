@@ -1,6 +1,7 @@
 //! Test support: real `meshrpc` processes that are always killed, and bounded waiting.
 #![allow(dead_code)]
 
+pub mod lan;
 pub mod postgres;
 pub mod proxy;
 
@@ -8,6 +9,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// A folder of the test's own, deleted when it ends.
+pub struct Folder(pub std::path::PathBuf);
+
+impl Folder {
+    pub fn new(what: &str) -> Folder {
+        let dir = std::env::temp_dir().join(format!("meshrpc-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        Folder(dir)
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshrpc");

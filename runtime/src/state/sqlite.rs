@@ -27,6 +27,8 @@ use super::{Reminder, ReminderOp, StoreError, Stored, Version, Write};
 
 /// How long a commit waits for another process holding the file's write lock.
 const BUSY: Duration = Duration::from_secs(5);
+/// How long a store being opened keeps trying to set the file up while others hold it.
+const SET_UP: Duration = Duration::from_secs(30);
 
 /// When a commit reaches the disk (the module doc says what each promises).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,31 @@ pub(crate) fn open(path: &str, sync: Sync) -> Result<Queued, StoreError> {
     };
     conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
         .map_err(unavailable)?;
+    // Setting up takes the file's write lock, which busy nodes sharing the file hand
+    // from commit to commit: a node starting (or restarting after a kill) among them may
+    // not get it within the busy timeout, so the set-up is tried again, for up to 30 s.
+    let started = std::time::Instant::now();
+    while let Err(e) = set_up(&conn) {
+        let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+        if !busy || started.elapsed() >= SET_UP {
+            return Err(unavailable(e));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shown = match sync {
+        Sync::Full => format!("sqlite:{path}"),
+        Sync::Normal => format!("sqlite:{path}?synchronous=normal"),
+    };
+    let (handle, batches) = Queued::new(shown, |_, _| None);
+    std::thread::Builder::new()
+        .name("meshrpc-state".into())
+        .spawn(move || serve(conn, batches))
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the store's thread: {e}")))?;
+    Ok(handle)
+}
+
+/// WAL mode and the tables, made if missing.
+fn set_up(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          CREATE TABLE IF NOT EXISTS meshrpc_state (
@@ -88,17 +115,6 @@ pub(crate) fn open(path: &str, sync: Sync) -> Result<Queued, StoreError> {
              PRIMARY KEY (kind, key, name)
          ) WITHOUT ROWID;",
     )
-    .map_err(unavailable)?;
-    let shown = match sync {
-        Sync::Full => format!("sqlite:{path}"),
-        Sync::Normal => format!("sqlite:{path}?synchronous=normal"),
-    };
-    let (handle, batches) = Queued::new(shown, |_, _| None);
-    std::thread::Builder::new()
-        .name("meshrpc-state".into())
-        .spawn(move || serve(conn, batches))
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the store's thread: {e}")))?;
-    Ok(handle)
 }
 
 /// The store's thread: a batch of everything waiting, one transaction, one commit, then the

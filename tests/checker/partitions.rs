@@ -13,8 +13,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{check_secs, run, Cluster, Verdict};
-use crate::hosts::Lan;
+use super::{check_secs, one_at_a_time, run, Cluster, Verdict};
+use crate::support::lan::Lan;
 use crate::support::postgres::Server;
 use crate::support::wait_until;
 
@@ -86,6 +86,7 @@ fn faults(test: &str, unsafe_switch: Option<&'static str>, secs: Duration) -> Op
 
 #[test]
 fn partitions_and_kills_on_postgresql_lose_nothing_acknowledged() {
+    let _one = one_at_a_time();
     let test = "partitions_and_kills_on_postgresql_lose_nothing_acknowledged";
     let Some(verdict) = faults(test, None, check_secs()) else {
         return;
@@ -107,6 +108,7 @@ fn the_checker_catches_a_stale_activation_without_the_version_check() {
         eprintln!("SKIPPED: the test-only switch exists in debug builds only");
         return;
     }
+    let _one = one_at_a_time();
     let test = "the_checker_catches_a_stale_activation_without_the_version_check";
     let Some(verdict) = faults(test, Some("no-version-check"), Duration::from_secs(60)) else {
         return;

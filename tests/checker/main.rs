@@ -8,12 +8,17 @@
 //! the test-only switch `MESHRPC_TEST_UNSAFE=reply-before-write` (a debug build's; answers
 //! leave before their writes commit) a kill loses acknowledged increments, and the checker
 //! says so with its witness. The runs with partitions, on PostgreSQL between namespace
-//! hosts, are in `checker/partitions.rs`.
+//! hosts, are in `tests/checker/partitions.rs`.
 //!
 //! `MESHRPC_CHECK_SECS` sets how long the faults go on (60 s by default, as in CI); a longer
 //! run is `scripts/check_actors.sh`, with its figures in docs/RELIABILITY.md.
+//!
+//! A test binary of its own, and its tests one at a time ([`one_at_a_time`]): a run loads
+//! the machine's two cores for a minute, which would starve the timing-sensitive tests of
+//! the processes binary beside it (cargo runs test binaries one after another).
 
-use crate::support;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshrpc::{CallOptions, Client, ErrorKind};
-use support::{free_addrs, members, wait_until, NodeProc, BIN, PATIENCE};
+use support::{free_addrs, members, wait_until, Folder, NodeProc, BIN, PATIENCE};
 
 pub mod history;
 mod partitions;
@@ -35,30 +40,18 @@ const KEYS: usize = 12;
 const CLIENTS: usize = 8;
 
 /// How long the nemesis runs: `MESHRPC_CHECK_SECS`, 60 s by default.
+/// Held by each check while it runs: one at a time.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn check_secs() -> Duration {
     let secs = std::env::var("MESHRPC_CHECK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     Duration::from_secs(secs)
-}
-
-/// A folder of the test's own, deleted when it ends.
-pub struct Folder(pub std::path::PathBuf);
-
-impl Folder {
-    pub fn new(what: &str) -> Folder {
-        let dir = std::env::temp_dir().join(format!("meshrpc-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        Folder(dir)
-    }
-}
-
-impl Drop for Folder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The recording: the history so far, and, to stop a run that should fail as soon as it
@@ -358,6 +351,7 @@ fn kills(folder: &Folder, unsafe_switch: Option<&'static str>, secs: Duration) -
 
 #[test]
 fn killed_owners_lose_no_acknowledged_increment_and_hand_out_no_value_twice() {
+    let _one = one_at_a_time();
     let folder = Folder::new("check-kills");
     let verdict = kills(&folder, None, check_secs());
     assert!(verdict.valid(), "{verdict}");
@@ -377,6 +371,7 @@ fn the_checker_catches_answers_that_leave_before_their_write() {
         eprintln!("SKIPPED: the test-only switch exists in debug builds only");
         return;
     }
+    let _one = one_at_a_time();
     let folder = Folder::new("check-unsafe");
     let verdict = kills(&folder, Some("reply-before-write"), Duration::from_secs(60));
     assert!(
