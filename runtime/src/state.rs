@@ -211,7 +211,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
 }
 
 /// A test-only way to take one of a durable type's protections away, so the actor checker
-/// (`tests/processes/checker/`) can show that it catches what that lets through. Set with
+/// (`tests/checker/`) can show that it catches what that lets through. Set with
 /// `MESHRPC_TEST_UNSAFE=reply-before-write` or `=no-version-check`; a release build ignores
 /// it, and a node that honours it says so loudly at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
