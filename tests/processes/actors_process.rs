@@ -321,6 +321,10 @@ fn a_reminder_fires_on_the_new_owner_after_its_owner_is_killed() {
         fired_after <= bound,
         "fired {fired_after:?} after the kill; bound {bound:?}"
     );
-    assert_eq!(owner(&a, &key), survivor.name);
+    // The next owner is either live node: placement ranks all members, and `a` may rank
+    // second for this key.
+    let new_owner = owner(&a, &key);
+    assert_ne!(new_owner, killed, "the killed node still owns the key");
+    assert!([a.name.as_str(), survivor.name.as_str()].contains(&new_owner.as_str()));
     drop(victim);
 }
