@@ -101,6 +101,7 @@ impl Ctx {
     pub(crate) async fn call_here<A: serde::Serialize + ?Sized>(
         &self,
         method: &str,
+        encoding: Encoding,
         args: &A,
         timeout: Duration,
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
@@ -108,13 +109,14 @@ impl Ctx {
             return Err(RpcError::Shutdown("this node has stopped".to_owned()));
         };
         let mut body = bytes::BytesMut::new();
-        crate::wire::encode_value(args, &mut body).map_err(|e| RpcError::BadArguments {
+        let encoded = crate::wire::codec::encode_body(encoding, args, &mut body);
+        encoded.map_err(|e| RpcError::BadArguments {
             method: method.to_owned(),
             detail: format!("the arguments of `{method}` cannot be encoded: {e}"),
         })?;
         let call = LocalCall {
             method,
-            encoding: Encoding::Bincode,
+            encoding,
             body: body.freeze(),
             timeout,
             from_node: true,

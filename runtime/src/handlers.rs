@@ -10,6 +10,7 @@
 
 mod actor;
 mod arguments;
+pub(crate) mod dynamic;
 mod functions;
 pub(crate) mod introspection;
 pub(crate) mod reply;
@@ -34,6 +35,7 @@ use crate::wire::{Encoding, RemoteError};
 
 pub use actor::ActorBuilder;
 pub(crate) use actor::{build_state, ActorMethod, Declared};
+pub(crate) use dynamic::DynamicFn;
 pub(crate) use functions::{AsyncFn, Handler, SyncFn};
 pub use service::{infallible, BoxStream, Registry, Service};
 pub use signature::{MethodInfo, Param};

@@ -79,6 +79,14 @@ pub mod service {
     pub use crate::handlers::{MethodInfo, Param, Registry, Service};
 }
 
+/// Methods whose types are known only at run time, for this repository's binding to Python
+/// (`python/`): register a [`Function`](dynamic::Function) with [`Node::register`]; call
+/// any method with [`Value`](dynamic::Value)s through [`Peer::call_json`]. Not a stable API.
+#[doc(hidden)]
+pub mod dynamic {
+    pub use crate::handlers::dynamic::{Function, Method, Raised, Type, Value};
+}
+
 /// Membership's SWIM settings, for the simulation bench (`benches/swim_sim.rs`); not an API.
 #[doc(hidden)]
 pub mod simulation {

@@ -14,6 +14,7 @@ mod cluster_membership;
 mod decoders;
 mod deploy;
 mod durable;
+mod dynamic;
 mod gateway;
 mod identity;
 mod layout;

@@ -113,27 +113,58 @@ impl ActorRef {
         args: impl Serialize,
         timeout: Duration,
     ) -> Result<R, RpcError> {
-        let name = format!("{}.{method}/{}", self.0.kind, self.0.key);
+        let name = self.method(method);
+        let (encoding, body) = self.send(&name, Encoding::Bincode, &args, timeout).await?;
+        crate::client::decode_typed(&name, encoding, &body)
+    }
+
+    /// Calls `method` with JSON arguments (an array, or an object naming them) and returns
+    /// the JSON result: the path of dynamic callers (the Python package).
+    ///
+    /// # Errors
+    /// Any [`RpcError`].
+    pub async fn call_json<A: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, RpcError> {
+        let name = self.method(method);
+        let (encoding, body) = self.send(&name, Encoding::Json, args, timeout).await?;
+        crate::wire::codec::decode_result(encoding, &body)
+            .map_err(|e| RpcError::Protocol(format!("cannot decode the result of `{name}`: {e}")))
+    }
+
+    /// `TYPE.method/KEY`.
+    fn method(&self, method: &str) -> String {
+        format!("{}.{method}/{}", self.0.kind, self.0.key)
+    }
+
+    /// Sends the call to the key's owner, again while nothing ran, until `timeout`.
+    async fn send<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        encoding: Encoding,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<(Encoding, bytes::Bytes), RpcError> {
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
-            let attempt = self.attempt(&name, &args, deadline).await;
-            match attempt {
+            match self.attempt(name, encoding, args, deadline).await {
                 Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
-                Err(e) => return Err(e),
-                Ok((encoding, body)) => {
-                    return crate::client::decode_typed(&name, encoding, &body);
-                }
+                done => return done,
             }
         }
     }
 
-    async fn attempt<A: Serialize>(
+    async fn attempt<A: Serialize + ?Sized>(
         &self,
         name: &str,
+        encoding: Encoding,
         args: &A,
         deadline: Instant,
     ) -> Result<(Encoding, bytes::Bytes), RpcError> {
@@ -141,11 +172,10 @@ impl ActorRef {
         let left = deadline.saturating_duration_since(Instant::now());
         if owner.id == self.0.ctx.me {
             // This node owns the key: no frame, no link, straight to the activation.
-            return self.0.ctx.call_here(name, args, left).await;
+            return self.0.ctx.call_here(name, encoding, args, left).await;
         }
         let conn = self.0.ctx.link(owner.id, owner.addr).await?;
-        conn.request(name, Encoding::Bincode, args, left, false, None)
-            .await
+        conn.request(name, encoding, args, left, false, None).await
     }
 }
 
@@ -168,7 +198,7 @@ impl ActorRef {
         args: impl Serialize,
         options: StreamOptions,
     ) -> ItemStream<T> {
-        let name = format!("{}.{method}/{}", self.0.kind, self.0.key);
+        let name = self.method(method);
         let deadline = Instant::now() + self.0.ctx.default_timeout;
         let mut backoff = Duration::from_millis(5);
         loop {

@@ -37,13 +37,13 @@ pub(crate) fn decode<A: DeserializeOwned>(
 }
 
 /// What the JSON body held.
-enum Sent<'a> {
+pub(super) enum Sent<'a> {
     Positional(Vec<&'a RawValue>),
     Named(std::collections::BTreeMap<String, &'a RawValue>),
 }
 
 /// An array or an object, each member kept as its own text.
-fn sent(text: &str) -> Option<Sent<'_>> {
+pub(super) fn sent(text: &str) -> Option<Sent<'_>> {
     match text.trim_start().as_bytes().first()? {
         b'[' => serde_json::from_str(text).ok().map(Sent::Positional),
         b'{' => serde_json::from_str(text).ok().map(Sent::Named),
@@ -100,7 +100,7 @@ fn json<A: DeserializeOwned>(method: &str, sig: &Signature, body: &[u8]) -> Resu
 }
 
 /// The arguments of an object, in the order of `names`.
-fn by_name<'a>(
+pub(super) fn by_name<'a>(
     method: &str,
     sig: &Signature,
     names: &[&str],
@@ -137,7 +137,7 @@ fn by_name<'a>(
     ))
 }
 
-fn arity(method: &str, sig: &Signature, got: usize) -> String {
+pub(super) fn arity(method: &str, sig: &Signature, got: usize) -> String {
     let wanted = sig.params.len();
     let got = match got {
         0 => "none".to_owned(),
@@ -157,7 +157,7 @@ fn arity(method: &str, sig: &Signature, got: usize) -> String {
 }
 
 /// Why argument `i` did not decode, quoting what was sent (cut to a readable length).
-fn mismatch(
+pub(super) fn mismatch(
     method: &str,
     sig: &Signature,
     i: usize,

@@ -109,42 +109,57 @@ where
         };
         // Building the future runs user code too.
         let built = catch_unwind(AssertUnwindSafe(|| (self.f)(&call, args)));
-        let Incoming {
-            deadline,
-            responder,
-            trace,
-            ..
-        } = call;
-        let work = match built {
-            Ok(work) => AssertUnwindSafe(work).catch_unwind(),
-            Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
-        };
-        let stop = ctx.stop.clone();
-        // Registered before the task starts, so a `Cancel` arriving at once still finds it.
-        let (abort, registration) = AbortHandle::new_pair();
-        let tracked = responder.track(abort);
-        ctx.tasks
-            .spawn(crate::link::trace::future_in(trace, async move {
-                let _tracked = tracked;
-                let outcome = tokio::select! {
-                    biased;
-                    // Dropping the responder answers `Shutdown`.
-                    _ = stop.cancelled() => return,
-                    outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
-                };
-                // The caller cancelled: it waits for nothing.
-                let Ok(outcome) = outcome else {
-                    return responder.abandon();
-                };
-                match outcome {
-                    Some(ran) => responder.answer(ran),
-                    None => responder.fail(
-                        ErrorKind::Timeout,
-                        "the handler outlived the caller's deadline",
-                    ),
-                }
-            }));
+        spawn_answer(built, call, ctx);
     }
+}
+
+/// Runs a handler's future (`built`, or the panic that building it raised) as its own task
+/// on the node's tracker, and answers `call` with its outcome: stopped by the caller's
+/// `Cancel`, its deadline (`timeout`), or the node's `stop` token.
+pub(crate) fn spawn_answer<Fut, R, E>(
+    built: std::thread::Result<Fut>,
+    call: Incoming,
+    ctx: &Handlers,
+) where
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Fault + 'static,
+{
+    let Incoming {
+        deadline,
+        responder,
+        trace,
+        ..
+    } = call;
+    let work = match built {
+        Ok(work) => AssertUnwindSafe(work).catch_unwind(),
+        Err(p) => return responder.fail(ErrorKind::Panicked, panic_message(&*p)),
+    };
+    let stop = ctx.stop.clone();
+    // Registered before the task starts, so a `Cancel` arriving at once still finds it.
+    let (abort, registration) = AbortHandle::new_pair();
+    let tracked = responder.track(abort);
+    ctx.tasks
+        .spawn(crate::link::trace::future_in(trace, async move {
+            let _tracked = tracked;
+            let outcome = tokio::select! {
+                biased;
+                // Dropping the responder answers `Shutdown`.
+                _ = stop.cancelled() => return,
+                outcome = Abortable::new(run_until(deadline, work), registration) => outcome,
+            };
+            // The caller cancelled: it waits for nothing.
+            let Ok(outcome) = outcome else {
+                return responder.abandon();
+            };
+            match outcome {
+                Some(ran) => responder.answer(ran),
+                None => responder.fail(
+                    ErrorKind::Timeout,
+                    "the handler outlived the caller's deadline",
+                ),
+            }
+        }));
 }
 
 /// Runs `work` until `deadline` (if any); `None` when the deadline passed first.

@@ -24,7 +24,9 @@ use tokio::time::Instant;
 
 use super::{Node, WeakNode};
 use crate::error::RpcError;
+use crate::handlers::dynamic::{Function, Raised, Value};
 use crate::handlers::reply::split;
+use crate::handlers::DynamicFn;
 use crate::handlers::{Incoming, Items, Registered};
 use crate::link::PeerInfo;
 use crate::wire::Trace;
@@ -96,6 +98,7 @@ pub(crate) mod shapes {
     pub struct Server<A, T>(PhantomData<fn(A) -> T>);
     pub struct Upload<A, U, R>(PhantomData<fn(A, U) -> R>);
     pub struct Bidi<A, U, T>(PhantomData<fn(A, U) -> T>);
+    pub struct Dynamic<Fut>(PhantomData<fn() -> Fut>);
 }
 
 impl<F, A, R> IntoHandler<shapes::Sync<A, R>> for F
@@ -150,6 +153,24 @@ where
             move |call: &Incoming, args: A| self(RequestContext::of(&weak, call), args).map(split);
         let handlers = &node.core.handlers;
         handlers.register_async_with::<A, Fut::Output, _, _, _>(name, f)
+    }
+}
+
+/// A method whose types are known only at run time (a binding for another language):
+/// its arguments are decoded by its declared types, its result checked against them.
+impl<F, Fut> IntoHandler<shapes::Dynamic<Fut>> for Function<F>
+where
+    F: Fn(RequestContext, Vec<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Raised>> + Send + 'static,
+{
+    fn register<'n>(self, node: &'n Node, name: &str) -> Registered<'n> {
+        let weak = node.downgrade();
+        let Function { method, f } = self;
+        let call = move |call: &Incoming, args: Vec<Value>| {
+            f(RequestContext::of(&weak, call), args).boxed()
+        };
+        let handler = std::sync::Arc::new(DynamicFn::new(&method, call));
+        node.core.handlers.insert(name, handler, method.signature())
     }
 }
 

@@ -48,6 +48,23 @@ pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
     bincode::serde::borrow_decode_from_slice(bytes, CFG).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Decodes one value through `seed` (a type known only at run time) that must fill `bytes`
+/// exactly.
+pub(crate) fn decode_seed_exact<'a, S: serde::de::DeserializeSeed<'a>>(
+    seed: S,
+    bytes: &'a [u8],
+) -> Result<S::Value, CodecError> {
+    let (value, used) = bincode::serde::seed_decode_from_slice(seed, bytes, CFG)
+        .map_err(|e| CodecError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
 /// Decodes a value that must fill `bytes` exactly: trailing bytes are an error, because they
 /// mean the sender and receiver disagree about the type.
 ///
