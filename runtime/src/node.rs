@@ -282,6 +282,26 @@ impl Node {
         crate::client::decode_typed(method, encoding, &body)
     }
 
+    /// Calls `method` on a peer with JSON arguments; see [`Peer::call_json`]. Like
+    /// [`Node::call`], a call the link dropped without running it goes once more on a new
+    /// link.
+    ///
+    /// # Errors
+    /// Any [`RpcError`].
+    pub async fn call_json<A: Serialize + ?Sized>(
+        &self,
+        to: impl Into<Target>,
+        method: &str,
+        args: &A,
+        options: CallOptions,
+    ) -> Result<serde_json::Value, RpcError> {
+        let to = to.into();
+        self.on_link(&to, |peer| async move {
+            peer.call_json(method, args, options).await
+        })
+        .await
+    }
+
     /// Sends a one-way message to a peer.
     ///
     /// # Errors

@@ -312,8 +312,9 @@ fn no_modules_import_each_other_round_a_circle() {
 }
 
 /// The public face stays small: at most 30 names at the crate root (types, functions,
-/// modules and the `service!` macro; hidden ones not counted) and at most 25 public methods
-/// on `Node`.
+/// modules and the `service!` macro; hidden ones not counted) and at most 26 public methods
+/// on `Node` (25 until `call_json`: dynamic callers — the CLI, the Python package — need
+/// the resend on a new link that `call` does, and cannot name a Rust result type).
 #[test]
 fn the_public_surface_stays_small() {
     let lib = std::fs::read_to_string(Path::new(SRC).join("lib.rs")).expect("read lib.rs");
@@ -411,7 +412,7 @@ fn the_public_surface_stays_small() {
         }
     }
     assert!(
-        methods.len() <= 25,
+        methods.len() <= 26,
         "{} public methods on Node: {methods:?}",
         methods.len()
     );

@@ -1,0 +1,133 @@
+//! Calls from Python: to a member by name or address, to a virtual actor, or through a
+//! [`NativeClient`] that is no node. Arguments go as JSON (every method reads JSON, whatever
+//! its language), a positional list or a dict of named arguments. A blocking call releases
+//! the GIL while it waits; an asyncio call ([`complete`]) is handed back through tokio's
+//! blocking pool, so a worker never waits for the GIL.
+
+use std::time::Duration;
+
+use meshrpc::dynamic::Value;
+use meshrpc::{CallOptions, Client, Node, NodeConfig, RpcError};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::values::{from_args, json_to_py};
+use crate::{rpc_fault, runtime};
+
+/// Whom a call goes to.
+pub(crate) enum To {
+    /// A member, by name or `host:port`.
+    Member(String),
+    /// The virtual actor `(type, key)`, wherever it lives.
+    Actor(String, String),
+}
+
+/// Sends one call and waits for its result.
+pub(crate) async fn send(
+    node: &Node,
+    to: To,
+    method: &str,
+    args: &Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, RpcError> {
+    match to {
+        To::Member(target) => {
+            let options = CallOptions::timeout(timeout);
+            node.call_json(target.as_str(), method, args, options).await
+        }
+        To::Actor(kind, key) => {
+            let actor = node.actor_ref(&kind, &key);
+            actor.call_json(method, args, timeout).await
+        }
+    }
+}
+
+/// A timeout in seconds, as Python gives it.
+pub(crate) fn seconds(timeout: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| PyValueError::new_err(format!("timeout must be positive, not {timeout}")))
+}
+
+/// The Python result of a finished call: its value, or the `Fault` to raise.
+pub(crate) fn finish(
+    py: Python<'_>,
+    result: Result<serde_json::Value, RpcError>,
+) -> PyResult<Py<PyAny>> {
+    match result {
+        Ok(value) => Ok(json_to_py(py, &value)?.unbind()),
+        Err(e) => Err(rpc_fault(py, e)),
+    }
+}
+
+/// Runs `call` on the runtime and, when it ends, calls `done(value, None)` or
+/// `done(None, fault)` from tokio's blocking pool.
+pub(crate) fn complete(
+    call: impl std::future::Future<Output = Result<serde_json::Value, RpcError>> + Send + 'static,
+    done: Py<PyAny>,
+) {
+    runtime().spawn(async move {
+        let result = call.await;
+        let handed = tokio::task::spawn_blocking(move || {
+            Python::attach(|py| {
+                let outcome = match finish(py, result) {
+                    Ok(value) => done.call1(py, (value, py.None())),
+                    Err(error) => done.call1(py, (py.None(), error.into_value(py))),
+                };
+                if let Err(e) = outcome {
+                    e.print(py);
+                }
+            })
+        });
+        let _ = handed.await;
+    });
+}
+
+/// A connection to one node from a program that is not one: `meshrpc.ServerProxy`.
+#[pyclass(module = "meshrpc._native", frozen)]
+pub(crate) struct NativeClient {
+    client: Client,
+}
+
+#[pymethods]
+impl NativeClient {
+    /// Connects to the node at `addr` (`host:port`).
+    #[new]
+    #[pyo3(signature = (addr, cookie=None, timeout=10.0))]
+    fn new(py: Python<'_>, addr: String, cookie: Option<String>, timeout: f64) -> PyResult<Self> {
+        let config = NodeConfig {
+            name: "python-client".to_owned(),
+            cookie,
+            default_timeout: seconds(timeout)?,
+            ..NodeConfig::default()
+        };
+        let connected = py.detach(|| runtime().block_on(Client::connect_with(addr, &config)));
+        match connected {
+            Ok(client) => Ok(NativeClient { client }),
+            Err(e) => Err(rpc_fault(py, e)),
+        }
+    }
+
+    /// Calls `method` with `args` (a list, or a dict of named arguments).
+    fn call(
+        &self,
+        py: Python<'_>,
+        method: String,
+        args: &Bound<'_, PyAny>,
+        timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let (args, timeout) = (from_args(args)?, seconds(timeout)?);
+        let peer = self.client.peer().clone();
+        let result = py.detach(|| {
+            runtime().block_on(peer.call_json(&method, &args, CallOptions::timeout(timeout)))
+        });
+        finish(py, result)
+    }
+
+    /// False once the connection has closed (the proxy then connects again).
+    #[getter]
+    fn connected(&self) -> bool {
+        self.client.peer().is_connected()
+    }
+}

@@ -1,0 +1,69 @@
+"""How users start and stop Python peers: seeds that are not up yet, Ctrl-C and SIGTERM
+leaving the cluster gracefully (members see `left` at once, not `down` later), `close`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import meshrpc
+from conftest import PATIENCE, free_port, members_of, wait_for
+
+SERVER = """
+import sys, meshrpc
+
+class MyServer:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+node = meshrpc.Node("pyserver", seeds=[sys.argv[1]])
+node.register_instance(MyServer())
+print(node.addr, flush=True)
+node.serve_forever()
+print("left", flush=True)
+"""
+
+
+def test_a_seed_that_is_not_up_yet_is_joined_when_it_comes_up(rust_nodes, py_nodes):
+    port = free_port()
+    node = py_nodes("py1", seeds=[f"127.0.0.1:{port}"])
+    r1 = rust_nodes("r1", listen=f"127.0.0.1:{port}")
+    wait_for("py1 to see r1 up", lambda: any(m.name == "r1" and m.status == "up" for m in node.members()))
+    assert node.proxy("r1").square(3) == 9
+    assert r1.addr == f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_forever_leaves_gracefully_on_ctrl_c_and_sigterm(bin_path, rust_nodes, sig):
+    r1 = rust_nodes("r1")
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, r1.addr], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        addr = server.stdout.readline().strip()
+        assert addr.startswith("127.0.0.1:"), addr
+        wait_for("r1 to see pyserver up", lambda: members_of(bin_path, r1.addr).get("pyserver") == "up")
+        assert meshrpc.ServerProxy(addr).add(2, 3) == 5
+        server.send_signal(sig)
+        assert server.wait(timeout=PATIENCE) == 0
+        assert server.stdout.read().strip() == "left"
+        # Left, at once: not found down after the failure detector's timeout.
+        wait_for("r1 to see pyserver left", lambda: members_of(bin_path, r1.addr).get("pyserver") == "left", timeout=3)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_close_is_idempotent_and_ends_calls_to_the_node(py_nodes):
+    node = py_nodes("py1")
+    node.register_function(lambda: "pong", "ping")
+    proxy = meshrpc.ServerProxy(node.addr, timeout=2)
+    assert proxy.ping() == "pong"
+    node.close()
+    node.close()
+    with pytest.raises(meshrpc.Fault) as raised:
+        proxy.ping()
+    assert raised.value.kind in ("peer_unavailable", "disconnected", "shutdown"), raised.value
