@@ -3,7 +3,8 @@
 
 1. Sequential `add(2, 3)` from Python against one `meshrpc node --http`: through
    `meshrpc.ServerProxy` (the binary protocol) and through `xmlrpc.client` (the node's
-   gateway), the two alternating, ROUNDS rounds of SECS seconds, medians.
+   gateway), the two alternating, ROUNDS rounds of SECS seconds, medians; and a Rust
+   client's rate with one call in flight against the same node, the bound of the first.
 2. The same for a server written in Python: the tutorial's class served by `meshrpc.Node`
    and called by `meshrpc.ServerProxy`, against Python's own `SimpleXMLRPCServer` called by
    `xmlrpc.client`.
@@ -113,6 +114,11 @@ def main():
         for name in pairs:
             mesh, xml = (statistics.median(r) for r in rates[name])
             print(f"| {labels[name]} | {mesh:,.0f} calls/s | {xml:,.0f} calls/s | {mesh / xml:.1f}× |")
+        # The bound: a Rust client, one call in flight, against the same node.
+        rust = statistics.median(
+            bench(opts.bin, addr, "--duration", str(opts.secs), "--concurrency", "1")["calls_per_sec"]
+            for _ in range(opts.rounds))
+        print(f"| (`meshrpc bench`, a Rust client, 1 in flight, same node) | {rust:,.0f} calls/s | | |")
         print()
         print("| `meshrpc bench` → Python peer's `add` | calls/s | p50 | p99 | node CPU/call |")
         print("|---|---|---|---|---|")

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshrpc::{CallOptions, Client, ErrorKind};
-use support::{free_addrs, members, wait_until, Folder, NodeProc, BIN, PATIENCE};
+use support::{free_addrs, members, Folder, NodeProc, BIN, PATIENCE};
 
 pub mod history;
 mod partitions;
@@ -249,12 +249,29 @@ impl Cluster {
     }
 
     /// Every node runs and sees every other one up.
-    pub fn whole(&self) -> bool {
+    fn whole(&self) -> bool {
         self.nodes.iter().all(Option::is_some)
             && self.addrs.iter().all(|addr| {
                 let view = members(addr, &[]);
                 view.len() == self.addrs.len() && view.values().all(|s| s == "up")
             })
+    }
+
+    /// Waits until the cluster is [`Cluster::whole`]; past the deadline, fails saying what
+    /// each node saw last.
+    pub fn wait_whole(&self, what: &str) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !self.whole() {
+            if std::time::Instant::now() > deadline {
+                let views: Vec<String> = (self.names.iter().zip(&self.addrs))
+                    .map(|(name, addr)| {
+                        format!("{name} sees {:?}", support::members_json(addr, &[]))
+                    })
+                    .collect();
+                panic!("timed out waiting for {what}:\n{}", views.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The index of `key`'s owner, as a running node sees it.
@@ -329,7 +346,7 @@ pub fn run(
 fn kills(folder: &Folder, unsafe_switch: Option<&'static str>, secs: Duration) -> Verdict {
     let state = format!("sqlite:{}", folder.0.join("state.db").display());
     let cluster = Cluster::start(free_addrs(3), vec![None; 3], state, unsafe_switch);
-    wait_until("the three nodes to form one cluster", || cluster.whole());
+    cluster.wait_whole("the three nodes to form one cluster");
     let nodes = cluster.nodes();
     let cluster = Mutex::new(cluster);
     run(
@@ -343,7 +360,7 @@ fn kills(folder: &Folder, unsafe_switch: Option<&'static str>, secs: Duration) -
         },
         |recorder| {
             let cluster = cluster.lock().unwrap();
-            wait_until("the cluster to be whole again", || cluster.whole());
+            cluster.wait_whole("the cluster to be whole again");
             recorder.fault("healed".to_owned());
         },
     )

@@ -16,7 +16,6 @@ use std::time::Duration;
 use super::{check_secs, one_at_a_time, run, Cluster, Verdict};
 use crate::support::lan::Lan;
 use crate::support::postgres::Server;
-use crate::support::wait_until;
 
 const HOSTS: usize = 3;
 
@@ -36,7 +35,7 @@ fn hosts(test: &str, unsafe_switch: Option<&'static str>) -> Option<(Lan, Server
         .collect();
     let netns = (1..=HOSTS).map(|i| Some(lan.host(i).to_owned())).collect();
     let cluster = Cluster::start(addrs, netns, server.url.clone(), unsafe_switch);
-    wait_until("the three hosts to form one cluster", || cluster.whole());
+    cluster.wait_whole("the three hosts to form one cluster");
     Some((lan, server, cluster))
 }
 
@@ -74,7 +73,7 @@ fn faults(test: &str, unsafe_switch: Option<&'static str>, secs: Duration) -> Op
         },
         |recorder| {
             let cluster = cluster.lock().unwrap();
-            wait_until("the cluster to be whole again", || cluster.whole());
+            cluster.wait_whole("the cluster to be whole again");
             recorder.fault("healed".to_owned());
         },
     );
