@@ -83,7 +83,7 @@ class Node:
             raise ValueError("a node needs at least one worker thread")
         self._native = _native.NativeNode(name, listen, list(seeds), cookie, timeout)
         self._timeout = timeout
-        self._handlers: list[tuple[typing.Callable, bool]] = []
+        self._handlers: list[typing.Callable] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,10 +111,9 @@ class Node:
         name = name or function.__name__
         params, result = _signature(function, name)
         doc = inspect.getdoc(function) or ""
-        is_async = inspect.iscoroutinefunction(function)
         with self._lock:
             index = len(self._handlers)
-            self._handlers.append((function, is_async))
+            self._handlers.append(function)
         self._native.register(name, params, result, doc, index)
         return function
 
@@ -189,29 +188,25 @@ class Node:
             if call is None:
                 continue
             index, args, pending = call
-            function, is_async = self._handlers[index]
-            if is_async:
-                self._run_async(function, args, pending)
-                continue
             try:
-                result = function(*args)
-            except Exception as error:  # the caller's `application` error
-                pending.fail(type(error).__name__, str(error))
+                result = self._handlers[index](*args)
+                if inspect.isawaitable(result):  # `async def`, or anything returning one
+                    self._await(result, pending)
+                    continue
+            except BaseException as error:  # the caller's `application` error, even for
+                _fail(pending, error)  # SystemExit: the thread serves on
                 continue
             _reply(pending, result)
 
-    def _run_async(self, function, args, pending) -> None:
-        try:
-            coroutine = function(*args)
-        except Exception as error:
-            pending.fail(type(error).__name__, str(error))
-            return
-        running = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
+    def _await(self, awaitable, pending) -> None:
+        """Runs `awaitable` on the node's event loop; answers `pending` when it ends."""
+        running = asyncio.run_coroutine_threadsafe(_awaited(awaitable), self._event_loop())
 
         def settle(done):
-            error = done.exception()
-            if error is not None:
-                pending.fail(type(error).__name__, str(error))
+            if done.cancelled():
+                pending.fail("CancelledError", "the node closed before the handler ended")
+            elif done.exception() is not None:
+                _fail(pending, done.exception())
             else:
                 _reply(pending, done.result())
 
@@ -227,6 +222,18 @@ class Node:
                 thread.start()
                 self._loop = loop
             return self._loop
+
+
+async def _awaited(awaitable):
+    return await awaitable
+
+
+def _fail(pending, error: BaseException) -> None:
+    try:
+        message = str(error)
+    except BaseException:
+        message = "(its message could not be read)"
+    pending.fail(type(error).__name__, message)
 
 
 def _reply(pending, result) -> None:
@@ -366,6 +373,13 @@ def _signature(function, name: str) -> tuple[list[tuple[str, str]], str]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(
                 f"`{name}` takes *{param.name}: a meshrpc method takes a fixed list of parameters"
+            )
+        if param.kind == param.KEYWORD_ONLY and param.default is not param.empty:
+            continue  # not the caller's to give: the handler keeps its default
+        if param.kind == param.KEYWORD_ONLY:
+            raise TypeError(
+                f"`{name}` takes `{param.name}` by keyword only: a meshrpc method's parameters "
+                "can be given by position (callers may still name them)"
             )
         params.append((param.name, _type_text(hints.get(param.name, param.annotation), name)))
     result = _type_text(hints.get("return", signature.return_annotation), name)

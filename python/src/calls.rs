@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use meshrpc::dynamic::Value;
 use meshrpc::{CallOptions, Client, Node, NodeConfig, RpcError};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::values::{from_args, json_to_py};
@@ -49,6 +49,35 @@ pub(crate) fn seconds(timeout: f64) -> PyResult<Duration> {
         .filter(|t| !t.is_zero())
         .ok_or_else(|| PyValueError::new_err(format!("timeout must be positive, not {timeout}")))
 }
+
+/// Runs `call` on the runtime and waits for it on this Python thread with the GIL
+/// released, waking every 100 ms to let Python handle its signals: Ctrl-C abandons the call
+/// and raises `KeyboardInterrupt` here.
+pub(crate) fn wait<T: Send + 'static>(
+    py: Python<'_>,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> PyResult<T> {
+    let mut task = runtime().spawn(call);
+    loop {
+        // The timer is made inside the runtime: it needs its clock.
+        let step = py.detach(|| {
+            runtime().block_on(async { tokio::time::timeout(SIGNALS, &mut task).await })
+        });
+        match step {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => return Err(PyRuntimeError::new_err(format!("the call failed: {e}"))),
+            Err(_) => {
+                if let Err(interrupted) = py.check_signals() {
+                    task.abort();
+                    return Err(interrupted);
+                }
+            }
+        }
+    }
+}
+
+/// How often a Python thread waiting for a call looks at its signals.
+const SIGNALS: Duration = Duration::from_millis(100);
 
 /// The Python result of a finished call: its value, or the `Fault` to raise.
 pub(crate) fn finish(
@@ -119,9 +148,11 @@ impl NativeClient {
     ) -> PyResult<Py<PyAny>> {
         let (args, timeout) = (from_args(args)?, seconds(timeout)?);
         let peer = self.client.peer().clone();
-        let result = py.detach(|| {
-            runtime().block_on(peer.call_json(&method, &args, CallOptions::timeout(timeout)))
-        });
+        let call = async move {
+            let options = CallOptions::timeout(timeout);
+            peer.call_json(&method, &args, options).await
+        };
+        let result = wait(py, call)?;
         finish(py, result)
     }
 

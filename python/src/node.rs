@@ -5,7 +5,8 @@
 //! comes (its `PendingCall` dropped) fails at once; the queue is bounded, so a Python side
 //! that falls behind makes callers wait within their deadlines rather than fill memory.
 //!
-//! `close` leaves the cluster gracefully and wakes every waiting Python thread.
+//! `close` leaves the cluster gracefully, answering what was queued, then wakes every
+//! waiting Python thread.
 
 use std::sync::{Arc, Mutex};
 
@@ -139,9 +140,19 @@ impl NativeNode {
         let (queue, closed) = (self.queue.clone(), self.closed.clone());
         let next = py.detach(|| {
             runtime().block_on(async move {
+                // A call whose caller gave up (its deadline, a cancel) is not run.
+                let live = async {
+                    let mut queue = queue.lock().await;
+                    loop {
+                        match queue.recv().await {
+                            Some(call) if call.reply.is_closed() => continue,
+                            next => return next,
+                        }
+                    }
+                };
                 tokio::select! {
                     _ = closed.cancelled() => None,
-                    next = async { queue.lock().await.recv().await } => next,
+                    next = live => next,
                     _ = tokio::time::sleep(wait) => None,
                 }
             })
@@ -222,11 +233,13 @@ impl NativeNode {
         Ok(())
     }
 
-    /// Leaves the cluster gracefully and stops; waiting Python threads get `None`.
+    /// Leaves the cluster gracefully and stops: the calls already taken or queued are
+    /// answered first (the Python threads serve on until the node has stopped), then
+    /// waiting Python threads get `None`.
     fn close(&self, py: Python<'_>) {
-        self.closed.cancel();
         let node = self.node.clone();
         py.detach(|| runtime().block_on(node.shutdown()));
+        self.closed.cancel();
     }
 
     /// True once `close` was called.
@@ -247,8 +260,8 @@ impl NativeNode {
     ) -> PyResult<Py<PyAny>> {
         let (args, timeout) = (from_args(args)?, seconds(timeout)?);
         let node = self.node.clone();
-        let result =
-            py.detach(|| runtime().block_on(calls::send(&node, to, &method, &args, timeout)));
+        let call = async move { calls::send(&node, to, &method, &args, timeout).await };
+        let result = calls::wait(py, call)?;
         calls::finish(py, result)
     }
 }

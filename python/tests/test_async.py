@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 
@@ -35,6 +36,24 @@ def test_async_handlers_run_concurrently_on_an_event_loop(py_nodes):
         wait_for("wait_then to wait", waiting.is_set)
         assert meshrpc.ServerProxy(node.addr).open_gate() is None
         assert first.result(timeout=10) == 42
+
+
+def test_anything_that_returns_an_awaitable_is_awaited(py_nodes):
+    node = py_nodes("py1")
+
+    class Doubler:
+        async def __call__(self, x: int) -> int:
+            await asyncio.sleep(0)
+            return x * 2
+
+    async def scaled(x: int, by: int) -> int:
+        return x * by
+
+    node.register_function(Doubler(), "double")
+    node.register_function(functools.partial(scaled, by=3), "triple")
+    proxy = meshrpc.ServerProxy(node.addr)
+    assert proxy.double(21) == 42
+    assert proxy.triple(5) == 15
 
 
 def test_asyncio_code_awaits_members_and_actors_without_blocking_its_loop(rust_nodes, py_nodes):

@@ -81,6 +81,30 @@ def test_a_result_that_cannot_travel_is_the_callers_error_and_the_node_keeps_ser
         '`lie` returned str "not a number", which is not its declared result type int'
     )
     assert proxy.add(2, 3) == 5
+    # The node's log says it too.
+    assert "the handler's result cannot be sent" in caplog.text
+
+
+def test_a_handler_that_raises_anything_is_an_error_and_its_thread_serves_on(py_nodes):
+    node = py_nodes("py1", workers=1)
+
+    def leave():
+        raise SystemExit(3)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    node.register_function(leave)
+    node.register_function(interrupted)
+    node.register_function(lambda: "pong", "ping")
+    proxy = meshrpc.ServerProxy(node.addr)
+    for method, kind in ((proxy.leave, "SystemExit"), (proxy.interrupted, "KeyboardInterrupt")):
+        with pytest.raises(meshrpc.Fault) as raised:
+            method()
+        assert raised.value.kind == "application"
+        assert raised.value.data["type"] == kind
+    # One worker thread, still there.
+    assert proxy.ping() == "pong"
 
 
 def test_what_cannot_be_declared_or_sent_is_refused_before_anything_travels(py_nodes):
@@ -103,6 +127,18 @@ def test_what_cannot_be_declared_or_sent_is_refused_before_anything_travels(py_n
 
     with pytest.raises(TypeError, match="dict keys must be str"):
         node.register_function(int_keys)
+
+    def keyword_only(a: int, *, b: int) -> int:
+        return a + b
+
+    with pytest.raises(TypeError, match="`b` by keyword only"):
+        node.register_function(keyword_only)
+
+    def nothing_list(xs: list[None]) -> int:
+        return len(xs)
+
+    with pytest.raises(ValueError, match="carries nothing"):
+        node.register_function(nothing_list)
     node.register_function(lambda x: x, "identity")
     proxy = meshrpc.ServerProxy(node.addr)
     with pytest.raises(TypeError, match='a value of type object cannot travel .at argument 1\\[0\\]\\["k"\\]'):

@@ -52,6 +52,37 @@ async fn server() -> Node {
             Ok(Value::List(args))
         }),
     );
+    let same = method(
+        &[("m", "dict[str, Optional[bytes]]"), ("l", "list[bytes]")],
+        "list[any]",
+        "",
+    );
+    node.register(
+        "same",
+        Function::new(same, |_cx, args: Vec<Value>| async move {
+            Ok(Value::List(args))
+        }),
+    );
+    let map = method(
+        &[("m", "dict[str, Optional[bytes]]")],
+        "dict[str, Optional[bytes]]",
+        "",
+    );
+    node.register(
+        "map",
+        Function::new(map, |_cx, mut args: Vec<Value>| async move {
+            Ok(args.pop().unwrap_or(Value::Null))
+        }),
+    );
+    let kind = method(&[("v", "any")], "str", "");
+    node.register(
+        "kind",
+        Function::new(kind, |_cx, args: Vec<Value>| async move {
+            Ok(Value::Str(
+                args.first().map(Value::describe).unwrap_or_default(),
+            ))
+        }),
+    );
     let lie = method(&[], "int", "");
     node.register(
         "lie",
@@ -107,6 +138,32 @@ async fn typed_rust_callers_and_json_callers_reach_a_dynamic_method_alike() {
     assert_eq!(
         echoed,
         ["[0,255]", "\"label\"", "{\"x\":[1.5,2.0]}", "true", "null"]
+    );
+    // Maps of options of bytes, and lists of bytes, both ways from a typed caller.
+    let mut map = std::collections::HashMap::new();
+    map.insert(
+        "some".to_owned(),
+        Some(serde_bytes::ByteBuf::from(vec![1u8, 2])),
+    );
+    map.insert("none".to_owned(), None);
+    let back: std::collections::HashMap<String, Option<serde_bytes::ByteBuf>> =
+        peer.call("map", (&map,)).await.unwrap();
+    assert_eq!(back, map);
+    let list = vec![
+        serde_bytes::ByteBuf::from(vec![7u8]),
+        serde_bytes::ByteBuf::new(),
+    ];
+    let both: Vec<String> = peer.call("same", (&map, &list)).await.unwrap();
+    assert_eq!(both[1], "[[7],[]]");
+    // An unannotated (`json`) parameter takes JSON text from a typed caller.
+    let kind: String = peer.call("kind", "{\"a\": 1}").await.unwrap();
+    assert_eq!(kind, "a dict of 1");
+    let err = peer.call::<String>("kind", 5i64).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadArguments, "{err}");
+    assert!(
+        err.to_string()
+            .contains("a `json` parameter takes its value's JSON text"),
+        "{err}"
     );
     // The same through JSON, with an int where a float is declared.
     let sent = json!([[0, 255], null, {"x": [1, 2.5]}, false, null]);
@@ -184,6 +241,7 @@ fn types_read_as_python_writes_them_and_refuse_what_cannot_travel() {
         ("list", "`list` needs its item type"),
         ("list[int", "expected `]`"),
         ("int int", "unexpected `int`"),
+        ("list[None]", "carries nothing"),
     ] {
         let err = Type::parse(text).unwrap_err();
         assert!(err.contains(error), "{text}: {err}");

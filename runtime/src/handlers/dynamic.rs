@@ -166,8 +166,13 @@ fn decode_values(
     match encoding {
         Encoding::Bincode => {
             crate::wire::codec::decode_seed_exact(Params(types), body).map_err(|e| {
+                // An unannotated parameter is JSON text to a typed caller: say so.
+                let hint = match types.contains(&Type::Any) {
+                    true => "; a `json` parameter takes its value's JSON text from a typed caller (or give it a type hint)",
+                    false => "",
+                };
                 bad(format!(
-                    "`{method}` takes {}: the arguments sent do not decode as that ({e})",
+                    "`{method}` takes {}: the arguments sent do not decode as that ({e}){hint}",
                     signature.params_text()
                 ))
             })

@@ -5,7 +5,8 @@
 //! `Optional[T]` an `Option<T>`).
 //!
 //! `any` takes whatever JSON holds; in bincode, which cannot say what it holds, an `any`
-//! travels as the JSON text of the value (a Rust caller sends a `String`).
+//! travels as the JSON text of the value (a Rust caller sends a `String`), so signatures
+//! name it `json`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ impl Type {
     /// The Rust type a method of this type declares, as signatures print it.
     pub(crate) fn rust_name(&self) -> String {
         match self {
-            Type::Any => "any".to_owned(),
+            Type::Any => "json".to_owned(),
             Type::Unit => "()".to_owned(),
             Type::Bool => "bool".to_owned(),
             Type::Int => "i64".to_owned(),
@@ -143,6 +144,10 @@ fn parse_at(text: &str, depth: usize) -> Result<(Type, &str), String> {
     match word {
         "list" | "List" => {
             let (item, rest) = parse_at(open(rest, word)?.trim_start(), depth + 1)?;
+            if item == Type::Unit {
+                // Its items take no bytes: a few bytes could claim a list of any length.
+                return Err("`list[None]` carries nothing: its items are all None".to_owned());
+            }
             Ok((Type::List(Box::new(item)), close(rest, word)?))
         }
         "Optional" => {
@@ -355,6 +360,9 @@ impl<'de> Visitor<'de> for Reader<'_> {
                 }
                 Ok(Value::Bytes(bytes))
             }
+            Type::List(t) if **t == Type::Unit => Err(de::Error::custom(
+                "a list of None cannot travel (its items take no bytes)",
+            )),
             Type::List(t) => {
                 let mut items = Vec::with_capacity(room);
                 while let Some(item) = seq.next_element_seed(Reader(t))? {
