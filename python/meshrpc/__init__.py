@@ -83,7 +83,9 @@ class Node:
             raise ValueError("a node needs at least one worker thread")
         self._native = _native.NativeNode(name, listen, list(seeds), cookie, timeout)
         self._timeout = timeout
-        self._handlers: list[typing.Callable] = []
+        self._handlers: list[typing.Callable | _ActorMethod] = []
+        # Virtual actors' instances, by activation id.
+        self._instances: dict[int, object] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,6 +128,41 @@ class Node:
             value = getattr(instance, attr)
             if callable(value):
                 self.register_function(value, attr)
+
+    def virtual_actor(self, kind: str):
+        """A class decorator: this node hosts the virtual-actor type ``kind``, whose keys'
+        state is an instance of the class, one per key, made at the key's first call here
+        (``cls(key)`` if its constructor takes the key, else ``cls()``) and dropped when the
+        activation ends. Its public methods are the type's; the cluster places each key on
+        one host (Rust or Python) and runs one call of a key at a time::
+
+            @node.virtual_actor("pcounter")
+            class Counter:
+                def __init__(self, key: str):
+                    self.n = 0
+
+                def incr(self, by: int) -> int:
+                    self.n += by
+                    return self.n
+        """
+
+        def host(cls):
+            takes_key = _takes_key(cls)
+            methods = []
+            for attr in dir(cls):
+                if attr.startswith("_") or not inspect.isfunction(inspect.getattr_static(cls, attr)):
+                    continue
+                function = getattr(cls, attr)
+                params, result = _signature(function, f"{kind}.{attr}")
+                doc = inspect.getdoc(function) or ""
+                with self._lock:
+                    index = len(self._handlers)
+                    self._handlers.append(_ActorMethod(cls, attr, takes_key))
+                methods.append((attr, params[1:], result, doc, index))  # less `self`
+            self._native.virtual_actor(kind, methods)
+            return cls
+
+        return host
 
     def members(self) -> list[Member]:
         """Every member this node knows of, itself included."""
@@ -187,9 +224,15 @@ class Node:
             call = native.next_call(0.5)
             if call is None:
                 continue
-            index, args, pending = call
+            if call[0] == "forget":  # an activation of a virtual actor ended
+                self._instances.pop(call[1], None)
+                continue
+            _, index, args, pending, actor = call
             try:
-                result = self._handlers[index](*args)
+                handler = self._handlers[index]
+                if actor is not None:
+                    handler = self._method_of(handler, *actor)
+                result = handler(*args)
                 if inspect.isawaitable(result):  # `async def`, or anything returning one
                     self._await(result, pending)
                     continue
@@ -197,6 +240,15 @@ class Node:
                 _fail(pending, error)  # SystemExit: the thread serves on
                 continue
             _reply(pending, result)
+
+    def _method_of(self, method: _ActorMethod, key: str, activation: int):
+        """The bound method of the instance holding ``key``'s state in this activation."""
+        instance = self._instances.get(activation)
+        if instance is None:
+            cls = method.cls
+            instance = cls(key) if method.takes_key else cls()
+            self._instances[activation] = instance
+        return getattr(instance, method.name)
 
     def _await(self, awaitable, pending) -> None:
         """Runs `awaitable` on the node's event loop; answers `pending` when it ends."""
@@ -222,6 +274,29 @@ class Node:
                 thread.start()
                 self._loop = loop
             return self._loop
+
+
+class _ActorMethod(typing.NamedTuple):
+    """A method of a virtual-actor class, called on the instance of the key's activation."""
+
+    cls: type
+    name: str
+    takes_key: bool
+
+
+def _takes_key(cls) -> bool:
+    """Whether ``cls(key)`` is how to make an instance (else ``cls()``)."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return False
+    for args, takes_key in ((("key",), True), ((), False)):
+        try:
+            signature.bind(*args)
+            return takes_key
+        except TypeError:
+            pass
+    raise TypeError(f"{cls.__name__}() must take the key, or nothing, to make a key's instance")
 
 
 async def _awaited(awaitable):

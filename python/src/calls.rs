@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use meshrpc::dynamic::Value;
 use meshrpc::{CallOptions, Client, Node, NodeConfig, RpcError};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::values::{from_args, json_to_py};
@@ -50,28 +50,22 @@ pub(crate) fn seconds(timeout: f64) -> PyResult<Duration> {
         .ok_or_else(|| PyValueError::new_err(format!("timeout must be positive, not {timeout}")))
 }
 
-/// Runs `call` on the runtime and waits for it on this Python thread with the GIL
-/// released, waking every 100 ms to let Python handle its signals: Ctrl-C abandons the call
-/// and raises `KeyboardInterrupt` here.
-pub(crate) fn wait<T: Send + 'static>(
+/// Runs `call` on this Python thread with the GIL released (the future is polled here, so
+/// its answer wakes this thread directly), waking every 100 ms to let Python handle its
+/// signals: Ctrl-C abandons the call and raises `KeyboardInterrupt` here.
+pub(crate) fn wait<T: Send>(
     py: Python<'_>,
-    call: impl std::future::Future<Output = T> + Send + 'static,
+    call: impl std::future::Future<Output = T> + Send,
 ) -> PyResult<T> {
-    let mut task = runtime().spawn(call);
+    let mut call = std::pin::pin!(call);
     loop {
         // The timer is made inside the runtime: it needs its clock.
         let step = py.detach(|| {
-            runtime().block_on(async { tokio::time::timeout(SIGNALS, &mut task).await })
+            runtime().block_on(async { tokio::time::timeout(SIGNALS, call.as_mut()).await })
         });
         match step {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => return Err(PyRuntimeError::new_err(format!("the call failed: {e}"))),
-            Err(_) => {
-                if let Err(interrupted) = py.check_signals() {
-                    task.abort();
-                    return Err(interrupted);
-                }
-            }
+            Ok(value) => return Ok(value),
+            Err(_) => py.check_signals()?,
         }
     }
 }

@@ -14,7 +14,7 @@ use meshrpc::dynamic::{Function, Method, Raised, Type, Value};
 use meshrpc::{Node, NodeConfig};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +22,64 @@ use crate::calls::{self, seconds, To};
 use crate::values::{from_args, from_py, to_py};
 use crate::{fault, runtime};
 
-/// A call waiting for Python: which registered function, its arguments, where the answer
-/// goes.
-struct Queued {
+/// What waits for a Python thread.
+pub(crate) enum Queued {
+    /// A call: which registered function, for which virtual-actor activation (its key and
+    /// id) if it is an actor's method, its arguments, where the answer goes.
+    Call {
+        handler: usize,
+        actor: Option<(String, u64)>,
+        args: Vec<Value>,
+        reply: oneshot::Sender<Result<Value, Raised>>,
+    },
+    /// The activation `id` of a Python virtual actor ended: its instance goes.
+    Forget(u64),
+}
+
+/// Queues a call for Python and waits for its answer.
+pub(crate) async fn ask(
+    sender: &mpsc::Sender<Queued>,
     handler: usize,
+    actor: Option<(String, u64)>,
     args: Vec<Value>,
-    reply: oneshot::Sender<Result<Value, Raised>>,
+) -> Result<Value, Raised> {
+    let (reply, answer) = oneshot::channel();
+    let queued = Queued::Call {
+        handler,
+        actor,
+        args,
+        reply,
+    };
+    if sender.send(queued).await.is_err() {
+        return Err(Raised::new("the Python node is closing"));
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Err(Raised::new("the Python handler ended without answering")))
+}
+
+/// A method as the Python half declares it: `(name, [(param, type)], result, doc, handler)`.
+pub(crate) type Declared = (String, Vec<(String, String)>, String, String, usize);
+
+/// The runtime's declaration of a method from the Python half's.
+pub(crate) fn method(
+    name: &str,
+    params: Vec<(String, String)>,
+    result: &str,
+    doc: &str,
+) -> PyResult<Method> {
+    let parse = |what: String, ty: &str| {
+        Type::parse(ty).map_err(|e| PyValueError::new_err(format!("{what} of `{name}`: {e}")))
+    };
+    let params = params
+        .into_iter()
+        .map(|(param, ty)| parse(format!("parameter `{param}`"), &ty).map(|ty| (param, ty)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Method {
+        params,
+        result: parse("the result".to_owned(), result)?,
+        doc: doc.to_owned(),
+    })
 }
 
 /// How many calls may wait for a Python thread before callers wait to queue theirs.
@@ -95,47 +147,25 @@ impl NativeNode {
         doc: &str,
         handler: usize,
     ) -> PyResult<()> {
-        let parse = |what: String, ty: &str| {
-            Type::parse(ty).map_err(|e| PyValueError::new_err(format!("{what} of `{name}`: {e}")))
-        };
-        let params = params
-            .into_iter()
-            .map(|(param, ty)| parse(format!("parameter `{param}`"), &ty).map(|ty| (param, ty)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let method = Method {
-            params,
-            result: parse("the result".to_owned(), result)?,
-            doc: doc.to_owned(),
-        };
+        let method = method(name, params, result, doc)?;
         let sender = self.sender.clone();
         let answer = move |_cx, args| {
             let sender = sender.clone();
-            async move {
-                let (reply, answer) = oneshot::channel();
-                let queued = Queued {
-                    handler,
-                    args,
-                    reply,
-                };
-                if sender.send(queued).await.is_err() {
-                    return Err(Raised::new("the Python node is closing"));
-                }
-                answer.await.unwrap_or_else(|_| {
-                    Err(Raised::new("the Python handler ended without answering"))
-                })
-            }
+            async move { ask(&sender, handler, None, args).await }
         };
         self.node.register(name, Function::new(method, answer));
         Ok(())
     }
 
-    /// The next call for Python: `(handler, args, pending)`, or `None` once the node is
-    /// closed (or after `timeout` seconds without one).
+    /// What is next for Python: `("call", handler, args, pending, actor)` with `actor`
+    /// None or `(key, activation id)`, `("forget", activation id)` once an activation of a
+    /// Python virtual actor ended, or `None` once the node is closed (or after `timeout`
+    /// seconds without anything).
     fn next_call<'py>(
         &self,
         py: Python<'py>,
         timeout: f64,
-    ) -> PyResult<Option<(usize, Bound<'py, PyList>, PendingCall)>> {
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let wait = seconds(timeout)?;
         let (queue, closed) = (self.queue.clone(), self.closed.clone());
         let next = py.detach(|| {
@@ -145,7 +175,7 @@ impl NativeNode {
                     let mut queue = queue.lock().await;
                     loop {
                         match queue.recv().await {
-                            Some(call) if call.reply.is_closed() => continue,
+                            Some(Queued::Call { reply, .. }) if reply.is_closed() => continue,
                             next => return next,
                         }
                     }
@@ -157,22 +187,34 @@ impl NativeNode {
                 }
             })
         });
-        let Some(Queued {
-            handler,
-            args,
-            reply,
-        }) = next
-        else {
-            return Ok(None);
+        let next = match next {
+            None => return Ok(None),
+            Some(Queued::Forget(id)) => ("forget", id).into_pyobject(py)?,
+            Some(Queued::Call {
+                handler,
+                actor,
+                args,
+                reply,
+            }) => {
+                let list = PyList::empty(py);
+                for arg in &args {
+                    list.append(to_py(py, arg)?)?;
+                }
+                let pending = PendingCall {
+                    reply: Mutex::new(Some(reply)),
+                };
+                ("call", handler, list, pending, actor).into_pyobject(py)?
+            }
         };
-        let list = PyList::empty(py);
-        for arg in &args {
-            list.append(to_py(py, arg)?)?;
-        }
-        let pending = PendingCall {
-            reply: Mutex::new(Some(reply)),
-        };
-        Ok(Some((handler, list, pending)))
+        Ok(Some(next))
+    }
+
+    /// Hosts the virtual-actor type `kind`, whose methods are Python's (`methods`, as
+    /// `register` takes them): the cluster places its keys on this node as on any host.
+    fn virtual_actor(&self, py: Python<'_>, kind: String, methods: Vec<Declared>) -> PyResult<()> {
+        let declare = crate::actors::declare(&self.node, &self.sender, &kind, methods)?;
+        let started = py.detach(|| runtime().block_on(declare));
+        started.map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// Every member this node knows: `(name, addr, status)`.

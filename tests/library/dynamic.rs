@@ -249,3 +249,66 @@ fn types_read_as_python_writes_them_and_refuse_what_cannot_travel() {
     let deep = format!("{}int{}", "list[".repeat(40), "]".repeat(40));
     assert!(Type::parse(&deep).unwrap_err().contains("nest deeper"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_actors_awaited_functions_still_run_one_call_at_a_time_per_key() {
+    use std::sync::{Arc, Mutex};
+    let node = Node::builder("host").start().await.unwrap();
+    // Each call logs when it starts and when its future ends; a turn that did not await
+    // the future would interleave them.
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = log.clone();
+    let incr = method(&[("by", "int")], "int", "adds `by`, slowly");
+    node.virtual_actor("slow", |_key: &str| 0i64)
+        .function(
+            "incr",
+            Function::new(incr, move |n: &mut i64, args: Vec<Value>| {
+                if let Some(Value::Int(by)) = args.first() {
+                    *n += *by as i64;
+                }
+                let (value, log) = (*n, seen.clone());
+                log.lock().unwrap().push(format!("start {value}"));
+                async move {
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    log.lock().unwrap().push(format!("end {value}"));
+                    Ok(Value::Int(value.into()))
+                }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let actor = node.actor_ref("slow", "k");
+    let calls = (0..8).map(|_| {
+        let actor = actor.clone();
+        async move { actor.call::<i64>("incr", 1i64).await.unwrap() }
+    });
+    let mut answers = futures_util::future::join_all(calls).await;
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=8).collect::<Vec<i64>>());
+    let log = log.lock().unwrap().clone();
+    let expected: Vec<String> = (1..=8)
+        .flat_map(|v| [format!("start {v}"), format!("end {v}")])
+        .collect();
+    assert_eq!(log, expected);
+    // From JSON too, with the declared signature.
+    let two = json!([2]);
+    let json = actor.call_json("incr", &two, std::time::Duration::from_secs(5));
+    assert_eq!(json.await.unwrap(), json!(10));
+    // Such a type cannot persist: its writes follow synchronous methods.
+    let refused = node
+        .virtual_actor("slow2", |_key: &str| 0i64)
+        .function(
+            "get",
+            Function::new(method(&[], "int", ""), |n: &mut i64, _| {
+                let n = *n;
+                async move { Ok(Value::Int(n.into())) }
+            }),
+        )
+        .persist()
+        .start()
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("cannot persist"));
+    node.shutdown().await;
+}

@@ -415,6 +415,13 @@ impl<S: Send + 'static> Kind<S> {
                             debug!(kind = %self.name, %key, why, "ends unsaved");
                             break Leaving::Stale;
                         }
+                    } else if call.method.awaits() {
+                        if Box::pin(self.run_awaited(&key, &mut state, *call)).await {
+                            match self.build(&key) {
+                                Some(fresh) => state = fresh,
+                                None => break Leaving::Shutdown,
+                            }
+                        }
                     } else if self.run(&key, &mut state, *call) {
                         match self.build(&key) {
                             Some(fresh) => state = fresh,
@@ -445,7 +452,11 @@ impl<S: Send + 'static> Kind<S> {
                 Msg::Call(call)
                     if saved.is_none() && matches!(why, Leaving::Idle | Leaving::Shed) =>
                 {
-                    self.run(&key, &mut state, *call);
+                    if call.method.awaits() {
+                        Box::pin(self.run_awaited(&key, &mut state, *call)).await;
+                    } else {
+                        self.run(&key, &mut state, *call);
+                    }
                 }
                 Msg::Call(call) => handed_over.push(*call),
                 Msg::Leave(_) => {}

@@ -12,6 +12,7 @@ use super::activation::{Call, Codec, Hook, Kind, Spec};
 use super::Actors;
 use crate::cluster::membership::hosting::MAX_NAME;
 use crate::error::RpcError;
+use crate::handlers::dynamic::{ActorFunction, Function, Raised, Value};
 use crate::handlers::reply::split;
 use crate::handlers::{ActorMethod, Declared, Entry, Handler, Handlers, Incoming};
 use crate::wire::codec;
@@ -79,6 +80,29 @@ impl<S: Send + 'static> VirtualBuilder<S> {
         use futures_util::StreamExt;
         let f = move |state: &mut S, args: A| f(state, args).map(split);
         self.methods.push(Declared::stream(method, f));
+        self
+    }
+
+    /// Adds a method whose types are known only at run time (a binding's, see
+    /// [`crate::dynamic`]): `f(&mut state, args)` runs in the key's turn and returns the
+    /// future that answers, which the turn awaits, so the key still runs one call at a time.
+    /// Not for a type that persists (its writes follow synchronous methods).
+    #[doc(hidden)]
+    pub fn function<F, Fut>(mut self, method: &str, function: Function<F>) -> Self
+    where
+        F: Fn(&mut S, Vec<Value>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, Raised>> + Send + 'static,
+    {
+        let Function {
+            method: declared,
+            f,
+        } = function;
+        self.methods.push(Declared {
+            name: method.to_owned(),
+            help: String::new(),
+            signature: declared.signature(),
+            method: Arc::new(ActorFunction::new(&declared, f)),
+        });
         self
     }
 
@@ -185,6 +209,12 @@ impl<S: Send + 'static> VirtualBuilder<S> {
             return Err(bad(format!(
                 "a virtual actor type is named by 1 to {MAX_NAME} characters without `/` or `.`"
             )));
+        }
+        if self.spec.persist.is_some() && self.methods.iter().any(|d| d.method.awaits()) {
+            return Err(bad(
+                "a virtual actor type whose methods are awaited (a binding's) cannot persist"
+                    .to_owned(),
+            ));
         }
         let kind = Arc::new(Kind::new(&name, self.spec, self.actors.ctx().clone()));
         let handlers: &Handlers = self.actors.handlers();

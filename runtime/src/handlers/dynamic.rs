@@ -12,11 +12,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use std::future::Future;
+
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
 use super::functions::{spawn_answer, Handler};
 use super::signature::Signature;
-use super::{arguments, Entry, Handlers, Incoming};
+use super::{arguments, ActorMethod, Entry, Handlers, Incoming};
 use crate::link::Fault;
 use serde::de::DeserializeSeed;
 
@@ -155,6 +158,111 @@ where
 }
 
 /// Decodes the arguments of the dynamic method `method`, whose parameters are `types`.
+/// A dynamic function as a virtual actor's method: its synchronous part runs in the key's
+/// turn with the state (for a binding, the handle of the key's instance), and the turn then
+/// awaits its future, so a key still runs one call at a time.
+pub(crate) struct ActorFunction<F> {
+    params: Vec<Type>,
+    result: Arc<Type>,
+    f: F,
+}
+
+impl<F> ActorFunction<F> {
+    pub(crate) fn new(method: &Method, f: F) -> Self {
+        ActorFunction {
+            params: method.params.iter().map(|(_, ty)| ty.clone()).collect(),
+            result: Arc::new(method.result.clone()),
+            f,
+        }
+    }
+}
+
+impl<S, F, Fut> ActorMethod<S> for ActorFunction<F>
+where
+    F: Fn(&mut S, Vec<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Raised>> + Send + 'static,
+{
+    fn invoke(&self, _state: &mut S, _entry: &Entry, call: Incoming) -> bool {
+        // Never called: `awaits` sends its calls to `start`.
+        call.responder.fail(
+            ErrorKind::Protocol,
+            "internal: an awaited method run at once",
+        );
+        false
+    }
+
+    fn awaits(&self) -> bool {
+        true
+    }
+
+    fn start(
+        &self,
+        state: &mut S,
+        entry: &Entry,
+        call: Incoming,
+    ) -> Option<BoxFuture<'static, ()>> {
+        if call.responder.is_gone() {
+            call.responder.abandon();
+            return None;
+        }
+        let Incoming {
+            encoding,
+            body,
+            deadline,
+            responder,
+            ..
+        } = call;
+        if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            responder.fail(
+                ErrorKind::Timeout,
+                "the call waited in the mailbox past its deadline",
+            );
+            return None;
+        }
+        let args = match decode_values(&entry.name, &entry.signature, &self.params, encoding, &body)
+        {
+            Ok(args) => args,
+            Err(e) => {
+                responder.reply::<()>(Err(e));
+                return None;
+            }
+        };
+        // A panic here is the caller's `panicked`, and the turn's: the activation rebuilds
+        // the state.
+        let work = match catch_unwind(AssertUnwindSafe(|| (self.f)(state, args))) {
+            Ok(work) => work,
+            Err(p) => {
+                responder.fail(ErrorKind::Panicked, crate::link::panic_message(&*p));
+                std::panic::resume_unwind(p);
+            }
+        };
+        let (result, name) = (self.result.clone(), entry.name.clone());
+        Some(Box::pin(async move {
+            let ran = match deadline {
+                Some(at) => {
+                    tokio::time::timeout_at(at, AssertUnwindSafe(work).catch_unwind()).await
+                }
+                None => Ok(AssertUnwindSafe(work).catch_unwind().await),
+            };
+            match ran {
+                Err(_) => responder.fail(
+                    ErrorKind::Timeout,
+                    "the method outlived the caller's deadline",
+                ),
+                Ok(Err(p)) => responder.fail(ErrorKind::Panicked, crate::link::panic_message(&*p)),
+                Ok(Ok(Err(raised))) => responder.reply::<()>(Err(raised.into_error())),
+                Ok(Ok(Ok(value))) => match result.check(value) {
+                    Ok(value) => responder.reply(Ok(&Typed { ty: result, value })),
+                    Err(wrong) => responder.reply::<()>(Err(Raised::new(format!(
+                        "`{name}` returned {wrong}, which is not its declared result type {result}"
+                    ))
+                    .into_error())),
+                },
+            }
+        }))
+    }
+}
+
 fn decode_values(
     method: &str,
     signature: &Signature,

@@ -155,6 +155,25 @@ impl<S: Send + 'static> Kind<S> {
         Some(state)
     }
 
+    /// Runs one call of a method answered by a future (a binding's): its synchronous part,
+    /// then the future, in the key's turn; true if it panicked (the state is rebuilt).
+    pub(super) async fn run_awaited(&self, key: &str, state: &mut S, call: Call<S>) -> bool {
+        let started = catch_unwind(AssertUnwindSafe(|| {
+            call.method.start(state, &call.entry, call.call)
+        }));
+        match started {
+            Ok(Some(turn)) => {
+                turn.await;
+                false
+            }
+            Ok(None) => false,
+            Err(_) => {
+                warn!(kind = %self.name, %key, "a method panicked; the key's state is rebuilt");
+                true
+            }
+        }
+    }
+
     /// Runs one call; true if the method panicked (the state is rebuilt then).
     pub(super) fn run(&self, key: &str, state: &mut S, call: Call<S>) -> bool {
         let panicked = catch_unwind(AssertUnwindSafe(|| {
