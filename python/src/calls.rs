@@ -4,12 +4,15 @@
 //! the GIL while it waits; an asyncio call ([`complete`]) is handed back through tokio's
 //! blocking pool, so a worker never waits for the GIL.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use meshrpc::dynamic::Value;
 use meshrpc::{CallOptions, Client, Node, NodeConfig, RpcError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::values::{from_args, json_to_py};
 use crate::{rpc_fault, runtime};
@@ -22,6 +25,13 @@ pub(crate) enum To {
     Actor(String, String),
 }
 
+/// A call's result, and whether the method declares it `bytes` (JSON carries bytes as an
+/// array of numbers; Python gets `bytes`).
+pub(crate) struct Answer {
+    value: serde_json::Value,
+    bytes: bool,
+}
+
 /// Sends one call and waits for its result.
 pub(crate) async fn send(
     node: &Node,
@@ -29,17 +39,63 @@ pub(crate) async fn send(
     method: &str,
     args: &Value,
     timeout: Duration,
-) -> Result<serde_json::Value, RpcError> {
+) -> Result<Answer, RpcError> {
+    let options = CallOptions::timeout(timeout);
     match to {
         To::Member(target) => {
-            let options = CallOptions::timeout(timeout);
-            node.call_json(target.as_str(), method, args, options).await
+            let value = node
+                .call_json(target.as_str(), method, args, options)
+                .await?;
+            let asked = [method];
+            let bytes = looks_like_bytes(&value)
+                && declares_bytes(&target, method, || {
+                    node.call_json(target.as_str(), SIGNATURE, &asked, options)
+                })
+                .await;
+            Ok(Answer { value, bytes })
         }
         To::Actor(kind, key) => {
             let actor = node.actor_ref(&kind, &key);
-            actor.call_json(method, args, timeout).await
+            let value = actor.call_json(method, args, timeout).await?;
+            Ok(Answer {
+                value,
+                bytes: false,
+            })
         }
     }
+}
+
+const SIGNATURE: &str = "system.methodSignature";
+
+/// An array of byte values (empty included): a result that may be `bytes`.
+fn looks_like_bytes(value: &serde_json::Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|items| (items.iter()).all(|item| item.as_u64().is_some_and(|n| n <= 255)))
+}
+
+/// Whether `method` of `target` declares a `bytes` result (XML-RPC's `base64` in its
+/// `system.methodSignature`): asked once per target and method, then remembered.
+async fn declares_bytes<F, Fut>(target: &str, method: &str, ask: F) -> bool
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, RpcError>>,
+{
+    static KNOWN: OnceLock<Mutex<HashMap<(String, String), bool>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Mutex::default);
+    let id = (target.to_owned(), method.to_owned());
+    if let Some(bytes) = known.lock().ok().and_then(|k| k.get(&id).copied()) {
+        return bytes;
+    }
+    // `[[result, param, ...]]`; a method that cannot say is taken at its JSON.
+    let Ok(signature) = ask().await else {
+        return false;
+    };
+    let bytes = signature[0][0] == "base64";
+    if let Ok(mut known) = known.lock() {
+        known.insert(id, bytes);
+    }
+    bytes
 }
 
 /// A timeout in seconds, as Python gives it.
@@ -74,12 +130,15 @@ pub(crate) fn wait<T: Send>(
 const SIGNALS: Duration = Duration::from_millis(100);
 
 /// The Python result of a finished call: its value, or the `Fault` to raise.
-pub(crate) fn finish(
-    py: Python<'_>,
-    result: Result<serde_json::Value, RpcError>,
-) -> PyResult<Py<PyAny>> {
+pub(crate) fn finish(py: Python<'_>, result: Result<Answer, RpcError>) -> PyResult<Py<PyAny>> {
     match result {
-        Ok(value) => Ok(json_to_py(py, &value)?.unbind()),
+        Ok(Answer { value, bytes: true }) => {
+            let bytes: Vec<u8> = (value.as_array().into_iter().flatten())
+                .filter_map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect();
+            Ok(PyBytes::new(py, &bytes).into_any().unbind())
+        }
+        Ok(Answer { value, .. }) => Ok(json_to_py(py, &value)?.unbind()),
         Err(e) => Err(rpc_fault(py, e)),
     }
 }
@@ -87,7 +146,7 @@ pub(crate) fn finish(
 /// Runs `call` on the runtime and, when it ends, calls `done(value, None)` or
 /// `done(None, fault)` from tokio's blocking pool.
 pub(crate) fn complete(
-    call: impl std::future::Future<Output = Result<serde_json::Value, RpcError>> + Send + 'static,
+    call: impl std::future::Future<Output = Result<Answer, RpcError>> + Send + 'static,
     done: Py<PyAny>,
 ) {
     runtime().spawn(async move {
@@ -111,6 +170,8 @@ pub(crate) fn complete(
 #[pyclass(module = "meshrpc._native", frozen)]
 pub(crate) struct NativeClient {
     client: Client,
+    /// The address it was asked to connect to (what its signatures are remembered by).
+    target: String,
 }
 
 #[pymethods]
@@ -125,9 +186,10 @@ impl NativeClient {
             default_timeout: seconds(timeout)?,
             ..NodeConfig::default()
         };
+        let target = addr.clone();
         let connected = py.detach(|| runtime().block_on(Client::connect_with(addr, &config)));
         match connected {
-            Ok(client) => Ok(NativeClient { client }),
+            Ok(client) => Ok(NativeClient { client, target }),
             Err(e) => Err(rpc_fault(py, e)),
         }
     }
@@ -141,10 +203,17 @@ impl NativeClient {
         timeout: f64,
     ) -> PyResult<Py<PyAny>> {
         let (args, timeout) = (from_args(args)?, seconds(timeout)?);
-        let peer = self.client.peer().clone();
+        let (peer, target) = (self.client.peer().clone(), self.target.clone());
         let call = async move {
             let options = CallOptions::timeout(timeout);
-            peer.call_json(&method, &args, options).await
+            let value = peer.call_json(&method, &args, options).await?;
+            let asked = [method.as_str()];
+            let bytes = looks_like_bytes(&value)
+                && declares_bytes(&target, &method, || {
+                    peer.call_json(SIGNATURE, &asked, options)
+                })
+                .await;
+            Ok(Answer { value, bytes })
         };
         let result = wait(py, call)?;
         finish(py, result)

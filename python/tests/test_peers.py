@@ -27,6 +27,9 @@ class MyServer:
     def anything(self, value):
         return value
 
+    def small(self) -> list[int]:
+        return [1, 2]
+
     def _private(self):
         return "never served"
 
@@ -54,7 +57,7 @@ def test_the_tutorials_class_is_served_to_the_cli_rust_and_python(bin_path, py_n
     assert json.loads(done.stdout) == "add(a: i64, b: i64) -> i64\n\nAdds two numbers."
     done = cli(bin_path, "call", node.addr, "system.listMethods")
     methods = json.loads(done.stdout)
-    assert {"add", "concat", "echo", "anything"} <= set(methods)
+    assert {"add", "concat", "echo", "anything", "small"} <= set(methods)
     assert "_private" not in methods
     # A typed Rust caller (bincode): `meshrpc bench` sends `add`'s arguments as Rust would.
     done = cli(bin_path, "bench", node.addr, "--calls", "2000", "--concurrency", "8", "--json")
@@ -67,7 +70,10 @@ def test_the_tutorials_class_is_served_to_the_cli_rust_and_python(bin_path, py_n
     assert proxy.add(a=2, b=3) == 5
     assert proxy.concat(["a", "b"], "-") == "a-b"
     assert proxy.concat(["a", "b"], None) == "ab"
-    assert proxy.echo(b"\x00\xff") == [0, 255]  # JSON carries bytes as numbers
+    # JSON carries bytes as numbers: the method's signature says they are bytes.
+    assert proxy.echo(b"\x00\xff") == b"\x00\xff"
+    assert proxy.echo(b"") == b""
+    assert proxy.small() == [1, 2]
     assert proxy.anything({"k": [1, 2.5, None, True]}) == {"k": [1, 2.5, None, True]}
     assert proxy.system.listMethods() == methods
 
@@ -84,6 +90,7 @@ def test_a_python_node_joins_calls_members_by_name_and_receives_fanout(bin_path,
     # By name and by address; the Rust demo's `square`.
     assert node.proxy("r1").square(5) == 25
     assert node.proxy(r1.addr).square(6) == 36
+    assert node.proxy("r1").echo(b"\x01hi") == b"\x01hi"  # a Rust `ByteBuf` result
     # The Rust node sees the Python peer, and its fanout reaches it.
     wait_for("r1 to list py1", lambda: members_of(bin_path, r1.addr).get("py1") == "up")
     done = cli(bin_path, "call", r1.addr, "fanout", '"add"', "[1, 2]")
