@@ -350,6 +350,7 @@ impl Client {
             tls: tls.as_ref(),
             probe: true,
             versions: config.protocol_versions(),
+            gateway: None,
         };
         let mut last = unavailable("the name resolved to no address".to_owned());
         for target in resolved {

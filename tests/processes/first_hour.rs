@@ -75,6 +75,39 @@ fn an_os_error_is_said_once() {
 }
 
 #[test]
+fn the_tutorials_client_on_the_binary_port_is_told_where_the_gateway_is() {
+    // `ServerProxy("http://…")` aimed at the binary port, as the tutorial's reader may.
+    let client = r#"
+import sys, xmlrpc.client
+try:
+    xmlrpc.client.ServerProxy("http://" + sys.argv[1]).add(2, 3)
+    print("answered")
+except xmlrpc.client.ProtocolError as e:
+    print(e.errcode, e.errmsg)
+"#;
+    let node = NodeProc::start("a", &["--http", "127.0.0.1:0"]);
+    let http = node.http.clone().unwrap();
+    let said = support::python(client, &[&node.addr]);
+    assert_eq!(
+        said.trim(),
+        format!(
+            "400 Bad Request: this is a meshrpc binary port; its HTTP gateway is http://{http}/"
+        )
+    );
+    // Through the gateway, the same call works; and the binary port still takes links.
+    assert_eq!(support::python(client, &[&http]).trim(), "answered");
+    let (ok, stdout, _) = run(&["call", &node.addr, "add", "2", "3"]);
+    assert!(ok && stdout.trim() == "5", "{stdout}");
+    // A node without a gateway says so.
+    let bare = NodeProc::start("b", &[]);
+    let said = support::python(client, &[&bare.addr]);
+    assert!(
+        said.contains("400") && said.contains("no HTTP gateway (--http)"),
+        "{said}"
+    );
+}
+
+#[test]
 fn the_wrong_kind_of_port_is_recognised_before_the_timeout() {
     let node = NodeProc::start("a", &["--http", "127.0.0.1:0"]);
     let http = node.http.clone().unwrap();

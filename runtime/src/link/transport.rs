@@ -77,6 +77,9 @@ pub(crate) struct Local<'a> {
     pub(crate) probe: bool,
     /// The protocol versions this side speaks, oldest and newest.
     pub(crate) versions: (u16, u16),
+    /// The URL of this node's HTTP gateway, named to an HTTP client that reached its binary
+    /// port ([`wrong_port`]); `None` without one (and for dialers).
+    pub(crate) gateway: Option<&'a str>,
 }
 
 impl Socket {
@@ -454,4 +457,5 @@ pub(crate) async fn introduce(
 }
 
 mod acceptor;
+mod wrong_port;
 pub(crate) use acceptor::{accept, refuse, welcome, Introduced};

@@ -252,9 +252,14 @@ pub(super) async fn start(config: NodeConfig) -> Result<Node, StartError> {
         cookie: config.cookie.clone(),
     };
     let membership = membership::start(swim, root.clone(), &tasks);
+    // Links name the gateway's bound address to an HTTP client on the binary port.
+    let links_config = NodeConfig {
+        http: http_addr.or(config.http),
+        ..config.clone()
+    };
     let links = Links::new(
         identity,
-        config.clone(),
+        links_config,
         tls,
         ctx,
         root.clone(),

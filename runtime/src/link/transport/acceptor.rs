@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{bounded, HandshakeFailure, Local, Side, Socket};
+use super::{bounded, wrong_port, HandshakeFailure, Local, Side, Socket};
 use crate::link::auth::{self, CookieFailure, Role, Transcript};
 use crate::wire::{self, Greeting, Hello, Verdict, Welcome};
 
@@ -26,6 +26,14 @@ pub(crate) async fn accept(
     stream: TcpStream,
     local: Local<'_>,
 ) -> Result<Introduced, HandshakeFailure> {
+    // An HTTP client on this (plain) port speaks first: tell it where the gateway is. A
+    // TLS port answers anything but a ClientHello with a TLS alert, which is how a plain
+    // client's probe tells it uses TLS.
+    if local.tls.is_none() && wrong_port::http_request(&stream, wrong_port::SNIFF).await {
+        wrong_port::answer(stream, &local.identity.name, local.gateway).await;
+        let reason = "an HTTP request on the binary port (answered 400, naming the gateway)";
+        return Err(HandshakeFailure::Failed(reason.to_owned()));
+    }
     let mut socket = Socket::open(stream, local.tls, Side::Acceptor, local.timeout).await?;
     let (lowest, highest) = local.versions;
     let mut nonce = auth::nonce();
@@ -174,6 +182,7 @@ mod tests {
             tls: None,
             probe: false,
             versions: (wire::PREVIOUS_VERSION, wire::PROTOCOL_VERSION),
+            gateway: None,
         }
     }
 
