@@ -243,11 +243,12 @@ class Node:
 
     def _method_of(self, method: _ActorMethod, key: str, activation: int):
         """The bound method of the instance holding ``key``'s state in this activation."""
-        instance = self._instances.get(activation)
-        if instance is None:
-            cls = method.cls
-            instance = cls(key) if method.takes_key else cls()
-            self._instances[activation] = instance
+        with self._lock:  # two threads must not both make the key's first instance
+            instance = self._instances.get(activation)
+            if instance is None:
+                cls = method.cls
+                instance = cls(key) if method.takes_key else cls()
+                self._instances[activation] = instance
         return getattr(instance, method.name)
 
     def _await(self, awaitable, pending) -> None:

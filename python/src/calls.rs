@@ -9,10 +9,11 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use meshrpc::dynamic::Value;
-use meshrpc::{CallOptions, Client, Node, NodeConfig, RpcError};
+use meshrpc::{CallOptions, Client, ErrorKind, Node, NodeConfig, NodeId, Peer, RpcError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use tokio::time::Instant;
 
 use crate::values::{from_args, json_to_py};
 use crate::{rpc_fault, runtime};
@@ -40,18 +41,18 @@ pub(crate) async fn send(
     args: &Value,
     timeout: Duration,
 ) -> Result<Answer, RpcError> {
+    let deadline = Instant::now() + timeout;
     let options = CallOptions::timeout(timeout);
     match to {
         To::Member(target) => {
             let value = node
                 .call_json(target.as_str(), method, args, options)
                 .await?;
-            let asked = [method];
             let bytes = looks_like_bytes(&value)
-                && declares_bytes(&target, method, || {
-                    node.call_json(target.as_str(), SIGNATURE, &asked, options)
-                })
-                .await;
+                && match node.peer(target.as_str()).await {
+                    Ok(peer) => declares_bytes(&peer, method, deadline).await,
+                    Err(_) => false,
+                };
             Ok(Answer { value, bytes })
         }
         To::Actor(kind, key) => {
@@ -65,8 +66,6 @@ pub(crate) async fn send(
     }
 }
 
-const SIGNATURE: &str = "system.methodSignature";
-
 /// An array of byte values (empty included): a result that may be `bytes`.
 fn looks_like_bytes(value: &serde_json::Value) -> bool {
     value
@@ -74,29 +73,53 @@ fn looks_like_bytes(value: &serde_json::Value) -> bool {
         .is_some_and(|items| (items.iter()).all(|item| item.as_u64().is_some_and(|n| n <= 255)))
 }
 
-/// Whether `method` of `target` declares a `bytes` result (XML-RPC's `base64` in its
-/// `system.methodSignature`): asked once per target and method, then remembered.
-async fn declares_bytes<F, Fut>(target: &str, method: &str, ask: F) -> bool
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<serde_json::Value, RpcError>>,
-{
-    static KNOWN: OnceLock<Mutex<HashMap<(String, String), bool>>> = OnceLock::new();
+/// Whether `method` of `peer` declares a `bytes` result (XML-RPC's `base64` in its
+/// `system.methodSignature`), asked within the call's deadline. Remembered per run of the
+/// peer (its id is new at every start) and method, when the peer gave an answer.
+async fn declares_bytes(peer: &Peer, method: &str, deadline: Instant) -> bool {
+    static KNOWN: OnceLock<Mutex<HashMap<(NodeId, String), bool>>> = OnceLock::new();
     let known = KNOWN.get_or_init(Mutex::default);
-    let id = (target.to_owned(), method.to_owned());
+    // A virtual actor's `TYPE.method/KEY` is declared as `TYPE.method`.
+    let method = method
+        .split_once('/')
+        .map_or(method, |(declared, _)| declared);
+    let id = (peer.info().id, method.to_owned());
     if let Some(bytes) = known.lock().ok().and_then(|k| k.get(&id).copied()) {
         return bytes;
     }
-    // `[[result, param, ...]]`; a method that cannot say is taken at its JSON.
-    let Ok(signature) = ask().await else {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
         return false;
+    }
+    let options = CallOptions::timeout(left);
+    let bytes = match peer.call_json(SIGNATURE, &[method], options).await {
+        // `[[result, param, ...]]`.
+        Ok(signature) => signature[0][0] == "base64",
+        // It cannot say: the JSON is the answer (and is remembered as such).
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::MethodNotFound | ErrorKind::BadArguments
+            ) =>
+        {
+            false
+        }
+        // Not now (a lost link, a timeout): the JSON this time, and ask again next time.
+        Err(_) => return false,
     };
-    let bytes = signature[0][0] == "base64";
     if let Ok(mut known) = known.lock() {
+        if known.len() >= REMEMBERED {
+            known.clear();
+        }
         known.insert(id, bytes);
     }
     bytes
 }
+
+/// How many (peer run, method) answers are remembered before starting afresh.
+const REMEMBERED: usize = 4096;
+
+const SIGNATURE: &str = "system.methodSignature";
 
 /// A timeout in seconds, as Python gives it.
 pub(crate) fn seconds(timeout: f64) -> PyResult<Duration> {
@@ -170,8 +193,6 @@ pub(crate) fn complete(
 #[pyclass(module = "meshrpc._native", frozen)]
 pub(crate) struct NativeClient {
     client: Client,
-    /// The address it was asked to connect to (what its signatures are remembered by).
-    target: String,
 }
 
 #[pymethods]
@@ -186,10 +207,9 @@ impl NativeClient {
             default_timeout: seconds(timeout)?,
             ..NodeConfig::default()
         };
-        let target = addr.clone();
         let connected = py.detach(|| runtime().block_on(Client::connect_with(addr, &config)));
         match connected {
-            Ok(client) => Ok(NativeClient { client, target }),
+            Ok(client) => Ok(NativeClient { client }),
             Err(e) => Err(rpc_fault(py, e)),
         }
     }
@@ -203,16 +223,12 @@ impl NativeClient {
         timeout: f64,
     ) -> PyResult<Py<PyAny>> {
         let (args, timeout) = (from_args(args)?, seconds(timeout)?);
-        let (peer, target) = (self.client.peer().clone(), self.target.clone());
+        let peer = self.client.peer().clone();
         let call = async move {
+            let deadline = Instant::now() + timeout;
             let options = CallOptions::timeout(timeout);
             let value = peer.call_json(&method, &args, options).await?;
-            let asked = [method.as_str()];
-            let bytes = looks_like_bytes(&value)
-                && declares_bytes(&target, &method, || {
-                    peer.call_json(SIGNATURE, &asked, options)
-                })
-                .await;
+            let bytes = looks_like_bytes(&value) && declares_bytes(&peer, &method, deadline).await;
             Ok(Answer { value, bytes })
         };
         let result = wait(py, call)?;

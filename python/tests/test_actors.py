@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 
 import pytest
 
@@ -89,6 +90,31 @@ def test_keys_spread_over_python_hosts_and_are_reached_through_any_node(bin_path
         assert b.actor("pcounter", key).incr(1) == 2
         assert c.actor("pcounter", key).incr(1) == 3
         assert c.actor("pcounter", key).whoami() == key
+
+
+def test_a_call_past_its_deadline_still_holds_its_key_until_python_answers(py_nodes):
+    node = py_nodes("py1", timeout=0.2, workers=4)
+
+    @node.virtual_actor("slowpoke")
+    class Slowpoke:
+        def __init__(self):
+            self.inside = False
+
+        def slow(self, ms: int) -> int:
+            self.inside = True
+            time.sleep(ms / 1000)
+            self.inside = False
+            return ms
+
+        def busy(self) -> bool:
+            return self.inside
+
+    with pytest.raises(meshrpc.Fault) as raised:
+        node.actor("slowpoke", "k").slow(600)
+    assert raised.value.kind == "timeout"
+    # The caller gave up; the key did not: its next call waits for `slow` to end.
+    patient = meshrpc.ServerProxy(node.addr, timeout=10)
+    assert getattr(patient, "slowpoke.busy/k")() is False
 
 
 def test_a_class_that_cannot_make_an_instance_is_refused(py_nodes):

@@ -52,8 +52,6 @@ struct Inner {
     identity: Identity,
     config: NodeConfig,
     tls: Option<Tls>,
-    /// The HTTP gateway's URL (its bound address), for an HTTP client on the binary port.
-    gateway: Option<String>,
     /// What every link's reader needs: the dispatcher, the bounds, the tracker.
     ctx: LinkCtx,
     peers: Peers,
@@ -91,9 +89,7 @@ impl Links {
         handlers_stop: CancellationToken,
         directory: Directory,
     ) -> Links {
-        let scheme = if config.http_tls { "https" } else { "http" };
         let inner = Inner {
-            gateway: config.http.map(|addr| format!("{scheme}://{addr}/")),
             peers: Peers::new(identity.id),
             identity,
             config,
@@ -205,7 +201,7 @@ impl Links {
             tls: inner.tls.as_ref(),
             probe: false,
             versions: inner.config.protocol_versions(),
-            gateway: inner.gateway.as_deref(),
+            gateway: inner.config.http.map(|addr| (addr, inner.config.http_tls)),
         }
     }
 

@@ -37,15 +37,15 @@ pub(crate) trait ActorMethod<S>: Send + Sync + 'static {
     }
 
     /// For a method answered by a future (a binding's function on a virtual actor): runs
-    /// its synchronous part on `state` and returns the future, which answers; the key's
-    /// turn awaits it (`None`: answered already). Every other method runs with
-    /// [`ActorMethod::invoke`].
+    /// its synchronous part on `state` and returns the future, which answers and is true
+    /// if the method panicked; the key's turn awaits it (`None`: answered already). Every
+    /// other method runs with [`ActorMethod::invoke`].
     fn start(
         &self,
         _state: &mut S,
         _entry: &Entry,
         call: Incoming,
-    ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+    ) -> Option<futures_util::future::BoxFuture<'static, bool>> {
         let message = "internal: a method that answers at once was awaited";
         call.responder.fail(ErrorKind::Protocol, message);
         None

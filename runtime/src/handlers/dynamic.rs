@@ -200,7 +200,7 @@ where
         state: &mut S,
         entry: &Entry,
         call: Incoming,
-    ) -> Option<BoxFuture<'static, ()>> {
+    ) -> Option<BoxFuture<'static, bool>> {
         if call.responder.is_gone() {
             call.responder.abandon();
             return None;
@@ -238,20 +238,27 @@ where
         };
         let (result, name) = (self.result.clone(), entry.name.clone());
         Some(Box::pin(async move {
+            let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
             let ran = match deadline {
-                Some(at) => {
-                    tokio::time::timeout_at(at, AssertUnwindSafe(work).catch_unwind()).await
-                }
-                None => Ok(AssertUnwindSafe(work).catch_unwind().await),
+                Some(at) => match tokio::time::timeout_at(at, work.as_mut()).await {
+                    Ok(ran) => ran,
+                    Err(_) => {
+                        // The caller is told, but the turn waits on for the work: the key
+                        // stays held until the binding answers, so its calls never overlap.
+                        let message = "the method outlived the caller's deadline";
+                        responder.fail(ErrorKind::Timeout, message);
+                        return work.await.is_err();
+                    }
+                },
+                None => work.await,
             };
             match ran {
-                Err(_) => responder.fail(
-                    ErrorKind::Timeout,
-                    "the method outlived the caller's deadline",
-                ),
-                Ok(Err(p)) => responder.fail(ErrorKind::Panicked, crate::link::panic_message(&*p)),
-                Ok(Ok(Err(raised))) => responder.reply::<()>(Err(raised.into_error())),
-                Ok(Ok(Ok(value))) => match result.check(value) {
+                Err(p) => {
+                    responder.fail(ErrorKind::Panicked, crate::link::panic_message(&*p));
+                    return true;
+                }
+                Ok(Err(raised)) => responder.reply::<()>(Err(raised.into_error())),
+                Ok(Ok(value)) => match result.check(value) {
                     Ok(value) => responder.reply(Ok(&Typed { ty: result, value })),
                     Err(wrong) => responder.reply::<()>(Err(Raised::new(format!(
                         "`{name}` returned {wrong}, which is not its declared result type {result}"
@@ -259,6 +266,7 @@ where
                     .into_error())),
                 },
             }
+            false
         }))
     }
 }

@@ -77,9 +77,10 @@ pub(crate) struct Local<'a> {
     pub(crate) probe: bool,
     /// The protocol versions this side speaks, oldest and newest.
     pub(crate) versions: (u16, u16),
-    /// The URL of this node's HTTP gateway, named to an HTTP client that reached its binary
-    /// port ([`wrong_port`]); `None` without one (and for dialers).
-    pub(crate) gateway: Option<&'a str>,
+    /// Where this node's HTTP gateway listens and whether it speaks HTTPS, named to an HTTP
+    /// client that reached its binary port ([`wrong_port`]); `None` without one (and for
+    /// dialers).
+    pub(crate) gateway: Option<(SocketAddr, bool)>,
 }
 
 impl Socket {

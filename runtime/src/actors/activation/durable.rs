@@ -162,10 +162,11 @@ impl<S: Send + 'static> Kind<S> {
             call.method.start(state, &call.entry, call.call)
         }));
         match started {
-            Ok(Some(turn)) => {
-                turn.await;
-                false
-            }
+            // Past the shutdown grace the turn stops waiting (its state is dropped).
+            Ok(Some(turn)) => tokio::select! {
+                panicked = turn => panicked,
+                _ = self.ctx.stop.cancelled() => true,
+            },
             Ok(None) => false,
             Err(_) => {
                 warn!(kind = %self.name, %key, "a method panicked; the key's state is rebuilt");

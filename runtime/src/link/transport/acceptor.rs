@@ -29,7 +29,9 @@ pub(crate) async fn accept(
     // An HTTP client on this (plain) port speaks first: tell it where the gateway is. A
     // TLS port answers anything but a ClientHello with a TLS alert, which is how a plain
     // client's probe tells it uses TLS.
-    if local.tls.is_none() && wrong_port::http_request(&stream, wrong_port::SNIFF).await {
+    if local.tls.is_none()
+        && wrong_port::first(&stream, wrong_port::SNIFF).await == wrong_port::First::Http
+    {
         wrong_port::answer(stream, &local.identity.name, local.gateway).await;
         let reason = "an HTTP request on the binary port (answered 400, naming the gateway)";
         return Err(HandshakeFailure::Failed(reason.to_owned()));

@@ -8,10 +8,13 @@
 //! greeting, as they always did. A TLS port is left alone: it answers anything but a
 //! ClientHello with a TLS alert, which is how a plain client's probe tells it uses TLS.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::link::sniff;
 
 /// How long a plain acceptor waits for an HTTP client's request before greeting: what
 /// every link's handshake pays once, on the acceptor's side.
@@ -28,19 +31,76 @@ const METHODS: [&[u8]; 8] = [
     b"CONNECT ",
 ];
 
-/// Whether the first bytes of the connection are an HTTP request line, looking for up to
-/// `wait`.
-pub(super) async fn http_request(stream: &TcpStream, wait: Duration) -> bool {
-    let mut head = [0u8; 8];
-    match tokio::time::timeout(wait, stream.peek(&mut head)).await {
-        Ok(Ok(n)) => METHODS.iter().any(|m| head[..n].starts_with(m)),
-        _ => false,
-    }
+/// What the first bytes of the connection are, looking for up to `wait`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum First {
+    /// Nothing yet, or not HTTP: greet.
+    Greet,
+    /// A plain meshrpc client's probe ([`sniff::PROBE`]): its acceptor was slow to greet.
+    /// It has been read off; greet, and the client goes on.
+    Probe,
+    /// An HTTP request: answer it.
+    Http,
 }
 
-/// Answers the HTTP client with the hint, then closes. `gateway` is the gateway's URL.
-pub(super) async fn answer(mut stream: TcpStream, node: &str, gateway: Option<&str>) {
-    let (reason, body) = hint(node, gateway);
+/// Looks at the first bytes of the connection for up to `wait`.
+pub(super) async fn first(stream: &TcpStream, wait: Duration) -> First {
+    let mut head = [0u8; 32];
+    let n = match tokio::time::timeout(wait, stream.peek(&mut head)).await {
+        Ok(Ok(n)) => n,
+        _ => return First::Greet,
+    };
+    let head = &head[..n];
+    if !METHODS.iter().any(|m| head.starts_with(m)) {
+        return First::Greet;
+    }
+    if sniff::PROBE.starts_with(head) || head.starts_with(sniff::PROBE) {
+        // Maybe our own client's probe: read it whole (it is sent in one write).
+        let mut probe = [0u8; sniff::PROBE.len()];
+        let whole = tokio::time::timeout(wait.max(PROBE_WAIT), stream.peek(&mut probe)).await;
+        if matches!(whole, Ok(Ok(n)) if n == probe.len()) && probe == sniff::PROBE {
+            let mut gone = [0u8; sniff::PROBE.len()];
+            if let Ok(Ok(())) =
+                tokio::time::timeout(PROBE_WAIT, read_exact(stream, &mut gone)).await
+            {
+                return First::Probe;
+            }
+        }
+    }
+    First::Http
+}
+
+/// How long to wait for the rest of a probe whose start arrived.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads exactly `buf.len()` bytes that `peek` has shown are there.
+async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        stream.readable().await?;
+        match stream.try_read(&mut buf[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Answers the HTTP client with the hint, then closes. `gateway` is where the gateway
+/// listens, and whether it speaks HTTPS.
+pub(super) async fn answer(mut stream: TcpStream, node: &str, gateway: Option<(SocketAddr, bool)>) {
+    // A gateway bound to every address is named by the address this client reached.
+    let url = gateway.map(|(mut addr, https)| {
+        if addr.ip().is_unspecified() {
+            if let Ok(here) = stream.local_addr() {
+                addr.set_ip(here.ip());
+            }
+        }
+        format!("{}://{addr}/", if https { "https" } else { "http" })
+    });
+    let (reason, body) = hint(node, url.as_deref());
     let response = format!(
         "HTTP/1.1 400 {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -48,9 +108,14 @@ pub(super) async fn answer(mut stream: TcpStream, node: &str, gateway: Option<&s
     );
     let written = async {
         stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client sent until it closes: a socket closed with unread bytes
+        // resets the connection, and the answer could be lost with it.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     };
-    // A client that does not read gets nothing more than the handshake's patience.
+    // A client that does not read, or never closes, gets a second of patience.
     let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
 }
 
@@ -83,13 +148,13 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    async fn exchange(send: &[u8], gateway: Option<&str>) -> (bool, String) {
+    async fn exchange(send: &[u8], gateway: Option<(SocketAddr, bool)>) -> (bool, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut client = TcpStream::connect(addr).await.unwrap();
         client.write_all(send).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let seen = http_request(&server, Duration::from_secs(5)).await;
+        let seen = first(&server, Duration::from_secs(5)).await == First::Http;
         if seen {
             answer(server, "a", gateway).await;
         }
@@ -102,11 +167,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_http_request_gets_a_400_naming_the_gateway() {
-        let (seen, got) = exchange(
-            b"POST /RPC2 HTTP/1.1\r\n\r\n",
-            Some("http://127.0.0.1:8000/"),
-        )
-        .await;
+        // Bound to every address, the gateway is named by the one the client reached.
+        let gateway = Some(("0.0.0.0:8000".parse().unwrap(), false));
+        let (seen, got) = exchange(b"POST /RPC2 HTTP/1.1\r\n\r\n", gateway).await;
         assert!(seen);
         assert!(
             got.starts_with("HTTP/1.1 400 Bad Request: this is a meshrpc binary port; its HTTP gateway is http://127.0.0.1:8000/\r\n"),
@@ -120,7 +183,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(body.len(), length);
-        let (_, got) = exchange(b"GET / HTTP/1.0\r\n\r\n", None).await;
+        let (_, got) = exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", None).await;
         assert!(got.contains("no HTTP gateway (--http)"), "{got}");
     }
 
@@ -132,6 +195,22 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_plain_clients_probe_is_read_off_and_greeted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client.write_all(sniff::PROBE).await.unwrap();
+        client.write_all(b"after").await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        assert_eq!(first(&server, Duration::from_secs(5)).await, First::Probe);
+        // The probe is gone; what follows it is not.
+        let mut rest = [0u8; 5];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"after");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_dialer_is_greeted_after_the_window() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,6 +218,6 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        assert!(!http_request(&server, SNIFF).await);
+        assert_eq!(first(&server, SNIFF).await, First::Greet);
     }
 }
