@@ -109,8 +109,12 @@ async fn kill_9_under_load_every_call_ends_and_is_counted() {
                 .ok_or(RpcError::Protocol(out.to_string()))
         }
     });
+    // Both loads succeed before the kill: the relay's first call dials the victim first.
     let killer = async {
-        wait_for(|| tally.ok.load(Ordering::Relaxed) > 200).await;
+        wait_for(|| {
+            tally.ok.load(Ordering::Relaxed) > 200 && relayed.ok.load(Ordering::Relaxed) > 20
+        })
+        .await;
         victim.signal("KILL");
     };
     tokio::time::timeout(PATIENCE, async {
