@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import threading
 import types
@@ -342,11 +343,14 @@ class ServerProxy:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._client = None
+        self._pid = os.getpid()
 
     def _send(self, method: str, args):
         with self._lock:
-            if self._client is None or not self._client.connected:
+            # A connection made before a fork belongs to the parent: the child makes its own.
+            if self._client is None or self._pid != os.getpid() or not self._client.connected:
                 self._client = _native.NativeClient(self._addr, self._cookie, self._timeout)
+                self._pid = os.getpid()
             client = self._client
         return client.call(method, args, self._timeout)
 

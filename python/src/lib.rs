@@ -10,7 +10,7 @@
 //! asyncio call's completion is handed to Python from tokio's blocking pool, never from a
 //! worker.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -22,17 +22,27 @@ mod node;
 mod values;
 
 /// The runtime every node and client of this process runs on: two workers, like the
-/// machines it is measured on; Python's own threads do the Python work.
+/// machines it is measured on; Python's own threads do the Python work. A process forked
+/// from one that had started it (`multiprocessing`'s default on Linux) has none of its
+/// threads: it gets a runtime of its own, and the parent's is left alone (never dropped).
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("meshrpc-worker")
-            .enable_all()
-            .build()
-            .expect("cannot start the tokio runtime")
-    })
+    static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let mut current = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match *current {
+        Some((owner, runtime)) if owner == pid => runtime,
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("meshrpc-worker")
+                .enable_all()
+                .build()
+                .expect("cannot start the tokio runtime");
+            let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+            *current = Some((pid, runtime));
+            runtime
+        }
+    }
 }
 
 /// `meshrpc.Fault`, which the Python half defines and hands over at import.

@@ -3,6 +3,7 @@ leaving the cluster gracefully (members see `left` at once, not `down` later), `
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -95,3 +96,37 @@ def test_close_is_idempotent_and_ends_calls_to_the_node(py_nodes):
     with pytest.raises(meshrpc.Fault) as raised:
         proxy.ping()
     assert raised.value.kind in ("peer_unavailable", "disconnected", "shutdown"), raised.value
+
+
+_PROXY: meshrpc.ServerProxy | None = None
+
+
+def _add_in_child(x: int) -> int:
+    assert _PROXY is not None
+    return _PROXY.add(x, 1)
+
+
+def test_a_proxy_used_before_a_fork_works_in_the_children(rust_nodes):
+    # multiprocessing's default on Linux: children inherit the parent's proxy, not its threads.
+    global _PROXY
+    r1 = rust_nodes("r1")
+    _PROXY = meshrpc.ServerProxy(r1.addr)
+    assert _PROXY.add(1, 1) == 2
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        assert pool.map_async(_add_in_child, range(6)).get(timeout=PATIENCE) == [1, 2, 3, 4, 5, 6]
+    assert _PROXY.add(2, 2) == 4
+
+
+def test_a_cluster_with_a_cookie_takes_python_peers_that_have_it(rust_nodes, py_nodes):
+    r1 = rust_nodes("r1", "--cookie", "s3cret")
+    node = py_nodes("py1", seeds=[r1.addr], cookie="s3cret")
+    wait_for("py1 to see r1 up", lambda: any(m.name == "r1" and m.status == "up" for m in node.members()))
+    assert node.proxy("r1").square(4) == 16
+    assert meshrpc.ServerProxy(r1.addr, cookie="s3cret").add(1, 2) == 3
+    with pytest.raises(meshrpc.Fault) as raised:
+        meshrpc.ServerProxy(r1.addr).add(1, 2)
+    assert raised.value.kind == "unauthenticated", raised.value
+    with pytest.raises(meshrpc.Fault) as raised:
+        meshrpc.ServerProxy(r1.addr, cookie="wrong").add(1, 2)
+    assert raised.value.kind == "unauthenticated", raised.value
