@@ -17,10 +17,13 @@ Run it with an interpreter that has the package (after `cargo build --release`):
     python3 -m venv /tmp/v && /tmp/v/bin/pip install ./python
     /tmp/v/bin/python scripts/bench_python.py [--secs 3] [--rounds 3]
 """
-import argparse, json, os, re, socket, statistics, subprocess, sys, time
+import argparse, json, os, re, statistics, subprocess, sys, time
 import xmlrpc.client
 
 import meshrpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_xmlrpc import SERVER as XMLRPC_SERVER, free_port  # noqa: E402  the same server
 
 BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "meshrpc")
 
@@ -42,23 +45,6 @@ node.register_instance(MyServer())
 print(node.addr, flush=True)
 node.serve_forever()
 """
-
-XMLRPC_SERVER = """
-import sys
-from xmlrpc.server import SimpleXMLRPCServer
-
-server = SimpleXMLRPCServer(("127.0.0.1", int(sys.argv[1])), logRequests=False)
-server.register_function(lambda a, b: a + b, "add")
-print("ready", flush=True)
-server.serve_forever()
-"""
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def sequential(proxy, secs):
     """add(2, 3) in a loop for `secs`: calls per second."""
