@@ -107,10 +107,13 @@ class Node:
     def name(self) -> str:
         return self._native.name
 
-    def register_function(self, function: typing.Callable, name: str | None = None):
+    def register_function(self, function: typing.Callable | None = None, name: str | None = None):
         """Serves ``function`` as ``name`` (its own name by default). Its type hints are the
         method's signature; its docstring is its help. Returns ``function``, so this also
-        works as a decorator."""
+        works as a decorator, with a name too (``@node.register_function(name="sum")``), as
+        ``SimpleXMLRPCServer.register_function`` does."""
+        if function is None:
+            return lambda function: self.register_function(function, name)
         name = name or function.__name__
         params, result = _signature(function, name)
         doc = inspect.getdoc(function) or ""

@@ -108,6 +108,23 @@ def test_virtual_actors_are_reached_wherever_they_live(rust_nodes, py_nodes):
     assert counter.get() == 3
 
 
+def test_register_function_decorates_with_or_without_a_name(py_nodes):
+    node = py_nodes("py1")
+
+    @node.register_function
+    def double(x: int) -> int:
+        return 2 * x
+
+    @node.register_function(name="total")
+    def sum_of(xs: list[int]) -> int:
+        return sum(xs)
+
+    proxy = meshrpc.ServerProxy(node.addr)
+    assert double(4) == 8  # still the function
+    assert proxy.double(4) == 8
+    assert proxy.total([1, 2, 3]) == 6
+
+
 def test_two_python_nodes_serve_each_other(rust_nodes, py_nodes):
     r1 = rust_nodes("r1")
     a = py_nodes("pa", seeds=[r1.addr])
