@@ -67,7 +67,10 @@ class Node:
 
     ``seeds`` are ``host:port`` of members to join through (they need not be up yet);
     ``cookie`` is the cluster's shared secret, if it has one; ``timeout`` (seconds) bounds
-    each call this node makes; ``workers`` Python threads run the handlers.
+    each call this node makes; ``workers`` Python threads run the handlers; ``http``
+    (``"IP:PORT"``) starts the node's HTTP gateway, so ``xmlrpc.client`` and JSON-RPC
+    clients reach its methods too (``http_token`` is the gateway's credential; a node with a
+    cookie needs one).
     """
 
     def __init__(
@@ -79,10 +82,14 @@ class Node:
         *,
         timeout: float = 10.0,
         workers: int = 4,
+        http: str | None = None,
+        http_token: str | None = None,
     ):
         if workers < 1:
             raise ValueError("a node needs at least one worker thread")
-        self._native = _native.NativeNode(name, listen, list(seeds), cookie, timeout)
+        self._native = _native.NativeNode(
+            name, listen, list(seeds), cookie, timeout, http, http_token
+        )
         self._timeout = timeout
         self._handlers: list[typing.Callable | _ActorMethod] = []
         # Virtual actors' instances, by activation id.
@@ -106,6 +113,11 @@ class Node:
     @property
     def name(self) -> str:
         return self._native.name
+
+    @property
+    def http_addr(self) -> str | None:
+        """Where its HTTP gateway listens (``Node(..., http="127.0.0.1:0")``), if it has one."""
+        return self._native.http_addr
 
     def register_function(self, function: typing.Callable | None = None, name: str | None = None):
         """Serves ``function`` as ``name`` (its own name by default). Its type hints are the

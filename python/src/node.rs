@@ -97,7 +97,8 @@ pub(crate) struct NativeNode {
 impl NativeNode {
     /// Starts a node and, with `seeds`, joins their cluster.
     #[new]
-    #[pyo3(signature = (name, listen, seeds, cookie=None, timeout=10.0))]
+    #[pyo3(signature = (name, listen, seeds, cookie=None, timeout=10.0, http=None, http_token=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one to one
     fn new(
         py: Python<'_>,
         name: String,
@@ -105,13 +106,23 @@ impl NativeNode {
         seeds: Vec<String>,
         cookie: Option<String>,
         timeout: f64,
+        http: Option<String>,
+        http_token: Option<String>,
     ) -> PyResult<Self> {
+        let http = match http {
+            Some(at) => Some(at.parse().map_err(|e| {
+                PyValueError::new_err(format!("http must be IP:PORT, not {at:?}: {e}"))
+            })?),
+            None => None,
+        };
         let config = NodeConfig {
             name,
             listen,
             seeds,
             cookie,
             default_timeout: seconds(timeout)?,
+            http,
+            http_token,
             ..NodeConfig::default()
         };
         let started = py.detach(|| runtime().block_on(Node::start(config)));
@@ -129,6 +140,12 @@ impl NativeNode {
     #[getter]
     fn addr(&self) -> String {
         self.node.addr().to_string()
+    }
+
+    /// Where its HTTP gateway listens (XML-RPC, JSON-RPC), if it has one.
+    #[getter]
+    fn http_addr(&self) -> Option<String> {
+        self.node.http_addr().map(|addr| addr.to_string())
     }
 
     /// Its name.

@@ -5,7 +5,10 @@ appears in the cluster's membership, and receives a Rust node's `fanout`."""
 from __future__ import annotations
 
 import json
+import xmlrpc.client
 from typing import Optional
+
+import pytest
 
 import meshrpc
 from conftest import cli, members_of, wait_for
@@ -123,6 +126,19 @@ def test_register_function_decorates_with_or_without_a_name(py_nodes):
     assert double(4) == 8  # still the function
     assert proxy.double(4) == 8
     assert proxy.total([1, 2, 3]) == 6
+
+
+def test_xmlrpc_clients_reach_a_python_nodes_methods_through_its_gateway(py_nodes):
+    node = py_nodes("py1", http="127.0.0.1:0")
+    node.register_instance(MyServer())
+    assert node.http_addr.startswith("127.0.0.1:")
+    server = xmlrpc.client.ServerProxy(f"http://{node.http_addr}")
+    assert server.add(2, 3) == 5
+    assert server.echo(xmlrpc.client.Binary(b"hi")) == xmlrpc.client.Binary(b"hi")
+    assert server.system.methodHelp("add") == "add(a: i64, b: i64) -> i64\n\nAdds two numbers."
+    assert py_nodes("py2").http_addr is None
+    with pytest.raises(ValueError, match="http must be IP:PORT"):
+        meshrpc.Node("py3", http="localhost")
 
 
 def test_two_python_nodes_serve_each_other(rust_nodes, py_nodes):
