@@ -208,7 +208,8 @@ class Node:
         except KeyboardInterrupt:
             pass
         finally:
-            if main:
+            # `None`: the previous handler was not Python's, and cannot be put back from here.
+            if main and previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.close()
 
