@@ -340,55 +340,6 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-class ServerProxy:
-    """A connection to one node from a program that is not a node, like
-    ``xmlrpc.client.ServerProxy``: ``ServerProxy("mesh://127.0.0.1:4000").add(2, 3)``.
-    It connects on the first call, and again after the connection was lost."""
-
-    def __init__(self, uri: str, cookie: str | None = None, *, timeout: float = 10.0):
-        scheme, sep, rest = uri.partition("://")
-        if not sep:
-            scheme, rest = "mesh", uri
-        if scheme != "mesh":
-            raise ValueError(
-                f"ServerProxy speaks mesh://HOST:PORT, not {scheme}://; for a node's HTTP "
-                "gateway use xmlrpc.client.ServerProxy"
-            )
-        self._addr = rest.rstrip("/")
-        self._cookie = cookie
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._client = None
-        self._pid = os.getpid()
-
-    def _send(self, method: str, args):
-        with self._lock:
-            # A connection made before a fork belongs to the parent: the child makes its own.
-            if self._client is None or self._pid != os.getpid() or not self._client.connected:
-                self._client = _native.NativeClient(self._addr, self._cookie, self._timeout)
-                self._pid = os.getpid()
-            client = self._client
-        return client.call(method, args, self._timeout)
-
-    def __getattr__(self, name: str) -> _Method:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Method(self._send, name)
-
-    def close(self) -> None:
-        with self._lock:
-            self._client = None
-
-    def __enter__(self) -> ServerProxy:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<meshrpc.ServerProxy mesh://{self._addr}>"
-
-
 class _Method:
     """A method of a proxy; dotted names (``proxy.system.listMethods()``) build up."""
 
@@ -421,6 +372,53 @@ class _Proxy:
 
     def __repr__(self) -> str:
         return f"<meshrpc proxy of {self._label}>"
+
+
+class ServerProxy(_Proxy):
+    """A connection to one node from a program that is not a node, like
+    ``xmlrpc.client.ServerProxy``: ``ServerProxy("mesh://127.0.0.1:4000").add(2, 3)``.
+    It connects on the first call, and again after the connection was lost."""
+
+    def __init__(self, uri: str, cookie: str | None = None, *, timeout: float = 10.0):
+        scheme, sep, rest = uri.partition("://")
+        if not sep:
+            scheme, rest = "mesh", uri
+        if scheme != "mesh":
+            raise ValueError(
+                f"ServerProxy speaks mesh://HOST:PORT, not {scheme}://; for a node's HTTP "
+                "gateway use xmlrpc.client.ServerProxy"
+            )
+        self._addr = rest.rstrip("/")
+        self._cookie = cookie
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._client = None
+        self._pid = os.getpid()
+        # `_send` is this class's method (not stored: a stored bound method would keep the
+        # proxy, and its connection, alive until the garbage collector runs).
+        self._label = f"mesh://{self._addr}"
+
+    def _send(self, method: str, args):
+        with self._lock:
+            # A connection made before a fork belongs to the parent: the child makes its own.
+            if self._client is None or self._pid != os.getpid() or not self._client.connected:
+                self._client = _native.NativeClient(self._addr, self._cookie, self._timeout)
+                self._pid = os.getpid()
+            client = self._client
+        return client.call(method, args, self._timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client = None
+
+    def __enter__(self) -> ServerProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<meshrpc.ServerProxy mesh://{self._addr}>"
 
 
 class _Aio:

@@ -175,14 +175,7 @@ impl Lan {
             .output()
             .expect("run meshrpc members");
         let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        list.iter()
-            .filter_map(|m| {
-                Some((
-                    m["name"].as_str()?.to_owned(),
-                    m["status"].as_str()?.to_owned(),
-                ))
-            })
-            .collect()
+        super::statuses(&list)
     }
 
     /// `meshrpc call` run inside host `i`, against its own node.

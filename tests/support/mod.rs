@@ -270,7 +270,11 @@ pub fn members_json(addr: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 
 /// Runs `meshrpc members --json ADDR` and returns name -> status; empty if it fails.
 pub fn members(addr: &str, extra: &[&str]) -> std::collections::BTreeMap<String, String> {
-    let list = members_json(addr, extra);
+    statuses(&members_json(addr, extra))
+}
+
+/// Name -> status, from what `meshrpc members --json` printed.
+pub fn statuses(list: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
     list.iter()
         .filter_map(|m| {
             Some((

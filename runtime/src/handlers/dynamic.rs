@@ -144,15 +144,7 @@ where
         };
         let built = catch_unwind(AssertUnwindSafe(|| (self.f)(&call, args)));
         let (result, name) = (self.result.clone(), entry.name.clone());
-        let built = built.map(|work| async move {
-            let value = work.await?;
-            match result.check(value) {
-                Ok(value) => Ok(Typed { ty: result, value }),
-                Err(wrong) => Err(Raised::new(format!(
-                    "`{name}` returned {wrong}, which is not its declared result type {result}"
-                ))),
-            }
-        });
+        let built = built.map(|work| async move { typed(&name, result, work.await?) });
         spawn_answer(built, call, ctx);
     }
 }
@@ -257,17 +249,25 @@ where
                     responder.fail(ErrorKind::Panicked, crate::link::panic_message(&*p));
                     return true;
                 }
-                Ok(Err(raised)) => responder.reply::<()>(Err(raised.into_error())),
-                Ok(Ok(value)) => match result.check(value) {
-                    Ok(value) => responder.reply(Ok(&Typed { ty: result, value })),
-                    Err(wrong) => responder.reply::<()>(Err(Raised::new(format!(
-                        "`{name}` returned {wrong}, which is not its declared result type {result}"
-                    ))
-                    .into_error())),
+                Ok(Ok(value)) => match typed(&name, result, value) {
+                    Ok(value) => responder.reply(Ok(&value)),
+                    Err(raised) => responder.reply::<()>(Err(raised.into_error())),
                 },
+                Ok(Err(raised)) => responder.reply::<()>(Err(raised.into_error())),
             }
             false
         }))
+    }
+}
+
+/// The handler's `value`, checked against the declared `result` type and ready to encode as
+/// it; otherwise the caller's error saying what came instead.
+fn typed(name: &str, result: Arc<Type>, value: Value) -> Result<Typed, Raised> {
+    match result.check(value) {
+        Ok(value) => Ok(Typed { ty: result, value }),
+        Err(wrong) => Err(Raised::new(format!(
+            "`{name}` returned {wrong}, which is not its declared result type {result}"
+        ))),
     }
 }
 
