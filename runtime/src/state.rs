@@ -1,8 +1,9 @@
 //! Where durable actor state lives: the [`StateStore`] a node writes its virtual actors'
-//! state to, and the stores this crate has ([`sqlite`]). A store keeps, per `(type, key)`,
-//! the state's bytes and a version; every write says which version it replaces and fails
-//! with [`StoreError::Conflict`] if that is no longer the one stored, so a second activation
-//! of a key (a view change, a partition) cannot overwrite the first (Orleans' ETags).
+//! state to, and the stores this crate has (`sqlite`, `postgres`). A store keeps, per
+//! `(type, key)`, the state's bytes and a version; every write says which version it
+//! replaces and fails with [`StoreError::Conflict`] if that is no longer the one stored, so
+//! a second activation of a key (a view change, a partition) cannot overwrite the first
+//! (Orleans' ETags).
 //!
 //! Writes go in batches: a store commits a batch at once (group commit), and each write in
 //! it succeeds or conflicts on its own. A store stops when its last handle is dropped.

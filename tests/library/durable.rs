@@ -275,13 +275,11 @@ async fn a_bad_reminder_is_refused_saying_why() {
 
 #[tokio::test]
 async fn a_store_that_cannot_be_opened_stops_the_node_saying_why() {
-    let err = Node::start(NodeConfig {
-        name: "x".into(),
-        state: Some("redis://nowhere".into()),
-        ..NodeConfig::default()
-    })
-    .await
-    .err()
-    .expect("no node with an unknown store");
+    let err = Node::builder("x")
+        .state("redis://nowhere")
+        .start()
+        .await
+        .err()
+        .expect("no node with an unknown store");
     assert!(err.to_string().contains("names no state store"), "{err}");
 }

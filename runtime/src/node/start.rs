@@ -122,6 +122,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Where virtual actors that persist keep their state: `sqlite:PATH` or
+    /// `postgres://…` (the `--state` flag's URL). Without it they run volatile.
+    pub fn state(mut self, url: impl Into<String>) -> Self {
+        self.config.state = Some(url.into());
+        self
+    }
+
     /// Binds the listener and starts the node; seeds are dialed in the background.
     ///
     /// # Errors

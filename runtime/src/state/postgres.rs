@@ -2,7 +2,8 @@
 //! One task owns the connection and serves requests from a bounded channel in batches
 //! (`queue.rs`), as the SQLite store does: everything waiting goes into one transaction and one commit, and
 //! only then is it answered. A lost connection is opened again for the next batch; the
-//! batch it failed is answered `unavailable`. The task ends when the last handle is dropped.
+//! batch it failed is answered `unavailable` when it failed before its commit (nothing
+//! written), `unknown` when it failed at or during the commit (perhaps written). The task ends when the last handle is dropped.
 //!
 //! Compare-and-set is the same `UPDATE … WHERE version = $4`: under PostgreSQL's read
 //! committed isolation, a concurrent writer's update waits for the row and re-checks the
