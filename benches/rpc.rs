@@ -76,7 +76,7 @@ async fn setup() -> Setup {
                 .expect("client"),
         );
     }
-    let echo = Baseline::server().await;
+    let echo = Baseline::server("127.0.0.1:0").await;
     let baseline = Baseline::connect(echo).await;
     let mut baselines = Vec::new();
     for _ in 0..4 {

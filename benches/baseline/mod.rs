@@ -35,9 +35,10 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Starts an echo server on loopback; returns its address.
-    pub async fn server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    /// Starts an echo server listening on `addr` (`127.0.0.1:0`: a port of its own), each
+    /// connection in its own task; returns the address it listens on.
+    pub async fn server(addr: &str) -> SocketAddr {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

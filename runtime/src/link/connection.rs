@@ -318,12 +318,19 @@ impl Connection {
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         shared.pending.insert(id, tx, deadline);
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _guard = PendingGuard { shared, id };
+        let mut guard = PendingGuard {
+            shared,
+            id,
+            waiting: true,
+        };
         if self.is_closed() || !self.send(&header, method, append)? {
             return Err(self.disconnected(method));
         }
         // The link's sweeper answers `timeout` when the deadline passes.
-        let result = match rx.await {
+        let answer = rx.await;
+        // Whoever answered (the reader, the sweeper, a closing link) took the entry out.
+        guard.waiting = false;
+        let result = match answer {
             Err(_) => Err(shared.lost(method, id)),
             Ok(Err(remote)) => Err(RpcError::from_remote(method, remote, timeout)),
             Ok(Ok(reply)) => Ok(reply),
@@ -388,12 +395,15 @@ impl Connection {
 struct PendingGuard<'a> {
     shared: &'a Shared,
     id: u64,
+    /// Cleared once the waiter got its answer: the entry is gone then, and taking the
+    /// table's lock again to make sure would cost every call a third lock.
+    waiting: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         // Still waiting: the caller dropped the call. Tell the callee to stop working on it.
-        if self.shared.pending.remove(self.id) {
+        if self.waiting && self.shared.pending.remove(self.id) {
             self.shared.send_cancel(self.id);
         }
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);

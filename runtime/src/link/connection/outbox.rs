@@ -189,11 +189,14 @@ pub(crate) async fn write_loop(shared: Arc<Shared>, mut half: WriteHalf, heartbe
     let mut wrote = true;
     let outbox = &shared.outbox;
     let work = async {
+        // One wait for the whole loop, not one registered and dropped per wake-up.
+        let cancelled = shared.token.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
                 // Cancellation first: the final drain below still writes what is queued.
-                _ = shared.token.cancelled() => break,
+                _ = &mut cancelled => break,
                 _ = outbox.ready.notified() => {}
                 _ = tick.tick() => {
                     if let Some(ping) = ping.as_ref().filter(|_| !wrote) {

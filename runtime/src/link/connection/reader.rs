@@ -138,10 +138,17 @@ async fn read_loop(
     let mut seen = (0u64, 0usize);
     let mut last_progress = tokio::time::Instant::now();
     let from_node = shared.peer.addr.is_some();
+    // Waited on once for the whole loop: a fresh one per frame registers and unregisters
+    // with the token each time.
+    let cancelled = shared.token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let paused = backlogged(shared, ctx);
+        // In this order, so that a frame already buffered is taken without polling the
+        // timer; the silence check matters only when no frame comes.
         let payload = tokio::select! {
-            _ = shared.token.cancelled() => {
+            biased;
+            _ = &mut cancelled => {
                 // The peer may have said goodbye and closed, and our writer then failed on the
                 // closed socket before we read the goodbye: it is in the buffer, and it says
                 // more (leaving or not) than the write error does.
@@ -158,6 +165,11 @@ async fn read_loop(
                 let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
                 return Closed::Locally;
             }
+            next = frames.next(), if !paused => match next {
+                None => return Closed::ByPeer,
+                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
+                Some(Ok(payload)) => payload,
+            },
             // Paused: the peer is not reading our replies. Wait for the writer (or for the
             // silence check to close the link).
             _ = shared.outbox.drained.notified(), if paused => continue,
@@ -171,11 +183,6 @@ async fn read_loop(
                 }
                 continue;
             }
-            next = frames.next(), if !paused => match next {
-                None => return Closed::ByPeer,
-                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
-                Some(Ok(payload)) => payload,
-            },
         };
         frames_read += 1;
         let payload = payload.freeze();
