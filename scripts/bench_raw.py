@@ -9,6 +9,9 @@ SECS seconds after a WARMUP each; the table has the medians and their ratio.
 
     cargo build --release && cargo bench --bench raw --no-run
     python3 scripts/bench_raw.py [--secs 3] [--warmup 1] [--rounds 3] [--only 1x64]
+        [--before OLD/target/release/meshrpc]
+
+--before adds an older build's node and bench to the same rounds (before/after in one run).
 """
 import argparse, json, os, statistics, subprocess, sys
 
@@ -67,12 +70,12 @@ def raw_run(raw, work, opts):
         stop(server)
 
 
-def meshrpc_run(work, opts):
+def meshrpc_run(work, opts, binary=MESHRPC):
     _, _, conns, inflight, payload, _ = work
-    node, line = start([MESHRPC, "node", "--name", "bench", "--listen", "127.0.0.1:0"], "listening")
+    node, line = start([binary, "node", "--name", "bench", "--listen", "127.0.0.1:0"], "listening")
     try:
         addr = line.split()[-1]
-        args = [MESHRPC, "bench", addr, "--json", "--connections", str(conns), "--concurrency", str(inflight),
+        args = [binary, "bench", addr, "--json", "--connections", str(conns), "--concurrency", str(inflight),
                 "--duration", str(opts.secs), "--warmup", str(opts.warmup)]
         if payload:
             args += ["--payload", str(payload)]
@@ -99,34 +102,45 @@ def main():
     parser.add_argument("--secs", type=float, default=3)
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", help="an older meshrpc binary, measured in the same rounds")
     parser.add_argument("--only", action="append", help="a workload's short name: " +
                         ", ".join(w[0] for w in WORKLOADS))
     opts = parser.parse_args()
     raw = raw_binary()
     works = [w for w in WORKLOADS if not opts.only or w[0] in opts.only]
-    runs = {w[0]: ([], [], []) for w in works}
+    runs = {w[0]: ([], [], [], []) for w in works}
     for round_ in range(opts.rounds):
         for work in works:
-            raws, meshes, cpus = runs[work[0]]
-            # Alternate who goes first, so neither always runs on a warmer machine.
-            if round_ % 2 == 0:
-                raws.append(raw_run(raw, work, opts))
-                rate, cpu = meshrpc_run(work, opts)
-            else:
-                rate, cpu = meshrpc_run(work, opts)
-                raws.append(raw_run(raw, work, opts))
-            meshes.append(rate)
-            cpus.append(cpu)
-            print(f"round {round_ + 1} {work[0]}: raw {raws[-1]:,.0f}, meshrpc {rate:,.0f} calls/s", file=sys.stderr)
-    print("| workload | raw echo | meshrpc | meshrpc / raw | target | meshrpc CPU/call (bench + node) |")
-    print("|---|---|---|---|---|---|")
+            raws, meshes, cpus, befores = runs[work[0]]
+            sides = [lambda: raws.append(raw_run(raw, work, opts)),
+                     lambda: record(meshes, cpus, meshrpc_run(work, opts))]
+            if opts.before:
+                sides.append(lambda: befores.append(meshrpc_run(work, opts, opts.before)[0]))
+            # Rotate who goes first, so no side always runs on a warmer machine.
+            for i in range(len(sides)):
+                sides[(i + round_) % len(sides)]()
+            before = f", before {befores[-1]:,.0f}" if opts.before else ""
+            print(f"round {round_ + 1} {work[0]}: raw {raws[-1]:,.0f}, meshrpc {meshes[-1]:,.0f}{before} calls/s",
+                  file=sys.stderr)
+    before_head = ("| before | before / raw " if opts.before else "")
+    print(f"| workload | raw echo {before_head}| meshrpc | meshrpc / raw | target | meshrpc CPU/call (bench + node) |")
+    print("|---|---|" + ("---|---|" if opts.before else "") + "---|---|---|---|")
     for work in works:
-        raws, meshes, cpus = runs[work[0]]
+        raws, meshes, cpus, befores = runs[work[0]]
         r, m = statistics.median(raws), statistics.median(meshes)
         ratio = m / r
         mark = "✓" if ratio >= work[5] else "✗"
-        print(f"| {work[1]} | {r:,.0f} calls/s | {m:,.0f} calls/s | {ratio:.2f}× | ≥ {work[5]}× {mark} | "
+        before = ""
+        if opts.before:
+            b = statistics.median(befores)
+            before = f"| {b:,.0f} calls/s | {b / r:.2f}× "
+        print(f"| {work[1]} | {r:,.0f} calls/s {before}| {m:,.0f} calls/s | {ratio:.2f}× | ≥ {work[5]}× {mark} | "
               f"{statistics.median(cpus):.2f} µs |")
+
+
+def record(meshes, cpus, run):
+    meshes.append(run[0])
+    cpus.append(run[1])
 
 
 if __name__ == "__main__":

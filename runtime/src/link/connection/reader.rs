@@ -144,10 +144,17 @@ async fn read_loop(
     tokio::pin!(cancelled);
     loop {
         let paused = backlogged(shared, ctx);
-        // In this order, so that a frame already buffered is taken without polling the
-        // timer; the silence check matters only when no frame comes.
+        // In this order: a frame already buffered is taken without polling the token (a
+        // lock) or the timer. The token is still seen within a few reads of a flood: each
+        // read spends the task's cooperative budget, and an exhausted budget makes the
+        // read wait once. The silence check matters only when no frame comes.
         let payload = tokio::select! {
             biased;
+            next = frames.next(), if !paused => match next {
+                None => return Closed::ByPeer,
+                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
+                Some(Ok(payload)) => payload,
+            },
             _ = &mut cancelled => {
                 // The peer may have said goodbye and closed, and our writer then failed on the
                 // closed socket before we read the goodbye: it is in the buffer, and it says
@@ -165,11 +172,6 @@ async fn read_loop(
                 let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
                 return Closed::Locally;
             }
-            next = frames.next(), if !paused => match next {
-                None => return Closed::ByPeer,
-                Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
-                Some(Ok(payload)) => payload,
-            },
             // Paused: the peer is not reading our replies. Wait for the writer (or for the
             // silence check to close the link).
             _ = shared.outbox.drained.notified(), if paused => continue,
