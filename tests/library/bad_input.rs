@@ -296,3 +296,42 @@ async fn uploaded_items_nobody_granted_close_the_link_instead_of_piling_up() {
     still_serves(&node).await;
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_stops_sending_is_still_closed_when_the_node_stops() {
+    // A link's reader takes buffered frames before it looks at the link's token, so a
+    // peer whose frames never run dry must not keep its link (and the socket) alive past
+    // the node's shutdown: tokio's read budget makes the reader look.
+    let node = node().await;
+    let (mut read, mut write) = handshaken(&node).await.into_split();
+    // The node's pongs are read and dropped, so it never pauses reading for backpressure.
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 << 10];
+        while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let pings: Vec<u8> = (0..1000).flat_map(|_| frame(&wire::Header::Ping)).collect();
+    let (flooding_tx, flooding) = tokio::sync::oneshot::channel();
+    let flood = tokio::spawn(async move {
+        let mut flooding_tx = Some(flooding_tx);
+        let give_up = tokio::time::Instant::now() + PATIENCE * 2;
+        while tokio::time::Instant::now() < give_up {
+            if write.write_all(&pings).await.is_err() {
+                return true; // the node closed the socket
+            }
+            if let Some(tx) = flooding_tx.take() {
+                let _ = tx.send(());
+            }
+        }
+        false
+    });
+    flooding.await.expect("the flood started");
+    tokio::time::timeout(PATIENCE, node.shutdown())
+        .await
+        .expect("the node stops under a flood");
+    let closed = tokio::time::timeout(PATIENCE, flood)
+        .await
+        .expect("the flood ends")
+        .unwrap();
+    assert!(closed, "the node kept reading the flood after it stopped");
+    drain.abort();
+}
