@@ -13,7 +13,7 @@ SECS seconds after a WARMUP each; the table has the medians and their ratio.
 
 --before adds an older build's node and bench to the same rounds (before/after in one run).
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, select, statistics, subprocess, sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MESHRPC = os.path.join(ROOT, "target", "release", "meshrpc")
@@ -40,12 +40,14 @@ def raw_binary():
 
 
 def start(cmd, ready):
-    """Starts a server; returns it and the line that says it is ready."""
+    """Starts a server; returns it and the line that says it is ready (within 30 s)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "RUST_LOG": "error"})
-    line = proc.stdout.readline()
+    line = ""
+    if select.select([proc.stdout], [], [], 30)[0]:
+        line = proc.stdout.readline()
     if ready not in line:
-        proc.kill()
+        stop(proc)
         sys.exit(f"{cmd[0]} did not start: {line!r}")
     return proc, line
 
@@ -62,7 +64,7 @@ def raw_run(raw, work, opts):
     try:
         out = subprocess.run(
             [raw, "client", f"127.0.0.1:{port}", str(conns), str(inflight), str(payload or 2),
-             str(opts.warmup), str(opts.secs)], capture_output=True, text=True, timeout=opts.secs * 4 + 30)
+             str(opts.warmup), str(opts.secs)], capture_output=True, text=True, timeout=(opts.warmup + opts.secs) * 4 + 30)
         if out.returncode != 0:
             sys.exit(f"raw client failed: {out.stderr}")
         return json.loads(out.stdout)["calls_per_sec"]
@@ -79,13 +81,14 @@ def meshrpc_run(work, opts, binary=MESHRPC):
                 "--duration", str(opts.secs), "--warmup", str(opts.warmup)]
         if payload:
             args += ["--payload", str(payload)]
-        out = subprocess.run(args, capture_output=True, text=True, timeout=opts.secs * 4 + 30)
+        out = subprocess.run(args, capture_output=True, text=True, timeout=(opts.warmup + opts.secs) * 4 + 30)
         if out.returncode != 0:
             sys.exit(f"meshrpc bench failed: {out.stderr}")
         report = json.loads(out.stdout)
         if report["errors"]:
             sys.exit(f"meshrpc bench had errors: {report['errors']}")
-        return report["calls_per_sec"], report.get("client_cpu_us_per_call", 0) + report.get("node_cpu_us_per_call", 0)
+        cpu = (report.get("client_cpu_us_per_call"), report.get("node_cpu_us_per_call"))
+        return report["calls_per_sec"], (sum(cpu) if None not in cpu else float("nan"))
     finally:
         stop(node)
 

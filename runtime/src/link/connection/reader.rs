@@ -122,6 +122,9 @@ impl<F: FnOnce(&Connection, &Closed)> Drop for CloseGuard<F> {
         }
     }
 }
+/// How many frames the reader may take between two looks at the link's token.
+const TOKEN_EVERY: u64 = 64;
+
 /// Reads frames until the link closes; returns why.
 async fn read_loop(
     shared: &Arc<Shared>,
@@ -145,12 +148,15 @@ async fn read_loop(
     loop {
         let paused = backlogged(shared, ctx);
         // In this order: a frame already buffered is taken without polling the token (a
-        // lock) or the timer. The token is still seen within a few reads of a flood: each
-        // read spends the task's cooperative budget, and an exhausted budget makes the
-        // read wait once. The silence check matters only when no frame comes.
+        // lock) or the timer; the silence check matters only when no frame comes. So that
+        // a peer whose frames never run dry cannot keep a closed link reading (and running
+        // its casts), the link's own close flag is read before every frame and the token
+        // (closed with the node, say) every `TOKEN_EVERY` frames.
+        let closing = shared.closed.load(Ordering::Relaxed)
+            || (frames_read.is_multiple_of(TOKEN_EVERY) && shared.token.is_cancelled());
         let payload = tokio::select! {
             biased;
-            next = frames.next(), if !paused => match next {
+            next = frames.next(), if !paused && !closing => match next {
                 None => return Closed::ByPeer,
                 Some(Err(e)) => return Closed::Failed(read_error(e, frames.decoder().max_frame_length())),
                 Some(Ok(payload)) => payload,
