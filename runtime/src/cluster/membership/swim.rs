@@ -292,7 +292,11 @@ impl Actor {
     }
 
     /// Members from a state sync: those whose name a live member holds are left out, as a
-    /// newcomer announcing itself would be. Returns how many members were new here.
+    /// newcomer announcing itself would be. This node's own entry goes to foca too: a sync
+    /// may be the only way it learns that it is suspected — a suspicion copied by a sync
+    /// has no timer behind it on the copying node and is never gossiped, so only this
+    /// node's refutation (foca bumps its incarnation) ends it. Returns how many members were
+    /// new here.
     fn apply(&mut self, state: SyncState) -> usize {
         if self.left {
             return 0;
@@ -308,8 +312,8 @@ impl Actor {
         let news = members
             .into_iter()
             .take(MAX_SYNC)
-            .filter(|m| m.id() != &me && !m.id().name.is_empty())
-            .filter(|m| self.conflict(m.id()).is_none());
+            .filter(|m| !m.id().name.is_empty())
+            .filter(|m| m.id() == &me || self.conflict(m.id()).is_none());
         let news: Vec<_> = news.collect();
         let before = self.foca.num_members();
         if let Err(error) = self
@@ -478,3 +482,6 @@ impl Actor {
         auth::verify_seal(cookie, Sealed::Datagram, body, mac).then_some(body)
     }
 }
+
+#[cfg(test)]
+mod tests;
