@@ -13,8 +13,11 @@ import pytest
 import meshrpc
 from conftest import PATIENCE, free_port, members_of, wait_for
 
+# Each child puts Python's Ctrl-C handler back first: started from a background job (as
+# `.ci/run &` is), a process inherits SIGINT ignored, and Python then installs no handler.
 SERVER = """
-import sys, meshrpc
+import signal, sys, meshrpc
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class MyServer:
     def add(self, a: int, b: int) -> int:
@@ -29,7 +32,8 @@ print("left", flush=True)
 
 
 CALLER = """
-import sys, meshrpc
+import signal, sys, meshrpc
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 proxy = meshrpc.ServerProxy(sys.argv[1], timeout=60)
 try:
